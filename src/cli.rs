@@ -1,0 +1,418 @@
+//! The command line: clap definitions for every subcommand, and the connection options
+//! shared by `connect`, `run` and `load` (one struct, flattened into each).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::secret::Secret;
+use crate::values::{self, Header};
+
+const ABOUT: &str = "A WebSocket tester for API Gateway stages and other WebSocket APIs";
+
+const EXAMPLES: &str = "\
+Examples:
+  wsprobe connect                                   # REPL against the bundled backend
+  wsprobe connect wss://abc123.execute-api.eu-west-1.amazonaws.com/dev \\
+      --auth 'Bearer xyz' --api-key \"$API_KEY\"
+  wsprobe run scripts/echo.wsp --report junit=report.xml
+  wsprobe load ws://127.0.0.1:8080/dev -c 100 --rate 1000/s -d 30s --threshold 'p99<50ms'
+  wsprobe serve --api-key secret-key --token xyz
+
+Exit codes: 0 success, 1 a check failed, 2 usage or script error, 3 could not connect,
+130 interrupted.";
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(name = "wsprobe", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Never colour output (colour is also off when NO_COLOR is set or output is not a terminal)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// Print tokens, API keys and other secrets instead of redacting them
+    #[arg(long, global = true)]
+    pub show_secrets: bool,
+}
+
+/// The jobs wsprobe does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Interactive REPL: send text or route-tagged JSON, see what arrives, check echoes
+    Connect(ConnectArgs),
+    /// Run scripts of sends and expectations (for CI), with JUnit and JSON reports
+    Run(RunArgs),
+    /// Load-ping a stage: many connections, a target rate, exact latency percentiles
+    Load(LoadArgs),
+    /// Run the reference backend: an API Gateway WebSocket stage with the sample echo app
+    Serve(ServeArgs),
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What an echo of a route-tagged send looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EchoPolicy {
+    /// The value of the body field, as JSON (the sample echo app's `send` route)
+    Body,
+    /// The whole message, as sent
+    Full,
+    /// No echo is expected
+    Off,
+}
+
+/// Options for opening a connection, shared by `connect`, `run` and `load`.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectionArgs {
+    /// Extra handshake header, repeatable
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = values::parse_header)]
+    pub headers: Vec<Header>,
+
+    /// Authorization header value, e.g. 'Bearer xyz'
+    #[arg(
+        long,
+        value_name = "VALUE",
+        env = "WSPROBE_AUTH",
+        hide_env_values = true
+    )]
+    pub auth: Option<Secret>,
+
+    /// X-API-Key header value
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "WSPROBE_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<Secret>,
+
+    /// Sec-WebSocket-Protocol to offer, repeatable
+    #[arg(short = 's', long = "subprotocol", value_name = "PROTOCOL")]
+    pub subprotocols: Vec<String>,
+
+    /// Origin header
+    #[arg(short = 'o', long, value_name = "URL")]
+    pub origin: Option<String>,
+
+    /// How long the TCP connect, TLS and WebSocket handshake may take
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = values::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Extra PEM root certificates to trust (besides the platform's)
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with --key)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of the client certificate (with --cert)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Do not verify the server's TLS certificate (dangerous; prints a warning)
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
+    /// JSON field that carries the route of a route-tagged send
+    #[arg(long, value_name = "NAME", default_value = "action")]
+    pub route_field: String,
+
+    /// JSON field that carries the payload of a route-tagged send
+    #[arg(long, value_name = "NAME", default_value = "body")]
+    pub body_field: String,
+
+    /// What the echo of a route-tagged send looks like
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = EchoPolicy::Body)]
+    pub echo: EchoPolicy,
+}
+
+/// `wsprobe connect`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe connect                         # starts the bundled backend and connects to it
+  wsprobe connect ws://127.0.0.1:8080/dev --auth 'Bearer xyz' --api-key k1
+  wsprobe connect URL -x '/send send \"Hello World!\"' -w 1s
+  echo hello | wsprobe connect URL        # pipe mode: one message a line
+
+At the prompt: a plain line is sent as a text frame; /help lists the commands.")]
+pub struct ConnectArgs {
+    /// ws:// or wss:// URL; without one, the bundled backend is started on a free port
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Run this command (or send this text) after connecting, repeatable; then exit
+    #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
+    pub execute: Vec<String>,
+
+    /// With -x or piped input: how long to wait for messages before exiting
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = values::parse_duration)]
+    pub wait: Duration,
+
+    /// How long an echo check waits for the echo
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
+    pub echo_timeout: Duration,
+
+    /// Show control frames (ping, pong, close)
+    #[arg(short = 'P', long)]
+    pub show_control: bool,
+
+    /// Prefix each message with a timestamp
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+
+    /// Pretty-print JSON messages
+    #[arg(long)]
+    pub pretty: bool,
+
+    /// History file (default: wsprobe/history in the user's data directory)
+    #[arg(long, value_name = "FILE")]
+    pub history_file: Option<PathBuf>,
+}
+
+/// A `--report FORMAT=PATH` of `wsprobe run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportTarget {
+    Junit(PathBuf),
+    Json(PathBuf),
+}
+
+fn parse_report_target(text: &str) -> Result<ReportTarget, String> {
+    match text.split_once('=') {
+        Some(("junit", path)) if !path.is_empty() => Ok(ReportTarget::Junit(path.into())),
+        Some(("json", path)) if !path.is_empty() => Ok(ReportTarget::Json(path.into())),
+        _ => Err(format!(
+            "`{text}` is not a report; write `junit=PATH` or `json=PATH`"
+        )),
+    }
+}
+
+/// `wsprobe run`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe run scripts/echo.wsp --url ws://127.0.0.1:8080/dev
+  wsprobe run tests/*.wsp --var TOKEN=\"$TOKEN\" --report junit=junit.xml --report json=run.json")]
+pub struct RunArgs {
+    /// Script files to run, in order
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Set a variable for ${NAME} interpolation, repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = values::parse_key_value)]
+    pub vars: Vec<(String, String)>,
+
+    /// URL for `connect` lines that name none (also available as ${WS_URL})
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Write a report: junit=PATH or json=PATH, repeatable
+    #[arg(long = "report", value_name = "FORMAT=PATH", value_parser = parse_report_target)]
+    pub reports: Vec<ReportTarget>,
+
+    /// Stop at the first failing test
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Default wait of an expectation without `within`
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `wsprobe load`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe load ws://127.0.0.1:8080/dev -c 50 -d 10s              # closed model: max rate
+  wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms' --threshold 'errors<0.1%'
+  wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json")]
+pub struct LoadArgs {
+    /// ws:// or wss:// URL of the stage
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Number of connections
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 10)]
+    pub connections: usize,
+
+    /// Target message rate over all connections (open model); without it, one ping in flight per connection
+    #[arg(long, value_name = "N/s", value_parser = values::parse_rate)]
+    pub rate: Option<f64>,
+
+    /// How long to send for
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = values::parse_duration, conflicts_with = "count")]
+    pub duration: Option<Duration>,
+
+    /// How many pings to send in all
+    #[arg(short = 'n', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+
+    /// Spread connection opening over this long
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
+    pub ramp_up: Option<Duration>,
+
+    /// Maximum rate of new connections
+    #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate)]
+    pub connect_rate: f64,
+
+    /// Size of each ping message in bytes (padding is added up to it)
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = values::parse_size)]
+    pub size: u64,
+
+    /// Route of each ping
+    #[arg(long, value_name = "NAME", default_value = "send")]
+    pub route: String,
+
+    /// An echo that takes longer than this is counted as late
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
+    pub timeout: Duration,
+
+    /// Pass/fail condition, repeatable: p99<50ms, p99.9<200ms, errors<0.1%, connect_errors==0, rate>=950/s
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub thresholds: Vec<String>,
+
+    /// Write the report as JSON
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<PathBuf>,
+
+    /// Write round-trip latencies as an HdrHistogram interval log
+    #[arg(long, value_name = "PATH")]
+    pub hdr_log: Option<PathBuf>,
+
+    /// No live progress line
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// What `serve` does with a message no route matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DefaultRoute {
+    /// Echo the frame back (a plain echo server)
+    Echo,
+    /// No $default route: the client gets API Gateway's Forbidden error frame
+    None,
+}
+
+/// Log line format of `serve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// `wsprobe serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe serve                                          # ws://127.0.0.1:8080/dev
+  wsprobe serve --route-selection-expression '$request.body.message'   # the blog's sample app
+  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --token xyz --route chat=broadcast")]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Stage name: clients connect to /STAGE
+    #[arg(long, value_name = "NAME", default_value = "dev")]
+    pub stage: String,
+
+    /// Require this x-api-key on $connect (403 otherwise), repeatable
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "WSPROBE_SERVE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<Secret>,
+
+    /// Require 'Authorization: Bearer TOKEN' on $connect (401 otherwise), repeatable
+    #[arg(
+        long = "token",
+        value_name = "TOKEN",
+        env = "WSPROBE_SERVE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<Secret>,
+
+    /// Route selection expression, $request.body.PATH
+    #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
+    pub route_selection_expression: String,
+
+    /// Add a route: NAME=echo-body|echo|broadcast, repeatable
+    #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
+    pub routes: Vec<String>,
+
+    /// What unmatched messages get
+    #[arg(long, value_name = "ROUTE", value_enum, default_value_t = DefaultRoute::None)]
+    pub default_route: DefaultRoute,
+
+    /// Close a connection with 1001 after this long without a message
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = values::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Close a connection with 1001 after this long in all
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = values::parse_duration)]
+    pub max_connection_duration: Duration,
+
+    /// Largest frame accepted (bigger closes with 1009)
+    #[arg(long, value_name = "BYTES", default_value = "32KiB", value_parser = values::parse_size)]
+    pub max_frame_size: u64,
+
+    /// Largest message accepted (bigger closes with 1009)
+    #[arg(long, value_name = "BYTES", default_value = "128KiB", value_parser = values::parse_size)]
+    pub max_message_size: u64,
+
+    /// Log line format
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// No log lines
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn report_targets() {
+        assert_eq!(
+            parse_report_target("junit=a.xml"),
+            Ok(ReportTarget::Junit("a.xml".into()))
+        );
+        assert_eq!(
+            parse_report_target("json=r.json"),
+            Ok(ReportTarget::Json("r.json".into()))
+        );
+        assert!(parse_report_target("xml=a").is_err());
+        assert!(parse_report_target("junit=").is_err());
+    }
+}

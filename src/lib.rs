@@ -1,0 +1,60 @@
+//! wsprobe: a command-line WebSocket tester for API Gateway stages and other WebSocket APIs.
+//!
+//! Data flows one way: command line ([`cli`]) → connection ([`client`]) → [`session`] →
+//! front-end ([`repl`], [`script`], [`load`]) → report. [`serve`] is the bundled reference
+//! backend. Everything lives in the library so tests can run a whole job in-process.
+
+pub mod cli;
+pub mod client;
+pub mod command;
+pub mod error;
+pub mod error_reporting;
+pub mod exit;
+pub mod load;
+pub mod message;
+pub mod repl;
+pub mod script;
+pub mod secret;
+pub mod serve;
+pub mod session;
+pub mod values;
+
+use std::io::IsTerminal;
+
+use cli::{Cli, Command};
+pub use error::{Error, Outcome};
+
+/// Settings that every job honours.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context {
+    /// `--show-secrets`: print tokens and keys instead of redacting them.
+    pub show_secrets: bool,
+}
+
+/// Runs the job the command line asks for.
+pub async fn run(cli: Cli) -> Result<Outcome, Error> {
+    let context = Context {
+        show_secrets: cli.show_secrets,
+    };
+    match cli.command {
+        Command::Connect(args) => repl::run(args, context).await,
+        Command::Run(args) => script::run(args, context).await,
+        Command::Load(args) => load::run(args, context).await,
+        Command::Serve(args) => serve::run(args, context).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "wsprobe", &mut std::io::stdout());
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+/// Decides once, at start-up, whether output is coloured: never with `--no-color`,
+/// `NO_COLOR` or when stdout is not a terminal.
+pub fn init_color(no_color_flag: bool) {
+    let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    if no_color_flag || no_color_env || !std::io::stdout().is_terminal() {
+        colored::control::set_override(false);
+    }
+}

@@ -1,0 +1,1 @@
+//! Route-tagged messages and echo matching, shared by every job.
