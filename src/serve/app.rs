@@ -1,0 +1,321 @@
+//! The router: `/{stage}` (and `/{stage}/`) takes WebSocket upgrades, `@connections`
+//! paths go to the management API, every other path gets 403 `{"message":"Forbidden"}`.
+//! The upgrade is done here by hand (not with axum's extractor) so the connection task
+//! gets the raw TCP stream: it must choose its own close codes on limit breaches and
+//! linger after a close so the client reads the close frame.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
+use axum::response::Response;
+use base64::Engine;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::auth::{self, FORBIDDEN_BODY};
+use super::registry::{ConnectionHandle, ConnectionInfo, OUTBOUND_QUEUE};
+use super::server::PeerAddr;
+use super::{ServeConfig, ServeEvent, ServerState, connection, management};
+
+/// Builds the router of a server and its state. Serve the router with the accept loop of
+/// [`super::serve`] / [`super::spawn`]; it also works under `axum::serve`.
+pub fn app(config: ServeConfig) -> (Router, ServerState) {
+    let state = ServerState::new(config);
+    let router = Router::new().fallback(handle).with_state(state.clone());
+    (router, state)
+}
+
+/// What a request path addresses.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// `/{stage}` or `/{stage}/`: the WebSocket endpoint.
+    Stage,
+    /// `/{stage}/@connections/{id}` or `/@connections/{id}`, percent-decoded.
+    Connection(String),
+    /// Anything else.
+    Other,
+}
+
+fn target(path: &str, stage: &str) -> Target {
+    let decoded: Vec<String> = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    match segments.as_slice() {
+        [first] | [first, ""] if *first == stage => Target::Stage,
+        [first, "@connections", id] if *first == stage && !id.is_empty() => {
+            Target::Connection((*id).to_owned())
+        }
+        // serverless-offline's form, without the stage [U].
+        ["@connections", id] if !id.is_empty() => Target::Connection((*id).to_owned()),
+        _ => Target::Other,
+    }
+}
+
+async fn handle(State(state): State<ServerState>, request: Request) -> Response {
+    let started = Instant::now();
+    let peer = peer_ip(&request);
+    match target(request.uri().path(), &state.config().stage) {
+        Target::Stage => handshake(state, request, peer, started),
+        Target::Connection(id) => management::handle(state, request, id, started).await,
+        Target::Other => reject(&state, 403, FORBIDDEN_BODY, "no such path", peer, started),
+    }
+}
+
+fn peer_ip(request: &Request) -> IpAddr {
+    if let Some(PeerAddr(addr)) = request.extensions().get::<PeerAddr>() {
+        return addr.ip();
+    }
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |info| info.0.ip())
+}
+
+/// Answers a refused request and logs it.
+fn reject(
+    state: &ServerState,
+    status: u16,
+    body: &'static str,
+    reason: &str,
+    peer: IpAddr,
+    started: Instant,
+) -> Response {
+    state.emit(ServeEvent::Rejected {
+        request_id: state.next_id(),
+        status,
+        reason: reason.to_owned(),
+        source_ip: Some(peer),
+        duration: started.elapsed(),
+    });
+    json_response(status, body)
+}
+
+pub(super) fn json_response(status: u16, body: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Checks the upgrade request, authorizes it, answers 101 and starts the connection task.
+fn handshake(state: ServerState, mut request: Request, peer: IpAddr, started: Instant) -> Response {
+    let headers = request.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return if request.method() == Method::GET {
+            let mut response = reject(
+                &state,
+                426,
+                r#"{"message":"Upgrade Required"}"#,
+                "plain GET without an upgrade",
+                peer,
+                started,
+            );
+            response
+                .headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            response
+        } else {
+            reject(&state, 403, FORBIDDEN_BODY, "not an upgrade", peer, started)
+        };
+    }
+    let key = match check_upgrade(&request) {
+        Ok(key) => key,
+        Err(reason) => {
+            return reject(
+                &state,
+                400,
+                r#"{"message":"Bad Request"}"#,
+                reason,
+                peer,
+                started,
+            );
+        }
+    };
+    if state.is_shutting_down() {
+        return reject(
+            &state,
+            503,
+            r#"{"message":"Service Unavailable"}"#,
+            "shutting down",
+            peer,
+            started,
+        );
+    }
+    let config = state.config();
+    if let Err(refusal) = auth::authorize(request.headers(), &config.api_keys, &config.tokens) {
+        return reject(
+            &state,
+            refusal.status,
+            refusal.body,
+            refusal.reason,
+            peer,
+            started,
+        );
+    }
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return reject(
+            &state,
+            500,
+            r#"{"message":"Internal server error"}"#,
+            "the HTTP server cannot upgrade this request",
+            peer,
+            started,
+        );
+    };
+
+    let headers = request.headers();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // Browsers fail a handshake that offers subprotocols and gets none back; API
+    // Gateway's answer is the $connect integration's choice, so we pick the first [U].
+    let subprotocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
+        .and_then(|p| HeaderValue::from_str(p).ok());
+    let received_headers = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+
+    let connection_id = state.next_id();
+    let request_id = state.next_id();
+    let info = Arc::new(ConnectionInfo::new(peer, user_agent.clone()));
+    let (outbound, inbox) = mpsc::channel(OUTBOUND_QUEUE);
+    let handle = ConnectionHandle {
+        outbound,
+        close: Arc::default(),
+        info: info.clone(),
+    };
+    let close = handle.close.clone();
+    // Registered before the 101 is sent, so an @connections call right after the
+    // handshake finds the connection; what it posts waits in the queue.
+    state.registry().insert(connection_id.clone(), handle);
+    state.emit(ServeEvent::Connected {
+        connection_id: connection_id.clone(),
+        request_id,
+        source_ip: peer,
+        user_agent,
+        headers: received_headers,
+        duration: started.elapsed(),
+    });
+    let guard = state.track_task();
+    let connection = connection::Connection {
+        state,
+        id: connection_id,
+        info,
+        inbox,
+        close,
+        _guard: guard,
+    };
+    tokio::spawn(connection::run(connection, on_upgrade));
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(subprotocol) = subprotocol {
+        response_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, subprotocol);
+    }
+    response
+}
+
+/// The checks of RFC 6455 §4.2.1 on a request that asks for a WebSocket upgrade; returns
+/// the `Sec-WebSocket-Key`, or why the request is malformed.
+fn check_upgrade(request: &Request) -> Result<HeaderValue, &'static str> {
+    if request.method() != Method::GET {
+        return Err("upgrade with a method other than GET");
+    }
+    if request.version() != Version::HTTP_11 {
+        return Err("upgrade over a protocol other than HTTP/1.1");
+    }
+    let headers = request.headers();
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err("upgrade without `Connection: Upgrade`");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err("missing or unsupported Sec-WebSocket-Version (13 expected)");
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("missing Sec-WebSocket-Key")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .map_err(|_| "Sec-WebSocket-Key is not base64")?;
+    if decoded.len() != 16 {
+        return Err("Sec-WebSocket-Key is not 16 bytes");
+    }
+    Ok(key.clone())
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_targets() {
+        assert_eq!(target("/dev", "dev"), Target::Stage);
+        assert_eq!(target("/dev/", "dev"), Target::Stage);
+        assert_eq!(target("/prod", "dev"), Target::Other);
+        assert_eq!(target("/", "dev"), Target::Other);
+        assert_eq!(target("/dev/x", "dev"), Target::Other);
+        assert_eq!(target("/dev//", "dev"), Target::Other);
+        assert_eq!(
+            target("/dev/@connections/R0oXAdfD0kwCH6w=", "dev"),
+            Target::Connection("R0oXAdfD0kwCH6w=".into())
+        );
+        assert_eq!(
+            target("/dev/%40connections/R0oXAdfD0kwCH6w%3D", "dev"),
+            Target::Connection("R0oXAdfD0kwCH6w=".into())
+        );
+        assert_eq!(
+            target("/@connections/abc=", "dev"),
+            Target::Connection("abc=".into())
+        );
+        assert_eq!(target("/dev/@connections/", "dev"), Target::Other);
+        assert_eq!(target("/dev/@connections", "dev"), Target::Other);
+    }
+}

@@ -1,0 +1,352 @@
+//! One task per connection: reads frames, routes text messages, writes what the
+//! `@connections` API and broadcasts queue for it, and enforces API Gateway's limits —
+//! 1009 for a frame or message too big, 1003 for a binary frame, 1007 for invalid UTF-8,
+//! 1001 "Going away" on idle timeout, maximum duration and shutdown, 1000 on
+//! `@connections` DELETE.
+//!
+//! After it sends a close frame the task half-closes the socket and reads until the
+//! client is done (briefly), so the close frame is never lost to a TCP reset.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::registry::{ConnectionInfo, Outbound};
+use super::routing::{self, RouteBehaviour, Selection};
+use super::{ServeEvent, ServerState, TaskGuard};
+
+/// How long a closing connection waits for the client to finish (its close frame, then
+/// its end of the TCP connection). Short, so a shutdown finishes within a second.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The read buffer of a connection: small, so ten thousand idle connections stay cheap;
+/// bigger messages grow it as they arrive.
+const READ_BUFFER: usize = 4 * 1024;
+
+const GOING_AWAY: &str = "Going away";
+
+/// Everything a connection task starts with.
+pub struct Connection {
+    pub state: ServerState,
+    pub id: String,
+    pub info: Arc<ConnectionInfo>,
+    /// Frames queued by `@connections` POST and broadcasts.
+    pub inbox: mpsc::Receiver<Outbound>,
+    /// Notified by `@connections` DELETE.
+    pub close: Arc<Notify>,
+    /// Keeps the task counted until it ends, so a shutdown can wait for it.
+    pub _guard: TaskGuard,
+}
+
+/// Why a connection ends.
+enum End {
+    /// The server closes with this code and reason.
+    Close(u16, &'static str),
+    /// The client sent a close frame (its code, 1005 when it had none) and got the reply.
+    ClosedByClient(u16, String),
+    /// The client vanished without a close frame.
+    Vanished,
+}
+
+/// Runs a connection from its upgrade to its end, then reports the DISCONNECT.
+pub async fn run(connection: Connection, on_upgrade: hyper::upgrade::OnUpgrade) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(_) => {
+            let state = connection.state.clone();
+            finish(
+                &state,
+                &connection.id,
+                &connection.info,
+                1006,
+                "Upgrade failed",
+            );
+            return;
+        }
+    };
+    let config = websocket_config(connection.state.config());
+    // The accept loop serves plain TCP, so this is the TCP stream itself and the task
+    // owns it directly; anything else (another server driving the router) still works.
+    match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let socket = parts.io.into_inner();
+            let ws = WebSocketStream::from_partially_read(
+                socket,
+                parts.read_buf.to_vec(),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            drive(ws, connection).await;
+        }
+        Err(upgraded) => {
+            let ws = WebSocketStream::from_raw_socket(
+                hyper_util::rt::TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            drive(ws, connection).await;
+        }
+    }
+}
+
+fn websocket_config(config: &super::ServeConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Replies are written as they are made; nothing waits in a buffer.
+        .write_buffer_size(0)
+        .max_frame_size(Some(config.max_frame_size))
+        .max_message_size(Some(config.max_message_size))
+}
+
+async fn drive<S>(mut ws: WebSocketStream<S>, connection: Connection)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Connection {
+        state,
+        id,
+        info,
+        mut inbox,
+        close,
+        ..
+    } = connection;
+    let config = state.config();
+    let idle = tokio::time::sleep(config.idle_timeout);
+    let max_age = tokio::time::sleep(config.max_connection_duration);
+    tokio::pin!(idle, max_age);
+    let mut shutdown = state.shutdown_signal();
+
+    let end = loop {
+        tokio::select! {
+            _ = super::server::stopped(&mut shutdown) => break End::Close(1001, GOING_AWAY),
+            _ = close.notified() => break End::Close(1000, ""),
+            _ = &mut idle => break End::Close(1001, GOING_AWAY),
+            _ = &mut max_age => break End::Close(1001, GOING_AWAY),
+            queued = inbox.recv() => {
+                let sent = match queued {
+                    Some(Outbound::Text(text)) => {
+                        send_text(&mut ws, Utf8Bytes::from(text), config.max_frame_size).await
+                    }
+                    Some(Outbound::Binary(data)) => ws.send(Message::Binary(data)).await,
+                    // Every sender is gone: the registry dropped this connection.
+                    None => break End::Close(1000, ""),
+                };
+                if sent.is_err() {
+                    break End::Vanished;
+                }
+            }
+            incoming = ws.next() => match incoming {
+                None => break End::Vanished,
+                Some(Ok(Message::Text(text))) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
+                    info.touch();
+                    if on_text(&mut ws, &state, &id, text).await.is_err() {
+                        break End::Vanished;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    break End::Close(1003, "Binary frames are not supported");
+                }
+                // Pongs are queued by tungstenite and written on the next read; pings
+                // do not count as activity for the idle timeout [U].
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = match frame {
+                        Some(frame) => (u16::from(frame.code), frame.reason.to_string()),
+                        None => (1005, "Client-side close frame status not set".to_owned()),
+                    };
+                    // Reading on writes tungstenite's close reply and ends the stream.
+                    let _ = tokio::time::timeout(LINGER, ws.next()).await;
+                    break End::ClosedByClient(code, reason);
+                }
+                Some(Err(error)) => break end_for_error(&error),
+            },
+        }
+    };
+
+    let (code, reason) = match end {
+        End::Close(code, reason) => {
+            // Gone from the registry first, so @connections answers 410 from now on.
+            state.registry().remove(&id);
+            close_with(&mut ws, code, reason).await;
+            (code, reason.to_owned())
+        }
+        End::ClosedByClient(code, reason) => (code, reason),
+        End::Vanished => (1006, "Connection closed abnormally".to_owned()),
+    };
+    drop(ws);
+    finish(&state, &id, &info, code, &reason);
+}
+
+/// The close code a read error calls for.
+fn end_for_error(error: &WsError) -> End {
+    match error {
+        WsError::Capacity(_) => End::Close(1009, "Message too big"),
+        WsError::Utf8(_) => End::Close(1007, "Invalid frame payload data"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | WsError::Io(_)
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed => End::Vanished,
+        WsError::Protocol(_) => End::Close(1002, "Protocol error"),
+        _ => End::Vanished,
+    }
+}
+
+/// Removes the connection and reports the DISCONNECT.
+fn finish(state: &ServerState, id: &str, info: &ConnectionInfo, code: u16, reason: &str) {
+    state.registry().remove(id);
+    let lived = info.connected_at.elapsed().unwrap_or_default();
+    state.emit(ServeEvent::Disconnected {
+        connection_id: id.to_owned(),
+        request_id: state.next_id(),
+        code,
+        reason: reason.to_owned(),
+        duration: lived,
+    });
+}
+
+/// Sends a close frame, then half-closes and drains the socket until the client has
+/// answered and hung up, or [`LINGER`] has passed.
+async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let deadline = tokio::time::Instant::now() + LINGER;
+    if tokio::time::timeout_at(deadline, ws.send(Message::Close(Some(frame))))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Straight on the socket: after a limit breach the frame parser's state is unusable,
+    // and unread bytes left in the socket would turn the close into a reset.
+    let socket = ws.get_mut();
+    let _ = tokio::time::timeout_at(deadline, async {
+        let _ = socket.shutdown().await;
+        let mut sink = vec![0u8; 4096];
+        while let Ok(read) = socket.read(&mut sink).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Routes one text message and sends what its route sends.
+async fn on_text<S>(
+    ws: &mut WebSocketStream<S>,
+    state: &ServerState,
+    connection_id: &str,
+    text: Utf8Bytes,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let config = state.config();
+    let request_id = state.next_id();
+    let parsed: Option<Value> = serde_json::from_str(text.as_str()).ok();
+    let selection = routing::select(
+        parsed.as_ref(),
+        &config.route_selection_expression,
+        &config.routes,
+        config.default_route,
+    );
+    let bytes = text.len();
+    let reply = match &selection {
+        Selection::NoRoute => Some(Utf8Bytes::from(routing::gateway_error_frame(
+            "Forbidden",
+            connection_id,
+            &request_id,
+        ))),
+        Selection::Route { behaviour, .. } | Selection::Default(behaviour) => match behaviour {
+            RouteBehaviour::Echo => Some(text),
+            RouteBehaviour::EchoBody => Some(Utf8Bytes::from(
+                routing::body_as_json(parsed.as_ref()).unwrap_or_else(|| {
+                    // The sample Lambda throws on a message without a body.
+                    routing::gateway_error_frame(
+                        "Internal server error",
+                        connection_id,
+                        &request_id,
+                    )
+                }),
+            )),
+            RouteBehaviour::Broadcast => match routing::body_as_json(parsed.as_ref()) {
+                Some(body) => {
+                    for sender in state.registry().senders() {
+                        // A client that does not keep up misses the message, as it
+                        // would when API Gateway answers the Lambda's post with 429.
+                        let _ = sender.try_send(Outbound::Text(body.clone()));
+                    }
+                    None
+                }
+                None => Some(Utf8Bytes::from(routing::gateway_error_frame(
+                    "Internal server error",
+                    connection_id,
+                    &request_id,
+                ))),
+            },
+        },
+    };
+    let route_key = selection.route_key().map(str::to_owned);
+    let result = match reply {
+        Some(reply) => send_text(ws, reply, config.max_frame_size).await,
+        None => Ok(()),
+    };
+    state.emit(ServeEvent::Message {
+        connection_id: connection_id.to_owned(),
+        request_id,
+        route_key,
+        bytes,
+        duration: started.elapsed(),
+    });
+    result
+}
+
+/// Sends a text message, split into frames no bigger than the frame limit (API Gateway
+/// applies its 32 KB frame limit to what it sends as well [U]).
+async fn send_text<S>(
+    ws: &mut WebSocketStream<S>,
+    text: Utf8Bytes,
+    frame_limit: usize,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if text.len() <= frame_limit {
+        return ws.send(Message::Text(text)).await;
+    }
+    let data: Bytes = text.into();
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + frame_limit).min(data.len());
+        let opcode = if offset == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(data.slice(offset..end), opcode, end == data.len());
+        ws.feed(Message::Frame(frame)).await?;
+        offset = end;
+    }
+    ws.flush().await
+}
