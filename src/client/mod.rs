@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use colored::Colorize;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -27,6 +28,7 @@ use url::{Host, Url};
 
 pub use error::ConnectError;
 pub use stream::Stream;
+use stream::Transport;
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::ConnectionArgs;
@@ -286,11 +288,13 @@ async fn open(
     // Small frames (pings, echoes) must leave at once, not wait for Nagle.
     let _ = tcp.set_nodelay(true);
 
-    let stream = if secure {
-        Stream::Tls(Box::new(handshake_tls(tcp, &host, config).await?))
+    let transport = if secure {
+        Transport::Tls(Box::new(handshake_tls(tcp, &host, config).await?))
     } else {
-        Stream::Plain(tcp)
+        Transport::Plain(tcp)
     };
+    let (give_back, handed_back) = oneshot::channel();
+    let stream = Stream::handing_back(transport, give_back);
 
     let mut request = url
         .as_str()
@@ -315,10 +319,31 @@ async fn open(
         }
     }
 
-    let (stream, response) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket))
-            .await
-            .map_err(|e| handshake_error(e, url, config))?;
+    let handshake =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket)).await;
+    let (mut stream, response) = match handshake {
+        Ok(done) => done,
+        Err(tungstenite::Error::Http(response)) => {
+            // tungstenite kept only the part of the body that came with the headers;
+            // read the rest from the transport it dropped, within what time is left.
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            let budget = (left / 2).min(MAX_BODY_WAIT);
+            let transport = tokio::time::timeout(budget, handed_back)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let (head, tail) = (*response).into_parts();
+            let body =
+                complete_body(&head.headers, tail.unwrap_or_default(), transport, budget).await;
+            return Err(ConnectError::Rejected {
+                status: head.status.as_u16(),
+                reason: head.status.canonical_reason().unwrap_or("").to_owned(),
+                body: shorten(String::from_utf8_lossy(&body).trim(), MAX_REJECTION_BODY),
+            });
+        }
+        Err(e) => return Err(handshake_error(e, url, config)),
+    };
+    stream.get_mut().keep();
     let subprotocol = response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -441,19 +466,6 @@ fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) 
         reason,
     };
     match error {
-        tungstenite::Error::Http(response) => {
-            let status = response.status();
-            let body = response
-                .body()
-                .as_deref()
-                .map(|bytes| shorten(String::from_utf8_lossy(bytes).trim(), MAX_REJECTION_BODY))
-                .unwrap_or_default();
-            ConnectError::Rejected {
-                status: status.as_u16(),
-                reason: status.canonical_reason().unwrap_or("").to_owned(),
-                body,
-            }
-        }
         tungstenite::Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(why)) => {
             other(match why {
                 SubProtocolError::NoSubProtocol => format!(
@@ -492,6 +504,77 @@ fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) 
             "the server's reply is not a valid WebSocket handshake ({e})"
         )),
         e => other(e.to_string()),
+    }
+}
+
+/// Longest a rejection's body is read for, once its headers are in.
+const MAX_BODY_WAIT: Duration = Duration::from_secs(2);
+/// Most bytes of a rejection's body read from the socket.
+const MAX_BODY_READ: usize = 64 * 1024;
+
+/// The whole body of a rejected handshake: `body` is what came with the headers; the rest
+/// (per `Content-Length`, chunked encoding, or up to the end of the connection) is read
+/// from `transport` within `budget`. Whatever was read by then is returned.
+async fn complete_body(
+    headers: &HeaderMap,
+    mut body: Vec<u8>,
+    transport: Option<Transport>,
+    budget: Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let complete = |body: &[u8]| match content_length {
+        Some(length) => body.len() >= length,
+        None if chunked => body.ends_with(b"0\r\n\r\n"),
+        None => false,
+    };
+    if let Some(mut transport) = transport {
+        let _ = tokio::time::timeout(budget, async {
+            let mut buffer = [0u8; 4096];
+            while !complete(&body) && body.len() < MAX_BODY_READ {
+                match transport.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&buffer[..n]),
+                }
+            }
+        })
+        .await;
+    }
+    if let Some(length) = content_length {
+        body.truncate(length);
+    } else if chunked {
+        body = dechunk(&body).unwrap_or(body);
+    }
+    body
+}
+
+/// Decodes a chunked HTTP body; `None` if it is malformed (then the raw bytes are shown).
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        // Chunk extensions (`;name=value`) are allowed after the size.
+        let size_text = size_text.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        // A body cut short by the read budget keeps what arrived.
+        let available = size.min(raw.len());
+        out.extend_from_slice(&raw[..available]);
+        if available < size {
+            return Some(out);
+        }
+        raw = raw.get(size + 2..)?;
     }
 }
 
@@ -556,6 +639,16 @@ mod tests {
         assert!(reason_of("ws://").contains("host"));
         assert!(reason_of("ws://h/dev#part").contains("fragment"));
         assert!(!reason_of("ws://h:99999/").is_empty());
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        assert_eq!(
+            dechunk(b"7\r\n{\"a\":1}\r\n3;x=y\r\nabc\r\n0\r\n\r\n").as_deref(),
+            Some(&b"{\"a\":1}abc"[..])
+        );
+        assert_eq!(dechunk(b"5\r\nab").as_deref(), Some(&b"ab"[..]));
+        assert_eq!(dechunk(b"zz\r\nab"), None);
     }
 
     #[test]

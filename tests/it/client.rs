@@ -307,6 +307,91 @@ async fn a_refused_handshake_reports_status_and_body_but_no_secret() {
     assert!(!shown.contains("sekrit"), "a secret leaked: {shown}");
 }
 
+/// Answers one upgrade request with `parts`, written one at a time with a pause between
+/// them. The pause is not synchronisation: it makes it likely that the parts arrive in
+/// separate reads, which is the case under test (the test passes either way when the
+/// client is right).
+async fn raw_http_server(parts: Vec<&'static [u8]>) -> (url::Url, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !request.ends_with(b"\r\n\r\n") {
+            match tcp.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buffer[..n]),
+            }
+        }
+        for part in parts {
+            tcp.write_all(part).await.unwrap();
+            tcp.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    (url::Url::parse(&format!("ws://{addr}/dev")).unwrap(), task)
+}
+
+fn rejection(error: ConnectError) -> (u16, String, String) {
+    match error {
+        ConnectError::Rejected {
+            status,
+            reason,
+            body,
+        } => (status, reason, body),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_rejection_body_sent_after_the_headers_is_read_whole() {
+    let (url, server) = raw_http_server(vec![
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n",
+        b"{\"message\":",
+        b"\"Forbidden\"}",
+    ])
+    .await;
+    let (status, reason, body) = rejection(connect(&url, &config(&[])).await.unwrap_err());
+    assert_eq!((status, reason.as_str()), (403, "Forbidden"));
+    assert_eq!(body, r#"{"message":"Forbidden"}"#);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_chunked_rejection_body_is_decoded() {
+    let (url, server) = raw_http_server(vec![
+        b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"e\r\nInternal serve\r\n",
+        b"8\r\nr error.\r\n0\r\n\r\n",
+    ])
+    .await;
+    let (status, _, body) = rejection(connect(&url, &config(&[])).await.unwrap_err());
+    assert_eq!(status, 500);
+    assert_eq!(body, "Internal server error.");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_huge_rejection_body_is_cut_short() {
+    static PAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let page = PAGE.get_or_init(|| {
+        let html = format!("<html>{}</html>", "x".repeat(10_000));
+        format!(
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Length: {}\r\n\r\n{html}",
+            html.len()
+        )
+        .into_bytes()
+    });
+    let (url, server) = raw_http_server(vec![page]).await;
+    let (status, _, body) = rejection(connect(&url, &config(&[])).await.unwrap_err());
+    assert_eq!(status, 502);
+    assert!(body.starts_with("<html>xxx"), "{body}");
+    assert!(body.ends_with("(10013 bytes in all)"), "{body}");
+    assert!(body.len() < 2200);
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_closed_port_is_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
