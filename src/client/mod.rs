@@ -1,7 +1,675 @@
 //! Opening a connection: URL checks, handshake headers (auth, API key, subprotocols,
 //! origin), TCP with a timeout, TLS through rustls, and the WebSocket handshake, with each
 //! way of failing told apart so the user learns what went wrong.
+//!
+//! DNS, TCP, TLS and the upgrade are done one step at a time (rather than through
+//! tokio-tungstenite's all-in-one `connect_async`) so that [`ConnectError`] can say which
+//! step failed: [`ConnectError::Dns`], [`ConnectError::Refused`], [`ConnectError::Tls`],
+//! [`ConnectError::Rejected`] and, for the whole of it, [`ConnectError::Timeout`].
 
 mod error;
+mod stream;
+mod tls;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use colored::Colorize;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use url::{Host, Url};
 
 pub use error::ConnectError;
+pub use stream::Stream;
+use stream::Transport;
+pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::cli::ConnectionArgs;
+use crate::secret::Secret;
+use crate::values::Header;
+
+/// Default of `--connect-timeout`, for configurations not built from the command line.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to open connections, built once (files are read here, not per
+/// connection) and shared: `load` opens thousands of connections with one of these.
+/// Cloning is cheap: the TLS configuration is behind an `Arc`.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Extra handshake headers (`-H`). A name given here replaces a header wsprobe would
+    /// set itself (e.g. `Host`); the same name given twice sends both values.
+    pub headers: Vec<Header>,
+    /// `Authorization` header value (`--auth`).
+    pub auth: Option<Secret>,
+    /// `x-api-key` header value (`--api-key`).
+    pub api_key: Option<Secret>,
+    /// Subprotocols offered in `Sec-WebSocket-Protocol` (`-s`), in order of preference.
+    pub subprotocols: Vec<String>,
+    /// `Origin` header (`-o`).
+    pub origin: Option<String>,
+    /// Limit on DNS, TCP, TLS and the handshake together (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// tungstenite's buffer and size limits; `load` shrinks the buffers to keep tens of
+    /// thousands of connections in memory.
+    pub websocket: WebSocketConfig,
+    /// TLS for `wss://` URLs: trusted roots, client certificate, or no verification.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Where TLS trust and identity come from (`--cacert`, `--cert`/`--key`, `-k`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// PEM file of extra roots to trust besides the platform's.
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate chain and its PEM private key, for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate (no verification at all).
+    pub insecure: bool,
+}
+
+impl Default for ClientConfig {
+    /// No extra headers, a 10 s timeout, tungstenite's default limits, and TLS that trusts
+    /// the platform's roots.
+    fn default() -> Self {
+        Self {
+            headers: Vec::new(),
+            auth: None,
+            api_key: None,
+            subprotocols: Vec::new(),
+            origin: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            websocket: WebSocketConfig::default(),
+            tls: tls::build_config(&tls::TlsOptions::default())
+                // Without files to read, building can only fail if the crypto provider
+                // supports no TLS version, which ring always does.
+                .expect("TLS with platform roots and no files always builds"),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Builds the configuration from the shared connection options: reads `--cacert`,
+    /// `--cert` and `--key` once, checks every header value, and prints a loud warning to
+    /// stderr when `-k` turns certificate verification off.
+    pub fn from_args(args: &ConnectionArgs) -> Result<Self, crate::Error> {
+        let files = TlsFiles {
+            cacert: args.cacert.clone(),
+            client_identity: args.cert.clone().zip(args.key.clone()),
+            insecure: args.insecure,
+        };
+        let config = Self {
+            headers: args.headers.clone(),
+            auth: args.auth.clone(),
+            api_key: args.api_key.clone(),
+            subprotocols: args.subprotocols.clone(),
+            origin: args.origin.clone(),
+            connect_timeout: args.connect_timeout,
+            websocket: WebSocketConfig::default(),
+            tls: Self::default().tls,
+        }
+        .with_tls(&files)?;
+        config.handshake_headers().map_err(crate::Error::usage)?;
+        if args.insecure {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} {}",
+                "warning:".yellow().bold(),
+                "-k/--insecure: server certificates are NOT verified; anyone on the network \
+                 path can read and change this traffic"
+                    .yellow()
+            );
+        }
+        Ok(config)
+    }
+
+    /// Replaces the TLS configuration with one built from `files` (read now, once).
+    pub fn with_tls(mut self, files: &TlsFiles) -> Result<Self, crate::Error> {
+        let options = tls::TlsOptions {
+            cacert: files.cacert.as_deref(),
+            client_identity: files
+                .client_identity
+                .as_ref()
+                .map(|(cert, key)| (cert.as_path(), key.as_path())),
+            insecure: files.insecure,
+        };
+        self.tls = tls::build_config(&options).map_err(crate::Error::usage)?;
+        Ok(self)
+    }
+
+    /// The headers added to the upgrade request, checked. Errors never include a secret.
+    fn handshake_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let mut out = Vec::with_capacity(self.headers.len() + 4);
+        if let Some(auth) = &self.auth {
+            let mut value = HeaderValue::from_bytes(auth.expose().as_bytes())
+                .map_err(|_| "the --auth value contains a character not allowed in a header")?;
+            value.set_sensitive(true);
+            out.push((header::AUTHORIZATION, value));
+        }
+        if let Some(key) = &self.api_key {
+            let mut value = HeaderValue::from_bytes(key.expose().as_bytes())
+                .map_err(|_| "the --api-key value contains a character not allowed in a header")?;
+            value.set_sensitive(true);
+            out.push((HeaderName::from_static("x-api-key"), value));
+        }
+        if !self.subprotocols.is_empty() {
+            let offered = self.subprotocols.join(", ");
+            let value = HeaderValue::from_str(&offered)
+                .map_err(|_| format!("`{offered}` is not a valid subprotocol list"))?;
+            out.push((header::SEC_WEBSOCKET_PROTOCOL, value));
+        }
+        if let Some(origin) = &self.origin {
+            let value = HeaderValue::from_bytes(origin.as_bytes())
+                .map_err(|_| format!("`{origin}` is not a valid Origin header value"))?;
+            out.push((header::ORIGIN, value));
+        }
+        for extra in &self.headers {
+            let name = HeaderName::from_bytes(extra.name.as_bytes())
+                .map_err(|_| format!("`{}` is not a valid header name", extra.name))?;
+            // The value of an extra header may be a secret too: never echo it.
+            let value = HeaderValue::from_bytes(extra.value.as_bytes()).map_err(|_| {
+                format!(
+                    "the value of header `{}` contains a character not allowed in a header",
+                    extra.name
+                )
+            })?;
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+}
+
+/// Parses what a user typed as a WebSocket URL. Only `ws://` and `wss://` are accepted; a
+/// missing scheme or an `http(s)://` one gets an error that suggests the right one.
+pub fn parse_url(text: &str) -> Result<Url, ConnectError> {
+    let text = text.trim();
+    let invalid = |reason: String| ConnectError::InvalidUrl {
+        url: text.to_owned(),
+        reason,
+    };
+    if text.is_empty() {
+        return Err(invalid(
+            "the URL is empty; write e.g. ws://127.0.0.1:8080/dev".into(),
+        ));
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(invalid(format!(
+            "it has no scheme; write ws://{text} or wss://{text}"
+        )));
+    };
+    let suggestion = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "wss" => None,
+        "http" => Some(format!("ws://{rest}")),
+        "https" => Some(format!("wss://{rest}")),
+        _ => {
+            return Err(invalid(format!(
+                "`{scheme}://` is not a WebSocket scheme; write ws:// or wss://"
+            )));
+        }
+    };
+    if let Some(suggestion) = suggestion {
+        return Err(invalid(format!(
+            "WebSocket URLs start with ws:// or wss://; did you mean {suggestion}?"
+        )));
+    }
+    let url = Url::parse(text).map_err(|e| invalid(e.to_string()))?;
+    match url.host() {
+        None => return Err(invalid("it has no host".into())),
+        Some(Host::Domain("")) => return Err(invalid("it has no host".into())),
+        Some(_) => {}
+    }
+    if url.fragment().is_some() {
+        return Err(invalid(
+            "WebSocket URLs cannot have a #fragment (RFC 6455)".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// An open WebSocket connection and what its handshake told us.
+#[derive(Debug)]
+pub struct Connection {
+    /// The WebSocket itself, ready to read and write.
+    pub stream: WebSocketStream<Stream>,
+    /// The URL connected to.
+    pub url: Url,
+    /// The address actually connected to (after DNS).
+    pub peer: SocketAddr,
+    /// HTTP status of the handshake response (101).
+    pub status: u16,
+    /// Headers of the handshake response.
+    pub headers: HeaderMap,
+    /// The subprotocol the server chose, if any.
+    pub subprotocol: Option<String>,
+    /// DNS, TCP, TLS and the handshake together.
+    pub connect_time: Duration,
+}
+
+/// Opens a WebSocket connection to `url`: DNS, TCP, TLS for `wss://`, then the upgrade
+/// with the configured headers, all of it within `config.connect_timeout`.
+pub async fn connect(url: &Url, config: &ClientConfig) -> Result<Connection, ConnectError> {
+    let started = Instant::now();
+    match tokio::time::timeout(config.connect_timeout, open(url, config, started)).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(ConnectError::Timeout {
+            url: shown_url(url),
+            after: config.connect_timeout,
+        }),
+    }
+}
+
+async fn open(
+    url: &Url,
+    config: &ClientConfig,
+    started: Instant,
+) -> Result<Connection, ConnectError> {
+    let invalid = |reason: &str| ConnectError::InvalidUrl {
+        url: shown_url(url),
+        reason: reason.to_owned(),
+    };
+    let secure = match url.scheme() {
+        "ws" => false,
+        "wss" => true,
+        _ => return Err(invalid("only ws:// and wss:// URLs can be opened")),
+    };
+    let host = url.host().ok_or_else(|| invalid("it has no host"))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| invalid("it has no port"))?;
+
+    let addresses = resolve(&host, port).await?;
+    let (tcp, peer) = connect_tcp(&addresses, &host, port).await?;
+    // Small frames (pings, echoes) must leave at once, not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+
+    let transport = if secure {
+        Transport::Tls(Box::new(handshake_tls(tcp, &host, config).await?))
+    } else {
+        Transport::Plain(tcp)
+    };
+    let (give_back, handed_back) = oneshot::channel();
+    let stream = Stream::handing_back(transport, give_back);
+
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| invalid(&e.to_string()))?;
+    let headers = config
+        .handshake_headers()
+        .map_err(|reason| ConnectError::Other {
+            url: shown_url(url),
+            reason,
+        })?;
+    let mut replaced: Vec<HeaderName> = Vec::new();
+    for (index, (name, value)) in headers.into_iter().enumerate() {
+        // wsprobe's own headers come first in the list; an -H of the same name replaces
+        // them (and the generated ones, like Host), while repeated -H names add up.
+        let is_extra = index >= headers_before_extras(config);
+        if is_extra && !replaced.contains(&name) {
+            replaced.push(name.clone());
+            request.headers_mut().insert(name, value);
+        } else {
+            request.headers_mut().append(name, value);
+        }
+    }
+
+    let handshake =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket)).await;
+    let (mut stream, response) = match handshake {
+        Ok(done) => done,
+        Err(tungstenite::Error::Http(response)) => {
+            // tungstenite kept only the part of the body that came with the headers;
+            // read the rest from the transport it dropped, within what time is left.
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            let budget = (left / 2).min(MAX_BODY_WAIT);
+            let transport = tokio::time::timeout(budget, handed_back)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let (head, tail) = (*response).into_parts();
+            let body =
+                complete_body(&head.headers, tail.unwrap_or_default(), transport, budget).await;
+            return Err(ConnectError::Rejected {
+                status: head.status.as_u16(),
+                reason: head.status.canonical_reason().unwrap_or("").to_owned(),
+                body: shorten(String::from_utf8_lossy(&body).trim(), MAX_REJECTION_BODY),
+            });
+        }
+        Err(e) => return Err(handshake_error(e, url, config)),
+    };
+    stream.get_mut().keep();
+    let subprotocol = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(Connection {
+        stream,
+        url: url.clone(),
+        peer,
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        subprotocol,
+        connect_time: started.elapsed(),
+    })
+}
+
+/// How many of `handshake_headers` are wsprobe's own, before the `-H` ones.
+fn headers_before_extras(config: &ClientConfig) -> usize {
+    usize::from(config.auth.is_some())
+        + usize::from(config.api_key.is_some())
+        + usize::from(!config.subprotocols.is_empty())
+        + usize::from(config.origin.is_some())
+}
+
+async fn resolve(host: &Host<&str>, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    match host {
+        Host::Ipv4(ip) => Ok(vec![SocketAddr::new((*ip).into(), port)]),
+        Host::Ipv6(ip) => Ok(vec![SocketAddr::new((*ip).into(), port)]),
+        Host::Domain(name) => {
+            let dns_error = |reason: String| ConnectError::Dns {
+                host: (*name).to_owned(),
+                reason,
+            };
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((*name, port))
+                .await
+                .map_err(|e| dns_error(e.to_string()))?
+                .collect();
+            if found.is_empty() {
+                return Err(dns_error("the name has no addresses".into()));
+            }
+            Ok(found)
+        }
+    }
+}
+
+/// Tries each address in turn; the first that accepts wins.
+async fn connect_tcp(
+    addresses: &[SocketAddr],
+    host: &Host<&str>,
+    port: u16,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let mut first_other_error = None;
+    for &address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(tcp) => return Ok((tcp, address)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                first_other_error.get_or_insert((address, e));
+            }
+        }
+    }
+    let shown_host = match host {
+        Host::Ipv6(ip) => format!("[{ip}]:{port}"),
+        other => format!("{other}:{port}"),
+    };
+    Err(match first_other_error {
+        // Every address refused: nothing listens there.
+        None => ConnectError::Refused { addr: shown_host },
+        Some((address, e)) => ConnectError::Other {
+            url: shown_host,
+            reason: format!("TCP connect to {address} failed: {e}"),
+        },
+    })
+}
+
+async fn handshake_tls(
+    tcp: TcpStream,
+    host: &Host<&str>,
+    config: &ClientConfig,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    use rustls::pki_types::ServerName;
+    let shown_host = host.to_string();
+    let tls_error = |reason: String| ConnectError::Tls {
+        host: shown_host.clone(),
+        reason,
+    };
+    let server_name = match host {
+        Host::Ipv4(ip) => ServerName::IpAddress((*ip).into()),
+        Host::Ipv6(ip) => ServerName::IpAddress((*ip).into()),
+        Host::Domain(name) => ServerName::try_from((*name).to_owned())
+            .map_err(|_| tls_error(format!("`{name}` is not a valid TLS server name")))?,
+    };
+    let connector = tokio_rustls::TlsConnector::from(config.tls.clone());
+    connector.connect(server_name, tcp).await.map_err(|e| {
+        // tokio-rustls wraps rustls' own error in the io::Error.
+        let reason = match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls_error) => tls::explain(rustls_error, &shown_host),
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "the server closed the connection during the TLS handshake \
+                 (is it a plain ws:// endpoint?)"
+                    .into()
+            }
+            None => e.to_string(),
+        };
+        tls_error(reason)
+    })
+}
+
+/// Longest response body kept in [`ConnectError::Rejected`]: enough for any API error
+/// message, short enough for a terminal.
+const MAX_REJECTION_BODY: usize = 2048;
+
+fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) -> ConnectError {
+    use tungstenite::error::{ProtocolError, SubProtocolError};
+    let other = |reason: String| ConnectError::Other {
+        url: shown_url(url),
+        reason,
+    };
+    match error {
+        tungstenite::Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(why)) => {
+            other(match why {
+                SubProtocolError::NoSubProtocol => format!(
+                    "the server accepted none of the offered subprotocols ({})",
+                    config.subprotocols.join(", ")
+                ),
+                SubProtocolError::ServerSentSubProtocolNoneRequested => {
+                    "the server chose a subprotocol although none was offered".into()
+                }
+                SubProtocolError::InvalidSubProtocol => {
+                    "the server chose a subprotocol that was not offered".into()
+                }
+            })
+        }
+        tungstenite::Error::Protocol(ProtocolError::HandshakeIncomplete)
+        | tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed => {
+            other("the server closed the connection during the WebSocket handshake".into())
+        }
+        tungstenite::Error::Io(e) => {
+            // With TLS 1.3 the server checks a client certificate after our side of the
+            // TLS handshake is done, so its refusal arrives here, as a TLS alert.
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                Some(rustls_error) => {
+                    let host = url.host_str().unwrap_or_default().to_owned();
+                    let reason = tls::explain(rustls_error, &host);
+                    ConnectError::Tls { host, reason }
+                }
+                None => other(format!("during the WebSocket handshake: {e}")),
+            }
+        }
+        tungstenite::Error::Protocol(e) => other(format!(
+            "the server's reply is not a valid WebSocket handshake ({e})"
+        )),
+        e => other(e.to_string()),
+    }
+}
+
+/// Longest a rejection's body is read for, once its headers are in.
+const MAX_BODY_WAIT: Duration = Duration::from_secs(2);
+/// Most bytes of a rejection's body read from the socket.
+const MAX_BODY_READ: usize = 64 * 1024;
+
+/// The whole body of a rejected handshake: `body` is what came with the headers; the rest
+/// (per `Content-Length`, chunked encoding, or up to the end of the connection) is read
+/// from `transport` within `budget`. Whatever was read by then is returned.
+async fn complete_body(
+    headers: &HeaderMap,
+    mut body: Vec<u8>,
+    transport: Option<Transport>,
+    budget: Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let complete = |body: &[u8]| match content_length {
+        Some(length) => body.len() >= length,
+        None if chunked => body.ends_with(b"0\r\n\r\n"),
+        None => false,
+    };
+    if let Some(mut transport) = transport {
+        let _ = tokio::time::timeout(budget, async {
+            let mut buffer = [0u8; 4096];
+            while !complete(&body) && body.len() < MAX_BODY_READ {
+                match transport.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&buffer[..n]),
+                }
+            }
+        })
+        .await;
+    }
+    if let Some(length) = content_length {
+        body.truncate(length);
+    } else if chunked {
+        body = dechunk(&body).unwrap_or(body);
+    }
+    body
+}
+
+/// Decodes a chunked HTTP body; `None` if it is malformed (then the raw bytes are shown).
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        // Chunk extensions (`;name=value`) are allowed after the size.
+        let size_text = size_text.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        // A body cut short by the read budget keeps what arrived.
+        let available = size.min(raw.len());
+        out.extend_from_slice(&raw[..available]);
+        if available < size {
+            return Some(out);
+        }
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+/// The URL as shown in messages: without a password in it.
+fn shown_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some(crate::secret::REDACTED));
+    }
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason_of(text: &str) -> String {
+        match parse_url(text) {
+            Err(ConnectError::InvalidUrl { reason, .. }) => reason,
+            other => panic!("expected InvalidUrl for {text}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_ws_and_wss() {
+        let url = parse_url(" ws://127.0.0.1:8080/dev ").unwrap();
+        assert_eq!(url.as_str(), "ws://127.0.0.1:8080/dev");
+        let url = parse_url("wss://abc123.execute-api.eu-west-1.amazonaws.com/dev?x=1").unwrap();
+        assert_eq!(url.port_or_known_default(), Some(443));
+        assert_eq!(parse_url("WS://[::1]:9/").unwrap().scheme(), "ws");
+    }
+
+    #[test]
+    fn missing_scheme_suggests_ws_and_wss() {
+        let reason = reason_of("localhost:8080/dev");
+        assert!(reason.contains("ws://localhost:8080/dev"), "{reason}");
+        assert!(reason.contains("wss://localhost:8080/dev"), "{reason}");
+    }
+
+    #[test]
+    fn http_schemes_suggest_their_websocket_twin() {
+        assert!(reason_of("http://h/dev").contains("did you mean ws://h/dev?"));
+        assert!(reason_of("https://h/dev").contains("did you mean wss://h/dev?"));
+        assert!(reason_of("ftp://h/").contains("not a WebSocket scheme"));
+    }
+
+    #[test]
+    fn other_malformed_urls() {
+        assert!(reason_of("").contains("empty"));
+        assert!(reason_of("ws://").contains("host"));
+        assert!(reason_of("ws://h/dev#part").contains("fragment"));
+        assert!(!reason_of("ws://h:99999/").is_empty());
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        assert_eq!(
+            dechunk(b"7\r\n{\"a\":1}\r\n3;x=y\r\nabc\r\n0\r\n\r\n").as_deref(),
+            Some(&b"{\"a\":1}abc"[..])
+        );
+        assert_eq!(dechunk(b"5\r\nab").as_deref(), Some(&b"ab"[..]));
+        assert_eq!(dechunk(b"zz\r\nab"), None);
+    }
+
+    #[test]
+    fn shown_url_hides_a_password() {
+        let url = Url::parse("wss://user:hunter2@h/dev").unwrap();
+        assert!(!shown_url(&url).contains("hunter2"));
+    }
+
+    #[test]
+    fn shorten_cuts_on_char_boundaries() {
+        assert_eq!(shorten("abc", 5), "abc");
+        assert_eq!(shorten("ééé", 3), "é… (6 bytes in all)");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_header_errors() {
+        let config = ClientConfig {
+            auth: Some(Secret::new("Bearer bad\u{7f}secret")),
+            ..ClientConfig::default()
+        };
+        let error = config.handshake_headers().unwrap_err();
+        assert!(!error.contains("secret"), "{error}");
+    }
+}

@@ -1,0 +1,214 @@
+//! TLS for `wss://`: the rustls configuration (platform roots plus `--cacert`, a client
+//! certificate for mutual TLS, or no verification at all with `-k`), built once and shared
+//! by every connection, and plain-words explanations of TLS failures.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// Where the TLS trust and identity come from.
+#[derive(Debug, Default)]
+pub(crate) struct TlsOptions<'a> {
+    /// Extra PEM roots (`--cacert`), trusted besides the platform's.
+    pub cacert: Option<&'a Path>,
+    /// Client certificate chain and key (`--cert`, `--key`) for mutual TLS.
+    pub client_identity: Option<(&'a Path, &'a Path)>,
+    /// `-k`: accept any server certificate.
+    pub insecure: bool,
+}
+
+/// Builds the rustls configuration once. Errors name the file at fault and say what is
+/// wrong with it, in words fit for the terminal.
+pub(crate) fn build_config(options: &TlsOptions<'_>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let builder = if options.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCertificate(provider)))
+    } else {
+        builder.with_root_certificates(root_store(options.cacert)?)
+    };
+    let mut config = match options.client_identity {
+        Some((cert, key)) => {
+            let chain = read_certificates(cert)?;
+            let key = read_private_key(key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("cannot use client certificate {}: {e}", cert.display()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    // A WebSocket upgrade is HTTP/1.1; saying so keeps HTTP/2-capable servers from choosing h2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The platform's trusted roots plus those in `cacert`.
+fn root_store(cacert: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    // Unreadable platform certificates are skipped: one bad file in /etc/ssl must not stop
+    // a connection that --cacert (or another root) can still verify.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = cacert {
+        for certificate in read_certificates(path)? {
+            roots
+                .add(certificate)
+                .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, String> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Every certificate in a PEM file; an error if there is none.
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates = rustls_pemfile::certs(&mut open(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certificates)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    match rustls_pemfile::private_key(&mut open(path)?) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(format!(
+            "{}: no PEM private key found (expected -----BEGIN PRIVATE KEY-----)",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: not a PEM key file: {e}", path.display())),
+    }
+}
+
+/// `-k`: accepts whatever certificate the server shows, but still checks that the server
+/// holds its key (signatures), so the handshake itself stays well-formed.
+#[derive(Debug)]
+struct AcceptAnyServerCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Says in plain words why a TLS handshake with `host` failed.
+pub(crate) fn explain(error: &rustls::Error, host: &str) -> String {
+    use rustls::Error as E;
+    match error {
+        E::InvalidCertificate(certificate) => explain_certificate(certificate, host),
+        E::AlertReceived(alert) => {
+            use rustls::AlertDescription as A;
+            match alert {
+                A::CertificateRequired => {
+                    "the server requires a client certificate (pass --cert and --key)".into()
+                }
+                A::BadCertificate | A::UnknownCA | A::CertificateUnknown => {
+                    "the server refused our client certificate".into()
+                }
+                A::ProtocolVersion => {
+                    "the server supports no TLS version we accept (TLS 1.2 or 1.3)".into()
+                }
+                A::UnrecognisedName => format!("the server does not know the name `{host}` (SNI)"),
+                A::HandshakeFailure => {
+                    "the server and wsprobe share no cipher suite or protocol".into()
+                }
+                other => format!("the server aborted the handshake (TLS alert: {other:?})"),
+            }
+        }
+        E::InvalidMessage(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. } => {
+            "the server's reply is not TLS (is it a plain ws:// endpoint?)".into()
+        }
+        E::NoCertificatesPresented => "the server presented no certificate".into(),
+        E::PeerIncompatible(why) => format!("the server's TLS is incompatible ({why:?})"),
+        E::PeerMisbehaved(why) => format!("the server broke the TLS protocol ({why:?})"),
+        E::NoApplicationProtocol => "the server does not offer HTTP/1.1 over TLS (ALPN)".into(),
+        other => other.to_string(),
+    }
+}
+
+fn explain_certificate(error: &CertificateError, host: &str) -> String {
+    use CertificateError as C;
+    match error {
+        C::UnknownIssuer => "the certificate is signed by an unknown issuer (self-signed, or by a private CA we do not trust)".into(),
+        C::Expired | C::ExpiredContext { .. } => "the certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the certificate is not valid yet (check the clocks)".into()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            format!("the certificate is not valid for the name `{host}`")
+        }
+        C::Revoked => "the certificate has been revoked".into(),
+        C::BadSignature => "the certificate's signature is invalid".into(),
+        C::BadEncoding => "the certificate is malformed".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "the certificate is not meant for TLS servers".into()
+        }
+        C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "the certificate uses a signature algorithm we do not support".into()
+        }
+        other => format!("the certificate was refused ({other})"),
+    }
+}
