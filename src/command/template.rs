@@ -77,9 +77,6 @@ pub enum ResolveError {
     /// After interpolation, a JSON value is no longer valid JSON.
     #[error("after interpolation this is not valid JSON: {message}")]
     InvalidJson { message: String, span: Span },
-    /// After interpolation, a value is not what the command needs (e.g. not a close code).
-    #[error("{message}")]
-    InvalidValue { message: String, span: Span },
     /// `expect echo` with nothing to compare with.
     #[error(
         "`expect echo` needs a route-tagged `send` before it, and an echo policy other than `off`"
@@ -93,7 +90,6 @@ impl ResolveError {
         match self {
             ResolveError::UndefinedVariable { span, .. }
             | ResolveError::InvalidJson { span, .. }
-            | ResolveError::InvalidValue { span, .. }
             | ResolveError::NoEcho { span } => *span,
         }
     }
@@ -340,10 +336,21 @@ impl JsonTemplate {
         Ok(json)
     }
 
-    /// The value, with variables inserted.
+    /// The value, with variables inserted. A template that is one lone variable
+    /// (`== ${ID}`) takes the variable's value as JSON when it is JSON, and as a string
+    /// otherwise, so a captured id compares without quotes.
     pub fn resolve(&self, vars: &dyn Variables) -> Result<Value, ResolveError> {
         if let Some(value) = &self.literal {
             return Ok(value.clone());
+        }
+        if let [TemplatePart::Var { name, span }] = self.template.parts.as_slice() {
+            let value = vars
+                .get(name)
+                .ok_or_else(|| ResolveError::UndefinedVariable {
+                    name: name.clone(),
+                    span: *span,
+                })?;
+            return Ok(serde_json::from_str(&value).unwrap_or(Value::String(value)));
         }
         let text = self.template.resolve_with(vars, |index, value, out| {
             if self.in_string.get(index).copied().unwrap_or(false) {
@@ -560,6 +567,16 @@ mod tests {
         assert_eq!(value, serde_json::json!({"id": "c-a\"b", "n": 42}));
         let error = json.resolve(&vars(&[("ID", "x"), ("N", "oops")]));
         assert!(matches!(error, Err(ResolveError::InvalidJson { .. })));
+    }
+
+    #[test]
+    fn a_lone_variable_is_json_or_else_a_string() {
+        let json = JsonTemplate::parse("${V}", 1, 1).unwrap();
+        let resolve = |value: &str| json.resolve(&vars(&[("V", value)])).unwrap();
+        assert_eq!(resolve("42"), serde_json::json!(42));
+        assert_eq!(resolve("{\"a\": true}"), serde_json::json!({"a": true}));
+        assert_eq!(resolve("abc="), serde_json::json!("abc="));
+        assert!(json.resolve(&NoVariables).is_err());
     }
 
     #[test]
