@@ -183,6 +183,64 @@ impl From<SyntaxErrors> for crate::Error {
     }
 }
 
+/// `line` with the value of a secret-bearing connect option (`auth`, `api-key`, or a
+/// `header` named `Authorization` or `X-API-Key`) masked with `*`, one per character so
+/// that carets still line up. `${NAME}` references stay visible: they are not secrets.
+/// Use it on any script line shown in a message.
+pub fn mask_secrets(line: &str) -> String {
+    let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+    let rest = &line[indent..];
+    let keyword_len = rest.find([' ', '\t']).unwrap_or(rest.len());
+    let value_start = match &rest[..keyword_len] {
+        "auth" | "api-key" => indent + keyword_len,
+        "header" => {
+            let header = &rest[keyword_len..];
+            let Some(colon) = header.find(':') else {
+                return line.to_owned();
+            };
+            let name = header[..colon].trim();
+            if !name.eq_ignore_ascii_case("authorization")
+                && !name.eq_ignore_ascii_case("x-api-key")
+            {
+                return line.to_owned();
+            }
+            indent + keyword_len + colon + 1
+        }
+        _ => return line.to_owned(),
+    };
+    // The scheme of an Authorization value (`Bearer`, `Basic`) is not secret, and helps.
+    let mut value_start = value_start;
+    if !line[..value_start].trim_end().ends_with("api-key") {
+        let value = &line[value_start..];
+        let leading = value.len() - value.trim_start().len();
+        let word_len = value[leading..]
+            .find([' ', '\t'])
+            .unwrap_or(value.len() - leading);
+        let word = &value[leading..leading + word_len];
+        if ["bearer", "basic", "digest", "token"].contains(&word.to_ascii_lowercase().as_str()) {
+            value_start += leading + word_len;
+        }
+    }
+    let (head, value) = line.split_at(value_start);
+    let mut masked = String::from(head);
+    let mut rest = value;
+    while !rest.is_empty() {
+        let reference_len = rest
+            .strip_prefix("${")
+            .and_then(|after| after.find('}'))
+            .map(|close| close + 3);
+        if let Some(len) = reference_len {
+            masked.push_str(&rest[..len]);
+            rest = &rest[len..];
+            continue;
+        }
+        let Some(c) = rest.chars().next() else { break };
+        masked.push(if c == ' ' || c == '\t' { c } else { '*' });
+        rest = &rest[c.len_utf8()..];
+    }
+    masked
+}
+
 /// A message about a place in a script, for anything that wants to point at a line the
 /// way syntax errors do (the runner uses it for failed expectations and undefined
 /// variables).
@@ -198,7 +256,8 @@ pub struct Diagnostic {
     pub hint: Option<String>,
 }
 
-/// Renders `diagnostic` rustc-style. `source_line` is the text of `span.line`; with
+/// Renders `diagnostic` rustc-style. `source_line` is the text of `span.line` (secrets
+/// on it are masked, see [`mask_secrets`]); with
 /// `file_name` a `--> file:line:col` line and the line number are shown, without (a REPL
 /// line) neither is.
 pub fn render_diagnostic(
@@ -237,7 +296,7 @@ pub fn render_diagnostic(
         out.push('\n');
     }
     // A tab is shown as one space so that the carets line up with the characters above.
-    let shown_line = source_line.replace('\t', " ");
+    let shown_line = mask_secrets(source_line).replace('\t', " ");
     let number_gutter = paint(&format!("{number} |"), |s| s.blue().bold());
     if shown_line.is_empty() {
         out.push_str(&number_gutter);
@@ -351,6 +410,19 @@ error: invalid duration
         colored::control::unset_override();
         assert!(coloured.contains("\u{1b}["));
         assert!(!error.render("{", "f", false).contains('\u{1b}'));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_shown_lines() {
+        assert_eq!(mask_secrets("  auth Bearer abc"), "  auth Bearer ***");
+        assert_eq!(mask_secrets("auth abc def"), "auth *** ***");
+        assert_eq!(mask_secrets("api-key k-${ENV}x"), "api-key **${ENV}*");
+        assert_eq!(
+            mask_secrets("\theader authorization: Basic xyz"),
+            "\theader authorization: Basic ***"
+        );
+        assert_eq!(mask_secrets("header X-Trace: abc"), "header X-Trace: abc");
+        assert_eq!(mask_secrets("send auth secret"), "send auth secret");
     }
 
     #[test]

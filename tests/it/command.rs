@@ -338,6 +338,29 @@ fn indented_option_without_a_connect() {
 }
 
 #[test]
+fn secrets_on_option_lines_are_masked_in_errors() {
+    assert_eq!(
+        errors("send send hi\n  auth Bearer s3cr3t-${SUFFIX}\nconnect"),
+        "error: `send` needs a connection, and no `connect` is above it
+ --> tests/echo.wsp:1:1
+  |
+1 | send send hi
+  | ^^^^
+  |
+  = hint: open one first: `connect URL` (or just `connect`, with `--url`)
+
+error: `auth` is a connect option, but no `connect` line is above it
+ --> tests/echo.wsp:2:3
+  |
+2 |   auth Bearer *******${SUFFIX}
+  |   ^^^^
+  |
+  = hint: put options on indented lines right below `connect`
+"
+    );
+}
+
+#[test]
 fn unterminated_string() {
     assert_eq!(
         errors("connect\nexpect text \"hello within 2s"),
