@@ -468,13 +468,10 @@ fn connect_option(
     let line = r.line();
     let option = match keyword {
         "auth" | "api-key" | "header" => {
-            let (rest, at) = r.rest_verbatim();
-            let leading = rest.len() - rest.trim_start().len();
-            let value = rest.trim();
-            if value.is_empty() {
+            let Some((value, at)) = r.rest_free_text() else {
                 return Err(missing(r, "a value", usage_of(keyword)));
-            }
-            let column = r.column_at(at + leading);
+            };
+            let column = r.column_at(at);
             match keyword {
                 "auth" => {
                     ConnectOption::Auth(SecretTemplate(Template::parse(value, line, column)?))
@@ -512,13 +509,6 @@ fn header_option(value: &str, line: usize, column: usize) -> Result<ConnectOptio
     let after_colon = &value[colon + 1..];
     let value_offset = colon + 1 + (after_colon.len() - after_colon.trim_start().len());
     let value_column = column + value[..value_offset].chars().count();
-    if header.name.contains("${") {
-        return Err(SyntaxError::new(
-            ErrorKind::BadHeader,
-            "a header name cannot hold a variable",
-            Span::new(line, column, header.name.chars().count()),
-        ));
-    }
     Ok(ConnectOption::Header {
         name: header.name,
         value: Template::parse(&header.value, line, value_column)?,
@@ -533,12 +523,8 @@ fn test_name(r: &mut LineReader, keyword_span: Span) -> Result<String, SyntaxErr
         if !token.text.trim().is_empty() {
             return Ok(token.text);
         }
-    } else {
-        let (rest, _) = r.rest_verbatim();
-        let name = rest.trim();
-        if !name.is_empty() {
-            return Ok(name.to_owned());
-        }
+    } else if let Some((name, _)) = r.rest_free_text() {
+        return Ok(name.to_owned());
     }
     Err(SyntaxError::new(
         ErrorKind::MissingArgument,
@@ -591,7 +577,7 @@ fn payload(r: &mut LineReader) -> Result<Option<Payload>, SyntaxError> {
         r.advance(used);
         return Ok(Some(Payload::Json(json)));
     }
-    let (text, at) = r.rest_verbatim();
+    let (text, at) = r.rest_free_text().unwrap_or(("", start));
     Ok(Some(Payload::Text(Template::parse(
         text,
         line,
@@ -652,10 +638,9 @@ fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn ping(r: &mut LineReader) -> Result<Command, SyntaxError> {
-    let (rest, at) = r.rest_verbatim();
-    if rest.is_empty() {
+    let Some((rest, at)) = r.rest_free_text() else {
         return Ok(Command::Ping(None));
-    }
+    };
     let data = Template::parse(rest, r.line(), r.column_at(at))?;
     check_control_len(&data, 125, "a ping payload")?;
     Ok(Command::Ping(Some(data)))
@@ -695,13 +680,13 @@ fn close(r: &mut LineReader) -> Result<Command, SyntaxError> {
             .with_hint("use 1000 (normal closure), 1001-1003, 1007-1014, or 3000-4999 for an application code"));
         }
     };
-    let (rest, at) = r.rest_verbatim();
-    let reason = if rest.is_empty() {
-        None
-    } else {
-        let reason = Template::parse(rest, r.line(), r.column_at(at))?;
-        check_control_len(&reason, 123, "a close reason")?;
-        Some(reason)
+    let reason = match r.rest_free_text() {
+        None => None,
+        Some((rest, at)) => {
+            let reason = Template::parse(rest, r.line(), r.column_at(at))?;
+            check_control_len(&reason, 123, "a close reason")?;
+            Some(reason)
+        }
     };
     Ok(Command::Close {
         code: Some(Spanned::new(code, span)),
@@ -1573,6 +1558,10 @@ mod tests {
             Command::Text(t) => assert_eq!(t.as_literal(), Some(" a # b ")),
             other => panic!("{other:?}"),
         }
+        match one("text #1") {
+            Command::Text(t) => assert_eq!(t.as_literal(), Some("#1")),
+            other => panic!("{other:?}"),
+        }
         match one("text") {
             Command::Text(t) => assert_eq!(t.as_literal(), Some("")),
             other => panic!("{other:?}"),
@@ -1585,6 +1574,11 @@ mod tests {
         assert!(matches!(one("binary base64:SGVsbG8="), Command::Binary(b) if b == b"Hello"));
         assert!(matches!(one("binary base64:SGVsbG8"), Command::Binary(b) if b == b"Hello"));
         assert!(matches!(one("ping"), Command::Ping(None)));
+        assert!(matches!(one("ping  # keepalive"), Command::Ping(None)));
+        assert!(matches!(
+            one("close 1000 # done"),
+            Command::Close { reason: None, .. }
+        ));
         assert!(matches!(one("ping hi there"), Command::Ping(Some(t)) if t.source == "hi there"));
         match one("close 4000 going away now") {
             Command::Close { code, reason } => {

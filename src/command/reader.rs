@@ -3,8 +3,8 @@
 //!
 //! Lexical rules (the docs repeat them): arguments are separated by spaces or tabs; a `#`
 //! at the start of an argument begins a comment; a `"…"` string uses JSON escapes.
-//! Commands whose last argument is free text (`text`, `auth`, a text payload, …) take the
-//! rest of the line verbatim, comments included.
+//! Free-text arguments (`auth`, a text payload, a close reason, …) take the rest of the
+//! line, comments included, unless they start with `#`; `text` takes it all verbatim.
 
 use super::ast::Span;
 use super::error::{ErrorKind, SyntaxError};
@@ -273,6 +273,19 @@ impl<'a> LineReader<'a> {
         (&self.text[start..], start)
     }
 
+    /// Free text: from the next non-space character to the end of the line, without
+    /// trailing spaces, comments included — unless it starts with `#` (a comment) or
+    /// nothing is left. Returns the text and the byte offset where it starts.
+    pub fn rest_free_text(&mut self) -> Option<(&'a str, usize)> {
+        self.skip_spaces();
+        if self.at_end() {
+            return None;
+        }
+        let start = self.pos;
+        self.pos = self.text.len();
+        Some((self.text[start..].trim_end(), start))
+    }
+
     /// Fails unless only spaces and a comment are left.
     pub fn expect_end(&mut self, after: &str) -> Result<(), SyntaxError> {
         self.skip_spaces();
@@ -376,6 +389,16 @@ mod tests {
         let mut r = LineReader::new("text  a # b ", 1);
         r.word();
         assert_eq!(r.rest_verbatim(), (" a # b ", 5));
+    }
+
+    #[test]
+    fn free_text_runs_to_the_end_unless_it_is_a_comment() {
+        let mut r = LineReader::new("ping  a # b  ", 1);
+        r.word();
+        assert_eq!(r.rest_free_text(), Some(("a # b", 6)));
+        let mut r = LineReader::new("ping  # b", 1);
+        r.word();
+        assert_eq!(r.rest_free_text(), None);
     }
 
     #[test]
