@@ -158,6 +158,25 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the command acts on a connection — and so may take `@name`, and needs a
+    /// `connect` above it in a script: `send`, `text`, `binary`, `ping`, `close`,
+    /// `capture`, and `expect` of a message or of `nothing`.
+    pub fn uses_connection(&self) -> bool {
+        match self {
+            Command::Send { .. }
+            | Command::Text(_)
+            | Command::Binary(_)
+            | Command::Ping(_)
+            | Command::Close { .. }
+            | Command::Capture(_) => true,
+            Command::Expect(expect) => matches!(
+                expect.expectation,
+                Expectation::Message(_) | Expectation::Nothing
+            ),
+            _ => false,
+        }
+    }
+
     /// The keyword that starts this command (`wait` is reported as `sleep`).
     pub fn keyword(&self) -> &'static str {
         match self {
@@ -257,6 +276,13 @@ pub struct Expect {
     pub expectation: Expectation,
     /// `within DUR` (`None`: the default, `--timeout`).
     pub within: Option<Spanned<Duration>>,
+}
+
+impl Expect {
+    /// How long to wait: `within`, or `default` (`--timeout`).
+    pub fn timeout(&self, default: Duration) -> Duration {
+        self.within.as_ref().map_or(default, |within| within.value)
+    }
 }
 
 /// What an `expect` line checks.
@@ -361,6 +387,13 @@ pub struct Capture {
     pub source: Spanned<CaptureSource>,
     /// `within DUR` (`None`: the default, `--timeout`).
     pub within: Option<Spanned<Duration>>,
+}
+
+impl Capture {
+    /// How long to wait: `within`, or `default` (`--timeout`).
+    pub fn timeout(&self, default: Duration) -> Duration {
+        self.within.as_ref().map_or(default, |within| within.value)
+    }
 }
 
 /// Where a capture takes its value from.

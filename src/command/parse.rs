@@ -245,7 +245,7 @@ fn parse_line(text: &str, line_no: usize, start: usize, mode: Mode) -> Result<Li
         }
     };
 
-    if let Some(target) = target.as_ref().filter(|_| !takes_target(&command)) {
+    if let Some(target) = target.as_ref().filter(|_| !command.uses_connection()) {
         return Err(target_not_allowed(target, keyword));
     }
     let end = text[..r.pos()].trim_end().len();
@@ -292,23 +292,6 @@ fn target_not_allowed(target: &Spanned<String>, keyword: &str) -> SyntaxError {
         target.span,
     )
     .with_hint("only commands that act on a connection take `@NAME` (send, text, binary, ping, close, expect, capture)")
-}
-
-/// Whether a command acts on a connection (and so may take `@name`).
-fn takes_target(command: &Command) -> bool {
-    match command {
-        Command::Send { .. }
-        | Command::Text(_)
-        | Command::Binary(_)
-        | Command::Ping(_)
-        | Command::Close { .. }
-        | Command::Capture(_) => true,
-        Command::Expect(expect) => matches!(
-            expect.expectation,
-            Expectation::Message(_) | Expectation::Nothing
-        ),
-        _ => false,
-    }
 }
 
 /// A connection name: `[A-Za-z_][A-Za-z0-9_-]*`.
@@ -924,12 +907,22 @@ fn json_path(r: &mut LineReader) -> Result<JsonPathExpr, SyntaxError> {
             "parser error" => "invalid JSON path".to_owned(),
             detail => format!("invalid JSON path: {detail}"),
         };
+        let at = source[byte..].chars().next();
+        let glued = source[..byte]
+            .chars()
+            .next_back()
+            .is_some_and(|c| !c.is_whitespace());
+        let hint = if glued && matches!(at, Some('=' | '!' | '<' | '>')) {
+            "put spaces around the comparison: `$.a == 1`"
+        } else {
+            "JSON paths follow RFC 9535, e.g. `$.message`, `$.items[0].id`, `$['a b']`"
+        };
         SyntaxError::new(
             ErrorKind::BadJsonPath,
             message,
             Span::new(span.line, span.column + offset, 1),
         )
-        .with_hint("JSON paths follow RFC 9535, e.g. `$.message`, `$.items[0].id`, `$['a b']`")
+        .with_hint(hint)
     })?;
     Ok(JsonPathExpr {
         source: source.to_owned(),
@@ -1279,7 +1272,7 @@ impl ScriptBuilder {
                 indent,
                 valid: true,
             });
-        } else if takes_target(&statement.command) {
+        } else if statement.command.uses_connection() {
             match &statement.target {
                 Some(target) if !self.names.contains(&target.value) => {
                     self.errors.push(self.unknown_connection(target));
@@ -1816,6 +1809,19 @@ mod tests {
         assert_eq!(
             error_kind("connect\nexpect next nothing"),
             ErrorKind::UnexpectedArgument
+        );
+    }
+
+    #[test]
+    fn an_operator_glued_to_the_path_gets_a_hint() {
+        let errors = parse_script("connect\nexpect json $.a==1", "t")
+            .unwrap_err()
+            .errors;
+        assert_eq!(errors[0].kind, ErrorKind::BadJsonPath);
+        assert_eq!(errors[0].span, Span::new(2, 16, 1));
+        assert_eq!(
+            errors[0].hint.as_deref(),
+            Some("put spaces around the comparison: `$.a == 1`")
         );
     }
 
