@@ -11,7 +11,7 @@ use serde_json_path::JsonPath;
 
 pub use crate::cli::EchoPolicy;
 
-use super::template::{JsonTemplate, Template};
+use super::template::{JsonTemplate, ResolveError, Template, Variables};
 
 /// A position in the source: 1-based line and column (counted in characters), and the
 /// length of the spanned text in characters.
@@ -77,6 +77,27 @@ impl Script {
     pub fn statements(&self) -> impl Iterator<Item = &Statement> {
         self.tests.iter().flat_map(|test| test.statements.iter())
     }
+
+    /// The `${NAME}`s that `vars` does not define and no `capture` above them sets, as
+    /// errors that point at them — for a check before anything connects.
+    pub fn undefined_variables(&self, vars: &dyn Variables) -> Vec<ResolveError> {
+        let mut captured: Vec<&str> = Vec::new();
+        let mut undefined = Vec::new();
+        for statement in self.statements() {
+            for (name, span) in statement.variables() {
+                if !captured.contains(&name) && vars.get(name).is_none() {
+                    undefined.push(ResolveError::UndefinedVariable {
+                        name: name.to_owned(),
+                        span,
+                    });
+                }
+            }
+            if let Command::Capture(capture) = &statement.command {
+                captured.push(&capture.name.value);
+            }
+        }
+        undefined
+    }
 }
 
 /// One test case: a `test "name"` line and the commands after it, up to the next `test`.
@@ -104,6 +125,60 @@ pub struct Statement {
     pub keyword: Span,
     /// The whole line, from `@name` or the keyword to its last argument (no comment).
     pub span: Span,
+}
+
+impl Statement {
+    /// Every `${NAME}` the statement uses, in source order, with its span.
+    pub fn variables(&self) -> Vec<(&str, Span)> {
+        let mut templates: Vec<&Template> = Vec::new();
+        match &self.command {
+            Command::Connect(connect) => {
+                templates.extend(&connect.url);
+                for option in &connect.options {
+                    templates.push(match &option.value {
+                        ConnectOption::Auth(secret) | ConnectOption::ApiKey(secret) => &secret.0,
+                        ConnectOption::Header { value, .. }
+                        | ConnectOption::Subprotocol(value)
+                        | ConnectOption::Origin(value) => value,
+                    });
+                }
+            }
+            Command::Send { route, payload } => {
+                templates.push(route);
+                templates.extend(payload.as_ref().map(Payload::template));
+            }
+            Command::Post {
+                connection_id,
+                payload,
+            } => {
+                templates.push(connection_id);
+                templates.extend(payload.as_ref().map(Payload::template));
+            }
+            Command::Get { connection_id } | Command::Delete { connection_id } => {
+                templates.push(connection_id)
+            }
+            Command::Text(text) => templates.push(text),
+            Command::Ping(data) => templates.extend(data),
+            Command::Close { reason, .. } => templates.extend(reason),
+            Command::Expect(expect) => match &expect.expectation {
+                Expectation::Message(matcher) | Expectation::Response(matcher) => {
+                    templates.extend(matcher.value.template())
+                }
+                Expectation::Nothing | Expectation::Status(_) => {}
+            },
+            Command::Binary(_)
+            | Command::Capture(_)
+            | Command::Sleep(_)
+            | Command::Echo(_)
+            | Command::Pretty(_)
+            | Command::Help(_)
+            | Command::Quit => {}
+        }
+        templates
+            .into_iter()
+            .flat_map(|template| template.variables())
+            .collect()
+    }
 }
 
 /// One command. Durations, codes, paths and regexes are checked at parse time.
@@ -260,9 +335,14 @@ pub enum Payload {
 impl Payload {
     /// Where the payload was written.
     pub fn span(&self) -> Span {
+        self.template().span
+    }
+
+    /// The payload as written, as a template.
+    pub fn template(&self) -> &Template {
         match self {
-            Payload::Json(json) => json.template.span,
-            Payload::Text(text) => text.span,
+            Payload::Json(json) => &json.template,
+            Payload::Text(text) => text,
         }
     }
 }
@@ -324,6 +404,29 @@ pub enum Matcher {
     Pong(Option<Template>),
     /// `closed [CODE]`: a close frame (with this code, if given).
     Closed(Option<Spanned<u16>>),
+}
+
+impl Matcher {
+    /// The template of the value the matcher compares with, if it has one.
+    pub fn template(&self) -> Option<&Template> {
+        match self {
+            Matcher::Json(json) | Matcher::JsonSubset(json) => Some(&json.template),
+            Matcher::JsonPath {
+                predicate: Predicate::Compare { value, .. } | Predicate::Contains(value),
+                ..
+            } => Some(&value.template),
+            Matcher::Text(TextPredicate::Equals(text) | TextPredicate::Contains(text)) => {
+                Some(text)
+            }
+            Matcher::Pong(data) => data.as_ref(),
+            Matcher::Echo
+            | Matcher::Any
+            | Matcher::JsonPath { .. }
+            | Matcher::Text(TextPredicate::Matches(_))
+            | Matcher::Binary(_)
+            | Matcher::Closed(_) => None,
+        }
+    }
 }
 
 /// A comparison on the values a JSON path selects.

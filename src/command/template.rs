@@ -191,15 +191,6 @@ impl Template {
         })
     }
 
-    /// A template without variables, holding `text` (no `${` processing).
-    pub fn literal(text: &str, span: Span) -> Template {
-        Template {
-            parts: vec![TemplatePart::Literal(text.to_owned())],
-            source: text.replace("${", "$${"),
-            span,
-        }
-    }
-
     /// The text, if the template has no variables.
     pub fn as_literal(&self) -> Option<&str> {
         match self.parts.as_slice() {

@@ -592,3 +592,27 @@ fn the_examples_in_the_language_docs_parse() {
     }
     assert!(checked >= 6, "only {checked} examples found");
 }
+
+#[test]
+fn undefined_variables_are_found_before_running() {
+    let script = parse(
+        "connect ${WS_URL}\n  auth Bearer ${TOKEN}\nsend send {\"id\": \"${ID}\"}\ncapture conn = json $.connectionId\npost ${conn} {\"n\": ${N}}\nexpect json $.who == \"${WHO}\"\n",
+    );
+    let vars: HashMap<String, String> = [("WS_URL", "ws://127.0.0.1:1"), ("N", "1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let undefined: Vec<String> = script
+        .undefined_variables(&vars)
+        .iter()
+        .map(|e| format!("{} at {}", e, e.span()))
+        .collect();
+    assert_eq!(
+        undefined,
+        [
+            "undefined variable `TOKEN` at 2:15",
+            "undefined variable `ID` at 3:19",
+            "undefined variable `WHO` at 6:23",
+        ]
+    );
+}
