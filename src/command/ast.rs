@@ -26,6 +26,7 @@ pub struct Span {
 }
 
 impl Span {
+    /// A span of `len` characters at `line`:`column`.
     pub fn new(line: usize, column: usize, len: usize) -> Self {
         Self { line, column, len }
     }
@@ -50,11 +51,14 @@ impl fmt::Display for Span {
 /// A value and where it was written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spanned<T> {
+    /// The value.
     pub value: T,
+    /// Where it was written.
     pub span: Span,
 }
 
 impl<T> Spanned<T> {
+    /// `value`, written at `span`.
     pub fn new(value: T, span: Span) -> Self {
         Self { value, span }
     }
@@ -215,13 +219,21 @@ pub enum Command {
     Sleep(Spanned<Duration>),
     /// `post CONNECTION_ID [PAYLOAD]`: send a message through the `@connections` API.
     Post {
+        /// The connection to post to.
         connection_id: Template,
+        /// The message (as for `send`: JSON, or text sent as is).
         payload: Option<Payload>,
     },
     /// `get CONNECTION_ID`: read a connection's details through the `@connections` API.
-    Get { connection_id: Template },
+    Get {
+        /// The connection to read.
+        connection_id: Template,
+    },
     /// `delete CONNECTION_ID`: disconnect a client through the `@connections` API.
-    Delete { connection_id: Template },
+    Delete {
+        /// The connection to close.
+        connection_id: Template,
+    },
     /// `echo body|full|off`: what the echo of a route-tagged send looks like from now on.
     Echo(Spanned<EchoPolicy>),
     /// `pretty on|off` (REPL only): pretty-print JSON messages.
@@ -306,7 +318,12 @@ pub enum ConnectOption {
     /// `api-key VALUE`: the `X-API-Key` header (a secret: redacted when printed).
     ApiKey(SecretTemplate),
     /// `header Name: value`: an extra handshake header.
-    Header { name: String, value: Template },
+    Header {
+        /// The header name (no variables).
+        name: String,
+        /// The value.
+        value: Template,
+    },
     /// `subprotocol NAME`: a `Sec-WebSocket-Protocol` to offer (repeatable).
     Subprotocol(Template),
     /// `origin URL`: the `Origin` header.
@@ -393,7 +410,9 @@ pub enum Matcher {
     JsonSubset(JsonTemplate),
     /// `json PATH PREDICATE`: a text message whose JSON, queried with PATH, satisfies it.
     JsonPath {
+        /// The compiled path.
         path: JsonPathExpr,
+        /// What the selected value must satisfy.
         predicate: Predicate,
     },
     /// `text …`: a text message.
@@ -433,7 +452,12 @@ impl Matcher {
 #[derive(Clone, Debug)]
 pub enum Predicate {
     /// `== != < > <= >= VALUE`.
-    Compare { op: CompareOp, value: JsonTemplate },
+    Compare {
+        /// The operator.
+        op: CompareOp,
+        /// The value on the right.
+        value: JsonTemplate,
+    },
     /// `contains VALUE`: a substring of a string, an element of an array, a key of an object.
     Contains(JsonTemplate),
     /// `matches REGEX`: a string the regex finds a match in.
@@ -456,6 +480,7 @@ pub enum CompareOp {
 }
 
 impl CompareOp {
+    /// The operator as written: `==`, `<=`, …
     pub fn as_str(self) -> &'static str {
         match self {
             CompareOp::Eq => "==",
@@ -512,7 +537,9 @@ pub enum CaptureSource {
 /// An RFC 9535 JSON path, compiled, with its source text.
 #[derive(Clone, Debug)]
 pub struct JsonPathExpr {
+    /// The path as written.
     pub source: String,
+    /// The compiled path.
     pub path: JsonPath,
 }
 
@@ -525,7 +552,9 @@ impl fmt::Display for JsonPathExpr {
 /// A compiled regex with its source text.
 #[derive(Clone, Debug)]
 pub struct RegexExpr {
+    /// The regex as written (without `/…/` or quotes).
     pub source: String,
+    /// The compiled regex.
     pub regex: regex::Regex,
 }
 

@@ -83,6 +83,7 @@ pub struct SyntaxError {
 }
 
 impl SyntaxError {
+    /// An error without label or hint.
     pub fn new(kind: ErrorKind, message: impl Into<String>, span: Span) -> Self {
         Self {
             kind,
@@ -93,11 +94,13 @@ impl SyntaxError {
         }
     }
 
+    /// Adds the `= hint:` line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
+    /// Adds a note after the carets.
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
         self
@@ -143,6 +146,7 @@ pub struct SyntaxErrors {
 }
 
 impl SyntaxErrors {
+    /// The errors of `source`, sorted by position.
     pub(crate) fn new(file_name: &str, source: &str, mut errors: Vec<SyntaxError>) -> Self {
         errors.sort_by_key(|e| (e.span.line, e.span.column));
         Self {

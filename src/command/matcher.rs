@@ -27,7 +27,12 @@ pub enum FrameView<'a> {
     Pong(&'a [u8]),
     /// A close frame; `code` is `None` when the frame had no status (or the connection
     /// dropped without one).
-    Close { code: Option<u16>, reason: &'a str },
+    Close {
+        /// The status code, if the frame had one.
+        code: Option<u16>,
+        /// The reason (empty if none).
+        reason: &'a str,
+    },
 }
 
 impl FrameView<'_> {

@@ -20,6 +20,7 @@ pub(crate) struct Token {
     pub quoted: bool,
 }
 
+/// A cursor over one line: the text, the byte position, and the 1-based line number.
 pub(crate) struct LineReader<'a> {
     text: &'a str,
     pos: usize,
@@ -42,10 +43,12 @@ impl<'a> LineReader<'a> {
         self.text
     }
 
+    /// The 1-based line number.
     pub fn line(&self) -> usize {
         self.line
     }
 
+    /// The byte offset of the cursor.
     pub fn pos(&self) -> usize {
         self.pos
     }
@@ -55,6 +58,7 @@ impl<'a> LineReader<'a> {
         &self.text[self.pos..]
     }
 
+    /// Moves the cursor `bytes` forward (not past the end).
     pub fn advance(&mut self, bytes: usize) {
         self.pos = (self.pos + bytes).min(self.text.len());
     }
@@ -105,6 +109,7 @@ impl<'a> LineReader<'a> {
         }
     }
 
+    /// Skips spaces and tabs.
     pub fn skip_spaces(&mut self) {
         let rest = self.remaining();
         let trimmed = rest.trim_start_matches([' ', '\t']);

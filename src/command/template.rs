@@ -54,7 +54,12 @@ pub enum TemplatePart {
     /// Text taken as is (`$${` already turned into `${`).
     Literal(String),
     /// `${NAME}`, with the span of the whole `${NAME}`.
-    Var { name: String, span: Span },
+    Var {
+        /// The variable's name.
+        name: String,
+        /// The whole `${NAME}`.
+        span: Span,
+    },
 }
 
 /// A text with `${NAME}` variables in it.
@@ -73,15 +78,28 @@ pub struct Template {
 pub enum ResolveError {
     /// `${NAME}` names no `--var`, environment variable or capture.
     #[error("undefined variable `{name}`")]
-    UndefinedVariable { name: String, span: Span },
+    UndefinedVariable {
+        /// The variable's name.
+        name: String,
+        /// The `${NAME}`.
+        span: Span,
+    },
     /// After interpolation, a JSON value is no longer valid JSON.
     #[error("after interpolation this is not valid JSON: {message}")]
-    InvalidJson { message: String, span: Span },
+    InvalidJson {
+        /// serde_json's complaint.
+        message: String,
+        /// The JSON value as written.
+        span: Span,
+    },
     /// `expect echo` with nothing to compare with.
     #[error(
         "`expect echo` needs a route-tagged `send` before it, and an echo policy other than `off`"
     )]
-    NoEcho { span: Span },
+    NoEcho {
+        /// The `echo` matcher.
+        span: Span,
+    },
 }
 
 impl ResolveError {
