@@ -261,7 +261,7 @@ pub struct Diagnostic {
 }
 
 /// Renders `diagnostic` rustc-style. `source_line` is the text of `span.line` (secrets
-/// on it are masked, see [`mask_secrets`](super::mask_secrets)); with
+/// on it are masked, see [`mask_secrets`]); with
 /// `file_name` a `--> file:line:col` line and the line number are shown, without (a REPL
 /// line) neither is.
 pub fn render_diagnostic(

@@ -23,7 +23,7 @@ pub use ast::{
     Script, SecretTemplate, Span, Spanned, Statement, Test, TextPredicate,
 };
 pub use error::{
-    Diagnostic, ErrorKind, SyntaxError, SyntaxErrors, did_you_mean, render_diagnostic,
+    Diagnostic, ErrorKind, SyntaxError, SyntaxErrors, did_you_mean, mask_secrets, render_diagnostic,
 };
 pub use help::{COMMANDS, CommandHelp, EXPECT_WORDS, Scope, command_names, help_for, help_text};
 pub use matcher::{FrameView, ResolvedMatcher, json_equal, json_subset};
