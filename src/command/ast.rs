@@ -11,6 +11,7 @@ use serde_json_path::JsonPath;
 
 pub use crate::cli::EchoPolicy;
 
+use super::error::{Diagnostic, render_diagnostic};
 use super::template::{JsonTemplate, ResolveError, Template, Variables};
 
 /// A position in the source: 1-based line and column (counted in characters), and the
@@ -74,9 +75,30 @@ pub struct Script {
     pub file_name: String,
     /// The test cases, in file order.
     pub tests: Vec<Test>,
+    /// The source text, for showing lines in messages.
+    pub(crate) source: String,
 }
 
 impl Script {
+    /// The text of a 1-based line of the source (empty past the end).
+    pub fn source_line(&self, line: usize) -> &str {
+        self.source
+            .lines()
+            .nth(line.wrapping_sub(1))
+            .unwrap_or_default()
+    }
+
+    /// Renders a message about a place in this script rustc-style (`--> file:line:col`,
+    /// the line, carets), e.g. a failed expectation or an undefined variable.
+    pub fn render(&self, diagnostic: &Diagnostic, color: bool) -> String {
+        render_diagnostic(
+            diagnostic,
+            self.source_line(diagnostic.span.line),
+            Some(&self.file_name),
+            color,
+        )
+    }
+
     /// Every statement of the file, in order, across tests.
     pub fn statements(&self) -> impl Iterator<Item = &Statement> {
         self.tests.iter().flat_map(|test| test.statements.iter())
@@ -353,6 +375,14 @@ impl Payload {
     /// Where the payload was written.
     pub fn span(&self) -> Span {
         self.template().span
+    }
+
+    /// The payload's value with variables filled in: JSON as JSON, text as a JSON string.
+    pub fn resolve(&self, vars: &dyn Variables) -> Result<serde_json::Value, ResolveError> {
+        match self {
+            Payload::Json(json) => json.resolve(vars),
+            Payload::Text(text) => text.resolve(vars).map(serde_json::Value::String),
+        }
     }
 
     /// The payload as written, as a template.

@@ -1386,6 +1386,7 @@ impl ScriptBuilder {
         Ok(Script {
             file_name: self.file_name,
             tests: self.tests,
+            source: source.to_owned(),
         })
     }
 }

@@ -122,19 +122,19 @@ impl ResolveError {
         }
     }
 
+    /// The error as a [`Diagnostic`](super::Diagnostic), for [`Script::render`](super::Script::render).
+    pub fn diagnostic(&self) -> super::error::Diagnostic {
+        super::error::Diagnostic {
+            message: self.to_string(),
+            span: self.span(),
+            label: None,
+            hint: self.hint(),
+        }
+    }
+
     /// Renders the error rustc-style, like a syntax error.
     pub fn render(&self, source_line: &str, file_name: &str, color: bool) -> String {
-        super::error::render_diagnostic(
-            &super::error::Diagnostic {
-                message: self.to_string(),
-                span: self.span(),
-                label: None,
-                hint: self.hint(),
-            },
-            source_line,
-            Some(file_name),
-            color,
-        )
+        super::error::render_diagnostic(&self.diagnostic(), source_line, Some(file_name), color)
     }
 }
 

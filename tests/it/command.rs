@@ -616,3 +616,30 @@ fn undefined_variables_are_found_before_running() {
         ]
     );
 }
+
+#[test]
+fn runtime_messages_render_against_the_script() {
+    let script = parse("connect\n  auth Bearer ${TOKEN}\nsend send \"hi\"\n");
+    let vars = HashMap::<String, String>::new();
+    let undefined = script.undefined_variables(&vars);
+    assert_eq!(
+        script.render(&undefined[0].diagnostic(), false),
+        "error: undefined variable `TOKEN`
+ --> tests/echo.wsp:2:15
+  |
+2 |   auth Bearer ${TOKEN}
+  |               ^^^^^^^^
+  |
+  = hint: set it with `--var TOKEN=VALUE`, in the environment, or with `capture TOKEN = …` above
+"
+    );
+    let Command::Send { payload, .. } = &script.tests[0].statements[1].command else {
+        panic!()
+    };
+    assert_eq!(
+        payload.as_ref().map(|p| p.resolve(&vars)),
+        Some(Ok(serde_json::json!("hi")))
+    );
+    assert_eq!(script.source_line(3), "send send \"hi\"");
+    assert_eq!(script.source_line(9), "");
+}
