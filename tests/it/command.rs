@@ -643,3 +643,49 @@ fn runtime_messages_render_against_the_script() {
     assert_eq!(script.source_line(3), "send send \"hi\"");
     assert_eq!(script.source_line(9), "");
 }
+
+/// No input makes the parser panic: every prefix of every line of a varied script, and
+/// each of them with awkward characters inserted, parses to a script or to errors, and
+/// the errors render.
+#[test]
+fn no_input_makes_the_parser_panic() {
+    let corpus = format!(
+        "{FULL_SCRIPT}\n{}",
+        r#"expect json $[?@.a == 'x y'].b contains "z" within 1s
+expect json-subset {"a": [1, {"b": "${X}"}]}
+capture next id= regex /id=(\w+)\/x/ within 2s
+send s {"n": ${N}, "s": "é\"${S}\u00e9"}
+close 4000 ünïcödé réason
+@alice expect text matches "\\d+ \"q\""
+header X-A: ${V}
+expect pong "a b"
+binary base64:SGVsbG8
+help /send
+pretty on"#
+    );
+    let awkward = ['"', '$', '{', '\\', '/', '#', 'é'];
+    for line in corpus.lines() {
+        let boundaries: Vec<usize> = line
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain([line.len()])
+            .collect();
+        for &cut in &boundaries {
+            let prefix = &line[..cut];
+            let mut variants = vec![prefix.to_owned()];
+            for c in awkward {
+                variants.push(format!("{prefix}{c}{}", &line[cut..]));
+            }
+            for variant in variants {
+                let source = format!("connect alice\n{variant}\n");
+                if let Err(errors) = parse_script(&source, "fuzz.wsp") {
+                    assert!(!errors.render(true).is_empty());
+                }
+                let repl = format!("/{}", variant.trim_start());
+                if let Err(error) = parse_repl_line(&repl) {
+                    assert!(!error.render_line(&repl, false).is_empty());
+                }
+            }
+        }
+    }
+}
