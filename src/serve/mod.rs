@@ -56,6 +56,7 @@ const EVENT_BUFFER: usize = 4096;
 /// every connection with 1001 and succeeds.
 pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
     let config = ServeConfig::from_args(&args)?;
+    let signal = server::shutdown_signal();
     let server = spawn(config, args.listen)
         .await
         .map_err(|e| Error::Other(anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
@@ -66,7 +67,7 @@ pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
         let _ = writeln!(stdout, "{}", server.connections_url());
         let _ = stdout.flush();
     }
-    server::shutdown_signal().await;
+    signal.await;
     server.shutdown().await;
     Ok(Outcome::Success)
 }
@@ -74,9 +75,10 @@ pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
 /// Serves `config` on `listener` until SIGINT or SIGTERM, then closes every connection
 /// with 1001 and returns.
 pub async fn serve(listener: TcpListener, config: ServeConfig) -> std::io::Result<()> {
+    let signal = server::shutdown_signal();
     let (router, state) = app(config);
     let accept = tokio::spawn(server::accept_loop(listener, router, state.clone()));
-    server::shutdown_signal().await;
+    signal.await;
     state.close_all(SHUTDOWN_GRACE).await;
     accept.abort();
     Ok(())
