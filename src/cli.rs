@@ -383,6 +383,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "128KiB", value_parser = values::parse_size)]
     pub max_message_size: u64,
 
+    /// PEM certificate chain: serve wss:// and https:// (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,

@@ -89,11 +89,13 @@ pub async fn spawn(config: ServeConfig, listen: SocketAddr) -> std::io::Result<R
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let stage = config.stage.clone();
+    let secure = config.tls.is_some();
     let (router, state) = app(config);
     let accept = tokio::spawn(server::accept_loop(listener, router, state.clone()));
     Ok(RunningServer {
         addr,
         stage,
+        secure,
         state,
         accept,
     })
@@ -105,6 +107,8 @@ pub async fn spawn(config: ServeConfig, listen: SocketAddr) -> std::io::Result<R
 pub struct RunningServer {
     addr: SocketAddr,
     stage: String,
+    /// Serving TLS: `wss://` and `https://`.
+    secure: bool,
     state: ServerState,
     accept: JoinHandle<()>,
 }
@@ -115,15 +119,18 @@ impl RunningServer {
         self.addr
     }
 
-    /// Where clients connect: `ws://127.0.0.1:PORT/dev`.
+    /// Where clients connect: `ws://127.0.0.1:PORT/dev` (`wss://` with TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/{}", self.reachable_addr(), self.stage)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}/{}", self.reachable_addr(), self.stage)
     }
 
-    /// The `@connections` base URL: `http://127.0.0.1:PORT/dev/@connections`.
+    /// The `@connections` base URL: `http://127.0.0.1:PORT/dev/@connections` (`https://`
+    /// with TLS).
     pub fn connections_url(&self) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
         format!(
-            "http://{}/{}/@connections",
+            "{scheme}://{}/{}/@connections",
             self.reachable_addr(),
             self.stage
         )

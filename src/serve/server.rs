@@ -46,7 +46,31 @@ pub async fn accept_loop(listener: TcpListener, router: Router, state: ServerSta
                 let http = http.clone();
                 let router = router.clone();
                 let state = state.clone();
-                tokio::spawn(serve_http(http, socket, peer, router, state));
+                match &state.config().tls {
+                    None => {
+                        tokio::spawn(serve_http(http, socket, peer, router, state));
+                    }
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                        tokio::spawn(async move {
+                            let started = Instant::now();
+                            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(socket))
+                                .await
+                            {
+                                Ok(Ok(stream)) => {
+                                    serve_http(http, stream, peer, router, state).await
+                                }
+                                _ => state.emit(ServeEvent::Rejected {
+                                    request_id: state.next_id(),
+                                    status: 0,
+                                    reason: "TLS handshake failed".to_owned(),
+                                    source_ip: Some(peer.ip()),
+                                    duration: started.elapsed(),
+                                }),
+                            }
+                        });
+                    }
+                }
             }
             Err(error) if is_per_connection(&error) => {}
             Err(_) => {
@@ -66,13 +90,15 @@ fn is_per_connection(error: &std::io::Error) -> bool {
     )
 }
 
-async fn serve_http(
+async fn serve_http<I>(
     http: http1::Builder,
-    socket: tokio::net::TcpStream,
+    socket: I,
     peer: SocketAddr,
     router: Router,
     state: ServerState,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let started = Instant::now();
     let service = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<Incoming>| {
