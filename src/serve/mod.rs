@@ -262,6 +262,12 @@ impl ServerState {
         self.inner.tasks.enter()
     }
 
+    /// Whether events go anywhere (a log sink or an observer), so the hot path can skip
+    /// building them.
+    fn is_observed(&self) -> bool {
+        !self.inner.config.log.is_off() || self.inner.observed.load(Ordering::Acquire)
+    }
+
     /// Logs an event and hands it to observers.
     fn emit(&self, event: ServeEvent) {
         let shared = &*self.inner;
