@@ -359,7 +359,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast, repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast ($default=… sets the default route), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
 
