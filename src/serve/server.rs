@@ -124,7 +124,8 @@ async fn serve_http<I>(
         } else if error.is_parse() {
             Some((400, "malformed HTTP request"))
         } else if error.is_timeout() {
-            Some((408, "request head not received in time"))
+            // hyper drops the connection without an answer: status 0.
+            Some((0, "request head not received in time"))
         } else {
             None
         };
