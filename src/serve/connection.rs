@@ -127,15 +127,30 @@ where
     let config = state.config();
     let idle = tokio::time::sleep(config.idle_timeout);
     let max_age = tokio::time::sleep(config.max_connection_duration);
-    tokio::pin!(idle, max_age);
     let mut shutdown = state.shutdown_signal();
+    // Made once and polled again on every turn, so a message costs no waiter
+    // registration on these signals.
+    let stop = super::server::stopped(&mut shutdown);
+    let closed = close.notified();
+    tokio::pin!(idle, max_age, stop, closed);
+    // The idle timer is not pushed back on every message: when it fires, it is re-armed
+    // from the last inbound message if that came later.
+    let mut last_inbound = tokio::time::Instant::now();
 
     let end = loop {
         tokio::select! {
-            _ = super::server::stopped(&mut shutdown) => break End::Close(1001, GOING_AWAY),
-            _ = close.notified() => break End::Close(1000, ""),
-            _ = &mut idle => break End::Close(1001, GOING_AWAY),
+            // Signals first: a client flooding messages must not starve them.
+            biased;
+            _ = &mut stop => break End::Close(1001, GOING_AWAY),
+            _ = &mut closed => break End::Close(1000, ""),
             _ = &mut max_age => break End::Close(1001, GOING_AWAY),
+            _ = &mut idle => {
+                let due = last_inbound + config.idle_timeout;
+                if tokio::time::Instant::now() >= due {
+                    break End::Close(1001, GOING_AWAY);
+                }
+                idle.as_mut().reset(due);
+            }
             queued = inbox.recv() => {
                 let sent = match queued {
                     Some(Outbound::Text(text)) => {
@@ -152,7 +167,7 @@ where
             incoming = ws.next() => match incoming {
                 None => break End::Vanished,
                 Some(Ok(Message::Text(text))) => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
+                    last_inbound = tokio::time::Instant::now();
                     info.touch();
                     if on_text(&mut ws, &state, &id, text).await.is_err() {
                         break End::Vanished;
