@@ -60,14 +60,11 @@ start() {
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# echo_rate URL MESSAGE: the best of ROUNDS runs, in round trips per second.
-echo_rate() {
-    local best=0 rate
-    for _ in $(seq "$ROUNDS"); do
-        rate=$("$CLIENT" echo "$1" "$CONNECTIONS" "$SECONDS_PER_RUN" "$2" | sed -n 's/^round_trips_per_second=//p')
-        [ "$rate" -gt "$best" ] && best=$rate
-    done
-    echo "$best"
+max() { if [ "$2" -gt "$1" ]; then echo "$2"; else echo "$1"; fi; }
+
+# one_rate URL MESSAGE: round trips per second of one run.
+one_rate() {
+    "$CLIENT" echo "$1" "$CONNECTIONS" "$SECONDS_PER_RUN" "$2" | sed -n 's/^round_trips_per_second=//p'
 }
 
 # idle_kib PID URL: KiB of server RSS per idle connection at IDLE connections.
@@ -101,10 +98,15 @@ start serve-log "$WSPROBE" serve --listen 127.0.0.1:0
 SERVE_LOG_URL=$URL SERVE_LOG_PID=$PID
 # The logging server writes its lines to a file like a real access log would.
 
-echo "echo round trips: $CONNECTIONS connections, best of $ROUNDS x ${SECONDS_PER_RUN}s each (machine: $(nproc) cores, shared)"
-BASELINE_RATE=$(echo_rate "$BASELINE_URL" "$SEND")
-SERVE_RATE=$(echo_rate "$SERVE_URL" "$SEND")
-SERVE_LOG_RATE=$(echo_rate "$SERVE_LOG_URL" "$SEND")
+echo "echo round trips: $CONNECTIONS connections, best of $ROUNDS interleaved rounds of ${SECONDS_PER_RUN}s (machine: $(nproc) cores, shared)"
+# Rounds interleave the servers, so a burst of load from elsewhere on the machine hits
+# them alike; the best round of each is kept (noise only ever slows a run down).
+BASELINE_RATE=0 SERVE_RATE=0 SERVE_LOG_RATE=0
+for _ in $(seq "$ROUNDS"); do
+    BASELINE_RATE=$(max "$BASELINE_RATE" "$(one_rate "$BASELINE_URL" "$SEND")")
+    SERVE_RATE=$(max "$SERVE_RATE" "$(one_rate "$SERVE_URL" "$SEND")")
+    SERVE_LOG_RATE=$(max "$SERVE_LOG_RATE" "$(one_rate "$SERVE_LOG_URL" "$SEND")")
+done
 printf '  %-34s %8s/s\n' "minimal tokio-tungstenite echo" "$BASELINE_RATE"
 printf '  %-34s %8s/s  ratio %s (goal >= 0.8)\n' "wsprobe serve --quiet (send)" "$SERVE_RATE" \
     "$(awk -v s="$SERVE_RATE" -v b="$BASELINE_RATE" 'BEGIN { printf "%.2f", s / b }')"
