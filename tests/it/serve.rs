@@ -815,3 +815,52 @@ async fn the_binary_refuses_a_bad_route_with_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("chat=shout"));
 }
+
+// TLS.
+
+#[tokio::test]
+async fn serves_wss_with_a_certificate() {
+    let (server, certificate) = spawn_tls_server(ServeConfig::default()).await;
+    assert!(server.ws_url().starts_with("wss://127.0.0.1:"));
+    assert!(server.connections_url().starts_with("https://127.0.0.1:"));
+    let mut ws = connect_tls(&server.ws_url(), &certificate).await.unwrap();
+    within(
+        "a send",
+        ws.send(Message::text(r#"{"action":"send","body":"secure"}"#)),
+    )
+    .await
+    .unwrap();
+    match within("the echo", ws.next()).await {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), r#""secure""#),
+        other => panic!("{other:?}"),
+    }
+    // A client that does not trust the certificate fails the TLS handshake.
+    let stranger = TestCertificate::new();
+    assert!(connect_tls(&server.ws_url(), &stranger).await.is_err());
+}
+
+#[tokio::test]
+async fn the_binary_serves_tls_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::new();
+    let (cert, key) = certificate.write_to(dir.path());
+    let process = ServeProcess::start(&[
+        "--quiet",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(process.ws_url.starts_with("wss://"), "{}", process.ws_url);
+    let mut ws = connect_tls(&process.ws_url, &certificate).await.unwrap();
+    within(
+        "a send",
+        ws.send(Message::text(r#"{"action":"send","body":1}"#)),
+    )
+    .await
+    .unwrap();
+    match within("the echo", ws.next()).await {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "1"),
+        other => panic!("{other:?}"),
+    }
+}
