@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
-pub use error::ConnectError;
+pub use error::{ConnectError, TlsProblem};
 pub use stream::Stream;
 use stream::Transport;
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -426,15 +426,20 @@ async fn handshake_tls(
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
     use rustls::pki_types::ServerName;
     let shown_host = host.to_string();
-    let tls_error = |reason: String| ConnectError::Tls {
+    let tls_error = |(reason, problem): (String, TlsProblem)| ConnectError::Tls {
         host: shown_host.clone(),
         reason,
+        problem,
     };
     let server_name = match host {
         Host::Ipv4(ip) => ServerName::IpAddress((*ip).into()),
         Host::Ipv6(ip) => ServerName::IpAddress((*ip).into()),
-        Host::Domain(name) => ServerName::try_from((*name).to_owned())
-            .map_err(|_| tls_error(format!("`{name}` is not a valid TLS server name")))?,
+        Host::Domain(name) => ServerName::try_from((*name).to_owned()).map_err(|_| {
+            tls_error((
+                format!("`{name}` is not a valid TLS server name"),
+                TlsProblem::Other,
+            ))
+        })?,
     };
     let connector = tokio_rustls::TlsConnector::from(config.tls.clone());
     connector.connect(server_name, tcp).await.map_err(|e| {
@@ -444,12 +449,13 @@ async fn handshake_tls(
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
             Some(rustls_error) => tls::explain(rustls_error, &shown_host),
-            None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => (
                 "the server closed the connection during the TLS handshake \
                  (is it a plain ws:// endpoint?)"
-                    .into()
-            }
-            None => e.to_string(),
+                    .into(),
+                TlsProblem::NotTls,
+            ),
+            None => (e.to_string(), TlsProblem::Other),
         };
         tls_error(reason)
     })
@@ -494,8 +500,12 @@ fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) 
             {
                 Some(rustls_error) => {
                     let host = url.host_str().unwrap_or_default().to_owned();
-                    let reason = tls::explain(rustls_error, &host);
-                    ConnectError::Tls { host, reason }
+                    let (reason, problem) = tls::explain(rustls_error, &host);
+                    ConnectError::Tls {
+                        host,
+                        reason,
+                        problem,
+                    }
                 }
                 None => other(format!("during the WebSocket handshake: {e}")),
             }

@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use wsprobe::cli::ConnectionArgs;
-use wsprobe::client::{self, ClientConfig, ConnectError, Connection};
+use wsprobe::client::{self, ClientConfig, ConnectError, Connection, TlsProblem};
 use wsprobe::session::{Ending, Frame, Outgoing, Session, SessionError, WaitError};
 
 /// Long enough for anything on loopback to happen; a broken test fails after it.
@@ -557,8 +557,15 @@ async fn round_trip(url: &url::Url, config: &ClientConfig) {
 }
 
 fn tls_reason(error: ConnectError) -> String {
+    tls_failure(error).0
+}
+
+fn tls_failure(error: ConnectError) -> (String, TlsProblem, Option<String>) {
+    let hint = error.hint();
     match error {
-        ConnectError::Tls { reason, .. } => reason,
+        ConnectError::Tls {
+            reason, problem, ..
+        } => (reason, problem, hint),
         other => panic!("expected a TLS error, got {other:?}"),
     }
 }
@@ -572,9 +579,12 @@ async fn a_self_signed_certificate_is_refused_then_trusted_with_cacert() {
     let url = server.url("wss");
 
     let error = connect(&url, &config(&[])).await.unwrap_err();
-    let reason = tls_reason(error);
+    assert_eq!(error.cause(), "tls");
+    let (reason, problem, hint) = tls_failure(error);
     assert!(reason.contains("unknown issuer"), "{reason}");
     assert!(reason.contains("self-signed"), "{reason}");
+    assert_eq!(problem, TlsProblem::UnknownIssuer);
+    assert!(hint.unwrap().contains("--cacert"));
 
     round_trip(&url, &config(&["--cacert", &cacert])).await;
     round_trip(&url, &config(&["-k"])).await;
@@ -589,11 +599,12 @@ async fn a_certificate_for_another_name_is_a_name_mismatch() {
     let error = connect(&server.url("wss"), &config(&["--cacert", &cacert]))
         .await
         .unwrap_err();
-    let reason = tls_reason(error);
+    let (reason, problem, _) = tls_failure(error);
     assert!(
-        reason.contains("not valid for the name `127.0.0.1`"),
+        reason.contains("not valid for the name `127.0.0.1` (it is for `stage.example.test`)"),
         "{reason}"
     );
+    assert_eq!(problem, TlsProblem::NameMismatch);
 }
 
 #[tokio::test]
@@ -610,7 +621,9 @@ async fn an_expired_certificate_says_so() {
     let error = connect(&server.url("wss"), &config(&["--cacert", &cacert]))
         .await
         .unwrap_err();
-    assert!(tls_reason(error).contains("expired"));
+    let (reason, problem, _) = tls_failure(error);
+    assert!(reason.contains("expired on 2021-01-01"), "{reason}");
+    assert_eq!(problem, TlsProblem::Expired);
 }
 
 #[tokio::test]
@@ -620,8 +633,10 @@ async fn wss_to_a_plain_endpoint_suggests_ws() {
     let error = connect(&server.url("wss"), &config(&["-k"]))
         .await
         .unwrap_err();
-    let reason = tls_reason(error);
+    let (reason, problem, hint) = tls_failure(error);
     assert!(reason.contains("plain ws://"), "{reason}");
+    assert_eq!(problem, TlsProblem::NotTls);
+    assert!(hint.unwrap().contains("ws:// instead of wss://"));
 
     // An HTTP server that answers the TLS hello with an HTTP error.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -668,8 +683,10 @@ async fn mutual_tls_needs_the_client_certificate() {
     let error = connect(&url, &config(&["--cacert", &cacert]))
         .await
         .unwrap_err();
-    let reason = tls_reason(error);
-    assert!(reason.contains("client certificate"), "{reason}");
+    let (reason, problem, hint) = tls_failure(error);
+    assert!(reason.contains("requires a client certificate"), "{reason}");
+    assert_eq!(problem, TlsProblem::ClientCertificate);
+    assert!(hint.unwrap().contains("--cert and --key"));
 
     round_trip(
         &url,
