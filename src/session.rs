@@ -548,8 +548,8 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The next frame to arrive; `None` after the ending frame has been delivered.
-    /// Cancel-safe.
+    /// The next frame to arrive; `None` once the ending frame (close or dropped, always
+    /// the last) has been delivered. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Incoming> {
         self.receiver.recv().await
     }
@@ -750,6 +750,9 @@ async fn read_loop(
             break;
         }
     }
+    // Nothing follows the ending frame: let the receivers see the end of their channels.
+    drop(inbox);
+    drop(watch);
     // After a close frame, keep reading a little: this lets tungstenite send its answer
     // to the server's close and see the TCP connection end cleanly.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {

@@ -984,3 +984,112 @@ async fn invalid_frames_are_refused_before_sending() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_client_answers_a_servers_close() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let server = start_server(
+        None,
+        Answer::Accept { subprotocol: None },
+        move |mut socket| {
+            let report = report.clone();
+            async move {
+                let close = CloseFrame {
+                    code: 1001.into(),
+                    reason: "going away".into(),
+                };
+                socket.send(Message::Close(Some(close))).await.unwrap();
+                // tungstenite hands the peer's answer to our close over as a Close message.
+                while let Some(Ok(message)) = socket.next().await {
+                    let _ = report.send(message);
+                }
+            }
+        },
+    )
+    .await;
+    let connection = connect(&server.url("ws"), &config(&[])).await.unwrap();
+    let (session, mut watch) = Session::start_watched(connection);
+    let closing = tokio::time::timeout(PATIENCE, watch.recv()).await.unwrap();
+    assert_eq!(
+        closing.map(|m| m.frame),
+        Some(Frame::Close {
+            code: 1001,
+            reason: "going away".into()
+        })
+    );
+    // The ending frame is the watch's last.
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, watch.recv()).await.unwrap(),
+        None
+    );
+    let answer = tokio::time::timeout(PATIENCE, reports.recv())
+        .await
+        .unwrap();
+    match answer {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected the client's close answer, got {other:?}"),
+    }
+    drop(session);
+}
+
+#[tokio::test]
+async fn dropping_a_session_ends_its_connection() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let server = start_server(
+        None,
+        Answer::Accept { subprotocol: None },
+        move |mut socket| {
+            let report = report.clone();
+            async move {
+                while let Some(Ok(_)) = socket.next().await {}
+                let _ = report.send(());
+            }
+        },
+    )
+    .await;
+    let session = Session::start(connect(&server.url("ws"), &config(&[])).await.unwrap());
+    drop(session);
+    let ended = tokio::time::timeout(PATIENCE, reports.recv()).await;
+    assert_eq!(ended, Ok(Some(())), "the server still sees the connection");
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_drops_the_connection() {
+    let (_server, mut session) = {
+        let server = scripted_server(vec![text(&"x".repeat(4096))]).await;
+        let mut config = config(&[]);
+        config.websocket.max_message_size = Some(1024);
+        config.websocket.max_frame_size = Some(1024);
+        let connection = connect(&server.url("ws"), &config).await.unwrap();
+        (server, Session::start(connection))
+    };
+    let ended = session.next(PATIENCE).await.unwrap();
+    match ended.frame {
+        Frame::Dropped { reason } => assert!(reason.contains("too large"), "{reason}"),
+        other => panic!("expected Dropped, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn host_names_and_ipv6_loopback_work() {
+    let server = plain_echo_server().await;
+    let by_name = url::Url::parse(&format!("ws://localhost:{}/dev", server.addr.port())).unwrap();
+    round_trip(&by_name, &config(&[])).await;
+
+    // Some containers have no IPv6 at all; there is nothing to test then.
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback here: skipping the [::1] half");
+        return;
+    };
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let socket = tokio_tungstenite::accept_async(Box::new(tcp) as Box<dyn Io>)
+            .await
+            .unwrap();
+        echo(socket).await;
+    });
+    let url = client::parse_url(&format!("ws://[::1]:{}/dev", addr.port())).unwrap();
+    round_trip(&url, &config(&[])).await;
+    server.abort();
+}
