@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
@@ -104,6 +105,11 @@ impl ClientConfig {
             client_identity: args.cert.clone().zip(args.key.clone()),
             insecure: args.insecure,
         };
+        if args.connect_timeout.is_zero() {
+            return Err(crate::Error::usage(
+                "--connect-timeout must be longer than 0s",
+            ));
+        }
         let config = Self {
             headers: args.headers.clone(),
             auth: args.auth.clone(),
@@ -112,9 +118,8 @@ impl ClientConfig {
             origin: args.origin.clone(),
             connect_timeout: args.connect_timeout,
             websocket: WebSocketConfig::default(),
-            tls: Self::default().tls,
-        }
-        .with_tls(&files)?;
+            tls: build_tls(&files)?,
+        };
         config.handshake_headers().map_err(crate::Error::usage)?;
         if args.insecure {
             let _ = writeln!(
@@ -131,58 +136,129 @@ impl ClientConfig {
 
     /// Replaces the TLS configuration with one built from `files` (read now, once).
     pub fn with_tls(mut self, files: &TlsFiles) -> Result<Self, crate::Error> {
-        let options = tls::TlsOptions {
-            cacert: files.cacert.as_deref(),
-            client_identity: files
-                .client_identity
-                .as_ref()
-                .map(|(cert, key)| (cert.as_path(), key.as_path())),
-            insecure: files.insecure,
-        };
-        self.tls = tls::build_config(&options).map_err(crate::Error::usage)?;
+        self.tls = build_tls(files)?;
         Ok(self)
     }
 
-    /// The headers added to the upgrade request, checked. Errors never include a secret.
-    fn handshake_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-        let mut out = Vec::with_capacity(self.headers.len() + 4);
+    /// The headers added to the upgrade request, checked: wsprobe's own (from `--auth`,
+    /// `--api-key`, `-s`, `-o`) and the extra ones (`-H`), in order. Errors never include
+    /// a header's value, which may be a secret.
+    fn handshake_headers(&self) -> Result<HandshakeHeaders, String> {
+        let mut own = Vec::with_capacity(4);
         if let Some(auth) = &self.auth {
-            let mut value = HeaderValue::from_bytes(auth.expose().as_bytes())
+            let value = sensitive_value(auth)
                 .map_err(|_| "the --auth value contains a character not allowed in a header")?;
-            value.set_sensitive(true);
-            out.push((header::AUTHORIZATION, value));
+            own.push((header::AUTHORIZATION, value));
         }
         if let Some(key) = &self.api_key {
-            let mut value = HeaderValue::from_bytes(key.expose().as_bytes())
+            let value = sensitive_value(key)
                 .map_err(|_| "the --api-key value contains a character not allowed in a header")?;
-            value.set_sensitive(true);
-            out.push((HeaderName::from_static("x-api-key"), value));
+            own.push((HeaderName::from_static("x-api-key"), value));
         }
         if !self.subprotocols.is_empty() {
             let offered = self.subprotocols.join(", ");
             let value = HeaderValue::from_str(&offered)
                 .map_err(|_| format!("`{offered}` is not a valid subprotocol list"))?;
-            out.push((header::SEC_WEBSOCKET_PROTOCOL, value));
+            own.push((header::SEC_WEBSOCKET_PROTOCOL, value));
         }
         if let Some(origin) = &self.origin {
             let value = HeaderValue::from_bytes(origin.as_bytes())
                 .map_err(|_| format!("`{origin}` is not a valid Origin header value"))?;
-            out.push((header::ORIGIN, value));
+            own.push((header::ORIGIN, value));
         }
-        for extra in &self.headers {
-            let name = HeaderName::from_bytes(extra.name.as_bytes())
-                .map_err(|_| format!("`{}` is not a valid header name", extra.name))?;
-            // The value of an extra header may be a secret too: never echo it.
-            let value = HeaderValue::from_bytes(extra.value.as_bytes()).map_err(|_| {
+        let mut extra = Vec::with_capacity(self.headers.len());
+        for given in &self.headers {
+            let name = HeaderName::from_bytes(given.name.as_bytes())
+                .map_err(|_| format!("`{}` is not a valid header name", given.name))?;
+            let value = HeaderValue::from_bytes(given.value.as_bytes()).map_err(|_| {
                 format!(
                     "the value of header `{}` contains a character not allowed in a header",
-                    extra.name
+                    given.name
                 )
             })?;
-            out.push((name, value));
+            extra.push((name, value));
         }
-        Ok(out)
+        Ok(HandshakeHeaders { own, extra })
     }
+}
+
+/// The checked headers of an upgrade request.
+#[derive(Debug)]
+struct HandshakeHeaders {
+    /// From `--auth`, `--api-key`, `-s`, `-o`.
+    own: Vec<(HeaderName, HeaderValue)>,
+    /// From `-H`, in order.
+    extra: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A header value that `http` will keep out of its `Debug` output.
+fn sensitive_value(secret: &Secret) -> Result<HeaderValue, header::InvalidHeaderValue> {
+    let mut value = HeaderValue::from_bytes(secret.expose().as_bytes())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The upgrade request for `url`: tungstenite's required headers (Host, Upgrade, key, …),
+/// then user credentials from the URL (`ws://user:pass@host` → Basic auth, unless
+/// `--auth` is given), then wsprobe's own headers, then the `-H` headers. An `-H` header
+/// replaces any header of the same name set before it; repeated `-H` names add up.
+fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectError> {
+    let other = |reason: String| ConnectError::Other {
+        url: shown_url(url),
+        reason,
+    };
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::InvalidUrl {
+            url: shown_url(url),
+            reason: e.to_string(),
+        })?;
+    let HandshakeHeaders { own, extra } = config.handshake_headers().map_err(other)?;
+    let headers = request.headers_mut();
+    if !url.username().is_empty() && config.auth.is_none() {
+        headers.insert(header::AUTHORIZATION, basic_auth(url).map_err(other)?);
+    }
+    for (name, value) in own {
+        headers.insert(name, value);
+    }
+    let mut replaced: Vec<HeaderName> = Vec::with_capacity(extra.len());
+    for (name, value) in extra {
+        if replaced.contains(&name) {
+            headers.append(name, value);
+        } else {
+            replaced.push(name.clone());
+            headers.insert(name, value);
+        }
+    }
+    Ok(request)
+}
+
+/// `Basic base64(user:password)` from the URL's user information (percent-decoded).
+fn basic_auth(url: &Url) -> Result<HeaderValue, String> {
+    use base64::Engine;
+    let decode = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let mut credentials = decode(url.username());
+    credentials.push(b':');
+    credentials.extend(decode(url.password().unwrap_or_default()));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .map_err(|_| "the user and password in the URL do not make a valid header".to_owned())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The rustls configuration for `files`; errors name the file at fault.
+fn build_tls(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+    let options = tls::TlsOptions {
+        cacert: files.cacert.as_deref(),
+        client_identity: files
+            .client_identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path())),
+        insecure: files.insecure,
+    };
+    tls::build_config(&options).map_err(crate::Error::usage)
 }
 
 /// Parses what a user typed as a WebSocket URL. Only `ws://` and `wss://` are accepted; a
@@ -296,28 +372,7 @@ async fn open(
     let (give_back, handed_back) = oneshot::channel();
     let stream = Stream::handing_back(transport, give_back);
 
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| invalid(&e.to_string()))?;
-    let headers = config
-        .handshake_headers()
-        .map_err(|reason| ConnectError::Other {
-            url: shown_url(url),
-            reason,
-        })?;
-    let mut replaced: Vec<HeaderName> = Vec::new();
-    for (index, (name, value)) in headers.into_iter().enumerate() {
-        // wsprobe's own headers come first in the list; an -H of the same name replaces
-        // them (and the generated ones, like Host), while repeated -H names add up.
-        let is_extra = index >= headers_before_extras(config);
-        if is_extra && !replaced.contains(&name) {
-            replaced.push(name.clone());
-            request.headers_mut().insert(name, value);
-        } else {
-            request.headers_mut().append(name, value);
-        }
-    }
+    let request = build_request(url, config)?;
 
     let handshake =
         tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket)).await;
@@ -358,14 +413,6 @@ async fn open(
         subprotocol,
         connect_time: started.elapsed(),
     })
-}
-
-/// How many of `handshake_headers` are wsprobe's own, before the `-H` ones.
-fn headers_before_extras(config: &ClientConfig) -> usize {
-    usize::from(config.auth.is_some())
-        + usize::from(config.api_key.is_some())
-        + usize::from(!config.subprotocols.is_empty())
-        + usize::from(config.origin.is_some())
 }
 
 async fn resolve(host: &Host<&str>, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
@@ -600,11 +647,40 @@ fn shorten(text: &str, max: usize) -> String {
     format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
-/// The URL as shown in messages: without a password in it.
+/// The URL as shown in messages: without its password, and with the values of query
+/// parameters that look like credentials (`token`, `key`, `auth`, `signature`, …)
+/// redacted, as browsers' clients often put a token there.
 fn shown_url(url: &Url) -> String {
+    const SECRET_WORDS: [&str; 7] = [
+        "token",
+        "key",
+        "auth",
+        "secret",
+        "signature",
+        "password",
+        "credential",
+    ];
     let mut shown = url.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some(crate::secret::REDACTED));
+    }
+    let looks_secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        SECRET_WORDS.iter().any(|word| name.contains(word))
+    };
+    if url.query_pairs().any(|(name, _)| looks_secret(&name)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if looks_secret(&name) {
+                    crate::secret::REDACTED.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
     }
     shown.to_string()
 }
@@ -662,9 +738,75 @@ mod tests {
     }
 
     #[test]
-    fn shown_url_hides_a_password() {
+    fn shown_url_hides_a_password_and_query_tokens() {
         let url = Url::parse("wss://user:hunter2@h/dev").unwrap();
         assert!(!shown_url(&url).contains("hunter2"));
+        let url = Url::parse("wss://h/dev?room=7&access_token=abc123&X-Api-Key=k9").unwrap();
+        let shown = shown_url(&url);
+        assert!(shown.contains("room=7"), "{shown}");
+        assert!(
+            !shown.contains("abc123") && !shown.contains("k9"),
+            "{shown}"
+        );
+        let plain = Url::parse("ws://h/dev?room=7").unwrap();
+        assert_eq!(shown_url(&plain), "ws://h/dev?room=7");
+    }
+
+    fn request_headers(url: &str, config: &ClientConfig) -> Vec<(String, String)> {
+        let request = build_request(&Url::parse(url).unwrap(), config).unwrap();
+        request
+            .headers()
+            .iter()
+            .filter(|(name, _)| !name.as_str().starts_with("sec-websocket-key"))
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn request_header_precedence() {
+        let config = ClientConfig {
+            auth: Some(Secret::new("Bearer flag")),
+            api_key: Some(Secret::new("k1")),
+            subprotocols: vec!["a".into(), "b".into()],
+            origin: Some("https://o.example".into()),
+            headers: vec![
+                Header {
+                    name: "x-api-key".into(),
+                    value: "k2".into(),
+                },
+                Header {
+                    name: "X-Trace".into(),
+                    value: "1".into(),
+                },
+                Header {
+                    name: "x-trace".into(),
+                    value: "2".into(),
+                },
+            ],
+            ..ClientConfig::default()
+        };
+        let headers = request_headers("ws://user:pw@h:9/dev?x=1", &config);
+        let get = |name: &str| -> Vec<&str> {
+            headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(get("host"), ["h:9"]);
+        assert_eq!(get("authorization"), ["Bearer flag"]);
+        assert_eq!(get("x-api-key"), ["k2"]);
+        assert_eq!(get("x-trace"), ["1", "2"]);
+        assert_eq!(get("sec-websocket-protocol"), ["a, b"]);
+        assert_eq!(get("origin"), ["https://o.example"]);
+    }
+
+    #[test]
+    fn url_credentials_become_basic_auth() {
+        let headers = request_headers("ws://al%20ice:p%40ss@h/dev", &ClientConfig::default());
+        let auth = headers.iter().find(|(n, _)| n == "authorization").unwrap();
+        // base64("al ice:p@ss")
+        assert_eq!(auth.1, "Basic YWwgaWNlOnBAc3M=");
     }
 
     #[test]
