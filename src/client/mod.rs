@@ -11,6 +11,7 @@ mod error;
 mod stream;
 mod tls;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,37 @@ pub struct ClientConfig {
     pub websocket: WebSocketConfig,
     /// TLS for `wss://` URLs: trusted roots, client certificate, or no verification.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Resolve each host name once and reuse the addresses (see [`ClientConfig::cache_dns`]);
+    /// `None` resolves on every connect.
+    pub dns_cache: Option<DnsCache>,
+}
+
+/// Host names resolved once and shared by every connection of a configuration, so that
+/// `load` opening thousands of connections does not ask the resolver thousands of times.
+/// Failed lookups are not cached.
+#[derive(Clone, Debug, Default)]
+pub struct DnsCache(Arc<std::sync::Mutex<ResolvedHosts>>);
+
+/// Addresses by host name and port.
+type ResolvedHosts = HashMap<(String, u16), Arc<[SocketAddr]>>;
+
+impl DnsCache {
+    fn get(&self, host: &str, port: u16) -> Option<Arc<[SocketAddr]>> {
+        // A poisoned lock only means another connect panicked mid-insert: the map is fine.
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(&(host.to_owned(), port)).cloned()
+    }
+
+    fn put(&self, host: &str, port: u16, addresses: Arc<[SocketAddr]>) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert((host.to_owned(), port), addresses);
+    }
 }
 
 /// Where TLS trust and identity come from (`--cacert`, `--cert`/`--key`, `-k`).
@@ -91,6 +123,7 @@ impl Default for ClientConfig {
                 // Without files to read, building can only fail if the crypto provider
                 // supports no TLS version, which ring always does.
                 .expect("TLS with platform roots and no files always builds"),
+            dns_cache: None,
         }
     }
 }
@@ -119,6 +152,7 @@ impl ClientConfig {
             connect_timeout: args.connect_timeout,
             websocket: WebSocketConfig::default(),
             tls: build_tls(&files)?,
+            dns_cache: None,
         };
         config.handshake_headers().map_err(crate::Error::usage)?;
         if args.insecure {
@@ -132,6 +166,13 @@ impl ClientConfig {
             );
         }
         Ok(config)
+    }
+
+    /// Resolves each host name once, on the first connect, and reuses its addresses for
+    /// every later connect made with this configuration (or a clone of it).
+    pub fn cache_dns(mut self) -> Self {
+        self.dns_cache = Some(DnsCache::default());
+        self
     }
 
     /// Replaces the TLS configuration with one built from `files` (read now, once).
@@ -359,7 +400,7 @@ async fn open(
         .port_or_known_default()
         .ok_or_else(|| invalid("it has no port"))?;
 
-    let addresses = resolve(&host, port).await?;
+    let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
     let (tcp, peer) = connect_tcp(&addresses, &host, port).await?;
     // Small frames (pings, echoes) must leave at once, not wait for Nagle.
     let _ = tcp.set_nodelay(true);
@@ -415,25 +456,34 @@ async fn open(
     })
 }
 
-async fn resolve(host: &Host<&str>, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-    match host {
-        Host::Ipv4(ip) => Ok(vec![SocketAddr::new((*ip).into(), port)]),
-        Host::Ipv6(ip) => Ok(vec![SocketAddr::new((*ip).into(), port)]),
-        Host::Domain(name) => {
-            let dns_error = |reason: String| ConnectError::Dns {
-                host: (*name).to_owned(),
-                reason,
-            };
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((*name, port))
-                .await
-                .map_err(|e| dns_error(e.to_string()))?
-                .collect();
-            if found.is_empty() {
-                return Err(dns_error("the name has no addresses".into()));
-            }
-            Ok(found)
-        }
+async fn resolve(
+    host: &Host<&str>,
+    port: u16,
+    cache: Option<&DnsCache>,
+) -> Result<Arc<[SocketAddr]>, ConnectError> {
+    let name = match host {
+        Host::Ipv4(ip) => return Ok(Arc::new([SocketAddr::new((*ip).into(), port)])),
+        Host::Ipv6(ip) => return Ok(Arc::new([SocketAddr::new((*ip).into(), port)])),
+        Host::Domain(name) => *name,
+    };
+    if let Some(found) = cache.and_then(|cache| cache.get(name, port)) {
+        return Ok(found);
     }
+    let dns_error = |reason: String| ConnectError::Dns {
+        host: name.to_owned(),
+        reason,
+    };
+    let found: Arc<[SocketAddr]> = tokio::net::lookup_host((name, port))
+        .await
+        .map_err(|e| dns_error(e.to_string()))?
+        .collect();
+    if found.is_empty() {
+        return Err(dns_error("the name has no addresses".into()));
+    }
+    if let Some(cache) = cache {
+        cache.put(name, port, found.clone());
+    }
+    Ok(found)
 }
 
 /// Tries each address in turn; the first that accepts wins.
@@ -799,6 +849,29 @@ mod tests {
         assert_eq!(get("x-trace"), ["1", "2"]);
         assert_eq!(get("sec-websocket-protocol"), ["a, b"]);
         assert_eq!(get("origin"), ["https://o.example"]);
+    }
+
+    #[tokio::test]
+    async fn the_dns_cache_answers_for_names_it_has_seen() {
+        let cache = DnsCache::default();
+        let local = resolve(&Host::Domain("localhost"), 80, Some(&cache))
+            .await
+            .unwrap();
+        assert_eq!(cache.get("localhost", 80), Some(local));
+        assert_eq!(cache.get("localhost", 81), None);
+        // A cached name is not looked up again: this one would not resolve.
+        let planted: Arc<[SocketAddr]> = Arc::new(["127.0.0.1:9".parse().unwrap()]);
+        cache.put("nowhere.invalid", 9, planted.clone());
+        let found = resolve(&Host::Domain("nowhere.invalid"), 9, Some(&cache))
+            .await
+            .unwrap();
+        assert_eq!(found, planted);
+        // Without the cache it is a DNS error, and failures are not cached.
+        let error = resolve(&Host::Domain("nowhere.invalid"), 10, Some(&cache))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ConnectError::Dns { .. }), "{error:?}");
+        assert_eq!(cache.get("nowhere.invalid", 10), None);
     }
 
     #[test]
