@@ -16,6 +16,24 @@
 //! Every wait has a deadline. A failed wait ([`WaitError`]) tells a timeout from a closed
 //! connection and carries the messages that arrived and were not consumed, so a failure
 //! report can show what the server actually said.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use wsprobe::client::{self, ClientConfig};
+//! use wsprobe::session::{Outgoing, Session};
+//!
+//! let url = client::parse_url("ws://127.0.0.1:8080/dev")?;
+//! let mut session = Session::start(client::connect(&url, &ClientConfig::default()).await?);
+//! session.send(Outgoing::Text(r#"{"action":"send","body":"hi"}"#.into())).await?;
+//! let echo = session
+//!     .wait_for(Duration::from_secs(2), |m| m.frame.as_text() == Some("\"hi\""))
+//!     .await?;
+//! println!("echo after {:?}", echo.at.elapsed());
+//! session.close(1000, "bye", Duration::from_secs(1)).await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -659,6 +677,12 @@ impl Session {
         matcher: impl FnMut(&Incoming) -> bool,
     ) -> Result<Incoming, WaitError> {
         self.inbox.wait_for(within, matcher).await
+    }
+
+    /// Waits until no data frame arrives for the whole of `within`; see
+    /// [`Inbox::expect_silence`].
+    pub async fn expect_silence(&mut self, within: Duration) -> Result<(), Incoming> {
+        self.inbox.expect_silence(within).await
     }
 
     /// Every message that arrived and was not consumed yet, in arrival order.

@@ -245,14 +245,14 @@ fn sensitive_value(secret: &Secret) -> Result<HeaderValue, header::InvalidHeader
 /// replaces any header of the same name set before it; repeated `-H` names add up.
 fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectError> {
     let other = |reason: String| ConnectError::Other {
-        url: shown_url(url),
+        url: redacted_url(url),
         reason,
     };
     let mut request = url
         .as_str()
         .into_client_request()
         .map_err(|e| ConnectError::InvalidUrl {
-            url: shown_url(url),
+            url: redacted_url(url),
             reason: e.to_string(),
         })?;
     let HandshakeHeaders { own, extra } = config.handshake_headers().map_err(other)?;
@@ -375,7 +375,7 @@ pub async fn connect(url: &Url, config: &ClientConfig) -> Result<Connection, Con
     match tokio::time::timeout(config.connect_timeout, open(url, config, started)).await {
         Ok(result) => result,
         Err(_elapsed) => Err(ConnectError::Timeout {
-            url: shown_url(url),
+            url: redacted_url(url),
             after: config.connect_timeout,
         }),
     }
@@ -387,7 +387,7 @@ async fn open(
     started: Instant,
 ) -> Result<Connection, ConnectError> {
     let invalid = |reason: &str| ConnectError::InvalidUrl {
-        url: shown_url(url),
+        url: redacted_url(url),
         reason: reason.to_owned(),
     };
     let secure = match url.scheme() {
@@ -565,7 +565,7 @@ const MAX_REJECTION_BODY: usize = 2048;
 fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) -> ConnectError {
     use tungstenite::error::{ProtocolError, SubProtocolError};
     let other = |reason: String| ConnectError::Other {
-        url: shown_url(url),
+        url: redacted_url(url),
         reason,
     };
     match error {
@@ -697,10 +697,10 @@ fn shorten(text: &str, max: usize) -> String {
     format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
-/// The URL as shown in messages: without its password, and with the values of query
-/// parameters that look like credentials (`token`, `key`, `auth`, `signature`, …)
-/// redacted, as browsers' clients often put a token there.
-fn shown_url(url: &Url) -> String {
+/// The URL as it may be shown in messages, logs and reports: without its password, and
+/// with the values of query parameters that look like credentials (`token`, `key`,
+/// `auth`, `signature`, …) redacted, as browser clients often put a token there.
+pub fn redacted_url(url: &Url) -> String {
     const SECRET_WORDS: [&str; 7] = [
         "token",
         "key",
@@ -790,16 +790,16 @@ mod tests {
     #[test]
     fn shown_url_hides_a_password_and_query_tokens() {
         let url = Url::parse("wss://user:hunter2@h/dev").unwrap();
-        assert!(!shown_url(&url).contains("hunter2"));
+        assert!(!redacted_url(&url).contains("hunter2"));
         let url = Url::parse("wss://h/dev?room=7&access_token=abc123&X-Api-Key=k9").unwrap();
-        let shown = shown_url(&url);
+        let shown = redacted_url(&url);
         assert!(shown.contains("room=7"), "{shown}");
         assert!(
             !shown.contains("abc123") && !shown.contains("k9"),
             "{shown}"
         );
         let plain = Url::parse("ws://h/dev?room=7").unwrap();
-        assert_eq!(shown_url(&plain), "ws://h/dev?room=7");
+        assert_eq!(redacted_url(&plain), "ws://h/dev?room=7");
     }
 
     fn request_headers(url: &str, config: &ClientConfig) -> Vec<(String, String)> {
