@@ -258,6 +258,50 @@ async fn handshake_carries_auth_api_key_headers_subprotocols_and_origin() {
 }
 
 #[tokio::test]
+async fn a_server_that_ignores_the_offered_subprotocols_is_reported() {
+    // Browsers refuse such a server too: API Gateway stages must echo the header from $connect.
+    let server = plain_echo_server().await;
+    let error = connect(&server.url("ws"), &config(&["-s", "chat.v2", "-s", "json"]))
+        .await
+        .unwrap_err();
+    match &error {
+        ConnectError::Other { reason, .. } => assert!(
+            reason.contains("accepted none of the offered subprotocols (chat.v2, json)"),
+            "{reason}"
+        ),
+        other => panic!("expected Other, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_subprotocol_that_was_not_offered_is_reported() {
+    let server = start_server(
+        None,
+        Answer::Accept {
+            subprotocol: Some("surprise"),
+        },
+        echo,
+    )
+    .await;
+    let error = connect(&server.url("ws"), &config(&[])).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("chose a subprotocol although none was offered"),
+        "{error}"
+    );
+    let error = connect(&server.url("ws"), &config(&["-s", "chat"]))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("chose a subprotocol that was not offered"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn an_extra_header_replaces_one_wsprobe_would_set() {
     let mut server = plain_echo_server().await;
     let config = config(&[
