@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tokio_tungstenite::tungstenite::http::HeaderMap;
+
 /// What went wrong in a TLS handshake, for hints and for counting failures by cause.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsProblem {
@@ -74,6 +76,9 @@ pub enum ConnectError {
         reason: String,
         /// The response body as text (lossy UTF-8), trimmed, cut at 2 KiB.
         body: String,
+        /// The response headers (e.g. API Gateway's `x-amzn-ErrorType`,
+        /// `x-amzn-RequestId`).
+        headers: Box<HeaderMap>,
     },
     /// Any other failure on the way: TCP errors other than a refusal, a server that hangs
     /// up during the handshake, an answer that is not a WebSocket handshake, a subprotocol
@@ -155,6 +160,7 @@ mod tests {
             status: 403,
             reason: "Forbidden".into(),
             body: r#"{"message":"Forbidden"}"#.into(),
+            headers: Box::default(),
         };
         assert_eq!(
             error.to_string(),
@@ -166,6 +172,7 @@ mod tests {
             status: 401,
             reason: "Unauthorized".into(),
             body: String::new(),
+            headers: Box::default(),
         };
         assert_eq!(bare.to_string(), "handshake rejected: 401 Unauthorized");
     }

@@ -435,6 +435,7 @@ async fn open(
                 status: head.status.as_u16(),
                 reason: head.status.canonical_reason().unwrap_or("").to_owned(),
                 body: shorten(String::from_utf8_lossy(&body).trim(), MAX_REJECTION_BODY),
+                headers: Box::new(head.headers),
             });
         }
         Err(e) => return Err(handshake_error(e, url, config)),

@@ -122,6 +122,10 @@ where
                         Answer::Reject { status, body } => {
                             let mut rejection = ErrorResponse::new(Some(body.to_owned()));
                             *rejection.status_mut() = StatusCode::from_u16(status).unwrap();
+                            rejection.headers_mut().insert(
+                                "x-amzn-ErrorType",
+                                HeaderValue::from_static("UnauthorizedException"),
+                            );
                             Err(rejection)
                         }
                     }
@@ -339,7 +343,9 @@ async fn a_refused_handshake_reports_status_and_body_but_no_secret() {
             status,
             reason,
             body,
+            headers,
         } => {
+            assert_eq!(headers["x-amzn-errortype"], "UnauthorizedException");
             assert_eq!(*status, 401);
             assert_eq!(reason, "Unauthorized");
             assert_eq!(body, r#"{"message":"Unauthorized"}"#);
@@ -383,6 +389,7 @@ fn rejection(error: ConnectError) -> (u16, String, String) {
             status,
             reason,
             body,
+            ..
         } => (status, reason, body),
         other => panic!("expected Rejected, got {other:?}"),
     }
