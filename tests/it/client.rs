@@ -1144,3 +1144,14 @@ async fn host_names_and_ipv6_loopback_work() {
     round_trip(&url, &config(&[])).await;
     server.abort();
 }
+
+#[tokio::test]
+async fn small_buffers_still_carry_large_messages() {
+    let server = plain_echo_server().await;
+    let config = config(&[]).small_buffers();
+    let mut session = Session::start(connect(&server.url("ws"), &config).await.unwrap());
+    let big = "0123456789".repeat(10_000);
+    session.send(Outgoing::Text(big.clone())).await.unwrap();
+    let echoed = session.next(PATIENCE).await.unwrap();
+    assert_eq!(echoed.frame, Frame::Text(big));
+}
