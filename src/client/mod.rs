@@ -411,7 +411,8 @@ async fn open(
         .ok_or_else(|| invalid("it has no port"))?;
 
     let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
-    let (tcp, peer) = connect_tcp(&addresses, &host, port).await?;
+    let left = config.connect_timeout.saturating_sub(started.elapsed());
+    let (tcp, peer) = connect_tcp(&addresses, &host, port, left).await?;
     // Small frames (pings, echoes) must leave at once, not wait for Nagle.
     let _ = tcp.set_nodelay(true);
 
@@ -497,15 +498,32 @@ async fn resolve(
     Ok(found)
 }
 
-/// Tries each address in turn; the first that accepts wins.
+/// Tries each address in turn; the first that accepts wins. When a name has several
+/// addresses, every one but the last gets only its share of `budget`, so that one
+/// unreachable address (say, IPv6 without a route) does not use up the whole timeout.
 async fn connect_tcp(
     addresses: &[SocketAddr],
     host: &Host<&str>,
     port: u16,
+    budget: Duration,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let share = budget / u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
     let mut first_other_error = None;
-    for &address in addresses {
-        match TcpStream::connect(address).await {
+    for (index, &address) in addresses.iter().enumerate() {
+        let attempt = TcpStream::connect(address);
+        let result = if index + 1 < addresses.len() {
+            match tokio::time::timeout(share, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {}", humantime::format_duration(share)),
+                )),
+            }
+        } else {
+            // The last address may take what is left: the caller's timeout bounds it.
+            attempt.await
+        };
+        match result {
             Ok(tcp) => return Ok((tcp, address)),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(e) => {
@@ -883,6 +901,48 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, ConnectError::Dns { .. }), "{error:?}");
         assert_eq!(cache.get("nowhere.invalid", 10), None);
+    }
+
+    /// A loopback address whose accept queue is full, so the kernel drops new SYNs and a
+    /// connect to it hangs: an unreachable address without leaving the machine.
+    async fn black_hole() -> (SocketAddr, Vec<TcpStream>, tokio::net::TcpListener) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        // Fill the queue: connects succeed until it is full, then hang.
+        while let Ok(Ok(tcp)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(tcp);
+        }
+        (addr, fillers, listener)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_address_leaves_time_for_the_next() {
+        let (hole, _fillers, _listener) = black_hole().await;
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let closed = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let host = Host::Domain("several.example");
+        let budget = Duration::from_millis(600);
+        let (_, peer) = connect_tcp(&[hole, closed, good_addr], &host, 1, budget)
+            .await
+            .unwrap();
+        assert_eq!(peer, good_addr);
+        let refused = connect_tcp(&[closed, closed], &host, 1, budget).await;
+        assert!(matches!(refused, Err(ConnectError::Refused { .. })));
+        match connect_tcp(&[hole, closed], &host, 1, budget).await {
+            Err(ConnectError::Other { reason, .. }) => {
+                assert!(reason.contains("no answer within"), "{reason}")
+            }
+            other => panic!("expected the black hole's timeout, got {other:?}"),
+        }
     }
 
     #[test]
