@@ -409,6 +409,8 @@ async fn open(
     let port = url
         .port_or_known_default()
         .ok_or_else(|| invalid("it has no port"))?;
+    // Built first: a request that cannot be made should not cost a connection.
+    let request = build_request(url, config)?;
 
     let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
     let left = config.connect_timeout.saturating_sub(started.elapsed());
@@ -423,8 +425,6 @@ async fn open(
     };
     let (give_back, handed_back) = oneshot::channel();
     let stream = Stream::handing_back(transport, give_back);
-
-    let request = build_request(url, config)?;
 
     let handshake =
         tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket)).await;
