@@ -80,6 +80,15 @@ pub enum ConnectError {
         /// `x-amzn-RequestId`).
         headers: Box<HeaderMap>,
     },
+    /// The HTTP proxy (from `https_proxy`, `http_proxy` or `all_proxy`) did not open a
+    /// tunnel to the server.
+    #[error("proxy {proxy} failed: {reason}")]
+    Proxy {
+        /// `host:port` of the proxy.
+        proxy: String,
+        /// What it answered, or what went wrong.
+        reason: String,
+    },
     /// Any other failure on the way: TCP errors other than a refusal, a server that hangs
     /// up during the handshake, an answer that is not a WebSocket handshake, a subprotocol
     /// that was not offered.
@@ -112,6 +121,10 @@ impl ConnectError {
                 "the server failed while accepting the connection (e.g. its $connect handler)".into(),
             ),
             Self::Refused { .. } => Some("is the server running, and is the port right?".into()),
+            Self::Proxy { .. } => Some(
+                "the proxy comes from https_proxy, http_proxy or all_proxy; list the host in no_proxy to connect directly"
+                    .into(),
+            ),
             Self::Dns { .. } => Some("check the host name in the URL".into()),
             Self::Timeout { .. } => Some(
                 "is it a WebSocket endpoint? a slow server needs a longer --connect-timeout".into(),
@@ -136,7 +149,7 @@ impl ConnectError {
     }
 
     /// A short label of the failure's cause, for counting failures by cause (`load`):
-    /// `http 403`, `refused`, `dns`, `timeout`, `tls`, `invalid url`, `other`.
+    /// `http 403`, `refused`, `dns`, `timeout`, `tls`, `proxy`, `invalid url`, `other`.
     pub fn cause(&self) -> String {
         match self {
             Self::InvalidUrl { .. } => "invalid url".into(),
@@ -145,6 +158,7 @@ impl ConnectError {
             Self::Timeout { .. } => "timeout".into(),
             Self::Tls { .. } => "tls".into(),
             Self::Rejected { status, .. } => format!("http {status}"),
+            Self::Proxy { .. } => "proxy".into(),
             Self::Other { .. } => "other".into(),
         }
     }

@@ -8,6 +8,7 @@
 //! [`ConnectError::Rejected`] and, for the whole of it, [`ConnectError::Timeout`].
 
 mod error;
+mod proxy;
 mod stream;
 mod tls;
 
@@ -29,6 +30,7 @@ use tokio_tungstenite::tungstenite::http::header::{self, HeaderMap, HeaderName, 
 use url::{Host, Url};
 
 pub use error::{ConnectError, TlsProblem};
+pub use proxy::{ProxyServer, ProxySettings};
 pub use stream::Stream;
 use stream::Transport;
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -66,6 +68,9 @@ pub struct ClientConfig {
     /// Resolve each host name once and reuse the addresses (see [`ClientConfig::cache_dns`]);
     /// `None` resolves on every connect.
     pub dns_cache: Option<DnsCache>,
+    /// HTTP proxies to tunnel through (from the environment in [`ClientConfig::from_args`]);
+    /// `None` connects directly.
+    pub proxy: Option<ProxySettings>,
 }
 
 /// Host names resolved once and shared by every connection of a configuration, so that
@@ -124,14 +129,16 @@ impl Default for ClientConfig {
                 // supports no TLS version, which ring always does.
                 .expect("TLS with platform roots and no files always builds"),
             dns_cache: None,
+            proxy: None,
         }
     }
 }
 
 impl ClientConfig {
     /// Builds the configuration from the shared connection options: reads `--cacert`,
-    /// `--cert` and `--key` once, checks every header value, and prints a loud warning to
-    /// stderr when `-k` turns certificate verification off.
+    /// `--cert` and `--key` once, checks every header value, takes proxies from the
+    /// environment (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`), and prints a
+    /// loud warning to stderr when `-k` turns certificate verification off.
     pub fn from_args(args: &ConnectionArgs) -> Result<Self, crate::Error> {
         let files = TlsFiles {
             cacert: args.cacert.clone(),
@@ -153,8 +160,18 @@ impl ClientConfig {
             websocket: WebSocketConfig::default(),
             tls: build_tls(&files)?,
             dns_cache: None,
+            proxy: None,
         };
         config.handshake_headers().map_err(crate::Error::usage)?;
+        let (proxy, proxy_warnings) = ProxySettings::from_lookup(|name| std::env::var(name).ok());
+        for warning in proxy_warnings {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} {warning}",
+                "warning:".yellow().bold()
+            );
+        }
+        let config = Self { proxy, ..config };
         if args.insecure {
             let _ = writeln!(
                 std::io::stderr(),
@@ -366,7 +383,7 @@ pub struct Connection {
     pub stream: WebSocketStream<Stream>,
     /// The URL connected to.
     pub url: Url,
-    /// The address actually connected to (after DNS).
+    /// The address actually connected to (after DNS): the server's, or the proxy's.
     pub peer: SocketAddr,
     /// HTTP status of the handshake response (101).
     pub status: u16,
@@ -412,9 +429,31 @@ async fn open(
     // Built first: a request that cannot be made should not cost a connection.
     let request = build_request(url, config)?;
 
-    let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
-    let left = config.connect_timeout.saturating_sub(started.elapsed());
-    let (tcp, peer) = connect_tcp(&addresses, &host, port, left).await?;
+    let (tcp, peer) = match config.proxy.as_ref().and_then(|p| p.for_url(url)) {
+        None => {
+            let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            connect_tcp(&addresses, &host, port, left).await?
+        }
+        Some(via) => {
+            // The proxy resolves the server's name; we only resolve the proxy's.
+            let proxy_host = match via.host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => Host::Ipv4(ip),
+                Ok(std::net::IpAddr::V6(ip)) => Host::Ipv6(ip),
+                Err(_) => Host::Domain(via.host.as_str()),
+            };
+            let addresses = resolve(&proxy_host, via.port, config.dns_cache.as_ref()).await?;
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            let (mut tcp, peer) = connect_tcp(&addresses, &proxy_host, via.port, left).await?;
+            let target = match &host {
+                Host::Domain(name) => (*name).to_owned(),
+                Host::Ipv4(ip) => ip.to_string(),
+                Host::Ipv6(ip) => ip.to_string(),
+            };
+            proxy::open_tunnel(&mut tcp, via, &target, port).await?;
+            (tcp, peer)
+        }
+    };
     // Small frames (pings, echoes) must leave at once, not wait for Nagle.
     let _ = tcp.set_nodelay(true);
 

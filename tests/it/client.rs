@@ -1155,3 +1155,163 @@ async fn small_buffers_still_carry_large_messages() {
     let echoed = session.next(PATIENCE).await.unwrap();
     assert_eq!(echoed.frame, Frame::Text(big));
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxies
+
+/// What the test proxy saw of one CONNECT request.
+#[derive(Debug)]
+struct ProxiedRequest {
+    request_line: String,
+    proxy_authorization: Option<String>,
+}
+
+/// An HTTP CONNECT proxy on loopback. With `refuse`, it answers with that status line
+/// instead of opening the tunnel.
+async fn start_proxy(
+    refuse: Option<&'static str>,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<ProxiedRequest>,
+    JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (record, requests) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                // Byte by byte, so nothing after the head is read by mistake.
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let mut lines = head.lines();
+                let request_line = lines.next().unwrap().to_owned();
+                let proxy_authorization = lines
+                    .find_map(|l| l.strip_prefix("Proxy-Authorization: "))
+                    .map(str::to_owned);
+                let target = request_line.split(' ').nth(1).unwrap().to_owned();
+                let _ = record.send(ProxiedRequest {
+                    request_line,
+                    proxy_authorization,
+                });
+                if let Some(status_line) = refuse {
+                    let answer = format!("{status_line}\r\nContent-Length: 0\r\n\r\n");
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, requests, task)
+}
+
+fn through_proxy(
+    config: ClientConfig,
+    proxy: SocketAddr,
+    credentials: Option<&str>,
+) -> ClientConfig {
+    let server = client::ProxyServer {
+        host: proxy.ip().to_string(),
+        port: proxy.port(),
+        credentials: credentials.map(wsprobe::secret::Secret::new),
+    };
+    ClientConfig {
+        proxy: Some(client::ProxySettings {
+            plain: Some(server.clone()),
+            secure: Some(server),
+            no_proxy: Vec::new(),
+            // The servers under test are on loopback too.
+            direct_loopback: false,
+        }),
+        ..config
+    }
+}
+
+#[tokio::test]
+async fn ws_and_wss_go_through_an_http_proxy() {
+    let (proxy, mut requests, proxy_task) = start_proxy(None).await;
+
+    let plain = plain_echo_server().await;
+    let with_proxy = through_proxy(config(&[]), proxy, Some("alice:s3cret"));
+    let connection = connect(&plain.url("ws"), &with_proxy).await.unwrap();
+    assert_eq!(connection.peer, proxy);
+    drop(connection);
+    let seen = tokio::time::timeout(PATIENCE, requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("CONNECT {} HTTP/1.1", plain.addr)
+    );
+    // base64("alice:s3cret")
+    assert_eq!(
+        seen.proxy_authorization.as_deref(),
+        Some("Basic YWxpY2U6czNjcmV0")
+    );
+
+    // TLS runs end to end inside the tunnel: the certificate is the server's.
+    let pki = Pki::new();
+    let (pem, der, key) = self_signed(&["127.0.0.1"]);
+    let cacert = pki.write("server.pem", &pem);
+    let secure = tls_echo_server(tls_acceptor(der, key, None)).await;
+    let with_proxy = through_proxy(config(&["--cacert", &cacert]), proxy, None);
+    round_trip(&secure.url("wss"), &with_proxy).await;
+    let seen = tokio::time::timeout(PATIENCE, requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("CONNECT {} HTTP/1.1", secure.addr)
+    );
+    assert_eq!(seen.proxy_authorization, None);
+    proxy_task.abort();
+}
+
+#[tokio::test]
+async fn a_proxy_that_refuses_the_tunnel_is_reported_without_credentials() {
+    let (proxy, _requests, proxy_task) =
+        start_proxy(Some("HTTP/1.1 407 Proxy Authentication Required")).await;
+    let server = plain_echo_server().await;
+    let with_proxy = through_proxy(config(&[]), proxy, Some("alice:s3cret"));
+    let error = connect(&server.url("ws"), &with_proxy).await.unwrap_err();
+    assert_eq!(error.cause(), "proxy");
+    let shown = error.to_string();
+    assert!(shown.contains(&format!("proxy {proxy} failed")), "{shown}");
+    assert!(
+        shown.contains("407 Proxy Authentication Required"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
+    proxy_task.abort();
+}
+
+#[test]
+fn loopback_never_goes_through_an_environment_proxy() {
+    let (settings, _) = client::ProxySettings::from_lookup(|name| {
+        (name == "all_proxy").then(|| "http://proxy.example:3128".to_owned())
+    });
+    let settings = settings.unwrap();
+    let local = client::parse_url("ws://127.0.0.1:8080/dev").unwrap();
+    assert_eq!(settings.for_url(&local), None);
+    let remote = client::parse_url("wss://abc.execute-api.eu-west-1.amazonaws.com/dev").unwrap();
+    assert!(settings.for_url(&remote).is_some());
+}
