@@ -149,7 +149,8 @@ impl Frame {
 }
 
 impl fmt::Display for Frame {
-    /// One line for failure reports: text as is, binary and control payloads by size.
+    /// For failure reports: text as is, binary and control payloads by their size, the
+    /// ending with its code and reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Frame::Text(text) => f.write_str(text),
@@ -170,6 +171,13 @@ pub struct Incoming {
     pub at: Instant,
     /// What arrived.
     pub frame: Frame,
+}
+
+impl Incoming {
+    /// The text of a text frame.
+    pub fn text(&self) -> Option<&str> {
+        self.frame.as_text()
+    }
 }
 
 /// How a connection ended.
