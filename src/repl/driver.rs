@@ -617,7 +617,8 @@ impl Driver {
         let seen: Vec<String> = self
             .backlog
             .iter()
-            .filter(|m| m.at >= waiting.started && m.frame.is_data())
+            // The backlog holds what arrived since the last send: what the user saw.
+            .filter(|m| m.frame.is_data())
             .take(5)
             .map(|m| format!("\n    received: {}", view(&m.frame)))
             .collect();
