@@ -576,18 +576,18 @@ impl Driver {
         match decided {
             Ok(index) => {
                 let found = self.backlog.remove(index);
-                let took = found
-                    .map(|m| m.at.saturating_duration_since(waiting.started))
-                    .unwrap_or_default();
+                let when = match found {
+                    Some(m) if m.at >= waiting.started => {
+                        display::short_duration(m.at.duration_since(waiting.started))
+                    }
+                    _ => "already received".to_owned(),
+                };
                 let what = waiting
                     .matcher
                     .as_ref()
                     .map(|m| m.describe().to_owned())
                     .unwrap_or_default();
-                self.note(
-                    Tone::Good,
-                    &format!("✓ expect {what} ({})", display::short_duration(took)),
-                );
+                self.note(Tone::Good, &format!("✓ expect {what} ({when})"));
             }
             Err(index) => {
                 let frame = self.backlog[index].frame.clone();

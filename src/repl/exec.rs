@@ -114,7 +114,7 @@ impl Driver {
                     Expectation::Status(_) | Expectation::Response(_) => {
                         return self.script_only(
                             "expect status/response",
-                            "they check an @connections call, which only scripts make",
+                            "they check an @connections call (`/post`, `/get`, `/delete`)",
                         );
                     }
                 };
@@ -166,7 +166,7 @@ impl Driver {
             Command::Post { .. } | Command::Get { .. } | Command::Delete { .. } => self
                 .script_only(
                     keyword,
-                    "the @connections API is called from scripts (`wsprobe run`)",
+                    "it calls the @connections API, and `expect status` checks the answer",
                 ),
         }
     }

@@ -65,6 +65,24 @@ pub async fn run(args: ConnectArgs, _context: Context) -> Result<Outcome, Error>
         }
     };
 
+    // A terminal the line editor cannot drive (e.g. TERM=dumb) falls back to reading
+    // lines plainly, as from a pipe.
+    let prompt = if interactive {
+        let history = args.history_file.clone().or_else(default_history_file);
+        match prompt::Prompt::start(history, crate::command::command_names()) {
+            Ok(started) => Some(started),
+            Err(error) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: {error}; reading lines without the line editor"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let interactive = prompt.is_some();
     let settings = Settings {
         fields: RouteFields::from_args(&args.connection),
         echo: args.connection.echo,
@@ -80,25 +98,25 @@ pub async fn run(args: ConnectArgs, _context: Context) -> Result<Outcome, Error>
     };
     let connecting = Box::pin(async move { client::connect(&url, &config).await });
 
-    let report = if interactive {
-        let history = args.history_file.clone().or_else(default_history_file);
-        let (prompt, lines, printer) =
-            prompt::Prompt::start(history, crate::command::command_names())?;
-        let result = Driver::new(settings, Output::Prompt(printer))
-            .run(connecting, lines)
-            .await;
-        // The driver and its printers are gone: the terminal can be given back.
-        prompt.finish();
-        result?
-    } else {
-        let lines = if args.execute.is_empty() {
-            pipe::stdin_lines()
-        } else {
-            pipe::commands(args.execute)
-        };
-        Driver::new(settings, Output::plain())
-            .run(connecting, lines)
-            .await?
+    let report = match prompt {
+        Some((prompt, lines, printer)) => {
+            let result = Driver::new(settings, Output::Prompt(printer))
+                .run(connecting, lines)
+                .await;
+            // The driver and its printers are gone: the terminal can be given back.
+            prompt.finish();
+            result?
+        }
+        None => {
+            let lines = if args.execute.is_empty() {
+                pipe::stdin_lines()
+            } else {
+                pipe::commands(args.execute)
+            };
+            Driver::new(settings, Output::plain())
+                .run(connecting, lines)
+                .await?
+        }
     };
     if let Some(server) = bundled {
         server.shutdown().await;

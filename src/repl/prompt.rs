@@ -34,8 +34,14 @@ use super::driver::Input;
 /// The prompt shown before the line being typed.
 const PROMPT: &str = "> ";
 
+/// The escape sequence that ends the terminal's bracketed paste mode.
+const BRACKETED_PASTE_OFF: &str = "\x1b[?2004l";
+
 /// How often the printer thread looks whether the prompt has finished.
 const PRINTER_POLL: Duration = Duration::from_millis(20);
+
+/// At most this many queued texts are printed with one redraw of the prompt.
+const PRINT_BATCH: usize = 256;
 
 /// How many lines the history file keeps.
 const HISTORY_SIZE: usize = 1000;
@@ -165,7 +171,17 @@ impl Prompt {
                 loop {
                     // Queued text is always printed before the stop flag is looked at.
                     match text_receiver.recv_timeout(PRINTER_POLL) {
-                        Ok(text) => {
+                        Ok(mut text) => {
+                            // Under a flood, one redraw for everything queued, not one each.
+                            for _ in 0..PRINT_BATCH {
+                                match text_receiver.try_recv() {
+                                    Ok(more) => {
+                                        text.push('\n');
+                                        text.push_str(&more);
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
                             if external.print(text.clone()).is_err() {
                                 let mut stdout = std::io::stdout().lock();
                                 let _ = writeln!(stdout, "{text}");
@@ -219,6 +235,8 @@ impl Prompt {
             std::thread::sleep(Duration::from_millis(30));
             self.terminal.restore();
             let mut stdout = std::io::stdout().lock();
+            // The editor turned bracketed paste on for its line; turn it off as it would.
+            let _ = write!(stdout, "{BRACKETED_PASTE_OFF}");
             let _ = writeln!(stdout);
             let _ = stdout.flush();
         }

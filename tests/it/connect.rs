@@ -165,6 +165,14 @@ impl Pty {
         self.expect("> ");
     }
 
+    /// Waits for `connected to …` and the prompt drawn after it. Whichever comes first,
+    /// the first prompt or the line, exactly one prompt follows the line, so nothing
+    /// printed later can be mistaken for a fresh prompt.
+    fn wait_connected(&mut self) {
+        self.expect("connected to");
+        self.wait_prompt();
+    }
+
     fn expect(&mut self, needle: &str) -> String {
         match self.session.expect(needle) {
             Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
@@ -296,7 +304,7 @@ fn prompt_sends_headers_shows_the_echo_and_quits_with_1000_on_ctrl_d() {
     assert!(has("x-api-key", "key-one"), "{headers:?}");
     assert!(has("x-custom", "yes"), "{headers:?}");
 
-    pty.wait_prompt();
+    pty.wait_connected();
     pty.type_line(r#"/send send "Hello World!""#);
     pty.expect(r#"> {"action":"send","body":"Hello World!"}"#);
     pty.expect(r#"< "Hello World!""#);
@@ -317,7 +325,7 @@ fn a_line_being_typed_survives_a_message_arriving() {
     let url = backend.url();
     let mut pty = Pty::spawn(home.path(), &[&url], false);
     let (id, _) = backend.next_connection(&mut events);
-    pty.wait_prompt();
+    pty.wait_connected();
     pty.session.send(r#"/send send "typed"#).expect("typing");
     // Wait until the editor has echoed what was typed, then make a message arrive.
     pty.expect("typed");
@@ -340,7 +348,7 @@ fn a_mismatching_echo_is_reported_with_expected_and_actual() {
         &[&url, "--echo", "full", "--echo-timeout", "300ms"],
         false,
     );
-    pty.wait_prompt();
+    pty.wait_connected();
     pty.type_line("/send send x");
     pty.expect("✗ echo mismatch");
     pty.expect(r#"expected: {"action":"send","body":"x"}"#);
@@ -357,7 +365,7 @@ fn ctrl_c_clears_the_line_and_tab_completes_commands() {
     let url = backend.url();
     let mut pty = Pty::spawn(home.path(), &[&url], false);
     backend.next_connection(&mut events);
-    pty.wait_prompt();
+    pty.wait_connected();
     pty.session.send("never sent").expect("typing");
     pty.expect("never sent");
     pty.control(ControlCode::EndOfText);
@@ -402,7 +410,7 @@ fn the_server_closing_at_the_prompt_is_shown_and_sets_the_exit_code() {
     let server = scripted(&backend, Part::CloseWith(4001), false);
     let home = temp_home();
     let mut pty = Pty::spawn(home.path(), &[&server.url], false);
-    pty.wait_prompt();
+    pty.wait_connected();
     pty.type_line("please close");
     pty.expect("connection closed by the server: 4001 scripted");
     assert_eq!(pty.exit_code(), 1);
@@ -414,7 +422,7 @@ fn colour_is_on_at_a_terminal_without_no_color() {
     let home = temp_home();
     let url = backend.url();
     let mut pty = Pty::spawn(home.path(), &[&url], true);
-    pty.wait_prompt();
+    pty.wait_connected();
     pty.type_line("/send send hi");
     // Sent in cyan, the echo check in green.
     pty.expect("\x1b[36m> {\"action\":\"send\",\"body\":\"hi\"}");
