@@ -353,6 +353,10 @@ fn a_mismatching_echo_is_reported_with_expected_and_actual() {
     pty.expect("✗ echo mismatch");
     pty.expect(r#"expected: {"action":"send","body":"x"}"#);
     pty.expect(r#"actual:   "x""#);
+    // A message no route takes gets API Gateway's error frame, shown as an error.
+    pty.type_line("not routed");
+    pty.expect("< gateway error: Forbidden (connectionId ");
+    pty.expect(", requestId ");
     pty.control(ControlCode::EndOfTransmission);
     assert_eq!(pty.exit_code(), 0);
 }
@@ -414,6 +418,19 @@ fn the_server_closing_at_the_prompt_is_shown_and_sets_the_exit_code() {
     pty.type_line("please close");
     pty.expect("connection closed by the server: 4001 scripted");
     assert_eq!(pty.exit_code(), 1);
+}
+
+#[test]
+fn without_a_url_the_prompt_talks_to_the_bundled_backend() {
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[], false);
+    pty.expect("started the bundled backend at ws://127.0.0.1:");
+    pty.wait_connected();
+    pty.type_line(r#"/send send "Hello World!""#);
+    pty.expect(r#"< "Hello World!""#);
+    pty.expect("✓ echo");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
 }
 
 #[test]
@@ -640,6 +657,29 @@ fn failing_to_connect_exits_3_with_its_own_message() {
             .contains("could not resolve host `nowhere.invalid`"),
         "{}",
         dns.stderr
+    );
+}
+
+#[test]
+fn a_handshake_that_never_completes_times_out_with_exit_3() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::Echo, true);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &server.url,
+        "--connect-timeout",
+        "300ms",
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("timed out after 300ms connecting to"),
+        "{}",
+        result.stderr
     );
 }
 
