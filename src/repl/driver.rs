@@ -31,6 +31,10 @@ use crate::session::{Ending, Frame, Inbox, Incoming, Outgoing, Session, SessionS
 /// How many received frames are kept for `/expect` to look back at.
 const BACKLOG: usize = 1000;
 
+/// How long a send may wait for the socket to take the frame (a server that stops
+/// reading must not hang the session).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a polite close waits for the server's answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -506,10 +510,18 @@ impl Driver {
         let Some(sender) = self.sender.clone() else {
             return false;
         };
-        match sender.send(frame).await {
-            Ok(()) => true,
-            Err(error) => {
+        match tokio::time::timeout(SEND_TIMEOUT, sender.send(frame)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
                 self.note(Tone::Bad, &format!("✗ not sent: {error}"));
+                false
+            }
+            Err(_elapsed) => {
+                let after = display::human_duration(SEND_TIMEOUT);
+                self.note(
+                    Tone::Bad,
+                    &format!("✗ not sent: the server took nothing for {after}"),
+                );
                 false
             }
         }
