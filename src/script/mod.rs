@@ -115,7 +115,7 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
 
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (`| head`) is not a failure of the run.
-    if !printer.ended_blank {
+    if printer.current_file.is_some() && !printer.ended_blank {
         let _ = writeln!(stdout);
     }
     let _ = writeln!(stdout, "{}", report::text::totals(&result, color));

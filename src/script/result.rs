@@ -148,6 +148,13 @@ impl Failure {
         self
     }
 
+    /// Shows the answer of the management call an expectation checked.
+    pub fn response(mut self, response: String) -> Self {
+        self.received = Some(vec![cut(&response, SHOWN_CHARS)]);
+        self.connection = None;
+        self
+    }
+
     /// Lists `messages` (already described, oldest first) as received on `connection`,
     /// keeping the first [`SHOWN_MESSAGES`], each cut at [`SHOWN_CHARS`].
     pub fn received(mut self, connection: &str, messages: Vec<String>) -> Self {
@@ -194,7 +201,10 @@ impl Failure {
                 .as_deref()
                 .map(|name| format!(" on {name}"))
                 .unwrap_or_default();
-            if received.is_empty() {
+            if let ([only], None) = (received.as_slice(), &self.connection) {
+                // A management call's answer: one response, no connection.
+                notes.push(format!("{pad} {} {only}", note("= received:")));
+            } else if received.is_empty() {
                 notes.push(format!("{pad} {} nothing{on}", note("= received:")));
             } else {
                 let total = received.len() + self.received_more;

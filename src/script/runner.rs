@@ -620,7 +620,7 @@ impl FileRun<'_> {
                             status.span,
                         )
                         .label(format!("the status is {}", response.status))
-                        .received("the last management call", vec![response_text(response)]))
+                        .response(response_text(response)))
                 }
             }
             Expectation::Response(matcher) => {
@@ -639,7 +639,7 @@ impl FileRun<'_> {
                             matcher.span,
                         )
                         .label(why)
-                        .received("the last management call", vec![response_text(&response)])),
+                        .response(response_text(&response))),
                 }
             }
         }
