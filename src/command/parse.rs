@@ -572,11 +572,12 @@ fn binary_data(r: &mut LineReader, keyword: &str) -> Result<Option<Vec<u8>>, Syn
     let mut data = String::new();
     let mut first: Option<Span> = None;
     let mut last: Option<Span> = None;
-    while let Some(word) = r.peek_word() {
-        if word == "within" && keyword == "expect binary" {
-            break;
-        }
-        let (word, span) = r.word().unwrap_or_default();
+    // In `expect binary`, a `within` ends the data.
+    while r
+        .peek_word()
+        .is_some_and(|word| word != "within" || keyword != "expect binary")
+    {
+        let Some((word, span)) = r.word() else { break };
         data.push_str(word);
         first.get_or_insert(span);
         last = Some(span);
@@ -823,34 +824,36 @@ fn matcher(
             Matcher::Binary(data)
         }
         "pong" => {
-            let data = match r.peek_word() {
-                None | Some("within") => None,
-                Some(_) => {
-                    let token = r.token()?.unwrap_or_else(|| unreachable_token(r));
-                    Some(template_of(&token, line)?)
-                }
+            let data = if matches!(r.peek_word(), None | Some("within")) {
+                None
+            } else {
+                r.token()?
+                    .map(|token| template_of(&token, line))
+                    .transpose()?
             };
             Matcher::Pong(data)
         }
         "closed" => {
-            let code = match r.peek_word() {
-                None | Some("within") => None,
-                Some(_) => {
-                    let (code, span) = r.word().unwrap_or_default();
-                    match code.parse::<u16>() {
-                        Ok(n) if (1000..=4999).contains(&n) => Some(Spanned::new(n, span)),
-                        _ => {
-                            return Err(SyntaxError::new(
-                                ErrorKind::BadCloseCode,
-                                format!("`{code}` is not a close code"),
-                                span,
-                            )
-                            .with_hint(
-                                "close codes are numbers from 1000 to 4999, e.g. `1000` or `1001`",
-                            ));
-                        }
+            let word = if matches!(r.peek_word(), None | Some("within")) {
+                None
+            } else {
+                r.word()
+            };
+            let code = match word {
+                None => None,
+                Some((code, span)) => match code.parse::<u16>() {
+                    Ok(n) if (1000..=4999).contains(&n) => Some(Spanned::new(n, span)),
+                    _ => {
+                        return Err(SyntaxError::new(
+                            ErrorKind::BadCloseCode,
+                            format!("`{code}` is not a close code"),
+                            span,
+                        )
+                        .with_hint(
+                            "close codes are numbers from 1000 to 4999, e.g. `1000` or `1001`",
+                        ));
                     }
-                }
+                },
             };
             Matcher::Closed(code)
         }
@@ -877,15 +880,6 @@ fn matcher(
     let end = r.pos();
     let span = word_span.to(Span::new(line, r.column_at(end), 0));
     Ok(Spanned::new(matcher, span))
-}
-
-/// A token was peeked, so reading it succeeds; a default keeps this free of panics.
-fn unreachable_token(r: &LineReader) -> Token {
-    Token {
-        text: String::new(),
-        span: r.end_span(),
-        quoted: false,
-    }
 }
 
 fn json_path(r: &mut LineReader) -> Result<JsonPathExpr, SyntaxError> {
@@ -1002,9 +996,9 @@ fn json_value(r: &mut LineReader, what: &str, usage: &str) -> Result<JsonTemplat
             r.advance(used);
             Ok(json)
         }
-        Err(error) if rest.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
+        // A bare word: most likely a string without its quotes.
+        Err(_) if rest.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
             let word = r.peek_word().unwrap_or_default();
-            let _ = error;
             Err(SyntaxError::new(
                 ErrorKind::BadJson,
                 format!("expected a JSON value, found `{word}`"),
