@@ -82,9 +82,13 @@ pub async fn run(connection: Connection, on_upgrade: hyper::upgrade::OnUpgrade) 
     match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
         Ok(parts) => {
             let socket = parts.io.into_inner();
+            // Copied out so hyper's whole read buffer is freed now, not held for the life
+            // of the connection.
+            let already_read = parts.read_buf.to_vec();
+            drop(parts.read_buf);
             let ws = WebSocketStream::from_partially_read(
                 socket,
-                parts.read_buf.to_vec(),
+                already_read,
                 Role::Server,
                 Some(config),
             )
