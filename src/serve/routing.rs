@@ -72,6 +72,13 @@ impl RouteTable {
         self
     }
 
+    /// The table with one more route, for building a table in one expression:
+    /// `RouteTable::default().with("chat", RouteBehaviour::Broadcast)`.
+    pub fn with(mut self, key: impl Into<String>, behaviour: RouteBehaviour) -> Self {
+        self.insert(key, behaviour);
+        self
+    }
+
     /// Removes a route (e.g. the built-in `send`).
     pub fn remove(&mut self, key: &str) -> Option<RouteBehaviour> {
         self.routes.remove(key)
@@ -331,6 +338,17 @@ mod tests {
         );
         assert_eq!(body_as_json(Some(&json!({"action": "send"}))), None);
         assert_eq!(body_as_json(None), None);
+    }
+
+    #[test]
+    fn tables_build_in_one_expression() {
+        let table = RouteTable::empty().with("chat", RouteBehaviour::Broadcast);
+        assert_eq!(table.get("chat"), Some(RouteBehaviour::Broadcast));
+        assert_eq!(table.get("send"), None);
+        assert_eq!(
+            RouteTable::default().get("send"),
+            Some(RouteBehaviour::EchoBody)
+        );
     }
 
     #[test]
