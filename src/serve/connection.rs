@@ -188,6 +188,7 @@ where
                         Some(frame) => (u16::from(frame.code), frame.reason.to_string()),
                         None => (1005, "Client-side close frame status not set".to_owned()),
                     };
+                    state.registry().remove(&id);
                     // Reading on writes tungstenite's close reply and ends the stream.
                     let _ = tokio::time::timeout(LINGER, ws.next()).await;
                     break End::ClosedByClient(code, reason);
