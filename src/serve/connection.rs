@@ -39,8 +39,11 @@ const GOING_AWAY: &str = "Going away";
 
 /// Everything a connection task starts with.
 pub struct Connection {
+    /// The server it belongs to.
     pub state: ServerState,
+    /// Its connection id.
     pub id: String,
+    /// What `@connections` GET reports; touched on every inbound message.
     pub info: Arc<ConnectionInfo>,
     /// Frames queued by `@connections` POST and broadcasts.
     pub inbox: mpsc::Receiver<Outbound>,

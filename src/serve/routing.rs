@@ -23,6 +23,7 @@ impl RouteBehaviour {
     /// The names `--route NAME=BEHAVIOUR` accepts.
     pub const NAMES: &'static str = "echo-body, echo, broadcast";
 
+    /// The behaviour named `echo-body`, `echo` or `broadcast`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "echo-body" => Some(Self::EchoBody),
@@ -84,6 +85,7 @@ impl RouteTable {
         self.routes.remove(key)
     }
 
+    /// The behaviour of route key `key` (exact match).
     pub fn get(&self, key: &str) -> Option<RouteBehaviour> {
         self.routes.get(key).copied()
     }
@@ -139,6 +141,8 @@ impl fmt::Display for SelectionExpression {
 }
 
 impl SelectionExpression {
+    /// Parses `$request.body.PATH` or `${request.body.PATH}`; the error says what is
+    /// expected.
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
         let inner = match trimmed
