@@ -15,7 +15,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -800,18 +799,24 @@ impl FileRun<'_> {
                 }
             }
         };
-        let url = management::connection_url(&base, &id)
-            .map_err(|e| self.failure(FailureKind::Error, e.to_string(), statement.keyword))?;
-        let tls: Arc<rustls::ClientConfig> = self.options.client.tls.clone();
-        let response = management::call(
-            method,
-            &url,
-            body.as_deref().map(str::as_bytes),
-            &tls,
-            self.options.timeout,
-        )
-        .await
-        .map_err(|e| self.failure(FailureKind::Error, e.to_string(), statement.keyword))?;
+        let Some(url) = management::connection_url(&base, &id) else {
+            return Err(self.failure(
+                FailureKind::Error,
+                format!("`{base}` cannot take a connection id"),
+                statement.keyword,
+            ));
+        };
+        let response = management::call(method, &url, body, &self.options.client)
+            .await
+            .map_err(|error| {
+                let mut failure = self.failure(
+                    FailureKind::Error,
+                    format!("the @connections call failed: {error}"),
+                    statement.keyword,
+                );
+                failure.hint = error.hint();
+                failure
+            })?;
         self.last_response = Some(response);
         Ok(())
     }

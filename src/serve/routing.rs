@@ -26,7 +26,7 @@ impl RouteBehaviour {
     /// The names `--route NAME=BEHAVIOUR` accepts.
     pub const NAMES: &'static str = "echo-body, echo, broadcast, whoami";
 
-    /// The behaviour named `echo-body`, `echo` or `broadcast`.
+    /// The behaviour named `echo-body`, `echo`, `broadcast` or `whoami`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "echo-body" => Some(Self::EchoBody),
