@@ -4,7 +4,8 @@
 //! undefined variables, URLs, which connection each command acts on — before anything
 //! connects; all the errors of all the files are reported together (exit 2). Then the
 //! [`runner`] runs the files one after the other, printing a line per test as it
-//! finishes, and the reports are written from the [`ScriptResult`].
+//! finishes, and the reports are written from the [`ScriptResult`]. Ctrl-C stops the run,
+//! prints the totals and writes the reports of the tests that finished, and exits 130.
 
 pub mod management;
 pub mod report;
@@ -88,19 +89,37 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
         color,
         current_file: None,
         ended_blank: false,
+        finished: Vec::new(),
     };
     let mut result = ScriptResult::default();
     let mut first_connect_error = None;
+    let mut interrupted = false;
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
     for (script, plan) in &scripts {
-        let (file, connect_error) = runner::run_file(
+        let file_started = Instant::now();
+        printer.finished.clear();
+        let run = runner::run_file(
             script,
             plan,
             &options,
             vars.for_next_file(),
             &mut secrets,
             &mut printer,
-        )
-        .await;
+        );
+        let (file, connect_error) = tokio::select! {
+            outcome = run => outcome,
+            _ = &mut interrupt => {
+                // Ctrl-C: keep the tests that finished, report them, exit 130.
+                interrupted = true;
+                result.files.push(FileResult {
+                    file: script.file_name.clone(),
+                    tests: std::mem::take(&mut printer.finished),
+                    duration: file_started.elapsed(),
+                });
+                break;
+            }
+        };
         let failed = file.tests.iter().any(|test| !test.passed());
         result.files.push(file);
         if first_connect_error.is_none() {
@@ -124,6 +143,9 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
 
     write_reports(&args.reports, &result)?;
 
+    if interrupted {
+        return Ok(Outcome::Interrupted);
+    }
     if result.failed() == 0 {
         return Ok(Outcome::Success);
     }
@@ -236,6 +258,8 @@ struct Printer {
     current_file: Option<String>,
     /// Whether the last thing printed was a blank line (a failure block ends with one).
     ended_blank: bool,
+    /// The tests of the current file that finished, for a summary after Ctrl-C.
+    finished: Vec<TestResult>,
 }
 
 impl Progress for Printer {
@@ -252,5 +276,6 @@ impl Progress for Printer {
         self.ended_blank = block.ends_with("\n\n");
         let _ = write!(stdout, "{block}");
         let _ = stdout.flush();
+        self.finished.push(test.clone());
     }
 }
