@@ -395,8 +395,10 @@ impl FileRun<'_> {
             .map_err(|e| self.resolve_failure(&e))
     }
 
-    fn label_of(&self, target: usize) -> String {
-        self.plan.connects[target].label()
+    fn label_of(&self, target: Option<usize>) -> String {
+        target
+            .and_then(|target| self.plan.connects.get(target))
+            .map_or_else(|| "no connection".to_owned(), PlannedConnect::label)
     }
 
     /// The open connection a command acts on.
@@ -409,7 +411,7 @@ impl FileRun<'_> {
             ));
         };
         if !self.sessions.contains_key(&target) {
-            let label = self.label_of(target);
+            let label = self.label_of(Some(target));
             let line = self.plan.connects[target].line;
             return Err(self
                 .failure(
@@ -587,7 +589,7 @@ impl FileRun<'_> {
                     .await
             }
             Expectation::Nothing => {
-                let label = self.label_of(target.unwrap_or_default());
+                let label = self.label_of(target);
                 let conn = self.conn(statement, target)?;
                 match conn.session.expect_silence(within).await {
                     Ok(()) => Ok(()),
@@ -660,7 +662,7 @@ impl FileRun<'_> {
         matcher: &Spanned<Matcher>,
         within: Duration,
     ) -> Result<(), Failure> {
-        let label = self.label_of(target.unwrap_or_default());
+        let label = self.label_of(target);
         let echo_policy = self.echo;
         let fields = self.options.fields.clone();
         let expected_echo = {
@@ -729,7 +731,7 @@ impl FileRun<'_> {
         capture: &Capture,
     ) -> Result<(), Failure> {
         let within = capture.timeout(self.options.timeout);
-        let label = self.label_of(target.unwrap_or_default());
+        let label = self.label_of(target);
         let source = &capture.source.value;
         let conn = self.conn(statement, target)?;
         let outcome = if capture.next {
@@ -904,4 +906,71 @@ pub fn only_connect_failures<'a>(failures: impl IntoIterator<Item = &'a Failure>
         any = true;
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_map_to_what_matchers_see() {
+        let close = Frame::Close {
+            code: 1005,
+            reason: String::new(),
+        };
+        assert_eq!(
+            view(&close),
+            FrameView::Close {
+                code: None,
+                reason: ""
+            }
+        );
+        let close = Frame::Close {
+            code: 4000,
+            reason: "bye".into(),
+        };
+        assert_eq!(
+            view(&close),
+            FrameView::Close {
+                code: Some(4000),
+                reason: "bye"
+            }
+        );
+        let dropped = Frame::Dropped {
+            reason: "reset".into(),
+        };
+        assert_eq!(describe(&dropped), "dropped without a close frame: reset");
+        assert_eq!(describe(&Frame::Text("{\"a\":1}".into())), "text {\"a\":1}");
+    }
+
+    #[test]
+    fn wait_failures_say_why() {
+        let timeout = WaitError::Timeout {
+            after: Duration::from_millis(300),
+            seen: vec![],
+        };
+        assert_eq!(wait_label(&timeout, false), "nothing matched within 300ms");
+        assert_eq!(wait_label(&timeout, true), "nothing arrived within 300ms");
+        let closed = WaitError::Closed {
+            ending: crate::session::Ending::Closed {
+                code: 1001,
+                reason: String::new(),
+            },
+            seen: vec![],
+        };
+        assert_eq!(
+            wait_label(&closed, false),
+            "the connection closed with code 1001 before anything matched"
+        );
+    }
+
+    #[test]
+    fn exit_three_only_when_every_failure_is_a_connect() {
+        let failure = |kind| Failure::new(kind, "x", "f", Span::new(1, 1, 1), "");
+        let connect = failure(FailureKind::Connect);
+        let expectation = failure(FailureKind::Expectation);
+        assert!(only_connect_failures([&connect, &connect]));
+        assert!(!only_connect_failures([&connect, &expectation]));
+        assert!(!only_connect_failures([]));
+    }
 }
