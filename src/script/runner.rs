@@ -220,6 +220,8 @@ struct FileRun<'a> {
     last_response: Option<management::Response>,
     /// The first connect that failed where a connection was expected (for exit code 3).
     connect_error: Option<ConnectError>,
+    /// The connects (plan indexes) that failed: commands on them fail as connect failures.
+    failed_connects: Vec<usize>,
 }
 
 /// Runs every test of `script`, telling `progress` as each one finishes. Stops after the
@@ -245,6 +247,7 @@ pub async fn run_file(
         echo: options.echo,
         last_response: None,
         connect_error: None,
+        failed_connects: Vec::new(),
     };
     let mut tests = Vec::new();
     for (index, test) in script.tests.iter().enumerate() {
@@ -413,9 +416,15 @@ impl FileRun<'_> {
         if !self.sessions.contains_key(&target) {
             let label = self.label_of(Some(target));
             let line = self.plan.connects[target].line;
+            // A command on a connection whose connect failed fails for the same reason.
+            let kind = if self.failed_connects.contains(&target) {
+                FailureKind::Connect
+            } else {
+                FailureKind::Error
+            };
             return Err(self
                 .failure(
-                    FailureKind::Error,
+                    kind,
                     format!("{label} is not open"),
                     statement
                         .target
@@ -527,6 +536,7 @@ impl FileRun<'_> {
                     )
                     .label(format!("connecting to {}", client::redacted_url(&url)));
                 failure.hint = error.hint();
+                self.failed_connects.push(index);
                 if kind == FailureKind::Connect && self.connect_error.is_none() {
                     self.connect_error = Some(error);
                 }
