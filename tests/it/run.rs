@@ -395,3 +395,69 @@ fn redaction_keeps_the_shape() {
         "✓ echo (<dur>) within <dur> to <url> id <id>"
     );
 }
+
+/// Ctrl-C: the tests that finished are summarised and reported, and the exit code is 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_reports_the_finished_tests() {
+    use std::io::BufRead;
+
+    let server = case_server().await;
+    let url = server.ws_url();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = "connect\nsend send 1\nexpect echo\n\ntest \"sleeps a minute\"\n  sleep 1m\n";
+    std::fs::write(dir.path().join("slow.wsp"), script).unwrap();
+    let path = dir.path().to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+            .args([
+                "run",
+                "slow.wsp",
+                "--url",
+                &url,
+                "--report",
+                "json=report.json",
+            ])
+            .args(DEFAULT_ARGS)
+            .current_dir(&path)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running wsprobe");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        // Wait for the implicit test's line (named after the file): the run is then
+        // inside "sleeps a minute".
+        let mut seen = String::new();
+        while !seen.contains("✓ slow") {
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line).expect("reading stdout");
+            assert!(read > 0, "wsprobe ended early: {seen}");
+            seen.push_str(&line);
+        }
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).expect("reading stdout");
+        (child.wait().expect("waiting for wsprobe"), seen + &rest)
+    });
+    let (status, stdout) = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("wsprobe stopped within 30s of Ctrl-C")
+        .expect("the blocking task ran");
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(
+        stdout.contains("1 passed, 0 failed (1 test in 1 file"),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report.json")).expect("report.json"),
+    )
+    .expect("the JSON report parses");
+    assert_eq!(report["passed"], 1);
+    assert_eq!(report["files"][0]["tests"][0]["name"], "slow");
+    server.shutdown().await;
+}
