@@ -9,6 +9,7 @@
 //!
 //! The grammar and semantics are documented in `docs/language.md`.
 
+mod assemble;
 mod ast;
 mod error;
 mod help;
@@ -35,7 +36,7 @@ pub use template::{
 /// (in line order), so a user fixes them all in one go. `file_name` is used in messages
 /// and to name the implicit test of commands before the first `test` line.
 pub fn parse_script(source: &str, file_name: &str) -> Result<Script, SyntaxErrors> {
-    parse::parse_script(source, file_name)
+    assemble::parse_script(source, file_name)
 }
 
 /// Parses one line typed at the prompt:

@@ -1,17 +1,13 @@
-//! The parser: one line at a time into a [`Statement`] (or a `test` line, or a connect
-//! option), then, for scripts, the lines into test blocks with the file-wide checks
-//! (options under a `connect`, `@name` defined above, a connection before sending).
-//!
-//! Every line is parsed even after an error, so one run reports every syntax error.
+//! The line parser: one line (of a script, or typed at the prompt) into a [`Statement`],
+//! a `test` line, or a connect option. `assemble` puts a script's lines together.
 
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json_path::JsonPath;
 
 use super::ast::*;
-use super::error::{ErrorKind, SyntaxError, SyntaxErrors, did_you_mean};
+use super::error::{ErrorKind, SyntaxError, did_you_mean};
 use super::help::{self, EXPECT_WORDS, MATCHER_NAMES, Scope};
 use super::reader::{LineReader, Token};
 use super::template::{JsonTemplate, Template, is_variable_name};
@@ -27,7 +23,7 @@ pub(crate) enum Mode {
 /// What one line holds.
 // One value per line, consumed at once: boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
-enum Line {
+pub(crate) enum Line {
     /// Nothing but spaces and a comment.
     Blank,
     /// `test NAME`.
@@ -40,21 +36,7 @@ enum Line {
     ConnectRefused(ExpectRefused),
 }
 
-const CONNECT_OPTIONS: &[&str] = &["auth", "api-key", "header", "subprotocol", "origin"];
-
-/// Parses a whole script; see [`super::parse_script`].
-pub(crate) fn parse_script(source: &str, file_name: &str) -> Result<Script, SyntaxErrors> {
-    let mut builder = ScriptBuilder::new(file_name);
-    for (index, text) in source.lines().enumerate() {
-        let line_no = index + 1;
-        let indent = indent_of(text);
-        match parse_line(text, line_no, 0, Mode::Script) {
-            Ok(line) => builder.add(line, indent),
-            Err(error) => builder.failed_line(error, text, indent),
-        }
-    }
-    builder.finish(source)
-}
+pub(crate) const CONNECT_OPTIONS: &[&str] = &["auth", "api-key", "header", "subprotocol", "origin"];
 
 /// Parses a REPL line; see [`super::parse_repl_line`].
 pub(crate) fn parse_repl_line(line: &str) -> Result<ReplInput, SyntaxError> {
@@ -89,12 +71,17 @@ pub(crate) fn parse_repl_line(line: &str) -> Result<ReplInput, SyntaxError> {
     }
 }
 
-fn indent_of(text: &str) -> usize {
+pub(crate) fn indent_of(text: &str) -> usize {
     text.len() - text.trim_start_matches([' ', '\t']).len()
 }
 
 /// Parses one line, starting at byte `start` (1 for a REPL line's `/`).
-fn parse_line(text: &str, line_no: usize, start: usize, mode: Mode) -> Result<Line, SyntaxError> {
+pub(crate) fn parse_line(
+    text: &str,
+    line_no: usize,
+    start: usize,
+    mode: Mode,
+) -> Result<Line, SyntaxError> {
     let mut r = LineReader::starting_at(text, line_no, start);
     r.skip_spaces();
     let line_start = r.pos();
@@ -572,11 +559,12 @@ fn binary_data(r: &mut LineReader, keyword: &str) -> Result<Option<Vec<u8>>, Syn
     let mut data = String::new();
     let mut first: Option<Span> = None;
     let mut last: Option<Span> = None;
-    while let Some(word) = r.peek_word() {
-        if word == "within" && keyword == "expect binary" {
-            break;
-        }
-        let (word, span) = r.word().unwrap_or_default();
+    // In `expect binary`, a `within` ends the data.
+    while r
+        .peek_word()
+        .is_some_and(|word| word != "within" || keyword != "expect binary")
+    {
+        let Some((word, span)) = r.word() else { break };
         data.push_str(word);
         first.get_or_insert(span);
         last = Some(span);
@@ -823,34 +811,36 @@ fn matcher(
             Matcher::Binary(data)
         }
         "pong" => {
-            let data = match r.peek_word() {
-                None | Some("within") => None,
-                Some(_) => {
-                    let token = r.token()?.unwrap_or_else(|| unreachable_token(r));
-                    Some(template_of(&token, line)?)
-                }
+            let data = if matches!(r.peek_word(), None | Some("within")) {
+                None
+            } else {
+                r.token()?
+                    .map(|token| template_of(&token, line))
+                    .transpose()?
             };
             Matcher::Pong(data)
         }
         "closed" => {
-            let code = match r.peek_word() {
-                None | Some("within") => None,
-                Some(_) => {
-                    let (code, span) = r.word().unwrap_or_default();
-                    match code.parse::<u16>() {
-                        Ok(n) if (1000..=4999).contains(&n) => Some(Spanned::new(n, span)),
-                        _ => {
-                            return Err(SyntaxError::new(
-                                ErrorKind::BadCloseCode,
-                                format!("`{code}` is not a close code"),
-                                span,
-                            )
-                            .with_hint(
-                                "close codes are numbers from 1000 to 4999, e.g. `1000` or `1001`",
-                            ));
-                        }
+            let word = if matches!(r.peek_word(), None | Some("within")) {
+                None
+            } else {
+                r.word()
+            };
+            let code = match word {
+                None => None,
+                Some((code, span)) => match code.parse::<u16>() {
+                    Ok(n) if (1000..=4999).contains(&n) => Some(Spanned::new(n, span)),
+                    _ => {
+                        return Err(SyntaxError::new(
+                            ErrorKind::BadCloseCode,
+                            format!("`{code}` is not a close code"),
+                            span,
+                        )
+                        .with_hint(
+                            "close codes are numbers from 1000 to 4999, e.g. `1000` or `1001`",
+                        ));
                     }
-                }
+                },
             };
             Matcher::Closed(code)
         }
@@ -877,15 +867,6 @@ fn matcher(
     let end = r.pos();
     let span = word_span.to(Span::new(line, r.column_at(end), 0));
     Ok(Spanned::new(matcher, span))
-}
-
-/// A token was peeked, so reading it succeeds; a default keeps this free of panics.
-fn unreachable_token(r: &LineReader) -> Token {
-    Token {
-        text: String::new(),
-        span: r.end_span(),
-        quoted: false,
-    }
 }
 
 fn json_path(r: &mut LineReader) -> Result<JsonPathExpr, SyntaxError> {
@@ -1002,9 +983,9 @@ fn json_value(r: &mut LineReader, what: &str, usage: &str) -> Result<JsonTemplat
             r.advance(used);
             Ok(json)
         }
-        Err(error) if rest.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
+        // A bare word: most likely a string without its quotes.
+        Err(_) if rest.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
             let word = r.peek_word().unwrap_or_default();
-            let _ = error;
             Err(SyntaxError::new(
                 ErrorKind::BadJson,
                 format!("expected a JSON value, found `{word}`"),
@@ -1151,258 +1132,9 @@ fn capture(r: &mut LineReader) -> Result<Capture, SyntaxError> {
     })
 }
 
-/// The open `connect` block that indented options attach to.
-struct OpenConnect {
-    /// Indentation of the `connect` line (options must be deeper).
-    indent: usize,
-    /// False when the `connect` line itself had an error: its options are still checked
-    /// but have nothing to attach to.
-    valid: bool,
-}
-
-struct ScriptBuilder {
-    file_name: String,
-    tests: Vec<Test>,
-    errors: Vec<SyntaxError>,
-    /// Names of the connections opened so far, in file order.
-    names: Vec<String>,
-    /// Whether any `connect` came before.
-    connected: bool,
-    open_connect: Option<OpenConnect>,
-}
-
-impl ScriptBuilder {
-    fn new(file_name: &str) -> Self {
-        let stem = Path::new(file_name)
-            .file_stem()
-            .and_then(|stem| stem.to_str())
-            .unwrap_or(file_name)
-            .to_owned();
-        Self {
-            file_name: file_name.to_owned(),
-            tests: vec![Test {
-                name: stem,
-                span: Span::new(1, 1, 0),
-                implicit: true,
-                statements: Vec::new(),
-            }],
-            errors: Vec::new(),
-            names: Vec::new(),
-            connected: false,
-            open_connect: None,
-        }
-    }
-
-    fn add(&mut self, line: Line, indent: usize) {
-        match line {
-            Line::Blank => {}
-            Line::Test { name, span } => {
-                self.open_connect = None;
-                self.tests.push(Test {
-                    name,
-                    span,
-                    implicit: false,
-                    statements: Vec::new(),
-                });
-            }
-            Line::ConnectOption(option, keyword_span) => {
-                self.add_option(option, keyword_span, indent)
-            }
-            Line::ConnectRefused(refused) => match self.open_connect.take() {
-                Some(open) => {
-                    if let Some(connect) = self.last_connect().filter(|_| open.valid) {
-                        connect.expect_refused = Some(refused);
-                    }
-                }
-                None => self.errors.push(
-                    SyntaxError::new(
-                        ErrorKind::Misplaced,
-                        "`expect connect-refused` must come right after the `connect` it checks",
-                        refused.span,
-                    )
-                    .with_hint("put it on the line after `connect` (and its indented options)"),
-                ),
-            },
-            Line::Statement(statement) => self.add_statement(statement, indent),
-        }
-    }
-
-    fn add_option(&mut self, option: Spanned<ConnectOption>, keyword_span: Span, indent: usize) {
-        match &self.open_connect {
-            Some(open) if indent > open.indent => {
-                let valid = open.valid;
-                if let Some(connect) = self.last_connect().filter(|_| valid) {
-                    connect.options.push(option);
-                }
-            }
-            Some(_) => self.errors.push(
-                SyntaxError::new(
-                    ErrorKind::OptionWithoutConnect,
-                    "a connect option must be indented under its `connect`",
-                    keyword_span,
-                )
-                .with_hint("indent this line more than the `connect` line above it"),
-            ),
-            None => self.errors.push(
-                SyntaxError::new(
-                    ErrorKind::OptionWithoutConnect,
-                    format!(
-                        "`{}` is a connect option, but no `connect` line is above it",
-                        keyword_name(&option.value)
-                    ),
-                    keyword_span,
-                )
-                .with_hint("put options on indented lines right below `connect`"),
-            ),
-        }
-    }
-
-    fn add_statement(&mut self, statement: Statement, indent: usize) {
-        self.open_connect = None;
-        if let Command::Connect(connect) = &statement.command {
-            let new_name = connect
-                .name
-                .as_ref()
-                .filter(|name| !self.names.contains(&name.value));
-            if let Some(name) = new_name {
-                self.names.push(name.value.clone());
-            }
-            self.connected = true;
-            self.open_connect = Some(OpenConnect {
-                indent,
-                valid: true,
-            });
-        } else if statement.command.uses_connection() {
-            match &statement.target {
-                Some(target) if !self.names.contains(&target.value) => {
-                    self.errors.push(self.unknown_connection(target));
-                }
-                None if !self.connected => self.errors.push(
-                    SyntaxError::new(
-                        ErrorKind::NoConnection,
-                        format!(
-                            "`{}` needs a connection, and no `connect` is above it",
-                            statement.command.keyword()
-                        ),
-                        statement.keyword,
-                    )
-                    .with_hint("open one first: `connect URL` (or just `connect`, with `--url`)"),
-                ),
-                _ => {}
-            }
-        }
-        if let Some(test) = self.tests.last_mut() {
-            test.statements.push(statement);
-        }
-    }
-
-    fn unknown_connection(&self, target: &Spanned<String>) -> SyntaxError {
-        let error = SyntaxError::new(
-            ErrorKind::UnknownConnection,
-            format!("unknown connection `@{}`", target.value),
-            target.span,
-        );
-        if let Some(suggestion) = did_you_mean(&target.value, self.names.iter().map(String::as_str))
-        {
-            return error.with_hint(format!("did you mean `@{suggestion}`?"));
-        }
-        if self.names.is_empty() {
-            error.with_hint(format!(
-                "name a connection above this line: `connect {} URL`",
-                target.value
-            ))
-        } else {
-            error.with_hint(format!(
-                "the connections opened above are {}; open this one with `connect {} URL`",
-                self.names
-                    .iter()
-                    .map(|n| format!("`@{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                target.value
-            ))
-        }
-    }
-
-    /// A line that failed to parse: record the error, and keep enough state that the
-    /// lines after it do not cascade into errors of their own.
-    fn failed_line(&mut self, error: SyntaxError, text: &str, indent: usize) {
-        self.errors.push(error);
-        let mut words = text.split_whitespace();
-        let mut keyword = words.next().unwrap_or_default();
-        if keyword.starts_with('@') {
-            keyword = words.next().unwrap_or_default();
-        }
-        match keyword {
-            "connect" => {
-                self.connected = true;
-                let tokens: Vec<&str> = words.take_while(|w| !w.starts_with('#')).collect();
-                let new_name = tokens
-                    .first()
-                    .filter(|name| is_connection_name(name))
-                    .filter(|name| !self.names.iter().any(|n| n == *name));
-                if let Some(name) = new_name {
-                    self.names.push((*name).to_owned());
-                }
-                self.open_connect = Some(OpenConnect {
-                    indent,
-                    valid: false,
-                });
-            }
-            keyword if CONNECT_OPTIONS.contains(&keyword) => {}
-            "test" => {
-                self.open_connect = None;
-                self.tests.push(Test {
-                    name: String::new(),
-                    span: Span::default(),
-                    implicit: false,
-                    statements: Vec::new(),
-                });
-            }
-            _ => self.open_connect = None,
-        }
-    }
-
-    fn last_connect(&mut self) -> Option<&mut Connect> {
-        let statement = self.tests.last_mut()?.statements.last_mut()?;
-        match &mut statement.command {
-            Command::Connect(connect) => Some(connect),
-            _ => None,
-        }
-    }
-
-    fn finish(mut self, source: &str) -> Result<Script, SyntaxErrors> {
-        if !self.errors.is_empty() {
-            return Err(SyntaxErrors::new(&self.file_name, source, self.errors));
-        }
-        if let Some(first) = self.tests.first_mut().filter(|test| test.implicit) {
-            match first.statements.first() {
-                Some(statement) => first.span = statement.span,
-                None => {
-                    self.tests.remove(0);
-                }
-            }
-        }
-        Ok(Script {
-            file_name: self.file_name,
-            tests: self.tests,
-            source: source.to_owned(),
-        })
-    }
-}
-
-fn keyword_name(option: &ConnectOption) -> &'static str {
-    match option {
-        ConnectOption::Auth(_) => "auth",
-        ConnectOption::ApiKey(_) => "api-key",
-        ConnectOption::Header { .. } => "header",
-        ConnectOption::Subprotocol(_) => "subprotocol",
-        ConnectOption::Origin(_) => "origin",
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::assemble::parse_script;
     use super::*;
     use serde_json::json;
 

@@ -39,8 +39,11 @@ const GOING_AWAY: &str = "Going away";
 
 /// Everything a connection task starts with.
 pub struct Connection {
+    /// The server it belongs to.
     pub state: ServerState,
+    /// Its connection id.
     pub id: String,
+    /// What `@connections` GET reports; touched on every inbound message.
     pub info: Arc<ConnectionInfo>,
     /// Frames queued by `@connections` POST and broadcasts.
     pub inbox: mpsc::Receiver<Outbound>,
@@ -82,9 +85,13 @@ pub async fn run(connection: Connection, on_upgrade: hyper::upgrade::OnUpgrade) 
     match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
         Ok(parts) => {
             let socket = parts.io.into_inner();
+            // Copied out so hyper's whole read buffer is freed now, not held for the life
+            // of the connection.
+            let already_read = parts.read_buf.to_vec();
+            drop(parts.read_buf);
             let ws = WebSocketStream::from_partially_read(
                 socket,
-                parts.read_buf.to_vec(),
+                already_read,
                 Role::Server,
                 Some(config),
             )
@@ -184,6 +191,7 @@ where
                         Some(frame) => (u16::from(frame.code), frame.reason.to_string()),
                         None => (1005, "Client-side close frame status not set".to_owned()),
                     };
+                    state.registry().remove(&id);
                     // Reading on writes tungstenite's close reply and ends the stream.
                     let _ = tokio::time::timeout(LINGER, ws.next()).await;
                     break End::ClosedByClient(code, reason);
@@ -312,6 +320,9 @@ where
                 }
                 None => Some(error_frame("Internal server error")),
             },
+            RouteBehaviour::Whoami => Some(Utf8Bytes::from(
+                serde_json::json!({ "connectionId": connection_id }).to_string(),
+            )),
         },
     };
     let result = match reply {

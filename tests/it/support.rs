@@ -396,11 +396,21 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Runs `wsprobe serve --listen 127.0.0.1:0 ARGS…` and reads the two URL lines.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`ServeProcess::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("WSPROBE_SERVE_TOKENS")
-            .env_remove("WSPROBE_SERVE_API_KEYS")
+            .env_remove("WSPROBE_SERVE_API_KEYS");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
