@@ -221,9 +221,10 @@ impl Prompt {
         Ok((prompt, lines, printer))
     }
 
-    /// Ends the prompt: waits until everything printed has been handed to the editor, then, if the editor is still waiting for a line,
-    /// puts the terminal back in its original mode and ends the half-typed line, so the
-    /// process can exit.
+    /// Ends the prompt, once the session (and with it every [`Printer`]) is gone: waits
+    /// until everything printed has been handed to the editor, then, if the editor is
+    /// still waiting for a line, puts the terminal back in its original mode and ends the
+    /// half-typed line, so the process can exit.
     pub fn finish(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.printer_thread.take() {
