@@ -36,7 +36,8 @@ pub const COMMANDS: &[CommandHelp] = &[
         aliases: &[],
         scope: Scope::Both,
         usage: "connect [NAME] [URL]",
-        summary: "Open a connection (URL defaults to --url). Indented lines below it set options.",
+        summary: "Open a connection (URL defaults to --url). Indented lines below it set options. \
+                  Scripts only: the prompt keeps its one connection.",
         example: "connect alice ${WS_URL}",
     },
     CommandHelp {
@@ -134,7 +135,8 @@ pub const COMMANDS: &[CommandHelp] = &[
         aliases: &[],
         scope: Scope::Both,
         usage: "capture [next] NAME = json PATH | regex REGEX [within DURATION]",
-        summary: "Wait for a message that has the value and store it as ${NAME}.",
+        summary: "Wait for a message that has the value and store it as ${NAME} for the lines after \
+                  it (a capture wins over the environment).",
         example: "capture conn = json $.connectionId",
     },
     CommandHelp {
@@ -150,7 +152,8 @@ pub const COMMANDS: &[CommandHelp] = &[
         aliases: &[],
         scope: Scope::Both,
         usage: "post CONNECTION_ID [PAYLOAD]",
-        summary: "Send a message to a connection through the @connections API.",
+        summary: "Send a message to a connection through the @connections API \
+                  (`expect status` and `expect response` check the answer).",
         example: "post ${conn} {\"push\": 1}",
     },
     CommandHelp {
@@ -275,15 +278,21 @@ Type a line to send it as a text frame; `//x` sends `/x`. Commands:
                                wait for a message: echo, any, json VALUE, json PATH OP VALUE,
                                json-subset VALUE, text [contains|matches] VALUE, binary DATA,
                                pong [DATA], closed [CODE]; or /expect nothing
-  /capture NAME = json PATH|regex REGEX
-                               store a value from a message as ${NAME}
+  /capture [next] NAME = json PATH|regex REGEX [within DUR]
+                               wait for a message with the value; later lines use ${NAME}
+                               (captures first, then the environment)
   /wait DUR (or /sleep DUR)    pause, showing what arrives
   /post ID [PAYLOAD], /get ID, /delete ID
-                               the @connections API; then /expect status CODE
+                               the stage's @connections API; the answer shows as `← 200 OK`;
+                               then /expect status CODE, /expect response MATCHER
   /echo body|full|off          what the echo of /send looks like
   /pretty on|off               pretty-print JSON messages
   /help [COMMAND]              this list, or one command in detail
   /quit                        close and leave (also Ctrl-D)
+Push a message to yourself (the bundled backend has the whoami route):
+  /send whoami    /capture me = json $.connectionId    /post ${me} hello
+Scripts only (`wsprobe run`): /connect and @NAME (the prompt has one connection), test
+blocks, connect options (auth, api-key, header, subprotocol, origin), expect connect-refused.
 "
 }
 

@@ -4,12 +4,13 @@
 //!
 //! - The connection is opened concurrently: lines given before the handshake completes
 //!   are queued and run once it has.
-//! - A `/wait` or `/expect` keeps the loop *busy*: messages go on being shown, and lines
-//!   given meanwhile queue up behind it. Ctrl-C at the prompt cancels it.
+//! - A `/wait`, `/expect`, `/capture` or `@connections` call (`/post`, `/get`, `/delete`)
+//!   keeps the loop *busy*: messages go on being shown, and lines given meanwhile queue up
+//!   behind it. Ctrl-C at the prompt cancels it.
 //! - Echo checks run in the background ([`super::echo`]); results are printed as they
 //!   settle.
 //! - Every wait has a deadline; the loop ends when the user quits, when the input has
-//!   ended and everything has settled, when the connection ends, or on Ctrl-C.
+//!   ended and everything has settled, when the connection ends, or on Ctrl-C or SIGTERM.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -19,13 +20,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use url::Url;
 
 use super::display::{self, DisplayOptions, Painter, Tone};
 use super::echo::{EchoOutcome, EchoResult, EchoTracker};
 use super::prompt::Printer;
 use crate::cli::EchoPolicy;
-use crate::client::{ConnectError, Connection};
+use crate::client::{ClientConfig, ConnectError, Connection};
+use crate::command::{CaptureSource, ResolvedMatcher};
 use crate::message::RouteFields;
+use crate::script::management;
+use crate::script::vars::Vars;
 use crate::session::{Ending, Frame, Inbox, Incoming, Outgoing, Session, SessionSender};
 
 /// How many received frames are kept for `/expect` to look back at.
@@ -68,6 +74,19 @@ pub struct Settings {
     pub linger: Duration,
     /// At the prompt (Ctrl-D quits) rather than `-x` or a pipe (the end of input drains).
     pub interactive: bool,
+    /// `--show-secrets`: show captured values even when their names look secret.
+    pub show_secrets: bool,
+    /// Where `/post`, `/get` and `/delete` go, and with which client settings.
+    pub management: ManagementTarget,
+}
+
+/// The stage's `@connections` API as the session reaches it.
+#[derive(Clone, Debug)]
+pub struct ManagementTarget {
+    /// The base URL (`http://host/dev/@connections`), derived from the connect URL.
+    pub base: Url,
+    /// The connection options (TLS, proxies, timeout) the calls are made with.
+    pub client: ClientConfig,
 }
 
 /// Where the session's output goes.
@@ -159,7 +178,7 @@ pub enum Finish {
         /// Whether it was our `/close`.
         we_closed: bool,
     },
-    /// Ctrl-C outside the prompt.
+    /// Ctrl-C outside the prompt, or SIGTERM anywhere.
     Interrupted,
 }
 
@@ -177,16 +196,67 @@ pub struct Report {
 pub(super) enum Busy {
     /// `/wait DUR`.
     Sleep { until: Instant },
-    /// `/expect …`.
+    /// `/expect …` or `/capture …`.
     Expect(Waiting),
+    /// `/post`, `/get` or `/delete` (bounded by the client's connect timeout).
+    Call(Call),
 }
 
-/// A running `/expect`.
+/// An `@connections` call in flight.
+#[derive(Debug)]
+pub(super) struct Call {
+    /// The request, running on its own task so frames keep being shown meanwhile.
+    pub task: JoinHandle<Result<management::Response, ConnectError>>,
+    /// What was called, e.g. `POST …/@connections/abc=`, for messages.
+    pub what: String,
+}
+
+/// What a running `/expect` or `/capture` waits for.
+#[derive(Debug)]
+pub(super) enum Want {
+    /// `expect MATCHER`: a message the matcher accepts.
+    Message(ResolvedMatcher),
+    /// `expect nothing`: no text or binary message.
+    Nothing,
+    /// `capture NAME = SOURCE`: a message the source takes a value from.
+    Capture {
+        /// The variable to set.
+        name: String,
+        /// Where the value comes from.
+        source: CaptureSource,
+    },
+}
+
+impl Want {
+    /// The command as shown in results: `expect json $.a == 1`, `capture me = json $.id`.
+    fn label(&self) -> String {
+        match self {
+            Want::Message(matcher) => format!("expect {}", matcher.describe()),
+            Want::Nothing => "expect nothing".to_owned(),
+            Want::Capture { name, source } => format!("capture {name} = {source}"),
+        }
+    }
+}
+
+/// How the frames kept so far settle a running `/expect` or `/capture`.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// The frame at `index` satisfies it (and provides `value`, for a capture).
+    Found { index: usize, value: Option<String> },
+    /// It failed because of the frame at `index` (consumed when `consume`).
+    Failed {
+        index: usize,
+        why: String,
+        consume: bool,
+    },
+}
+
+/// A running `/expect` or `/capture`.
 #[derive(Debug)]
 pub(super) struct Waiting {
-    /// What is expected: a message (`Some`) or `nothing` (`None`).
-    pub matcher: Option<crate::command::ResolvedMatcher>,
-    /// `expect next`: only the first message counts.
+    /// What is waited for.
+    pub want: Want,
+    /// `next`: only the first message counts.
     pub next: bool,
     /// When it started, for the time it took.
     pub started: Instant,
@@ -197,10 +267,73 @@ pub(super) struct Waiting {
 }
 
 impl Busy {
-    fn deadline(&self) -> Instant {
+    /// When it gives up by itself (a call has its own timeout).
+    fn deadline(&self) -> Option<Instant> {
         match self {
-            Busy::Sleep { until } => *until,
-            Busy::Expect(waiting) => waiting.deadline,
+            Busy::Sleep { until } => Some(*until),
+            Busy::Expect(waiting) => Some(waiting.deadline),
+            Busy::Call(_) => None,
+        }
+    }
+}
+
+impl Waiting {
+    /// Whether the frames kept so far (oldest first) settle the wait, and how. Mirrors the
+    /// script runner: a scan takes the first frame that satisfies it, `next` only the next
+    /// message (a text, binary or pong frame, or the connection's end).
+    fn decide(&self, backlog: &VecDeque<Incoming>) -> Option<Verdict> {
+        let next_message = || {
+            backlog.iter().position(|m| {
+                m.frame.is_data() || m.frame.is_ending() || matches!(m.frame, Frame::Pong(_))
+            })
+        };
+        match &self.want {
+            Want::Nothing => {
+                backlog
+                    .iter()
+                    .position(|m| m.frame.is_data())
+                    .map(|index| Verdict::Failed {
+                        index,
+                        why: format!("a message arrived: {}", view(&backlog[index].frame)),
+                        consume: false,
+                    })
+            }
+            Want::Message(matcher) if self.next => {
+                let index = next_message()?;
+                let frame = view(&backlog[index].frame);
+                Some(match matcher.check(&frame) {
+                    Ok(()) => Verdict::Found { index, value: None },
+                    Err(why) => Verdict::Failed {
+                        index,
+                        why: format!("the next message did not match: {why}"),
+                        consume: true,
+                    },
+                })
+            }
+            Want::Message(matcher) => backlog
+                .iter()
+                .position(|m| matcher.matches(&view(&m.frame)))
+                .map(|index| Verdict::Found { index, value: None }),
+            Want::Capture { source, .. } if self.next => {
+                let index = next_message()?;
+                Some(match source.extract(&view(&backlog[index].frame)) {
+                    Some(value) => Verdict::Found {
+                        index,
+                        value: Some(value),
+                    },
+                    None => Verdict::Failed {
+                        index,
+                        why: format!("the next message has no {source}"),
+                        consume: true,
+                    },
+                })
+            }
+            Want::Capture { source, .. } => backlog.iter().enumerate().find_map(|(index, m)| {
+                source.extract(&view(&m.frame)).map(|value| Verdict::Found {
+                    index,
+                    value: Some(value),
+                })
+            }),
         }
     }
 }
@@ -215,6 +348,10 @@ pub struct Driver {
     pub(super) tracker: EchoTracker,
     /// The echo the last route-tagged send should produce, for `/expect echo`.
     pub(super) last_echo: Option<Value>,
+    /// `${NAME}`: captured values, then the environment.
+    pub(super) vars: Vars,
+    /// The answer of the last `/post`, `/get` or `/delete`, for `/expect status|response`.
+    pub(super) last_response: Option<management::Response>,
     /// Frames not yet consumed by an `/expect`, oldest first (at most [`BACKLOG`]).
     pub(super) backlog: VecDeque<Incoming>,
     pub(super) busy: Option<Busy>,
@@ -245,6 +382,8 @@ impl Driver {
             sender: None,
             tracker: EchoTracker::new(),
             last_echo: None,
+            vars: Vars::new(std::collections::HashMap::new()),
+            last_response: None,
             backlog: VecDeque::new(),
             busy: None,
             queue: VecDeque::new(),
@@ -268,6 +407,10 @@ impl Driver {
         let mut inbox: Option<Inbox> = None;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
+        // SIGTERM ends the session like Ctrl-C: close with 1001, give the terminal back
+        // (the caller does), exit 130. Without a handler the process would die at once,
+        // leaving the terminal in raw mode.
+        let mut sigterm = terminate_signal();
 
         let finish = loop {
             if inbox.is_some() {
@@ -286,6 +429,8 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = &mut ctrl_c => break Finish::Interrupted,
+                () = terminated(&mut sigterm) => break Finish::Interrupted,
+                answer = call_answer(&mut self.busy) => self.on_answer(answer),
                 incoming = next_frame(&mut inbox) => match incoming {
                     Some(incoming) => {
                         if let Some(ending) = self.on_frame(incoming) {
@@ -322,6 +467,7 @@ impl Driver {
             }
         };
 
+        self.settle_call(&finish).await;
         if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted) {
             if let Some(inbox) = inbox.as_mut() {
                 self.close_politely(inbox, &finish).await;
@@ -380,11 +526,34 @@ impl Driver {
     fn interrupt(&mut self) {
         if let Some(busy) = self.busy.take() {
             let what = match busy {
-                Busy::Sleep { .. } => "wait",
-                Busy::Expect(_) => "expect",
+                Busy::Sleep { .. } => "wait".to_owned(),
+                Busy::Expect(Waiting {
+                    want: Want::Capture { .. },
+                    ..
+                }) => "capture".to_owned(),
+                Busy::Expect(_) => "expect".to_owned(),
+                Busy::Call(call) => {
+                    call.task.abort();
+                    call.what
+                }
             };
             self.note(Tone::Info, &format!("{what} cancelled"));
         }
+    }
+
+    /// A call still in flight when the loop ends (e.g. `/delete` of this very connection,
+    /// whose close can arrive before the answer): its answer is still shown, unless the
+    /// session was interrupted.
+    async fn settle_call(&mut self, finish: &Finish) {
+        if !matches!(self.busy, Some(Busy::Call(_))) {
+            return;
+        }
+        if *finish == Finish::Interrupted {
+            self.interrupt();
+            return;
+        }
+        let answer = call_answer(&mut self.busy).await;
+        self.on_answer(answer);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -394,7 +563,7 @@ impl Driver {
             .map(|started| started + self.settings.linger);
         [
             self.tracker.next_deadline(),
-            self.busy.as_ref().map(Busy::deadline),
+            self.busy.as_ref().and_then(Busy::deadline),
             drain,
         ]
         .into_iter()
@@ -428,8 +597,10 @@ impl Driver {
         for result in self.tracker.close(&ending) {
             self.report_echo(result);
         }
-        if let Some(Busy::Expect(waiting)) = self.busy.take() {
-            self.fail_expect(&waiting, "the connection ended first");
+        if matches!(self.busy, Some(Busy::Expect(_))) {
+            if let Some(Busy::Expect(waiting)) = self.busy.take() {
+                self.fail_expect(&waiting, "the connection ended first");
+            }
         }
         Some(ending)
     }
@@ -446,9 +617,14 @@ impl Driver {
         for result in self.tracker.expire(now) {
             self.report_echo(result);
         }
-        if self.busy.as_ref().is_some_and(|b| b.deadline() <= now) {
+        let due = self
+            .busy
+            .as_ref()
+            .and_then(Busy::deadline)
+            .is_some_and(|deadline| deadline <= now);
+        if due {
             match self.busy.take() {
-                Some(Busy::Expect(waiting)) if waiting.matcher.is_none() => {
+                Some(Busy::Expect(waiting)) if matches!(waiting.want, Want::Nothing) => {
                     let took = display::human_duration(waiting.within);
                     self.note(Tone::Good, &format!("✓ expect nothing: silence for {took}"));
                 }
@@ -459,7 +635,7 @@ impl Driver {
                     );
                     self.fail_expect(&waiting, &why);
                 }
-                Some(Busy::Sleep { .. }) | None => {}
+                Some(Busy::Sleep { .. } | Busy::Call(_)) | None => {}
             }
         }
     }
@@ -553,40 +729,19 @@ impl Driver {
         self.check_waiting();
     }
 
-    /// Settles a running `/expect` if the frames kept so far decide it.
+    /// Settles a running `/expect` or `/capture` if the frames kept so far decide it.
     fn check_waiting(&mut self) {
         let Some(Busy::Expect(waiting)) = &self.busy else {
             return;
         };
-        let decided = match &waiting.matcher {
-            None => self.backlog.iter().position(|m| m.frame.is_data()).map(Err),
-            Some(matcher) if waiting.next => self
-                .backlog
-                .iter()
-                .position(|m| {
-                    m.frame.is_data() || m.frame.is_ending() || matches!(m.frame, Frame::Pong(_))
-                })
-                .map(|index| {
-                    if matcher.matches(&view(&self.backlog[index].frame)) {
-                        Ok(index)
-                    } else {
-                        Err(index)
-                    }
-                }),
-            Some(matcher) => self
-                .backlog
-                .iter()
-                .position(|m| matcher.matches(&view(&m.frame)))
-                .map(Ok),
-        };
-        let Some(decided) = decided else {
+        let Some(verdict) = waiting.decide(&self.backlog) else {
             return;
         };
         let Some(Busy::Expect(waiting)) = self.busy.take() else {
             return;
         };
-        match decided {
-            Ok(index) => {
+        match verdict {
+            Verdict::Found { index, value } => {
                 let found = self.backlog.remove(index);
                 let when = match found {
                     Some(m) if m.at >= waiting.started => {
@@ -594,23 +749,32 @@ impl Driver {
                     }
                     _ => "already received".to_owned(),
                 };
-                let what = waiting
-                    .matcher
-                    .as_ref()
-                    .map(|m| m.describe().to_owned())
-                    .unwrap_or_default();
-                self.note(Tone::Good, &format!("✓ expect {what} ({when})"));
+                match (&waiting.want, value) {
+                    (Want::Capture { name, .. }, Some(value)) => {
+                        let shown = if !self.settings.show_secrets
+                            && crate::script::vars::looks_secret(name)
+                        {
+                            crate::secret::REDACTED.to_owned()
+                        } else {
+                            value.clone()
+                        };
+                        self.vars.capture(name, value);
+                        self.note(
+                            Tone::Good,
+                            &format!("✓ capture ${{{name}}} = {shown} ({when})"),
+                        );
+                    }
+                    (want, _) => {
+                        self.note(Tone::Good, &format!("✓ {} ({when})", want.label()));
+                    }
+                }
             }
-            Err(index) => {
-                let frame = self.backlog[index].frame.clone();
-                let why = match &waiting.matcher {
-                    None => format!("a message arrived: {}", view(&frame)),
-                    Some(matcher) => match matcher.check(&view(&frame)) {
-                        Err(why) => format!("the next message did not match: {why}"),
-                        Ok(()) => format!("the next message is {}", view(&frame)),
-                    },
-                };
-                if waiting.matcher.is_some() {
+            Verdict::Failed {
+                index,
+                why,
+                consume,
+            } => {
+                if consume {
                     self.backlog.remove(index);
                 }
                 self.fail_expect(&waiting, &why);
@@ -620,24 +784,16 @@ impl Driver {
 
     fn fail_expect(&mut self, waiting: &Waiting, why: &str) {
         self.failed_checks += 1;
-        let what = waiting
-            .matcher
-            .as_ref()
-            .map(|m| m.describe().to_owned())
-            .unwrap_or_else(|| "nothing".to_owned());
-        let mut text = format!("✗ expect {what}: {why}");
-        let seen: Vec<String> = self
-            .backlog
-            .iter()
+        let mut text = format!("✗ {}: {why}", waiting.want.label());
+        if !matches!(waiting.want, Want::Nothing) {
             // The backlog holds what arrived since the last send: what the user saw.
-            .filter(|m| m.frame.is_data())
-            .take(5)
-            .map(|m| format!("\n    received: {}", view(&m.frame)))
-            .collect();
-        if waiting.matcher.is_some() {
-            for line in seen {
-                text.push_str(&line);
-            }
+            let seen = self
+                .backlog
+                .iter()
+                .filter(|m| m.frame.is_data())
+                .take(5)
+                .map(|m| format!("\n    received: {}", view(&m.frame)));
+            text.extend(seen);
         }
         self.note(Tone::Bad, &text);
     }
@@ -715,9 +871,174 @@ async fn connected(connecting: &mut Option<Connecting>) -> Result<Connection, Co
     }
 }
 
+/// The answer of the call in flight; never resolves when there is none. The task is
+/// finished when this returns: the caller takes the call out of `busy`.
+async fn call_answer(busy: &mut Option<Busy>) -> Result<management::Response, String> {
+    match busy {
+        Some(Busy::Call(call)) => match (&mut call.task).await {
+            Ok(answer) => answer.map_err(|error| error.to_string()),
+            Err(join_error) => Err(format!("the call did not finish: {join_error}")),
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+#[cfg(unix)]
+type TerminateSignal = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type TerminateSignal = ();
+
+/// A listener for SIGTERM, if one can be installed.
+fn terminate_signal() -> Option<TerminateSignal> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::terminate()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Resolves when SIGTERM arrives; never without a listener.
+async fn terminated(signal: &mut Option<TerminateSignal>) {
+    #[cfg(unix)]
+    if let Some(signal) = signal {
+        if signal.recv().await.is_some() {
+            return;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = signal;
+    std::future::pending().await
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Expectation, NoVariables, ReplInput, parse_repl_line};
+
+    fn backlog(frames: &[Frame]) -> VecDeque<Incoming> {
+        frames
+            .iter()
+            .map(|frame| Incoming {
+                at: Instant::now(),
+                frame: frame.clone(),
+            })
+            .collect()
+    }
+
+    fn text(text: &str) -> Frame {
+        Frame::Text(text.to_owned())
+    }
+
+    /// The wait a typed `/expect …` or `/capture …` line starts.
+    fn waiting(line: &str) -> Waiting {
+        let Ok(ReplInput::Command(statement)) = parse_repl_line(line) else {
+            panic!("not a command: {line}");
+        };
+        let (want, next) = match statement.command {
+            Command::Capture(capture) => (
+                Want::Capture {
+                    name: capture.name.value,
+                    source: capture.source.value,
+                },
+                capture.next,
+            ),
+            Command::Expect(expect) => match expect.expectation {
+                Expectation::Nothing => (Want::Nothing, expect.next),
+                Expectation::Message(matcher) => (
+                    Want::Message(matcher.resolve(&NoVariables, None).expect("resolves")),
+                    expect.next,
+                ),
+                other => panic!("not a message expectation: {other:?}"),
+            },
+            other => panic!("not a wait: {other:?}"),
+        };
+        let now = Instant::now();
+        Waiting {
+            want,
+            next,
+            started: now,
+            deadline: now + Duration::from_secs(1),
+            within: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_capture_takes_the_first_message_that_has_the_value() {
+        let frames = backlog(&[text("hello"), text(r#"{"id":"c-1"}"#), text(r#"{"id":2}"#)]);
+        let capture = waiting("/capture id = json $.id");
+        assert_eq!(
+            capture.decide(&frames),
+            Some(Verdict::Found {
+                index: 1,
+                value: Some("c-1".into())
+            })
+        );
+        assert_eq!(capture.decide(&backlog(&[text("hello")])), None);
+        assert_eq!(capture.want.label(), "capture id = json $.id");
+    }
+
+    #[test]
+    fn capture_next_looks_at_the_next_message_only() {
+        let capture = waiting("/capture next id = json $.id");
+        let frames = backlog(&[Frame::Ping(vec![]), text("hello"), text(r#"{"id":1}"#)]);
+        assert_eq!(
+            capture.decide(&frames),
+            Some(Verdict::Failed {
+                index: 1,
+                why: "the next message has no json $.id".into(),
+                consume: true
+            })
+        );
+        let frames = backlog(&[text(r#"{"id":1}"#)]);
+        assert_eq!(
+            capture.decide(&frames),
+            Some(Verdict::Found {
+                index: 0,
+                value: Some("1".into())
+            })
+        );
+    }
+
+    #[test]
+    fn expectations_scan_or_take_the_next_message() {
+        let frames = backlog(&[text("a"), text("b")]);
+        assert_eq!(
+            waiting("/expect text b").decide(&frames),
+            Some(Verdict::Found {
+                index: 1,
+                value: None
+            })
+        );
+        assert!(matches!(
+            waiting("/expect next text b").decide(&frames),
+            Some(Verdict::Failed {
+                index: 0,
+                consume: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            waiting("/expect nothing").decide(&frames),
+            Some(Verdict::Failed {
+                index: 0,
+                consume: false,
+                ..
+            })
+        ));
+        assert_eq!(
+            waiting("/expect nothing").decide(&backlog(&[Frame::Pong(vec![])])),
+            None
+        );
     }
 }

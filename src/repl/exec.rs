@@ -1,20 +1,18 @@
 //! Running one line: it is parsed by the command language ([`crate::command::parse_repl_line`],
 //! the same parser `wsprobe run` uses) and the resulting command is carried out on the
-//! session. Commands that only make sense in a script file get a clear message here;
-//! `/echo`, `/pretty`, `/help` and `/quit` act on the REPL itself.
+//! session with the semantics it has in a script (`/capture` waits like `/expect` and sets
+//! `${NAME}`; `/post`, `/get`, `/delete` call the `@connections` API, see [`super::calls`]).
+//! `/connect` and `@name` get a clear message (one connection per prompt); `/echo`,
+//! `/pretty`, `/help` and `/quit` act on the REPL itself.
 
 use std::time::Instant;
 
 use crate::command::{Command, Expectation, Payload, ReplInput, Statement, parse_repl_line};
+use crate::script::management::Method;
 use crate::session::Outgoing;
 
 use super::display::Tone;
-use super::driver::{Busy, Driver, Waiting};
-
-/// `${NAME}` at the prompt comes from the environment.
-fn environment(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
+use super::driver::{Busy, Driver, Waiting, Want};
 
 impl Driver {
     /// Runs or sends one line (see the module doc).
@@ -53,18 +51,18 @@ impl Driver {
         let keyword = statement.command.keyword();
         match statement.command {
             Command::Send { route, payload } => {
-                let route = match route.resolve(&environment) {
+                let route = match route.resolve(&self.vars) {
                     Ok(route) => route,
                     Err(error) => return self.resolve_failed(&error, line),
                 };
                 let payload_json = match payload {
                     None => None,
-                    Some(Payload::Json(json)) => match json.resolve(&environment) {
+                    Some(Payload::Json(json)) => match json.resolve(&self.vars) {
                         Ok(value) => Some(value.to_string()),
                         Err(error) => return self.resolve_failed(&error, line),
                     },
                     // Text is a string body as written, even if it looks like a number.
-                    Some(Payload::Text(text)) => match text.resolve(&environment) {
+                    Some(Payload::Text(text)) => match text.resolve(&self.vars) {
                         Ok(text) => Some(serde_json::Value::String(text).to_string()),
                         Err(error) => return self.resolve_failed(&error, line),
                     },
@@ -77,20 +75,20 @@ impl Driver {
                 self.backlog.clear();
                 self.send_tagged(message.to_string(), &message).await;
             }
-            Command::Text(text) => match text.resolve(&environment) {
+            Command::Text(text) => match text.resolve(&self.vars) {
                 Ok(text) => self.send_shown(Outgoing::Text(text)).await,
                 Err(error) => self.resolve_failed(&error, line),
             },
             Command::Binary(data) => self.send_shown(Outgoing::Binary(data)).await,
             Command::Ping(data) => {
-                let data = match data.map(|d| d.resolve(&environment)).transpose() {
+                let data = match data.map(|d| d.resolve(&self.vars)).transpose() {
                     Ok(data) => data.unwrap_or_default(),
                     Err(error) => return self.resolve_failed(&error, line),
                 };
                 self.send_shown(Outgoing::Ping(data.into_bytes())).await;
             }
             Command::Close { code, reason } => {
-                let reason = match reason.map(|r| r.resolve(&environment)).transpose() {
+                let reason = match reason.map(|r| r.resolve(&self.vars)).transpose() {
                     Ok(reason) => reason.unwrap_or_default(),
                     Err(error) => return self.resolve_failed(&error, line),
                 };
@@ -103,23 +101,21 @@ impl Driver {
                     .within
                     .map_or(self.settings.expect_timeout, |w| w.value);
                 let started = Instant::now();
-                let matcher = match expect.expectation {
-                    Expectation::Nothing => None,
+                let want = match expect.expectation {
+                    Expectation::Nothing => Want::Nothing,
                     Expectation::Message(matcher) => {
-                        match matcher.resolve(&environment, self.last_echo.as_ref()) {
-                            Ok(resolved) => Some(resolved),
+                        match matcher.resolve(&self.vars, self.last_echo.as_ref()) {
+                            Ok(resolved) => Want::Message(resolved),
                             Err(error) => return self.resolve_failed(&error, line),
                         }
                     }
-                    Expectation::Status(_) | Expectation::Response(_) => {
-                        return self.script_only(
-                            "expect status/response",
-                            "they check an @connections call (`/post`, `/get`, `/delete`)",
-                        );
+                    Expectation::Status(status) => return self.expect_status(status.value),
+                    Expectation::Response(matcher) => {
+                        return self.expect_response(&matcher, line);
                     }
                 };
                 self.start_expect(Waiting {
-                    matcher,
+                    want,
                     next: expect.next,
                     started,
                     deadline: started + within,
@@ -157,17 +153,43 @@ impl Driver {
             Command::Quit => self.quit(),
             Command::Connect(_) => self.script_only(
                 keyword,
-                "this prompt has its connection; start `wsprobe connect URL` for another",
+                "the prompt has one connection; run another `wsprobe connect URL` beside this one",
             ),
-            Command::Capture(_) => self.script_only(
-                keyword,
-                "captured variables are used by the lines of a script",
-            ),
-            Command::Post { .. } | Command::Get { .. } | Command::Delete { .. } => self
-                .script_only(
-                    keyword,
-                    "it calls the @connections API, and `expect status` checks the answer",
-                ),
+            Command::Capture(capture) => {
+                let within = capture.timeout(self.settings.expect_timeout);
+                let started = Instant::now();
+                self.start_expect(Waiting {
+                    want: Want::Capture {
+                        name: capture.name.value,
+                        source: capture.source.value,
+                    },
+                    next: capture.next,
+                    started,
+                    deadline: started + within,
+                    within,
+                });
+            }
+            Command::Post {
+                connection_id,
+                payload,
+            } => {
+                // As in a script: text is posted as written, JSON as JSON.
+                let body = match payload {
+                    None => Ok(String::new()),
+                    Some(Payload::Text(text)) => text.resolve(&self.vars),
+                    Some(Payload::Json(json)) => json.resolve(&self.vars).map(|v| v.to_string()),
+                };
+                match body {
+                    Ok(body) => self.start_call(Method::Post, &connection_id, Some(body), line),
+                    Err(error) => self.resolve_failed(&error, line),
+                }
+            }
+            Command::Get { connection_id } => {
+                self.start_call(Method::Get, &connection_id, None, line);
+            }
+            Command::Delete { connection_id } => {
+                self.start_call(Method::Delete, &connection_id, None, line);
+            }
         }
     }
 
@@ -185,7 +207,7 @@ impl Driver {
         );
     }
 
-    fn resolve_failed(&mut self, error: &crate::command::ResolveError, line: &str) {
+    pub(super) fn resolve_failed(&mut self, error: &crate::command::ResolveError, line: &str) {
         self.failed_checks += usize::from(!self.settings.interactive);
         let rendered = error.render(line, "<prompt>", self.painter_enabled());
         self.output.note(rendered.trim_end().to_owned());

@@ -8,14 +8,18 @@
 //!   `/command`), each received message goes to stdout, one a line, undecorated.
 //!
 //! Lines are parsed by the shared command language ([`crate::command`]) and run by
-//! [`exec`]; echo checks ([`echo`]) and what is shown ([`display`]) live beside them.
+//! [`exec`] with the semantics they have in a script (`/capture` sets `${NAME}`; `/post`,
+//! `/get`, `/delete` call the stage's `@connections` API through [`calls`]); echo checks
+//! ([`echo`]) and what is shown ([`display`]) live beside them.
 //!
 //! Exit codes: 0; 1 when an echo check or `/expect` failed in `-x` or pipe mode, or the
 //! server closed abnormally (anything but 1000, 1001 or 1005, or a dropped connection);
 //! 2 for a malformed `-x` command or URL; 3 when the connection could not be opened;
-//! 130 on Ctrl-C outside the prompt. At the prompt, quitting (`/quit`, Ctrl-D) exits 0:
-//! the results were shown as they came.
+//! 130 on Ctrl-C outside the prompt, and on SIGTERM in every mode (the connection is
+//! closed with 1001 and the terminal given back first). At the prompt, quitting (`/quit`,
+//! Ctrl-D) exits 0: the results were shown as they came.
 
+mod calls;
 mod display;
 mod driver;
 mod echo;
@@ -35,16 +39,16 @@ use crate::cli::ConnectArgs;
 use crate::client::{self, ClientConfig};
 use crate::command::{ReplInput, parse_repl_line};
 use crate::message::RouteFields;
-use crate::serve::{RunningServer, ServeConfig};
+use crate::serve::{RouteBehaviour, RunningServer, ServeConfig};
 use crate::{Context, Error, Outcome};
 
-use driver::{Driver, Output, Settings};
+use driver::{Driver, ManagementTarget, Output, Settings};
 
 /// The default `within` of an `/expect` typed at the prompt.
 const EXPECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `wsprobe connect`.
-pub async fn run(args: ConnectArgs, _context: Context) -> Result<Outcome, Error> {
+pub async fn run(args: ConnectArgs, context: Context) -> Result<Outcome, Error> {
     let interactive = args.execute.is_empty()
         && std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal();
@@ -95,6 +99,11 @@ pub async fn run(args: ConnectArgs, _context: Context) -> Result<Outcome, Error>
         },
         linger: args.wait,
         interactive,
+        show_secrets: context.show_secrets,
+        management: ManagementTarget {
+            base: crate::message::management_url(&url),
+            client: config.clone(),
+        },
     };
     let connecting = Box::pin(async move { client::connect(&url, &config).await });
 
@@ -157,10 +166,18 @@ fn check_commands(commands: &[String]) -> Result<(), Error> {
     }
 }
 
+/// The bundled backend: the sample echo app, plus the `whoami` route so that
+/// `/send whoami` tells the user their connection id (for `/post ${me} …`).
+fn bundled_config() -> ServeConfig {
+    let mut config = ServeConfig::default();
+    config.routes.insert("whoami", RouteBehaviour::Whoami);
+    config
+}
+
 /// Starts the reference backend in-process on a free loopback port (no log lines).
 async fn start_bundled_backend() -> Result<(url::Url, RunningServer), Error> {
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = crate::serve::spawn(ServeConfig::default(), listen)
+    let server = crate::serve::spawn(bundled_config(), listen)
         .await
         .map_err(|e| {
             Error::Other(anyhow::anyhow!(

@@ -28,6 +28,8 @@ pub struct Response {
     pub status: u16,
     /// The body as text (lossy UTF-8).
     pub body: String,
+    /// AWS's error type from `x-amzn-ErrorType` (`GoneException`), if the answer names one.
+    pub error_type: Option<String>,
 }
 
 /// `base/{id}`, with the id percent-encoded as one path segment; `None` for a base URL
@@ -64,6 +66,7 @@ pub async fn call(
     Ok(Response {
         status: response.status,
         body: response.text(),
+        error_type: response.aws_error_type().map(str::to_owned),
     })
 }
 

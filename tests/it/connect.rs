@@ -49,6 +49,15 @@ impl Backend {
         Self::start(ServeConfig::default())
     }
 
+    /// The sample echo app plus the `whoami` route (`{"connectionId": …}`).
+    fn with_whoami() -> Self {
+        let mut config = ServeConfig::default();
+        config
+            .routes
+            .insert("whoami", wsprobe::serve::RouteBehaviour::Whoami);
+        Self::start(config)
+    }
+
     fn server(&self) -> &RunningServer {
         self.server.as_ref().expect("the server runs until drop")
     }
@@ -186,6 +195,19 @@ impl Pty {
 
     fn control(&mut self, code: ControlCode) {
         self.session.send(code).expect("sending a control key");
+    }
+
+    /// Whether the terminal is in canonical (line) mode, as it was given to wsprobe: the
+    /// line editor turns it off while it owns the terminal.
+    fn canonical(&self) -> bool {
+        let master = self
+            .session
+            .get_process()
+            .get_raw_handle()
+            .expect("the terminal's master side");
+        let mode = nix::sys::termios::tcgetattr(&master).expect("reading the terminal's mode");
+        mode.local_flags
+            .contains(nix::sys::termios::LocalFlags::ICANON)
     }
 
     /// The exit code, waiting at most [`TIMEOUT`] (reading output so the child never
@@ -446,6 +468,51 @@ fn colour_is_on_at_a_terminal_without_no_color() {
     pty.expect("\x1b[32m✓ echo");
     pty.control(ControlCode::EndOfTransmission);
     assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn whoami_capture_and_post_to_myself_at_the_prompt() {
+    // The bundled backend has the whoami route.
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[], false);
+    pty.wait_connected();
+    pty.type_line("/send whoami");
+    pty.expect(r#"< {"connectionId":""#);
+    pty.type_line("/capture me = json $.connectionId");
+    pty.expect("✓ capture ${me} = ");
+    pty.type_line("/post ${me} hello from myself");
+    // The pushed message and the answer of the call race; the status is checked after.
+    pty.expect("< hello from myself");
+    pty.type_line("/expect status 200");
+    pty.expect("✓ expect status 200");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn sigterm_at_the_prompt_gives_the_terminal_back_and_closes_with_1001() {
+    use expectrl::process::unix::Signal;
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.wait_connected();
+    let (id, _) = backend.next_connection(&mut events);
+    assert!(
+        !pty.canonical(),
+        "the editor should have the terminal in raw mode"
+    );
+    pty.session
+        .get_process_mut()
+        .kill(Signal::SIGTERM)
+        .expect("sending SIGTERM");
+    assert_eq!(pty.exit_code(), 130);
+    assert!(pty.canonical(), "the terminal was not given back");
+    assert_eq!(
+        backend.block_on(support::disconnect_code(&mut events, &id)),
+        1001
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -757,5 +824,254 @@ fn ctrl_c_outside_the_prompt_exits_130() {
     assert_eq!(
         backend.block_on(support::disconnect_code(&mut events, &id)),
         1001
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Captures and the @connections API, as in scripts
+
+#[test]
+fn a_capture_fills_later_lines_before_the_environment() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .env("id", "from-the-environment")
+        .env("GREETING", "hi")
+        .args(["connect", &backend.url(), "-w", "0"])
+        .args([
+            "-x",
+            r#"/send send "${id}""#,
+            "-x",
+            r#"/send send {"body": {"id": "c-7"}}"#,
+            "-x",
+            "/capture id = json $.id within 2s",
+            "-x",
+            r#"/send send "${id} ${GREETING}""#,
+            "-x",
+            r#"/expect json "c-7 hi" within 2s"#,
+        ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert_eq!(
+        result.stdout, "\"from-the-environment\"\n{\"id\":\"c-7\"}\n\"c-7 hi\"\n",
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("✓ capture ${id} = c-7"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn a_capture_that_finds_nothing_fails_and_an_undefined_variable_is_reported() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .env_remove("nope")
+        .args(["connect", &backend.url(), "-w", "0"])
+        .args([
+            "-x",
+            r#"/send send "no id here""#,
+            "-x",
+            "/capture id = json $.id within 300ms",
+            "-x",
+            "/send send ${nope}",
+        ]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("✗ capture id = json $.id: nothing matched within 300ms"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains(r#"received: text "no id here""#),
+        "{}",
+        result.stderr
+    );
+    assert!(result.stderr.contains("nope"), "{}", result.stderr);
+    // The line with the undefined variable was not sent.
+    assert_eq!(result.stdout, "\"no id here\"\n", "{}", result.stderr);
+}
+
+#[test]
+fn post_to_my_own_id_arrives_on_stdout() {
+    let backend = Backend::with_whoami();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        "/send whoami",
+        "-x",
+        "/capture me = json $.connectionId",
+        "-x",
+        "/post ${me} pushed to myself",
+        "-x",
+        "/expect status 200",
+        "-x",
+        "/expect text \"pushed to myself\" within 2s",
+        "-x",
+        r#"/post ${me} {"push": 1}"#,
+        "-x",
+        "/expect json $.push == 1 within 2s",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", result.stdout);
+    assert!(lines[0].starts_with(r#"{"connectionId":""#), "{}", lines[0]);
+    assert_eq!(lines[1..], ["pushed to myself", r#"{"push":1}"#]);
+    assert_eq!(
+        result.stderr.matches("← 200 OK").count(),
+        2,
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("> POST http://127.0.0.1:"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn delete_of_my_own_id_closes_with_1000() {
+    let backend = Backend::with_whoami();
+    let mut events = backend.events();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "5s",
+        "-x",
+        "/send whoami",
+        "-x",
+        "/capture me = json $.connectionId",
+        "-x",
+        "/delete ${me}",
+    ]));
+    let (id, _) = backend.next_connection(&mut events);
+    assert_eq!(
+        backend.block_on(support::disconnect_code(&mut events, &id)),
+        1000
+    );
+    // 1000 is a normal close: not a failure, and it ends the session before -w is up.
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("connection closed by the server: 1000"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("← 204 No Content"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn get_prints_the_connection_as_json() {
+    let backend = Backend::with_whoami();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        "/send whoami",
+        "-x",
+        "/capture me = json $.connectionId",
+        "-x",
+        "/get ${me}",
+        "-x",
+        "/expect status 200",
+        "-x",
+        r#"/expect response json $.identity.sourceIp == "127.0.0.1""#,
+        "-x",
+        "/expect response json $.connectedAt exists",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    let answer = result
+        .stderr
+        .lines()
+        .skip_while(|line| !line.starts_with("← 200 OK"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no answer in {}", result.stderr));
+    let json: serde_json::Value = serde_json::from_str(answer).expect("the body is JSON");
+    assert_eq!(json["identity"]["sourceIp"], "127.0.0.1");
+    // stdout carries only received messages: the whoami answer.
+    assert_eq!(result.stdout.lines().count(), 1, "{}", result.stdout);
+}
+
+#[test]
+fn post_to_a_closed_connection_is_410_gone() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let closed_id = backend.block_on(async {
+        let (mut ws, id) = support::connect_and_id(backend.server()).await;
+        ws.close(None).await.expect("closing");
+        support::disconnect_code(&mut events, &id).await;
+        id
+    });
+    let home = temp_home();
+    let post = format!("/post {closed_id} anyone there?");
+    let passing = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        &post,
+        "-x",
+        "/expect status 410",
+        "-x",
+        r#"/expect response json $.message == "Gone""#,
+    ]));
+    assert_eq!(passing.code, Some(0), "{}", passing.stderr);
+    assert!(
+        passing.stderr.contains("← 410 Gone GoneException"),
+        "{}",
+        passing.stderr
+    );
+    assert!(
+        passing.stderr.contains("✓ expect status 410"),
+        "{}",
+        passing.stderr
+    );
+
+    let failing = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        "/expect status 200",
+        "-x",
+        &post,
+        "-x",
+        "/expect status 200",
+    ]));
+    assert_eq!(failing.code, Some(1), "{}", failing.stderr);
+    assert!(
+        failing
+            .stderr
+            .contains("✗ expect status 200: no /post, /get or /delete answered"),
+        "{}",
+        failing.stderr
+    );
+    assert!(
+        failing
+            .stderr
+            .contains(r#"✗ expect status 200: the status is 410"#),
+        "{}",
+        failing.stderr
     );
 }
