@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use colored::Colorize;
@@ -45,7 +45,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything needed to open connections, built once (files are read here, not per
 /// connection) and shared: `load` opens thousands of connections with one of these.
-/// Cloning is cheap: the TLS configuration is behind an `Arc`.
+/// Cloning is cheap: the TLS configuration is behind an `Arc`, and clones share it.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Extra handshake headers (`-H`). A name given here replaces a header wsprobe would
@@ -64,8 +64,9 @@ pub struct ClientConfig {
     /// tungstenite's buffer and size limits; `load` shrinks the buffers to keep tens of
     /// thousands of connections in memory.
     pub websocket: WebSocketConfig,
-    /// TLS for `wss://` URLs: trusted roots, client certificate, or no verification.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// TLS for `wss://` URLs: trusted roots, client certificate, or no verification
+    /// (built on the first `wss://` connection).
+    pub tls: TlsConfig,
     /// Resolve each host name once and reuse the addresses (see [`ClientConfig::cache_dns`]);
     /// `None` resolves on every connect.
     pub dns_cache: Option<DnsCache>,
@@ -102,6 +103,63 @@ impl DnsCache {
     }
 }
 
+/// The TLS configuration of `wss://` connections, built when the first one needs it:
+/// loading the platform's trusted roots costs milliseconds that a `ws://` session (or a
+/// `connect` to the bundled backend) never needs. The files (`--cacert`, `--cert`,
+/// `--key`) are read and checked when it is created, so their errors come before anything
+/// connects. Clones share one build.
+#[derive(Clone, Debug)]
+pub struct TlsConfig(Arc<TlsState>);
+
+#[derive(Debug)]
+struct TlsState {
+    /// The files, read and checked.
+    material: tls::TlsMaterial,
+    /// The configuration, once built (or why it could not be).
+    built: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+impl TlsConfig {
+    /// Reads and checks the files `files` names now; the platform's roots are loaded on
+    /// first use. An unreadable or unusable file is a usage error naming it.
+    pub fn new(files: &TlsFiles) -> Result<Self, crate::Error> {
+        let options = tls::TlsOptions {
+            cacert: files.cacert.as_deref(),
+            client_identity: files
+                .client_identity
+                .as_ref()
+                .map(|(cert, key)| (cert.as_path(), key.as_path())),
+            insecure: files.insecure,
+        };
+        let material = tls::read_material(&options).map_err(crate::Error::usage)?;
+        Ok(Self(Arc::new(TlsState {
+            material,
+            built: OnceLock::new(),
+        })))
+    }
+
+    /// The platform's trusted roots, nothing else (loaded on first use).
+    pub fn platform() -> Self {
+        Self(Arc::new(TlsState {
+            material: tls::TlsMaterial::default(),
+            built: OnceLock::new(),
+        }))
+    }
+
+    /// The rustls configuration, built on the first call (by any clone) and shared.
+    pub fn get(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.0
+            .built
+            .get_or_init(|| tls::build(&self.0.material, true))
+            .clone()
+    }
+
+    /// Whether the configuration has been built (the platform's roots loaded).
+    pub fn is_built(&self) -> bool {
+        self.0.built.get().is_some()
+    }
+}
+
 /// Where TLS trust and identity come from (`--cacert`, `--cert`/`--key`, `-k`).
 #[derive(Clone, Debug, Default)]
 pub struct TlsFiles {
@@ -115,7 +173,7 @@ pub struct TlsFiles {
 
 impl Default for ClientConfig {
     /// No extra headers, a 10 s timeout, tungstenite's default limits, and TLS that trusts
-    /// the platform's roots.
+    /// the platform's roots (loaded on the first `wss://` connection).
     fn default() -> Self {
         Self {
             headers: Vec::new(),
@@ -125,10 +183,7 @@ impl Default for ClientConfig {
             origin: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             websocket: WebSocketConfig::default(),
-            tls: tls::build_config(&tls::TlsOptions::default())
-                // Without files to read, building can only fail if the crypto provider
-                // supports no TLS version, which ring always does.
-                .expect("TLS with platform roots and no files always builds"),
+            tls: TlsConfig::platform(),
             dns_cache: None,
             proxy: None,
         }
@@ -159,7 +214,7 @@ impl ClientConfig {
             origin: args.origin.clone(),
             connect_timeout: args.connect_timeout,
             websocket: WebSocketConfig::default(),
-            tls: build_tls(&files)?,
+            tls: TlsConfig::new(&files)?,
             dns_cache: None,
             proxy: None,
         };
@@ -205,7 +260,7 @@ impl ClientConfig {
 
     /// Replaces the TLS configuration with one built from `files` (read now, once).
     pub fn with_tls(mut self, files: &TlsFiles) -> Result<Self, crate::Error> {
-        self.tls = build_tls(files)?;
+        self.tls = TlsConfig::new(files)?;
         Ok(self)
     }
 
@@ -315,19 +370,6 @@ fn basic_auth(url: &Url) -> Result<HeaderValue, String> {
         .map_err(|_| "the user and password in the URL do not make a valid header".to_owned())?;
     value.set_sensitive(true);
     Ok(value)
-}
-
-/// The rustls configuration for `files`; errors name the file at fault.
-fn build_tls(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
-    let options = tls::TlsOptions {
-        cacert: files.cacert.as_deref(),
-        client_identity: files
-            .client_identity
-            .as_ref()
-            .map(|(cert, key)| (cert.as_path(), key.as_path())),
-        insecure: files.insecure,
-    };
-    tls::build_config(&options).map_err(crate::Error::usage)
 }
 
 /// Parses what a user typed as a WebSocket URL. Only `ws://` and `wss://` are accepted; a
@@ -623,7 +665,11 @@ async fn handshake_tls(
             ))
         })?,
     };
-    let connector = tokio_rustls::TlsConnector::from(config.tls.clone());
+    let rustls_config = config
+        .tls
+        .get()
+        .map_err(|reason| tls_error((reason, TlsProblem::Other)))?;
+    let connector = tokio_rustls::TlsConnector::from(rustls_config);
     connector.connect(server_name, tcp).await.map_err(|e| {
         // tokio-rustls wraps rustls' own error in the io::Error.
         let reason = match e
@@ -934,6 +980,25 @@ mod tests {
         assert_eq!(get("x-trace"), ["1", "2"]);
         assert_eq!(get("sec-websocket-protocol"), ["a, b"]);
         assert_eq!(get("origin"), ["https://o.example"]);
+    }
+
+    #[tokio::test]
+    async fn plain_connections_never_load_the_platform_roots() {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = crate::serve::spawn(crate::serve::ServeConfig::default(), listen)
+            .await
+            .unwrap();
+        let config = ClientConfig::default();
+        let clone = config.clone();
+        let url = parse_url(&server.ws_url()).unwrap();
+        let connection = connect(&url, &config).await.unwrap();
+        assert!(!config.tls.is_built());
+        drop(connection);
+        server.shutdown().await;
+        // The first use builds it, once, for every clone.
+        let built = clone.tls.get().unwrap();
+        assert!(config.tls.is_built());
+        assert!(Arc::ptr_eq(&built, &config.tls.get().unwrap()));
     }
 
     #[tokio::test]

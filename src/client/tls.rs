@@ -1,10 +1,14 @@
 //! TLS for `wss://`: the rustls configuration (platform roots plus `--cacert`, a client
 //! certificate for mutual TLS, or no verification at all with `-k`), built once and shared
 //! by every connection, and plain-words explanations of TLS failures.
+//!
+//! The files are read and checked up front ([`read_material`]), so a bad `--cacert` is a
+//! usage error before anything connects; the configuration itself, with the platform's
+//! roots, is built by [`build`] when the first `wss://` connection needs it.
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,50 +29,112 @@ pub(crate) struct TlsOptions<'a> {
     pub insecure: bool,
 }
 
-/// Builds the rustls configuration once. Errors name the file at fault and say what is
-/// wrong with it, in words fit for the terminal.
-pub(crate) fn build_config(options: &TlsOptions<'_>) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The files of a TLS configuration, read and checked: everything but the platform's
+/// roots, which [`build`] loads only when a `wss://` connection needs them.
+#[derive(Default)]
+pub(crate) struct TlsMaterial {
+    /// Roots from `--cacert`, trusted besides the platform's.
+    extra_roots: Vec<CertificateDer<'static>>,
+    /// The client certificate chain and key (`--cert`, `--key`), and the certificate's path.
+    client_identity: Option<(
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        PathBuf,
+    )>,
+    /// `-k`: accept any server certificate.
+    insecure: bool,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key is never printed.
+        f.debug_struct("TlsMaterial")
+            .field("extra_roots", &self.extra_roots.len())
+            .field(
+                "client_identity",
+                &self.client_identity.as_ref().map(|(_, _, path)| path),
+            )
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+/// Reads the files `options` name and checks that they make a configuration (a bad
+/// certificate, a key that does not fit: the errors of [`build`], found now), without
+/// loading the platform's roots. Errors name the file at fault and say what is wrong with
+/// it, in words fit for the terminal.
+pub(crate) fn read_material(options: &TlsOptions<'_>) -> Result<TlsMaterial, String> {
+    let extra_roots = match options.cacert {
+        Some(path) => {
+            let certificates = read_certificates(path)?;
+            let mut check = RootCertStore::empty();
+            for certificate in &certificates {
+                check
+                    .add(certificate.clone())
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+            }
+            certificates
+        }
+        None => Vec::new(),
+    };
+    let client_identity = match options.client_identity {
+        Some((cert, key)) => Some((
+            read_certificates(cert)?,
+            read_private_key(key)?,
+            cert.to_path_buf(),
+        )),
+        None => None,
+    };
+    let material = TlsMaterial {
+        extra_roots,
+        client_identity,
+        insecure: options.insecure,
+    };
+    // Everything but the platform's roots, so that a key that does not suit is reported
+    // before anything connects.
+    build(&material, false)?;
+    Ok(material)
+}
+
+/// Builds the rustls configuration from checked files, with the platform's trusted roots
+/// when `platform_roots` (they take milliseconds to load: done once, on the first `wss://`
+/// connection).
+pub(crate) fn build(
+    material: &TlsMaterial,
+    platform_roots: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS: {e}"))?;
-    let builder = if options.insecure {
+    let builder = if material.insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCertificate(provider)))
     } else {
-        builder.with_root_certificates(root_store(options.cacert)?)
-    };
-    let mut config = match options.client_identity {
-        Some((cert, key)) => {
-            let chain = read_certificates(cert)?;
-            let key = read_private_key(key)?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("cannot use client certificate {}: {e}", cert.display()))?
+        let mut roots = RootCertStore::empty();
+        if platform_roots {
+            // Unreadable platform certificates are skipped: one bad file in /etc/ssl must
+            // not stop a connection that --cacert (or another root) can still verify.
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
         }
+        for certificate in &material.extra_roots {
+            roots
+                .add(certificate.clone())
+                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match &material.client_identity {
+        Some((chain, key, path)) => builder
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| format!("cannot use client certificate {}: {e}", path.display()))?,
         None => builder.with_no_client_auth(),
     };
     // A WebSocket upgrade is HTTP/1.1; saying so keeps HTTP/2-capable servers from choosing h2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// The platform's trusted roots plus those in `cacert`.
-fn root_store(cacert: Option<&Path>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    // Unreadable platform certificates are skipped: one bad file in /etc/ssl must not stop
-    // a connection that --cacert (or another root) can still verify.
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(path) = cacert {
-        for certificate in read_certificates(path)? {
-            roots
-                .add(certificate)
-                .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
-        }
-    }
-    Ok(roots)
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, String> {
@@ -310,7 +376,7 @@ mod tests {
             cacert: Some(Path::new("/nonexistent/ca.pem")),
             ..TlsOptions::default()
         };
-        let error = build_config(&options).unwrap_err();
+        let error = read_material(&options).unwrap_err();
         assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 }
