@@ -790,6 +790,16 @@ fn without_a_url_the_bundled_backend_answers() {
 
 #[test]
 fn ctrl_c_outside_the_prompt_exits_130() {
+    stopped_by_a_signal_exits_130("-INT");
+}
+
+#[test]
+fn sigterm_outside_the_prompt_exits_130() {
+    stopped_by_a_signal_exits_130("-TERM");
+}
+
+/// `kill SIGNAL` during a `-x` wait closes with 1001 and exits 130.
+fn stopped_by_a_signal_exits_130(signal: &str) {
     let backend = Backend::sample();
     let mut events = backend.events();
     let home = temp_home();
@@ -804,7 +814,7 @@ fn ctrl_c_outside_the_prompt_exits_130() {
         .expect("running wsprobe");
     let (id, _) = backend.next_connection(&mut events);
     let status = StdCommand::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .expect("running kill");
     assert!(status.success());
@@ -813,7 +823,10 @@ fn ctrl_c_outside_the_prompt_exits_130() {
         if let Some(status) = child.try_wait().expect("waiting") {
             break status.code();
         }
-        assert!(Instant::now() < deadline, "wsprobe did not stop on SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "wsprobe did not stop on {signal}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
