@@ -5,7 +5,6 @@
 //! Every wait has a timeout; HOME and XDG_DATA_HOME point at a temporary directory so no
 //! test touches the real history file.
 
-use std::io::Read as _;
 use std::path::Path;
 use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
@@ -800,6 +799,7 @@ fn sigterm_outside_the_prompt_exits_130() {
 
 /// `kill SIGNAL` during a `-x` wait closes with 1001 and exits 130.
 fn stopped_by_a_signal_exits_130(signal: &str) {
+    use std::io::BufRead as _;
     let backend = Backend::sample();
     let mut events = backend.events();
     let home = temp_home();
@@ -812,13 +812,33 @@ fn stopped_by_a_signal_exits_130(signal: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("running wsprobe");
+    // stderr is read on a thread: its lines say when the client has seen the handshake
+    // complete (the server's event comes earlier, while the client may still be reading
+    // the 101 answer, and a signal then ends the attempt without a close frame).
+    let (lines, stderr_lines) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stderr = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !stderr.contains("connected to") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stderr_lines.recv_timeout(left) {
+            Ok(line) => stderr.push_str(&format!("{line}\n")),
+            Err(e) => panic!("no `connected to` line ({e}): {stderr}"),
+        }
+    }
     let (id, _) = backend.next_connection(&mut events);
     let status = StdCommand::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .expect("running kill");
     assert!(status.success());
-    let deadline = Instant::now() + TIMEOUT;
     let code = loop {
         if let Some(status) = child.try_wait().expect("waiting") {
             break status.code();
@@ -829,14 +849,12 @@ fn stopped_by_a_signal_exits_130(signal: &str) {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
+    stderr.extend(stderr_lines.try_iter().map(|line| format!("{line}\n")));
     assert_eq!(code, Some(130), "{stderr}");
     assert_eq!(
         backend.block_on(support::disconnect_code(&mut events, &id)),
-        1001
+        1001,
+        "{stderr}"
     );
 }
 
