@@ -391,6 +391,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Serve wss:// and https:// with a certificate generated at start for localhost,
+    /// 127.0.0.1 and ::1; its PEM is written to PATH (default: a file in the temp dir,
+    /// printed on start) for clients' --cacert
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub tls_self_signed: Option<Option<PathBuf>>,
+
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,

@@ -1,6 +1,7 @@
 //! What a `serve` instance is configured with: [`ServeConfig`], built from the command
 //! line by [`ServeConfig::from_args`] or by hand in tests and in other jobs.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,7 +132,13 @@ impl ServeConfig {
                 })?;
                 Some(config)
             }
-            _ => None,
+            _ => match &args.tls_self_signed {
+                Some(path) => {
+                    let path = self_signed_path(path.as_deref());
+                    Some(Self::tls_self_signed(&path).map_err(crate::Error::usage)?)
+                }
+                None => None,
+            },
         };
         Ok(Self {
             stage: stage.to_owned(),
@@ -179,9 +186,45 @@ impl ServeConfig {
         Ok(Arc::new(config))
     }
 
+    /// A TLS configuration with a certificate generated now for `localhost`, `127.0.0.1`
+    /// and `::1` (`--tls-self-signed`). The certificate's PEM is written to `path` so
+    /// clients can trust it (`--cacert PATH`); the private key stays in memory.
+    pub fn tls_self_signed(path: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let certified = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
+        let cert_pem = certified.cert.pem();
+        let key_pem = certified.signing_key.serialize_pem();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                format!("--tls-self-signed: cannot create {}: {e}", parent.display())
+            })?;
+        }
+        std::fs::write(path, &cert_pem).map_err(|e| {
+            format!(
+                "--tls-self-signed: cannot write the certificate to {}: {e}",
+                path.display()
+            )
+        })?;
+        Self::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+    }
+
     /// Every secret of this configuration, for redacting text that might contain one.
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.api_keys.iter().chain(self.tokens.iter())
+    }
+}
+
+/// Where `--tls-self-signed [PATH]` writes its certificate: PATH, or
+/// `wsprobe-serve-PID.pem` in the system's temp directory.
+pub fn self_signed_path(given: Option<&Path>) -> PathBuf {
+    match given {
+        Some(path) => path.to_owned(),
+        None => std::env::temp_dir().join(format!("wsprobe-serve-{}.pem", std::process::id())),
     }
 }
 

@@ -67,6 +67,16 @@ pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
         let _ = writeln!(stdout, "{}", server.connections_url());
         let _ = stdout.flush();
     }
+    if let Some(path) = &args.tls_self_signed {
+        let path = config::self_signed_path(path.as_deref());
+        // On stderr: stdout's first two lines are the URLs, which scripts read.
+        let _ = writeln!(
+            std::io::stderr(),
+            "self-signed certificate for localhost, 127.0.0.1 and ::1 written to {0}; \
+             trust it with --cacert {0}",
+            path.display()
+        );
+    }
     signal.await;
     server.shutdown().await;
     Ok(Outcome::Success)

@@ -7,4 +7,5 @@ mod connect;
 mod load;
 mod run;
 mod serve;
+mod stage;
 mod support;
