@@ -134,6 +134,24 @@ pub struct ConnectionArgs {
     /// What the echo of a route-tagged send looks like
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = EchoPolicy::Body)]
     pub echo: EchoPolicy,
+
+    /// HTTP CONNECT proxy for every connection, loopback included: http://[USER:PASS@]HOST:PORT
+    /// (overrides HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY; '' connects directly)
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<Secret>,
+
+    /// Connect directly, ignoring the proxy environment variables
+    #[arg(long)]
+    pub no_proxy: bool,
+
+    /// Take the URL and connection options from this stage of wsprobe.toml (flags win)
+    #[arg(short = 'S', long, value_name = "NAME", env = "WSPROBE_STAGE")]
+    pub stage: Option<String>,
+
+    /// The stage profile file (default: ./wsprobe.toml, else wsprobe/wsprobe.toml in the
+    /// user's config directory)
+    #[arg(long = "config", value_name = "FILE", env = "WSPROBE_CONFIG")]
+    pub config_file: Option<PathBuf>,
 }
 
 /// `wsprobe connect`.

@@ -137,7 +137,8 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// Builds the configuration from the shared connection options: reads `--cacert`,
     /// `--cert` and `--key` once, checks every header value, takes proxies from the
-    /// environment (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`), and prints a
+    /// environment (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`) unless `--proxy`
+    /// or `--no-proxy` says otherwise, and prints a
     /// loud warning to stderr when `-k` turns certificate verification off.
     pub fn from_args(args: &ConnectionArgs) -> Result<Self, crate::Error> {
         let files = TlsFiles {
@@ -163,14 +164,27 @@ impl ClientConfig {
             proxy: None,
         };
         config.handshake_headers().map_err(crate::Error::usage)?;
-        let (proxy, proxy_warnings) = ProxySettings::from_lookup(|name| std::env::var(name).ok());
-        for warning in proxy_warnings {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{} {warning}",
-                "warning:".yellow().bold()
-            );
-        }
+        let proxy = match &args.proxy {
+            _ if args.no_proxy => None,
+            // `--proxy ''` connects directly, as curl's `-x ""` does.
+            Some(given) if given.expose().trim().is_empty() => None,
+            Some(given) => {
+                let server = ProxyServer::parse(given.expose())
+                    .map_err(|why| crate::Error::usage(format!("--proxy: {why}")))?;
+                Some(ProxySettings::everything_through(server))
+            }
+            None => {
+                let (proxy, warnings) = ProxySettings::from_lookup(|name| std::env::var(name).ok());
+                for warning in warnings {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "{} {warning}",
+                        "warning:".yellow().bold()
+                    );
+                }
+                proxy
+            }
+        };
         let config = Self { proxy, ..config };
         if args.insecure {
             let _ = writeln!(
