@@ -38,6 +38,23 @@ pub struct Cli {
     /// Print tokens, API keys and other secrets instead of redacting them
     #[arg(long, global = true)]
     pub show_secrets: bool,
+
+    /// Which options the user gave (not defaults), so a stage profile does not override
+    /// them; filled by [`Cli::parse_recording_sources`].
+    #[arg(skip)]
+    pub given: crate::profile::GivenOptions,
+}
+
+impl Cli {
+    /// Parses the process's command line (exiting on errors, `--help`, `--version`, as
+    /// `Cli::parse` does), remembering which options were given explicitly.
+    pub fn parse_recording_sources() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.given = crate::profile::GivenOptions::from_matches(&matches);
+        cli
+    }
 }
 
 /// The jobs wsprobe does.
@@ -261,8 +278,12 @@ Examples:
   wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms' --threshold 'errors<0.1%'
   wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json")]
 pub struct LoadArgs {
-    /// ws:// or wss:// URL of the stage
-    #[arg(value_name = "URL")]
+    /// ws:// or wss:// URL of the stage (may come from --stage instead)
+    #[arg(
+        value_name = "URL",
+        required_unless_present = "stage",
+        default_value = ""
+    )]
     pub url: String,
 
     #[command(flatten)]

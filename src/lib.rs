@@ -12,6 +12,7 @@ pub mod error_reporting;
 pub mod exit;
 pub mod load;
 pub mod message;
+pub mod profile;
 pub mod repl;
 pub mod script;
 pub mod secret;
@@ -36,10 +37,22 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     let context = Context {
         show_secrets: cli.show_secrets,
     };
+    // A stage profile (`--stage`) fills the URL and connection options the user left out.
     match cli.command {
-        Command::Connect(args) => repl::run(args, context).await,
-        Command::Run(args) => script::run(args, context).await,
-        Command::Load(args) => load::run(args, context).await,
+        Command::Connect(mut args) => {
+            profile::apply(&mut args.connection, &mut args.url, &cli.given)?;
+            repl::run(args, context).await
+        }
+        Command::Run(mut args) => {
+            profile::apply(&mut args.connection, &mut args.url, &cli.given)?;
+            script::run(args, context).await
+        }
+        Command::Load(mut args) => {
+            let mut url = Some(args.url.clone()).filter(|url| !url.is_empty());
+            profile::apply(&mut args.connection, &mut url, &cli.given)?;
+            args.url = url.unwrap_or_default();
+            load::run(args, context).await
+        }
         Command::Serve(args) => serve::run(args, context).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

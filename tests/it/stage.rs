@@ -204,3 +204,197 @@ fn a_bad_proxy_url_is_a_usage_error_that_hides_its_password() {
     assert!(shown.contains("only http://"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Stage profiles
+
+/// A working directory with a `wsprobe.toml`, and empty home and config directories, so
+/// the user's own files never count.
+struct ProfileDir {
+    root: tempfile::TempDir,
+}
+
+impl ProfileDir {
+    fn new(toml: &str) -> Self {
+        let root = tempfile::tempdir().expect("a temp dir");
+        for dir in ["work", "home", "config", "data"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        std::fs::write(root.path().join("work").join("wsprobe.toml"), toml).unwrap();
+        Self { root }
+    }
+
+    fn work(&self) -> std::path::PathBuf {
+        self.root.path().join("work")
+    }
+
+    /// The real binary, run in the working directory with the home and XDG directories
+    /// pointed into the temp dir.
+    fn wsprobe(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut command = assert_cmd::Command::cargo_bin("wsprobe").unwrap();
+        command
+            .args(args)
+            .current_dir(self.work())
+            .env("HOME", self.root.path().join("home"))
+            .env("XDG_CONFIG_HOME", self.root.path().join("config"))
+            .env("XDG_DATA_HOME", self.root.path().join("data"))
+            .env("NO_COLOR", "1")
+            .env_remove("WSPROBE_AUTH")
+            .env_remove("WSPROBE_API_KEY")
+            .env_remove("WSPROBE_STAGE")
+            .env_remove("WSPROBE_CONFIG")
+            .timeout(TIMEOUT);
+        command
+    }
+}
+
+/// Parses `wsprobe connect ARGS…` as the binary does, remembering explicit options.
+fn connect_command(args: &[&str]) -> (wsprobe::cli::ConnectArgs, wsprobe::profile::GivenOptions) {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv = ["wsprobe", "connect"].iter().chain(args.iter());
+    let matches = wsprobe::cli::Cli::command()
+        .try_get_matches_from(argv)
+        .expect("valid arguments");
+    let cli = wsprobe::cli::Cli::from_arg_matches(&matches).unwrap();
+    let wsprobe::cli::Command::Connect(connect) = cli.command else {
+        panic!("not connect")
+    };
+    (
+        connect,
+        wsprobe::profile::GivenOptions::from_matches(&matches),
+    )
+}
+
+#[tokio::test]
+async fn a_stage_profile_fills_the_url_auth_and_key_of_a_connection() {
+    let server = crate::support::spawn_server(wsprobe::serve::ServeConfig {
+        // The token the profile reads from $CARGO_PKG_NAME, which cargo sets for every
+        // test process (no test may change the environment: they run in parallel).
+        tokens: vec![wsprobe::secret::Secret::new(env!("CARGO_PKG_NAME"))],
+        api_keys: vec![wsprobe::secret::Secret::new("plain-key")],
+        ..Default::default()
+    })
+    .await;
+    let dir = ProfileDir::new(&format!(
+        r#"
+[stages.local]
+url = "{url}"
+auth = "Bearer env:CARGO_PKG_NAME"
+api_key = "plain-key"
+allow_plaintext_secrets = true
+route_field = "action"
+echo = "body"
+
+[stages.unauthorized]
+url = "{url}"
+api_key = "plain-key"
+allow_plaintext_secrets = true
+"#,
+        url = server.ws_url()
+    ));
+    let config_file = dir.work().join("wsprobe.toml");
+    let config_arg = config_file.to_str().unwrap();
+
+    let (mut connect, given) = connect_command(&["--stage", "local", "--config", config_arg]);
+    let profile = wsprobe::profile::apply(&mut connect.connection, &mut connect.url, &given)
+        .expect("the profile applies")
+        .expect("a profile was used");
+    assert_eq!(profile.name, "local");
+    assert_eq!(connect.url.as_deref(), Some(server.ws_url().as_str()));
+    let config = ClientConfig::from_args(&connect.connection).unwrap();
+    send_round_trip(&server.ws_url(), &config).await;
+
+    // A stage without the token is refused by the server: the profile really mattered.
+    let (mut connect, given) =
+        connect_command(&["--stage", "unauthorized", "--config", config_arg]);
+    wsprobe::profile::apply(&mut connect.connection, &mut connect.url, &given).unwrap();
+    let config = ClientConfig::from_args(&connect.connection).unwrap();
+    let url = client::parse_url(connect.url.as_deref().unwrap()).unwrap();
+    match within("the refusal", client::connect(&url, &config)).await {
+        Err(ConnectError::Rejected { status, .. }) => assert_eq!(status, 401),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+
+    // A flag beats the profile: a wrong --api-key given on the command line is used.
+    let (mut connect, given) = connect_command(&[
+        "--stage",
+        "local",
+        "--config",
+        config_arg,
+        "--api-key",
+        "wrong",
+    ]);
+    wsprobe::profile::apply(&mut connect.connection, &mut connect.url, &given).unwrap();
+    let config = ClientConfig::from_args(&connect.connection).unwrap();
+    match within("the refusal", client::connect(&url, &config)).await {
+        Err(ConnectError::Rejected { status, .. }) => assert_eq!(status, 403),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+}
+
+#[test]
+fn profile_errors_from_the_working_directory_name_the_file_line_and_column() {
+    let dir = ProfileDir::new(
+        "[stages.dev]\nurl = \"wss://abc123.execute-api.eu-west-1.amazonaws.com/dev\"\nauth = \"Bearer env:WSPROBE_IT_UNSET_TOKEN\"\n",
+    );
+    let output = dir
+        .wsprobe(&["connect", "--stage", "dev", "-x", "/quit"])
+        .env_remove("WSPROBE_IT_UNSET_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("wsprobe.toml:3:8"), "{stderr}");
+    assert!(stderr.contains("$WSPROBE_IT_UNSET_TOKEN"), "{stderr}");
+
+    let output = dir.wsprobe(&["load", "--stage", "prod"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no stage `prod`; stages here: dev"),
+        "{stderr}"
+    );
+
+    // A secret written in the file is refused, and not repeated in the message.
+    let dir =
+        ProfileDir::new("[stages.dev]\nurl = \"ws://127.0.0.1:9/dev\"\napi_key = \"hunter2\"\n");
+    let output = dir
+        .wsprobe(&["run", "--stage", "dev", "x.wsp"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("wsprobe.toml:3:11"), "{stderr}");
+    assert!(stderr.contains("allow_plaintext_secrets"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn the_user_config_directory_holds_profiles_when_the_working_directory_has_none() {
+    let dir = ProfileDir::new("");
+    std::fs::remove_file(dir.work().join("wsprobe.toml")).unwrap();
+    let output = dir
+        .wsprobe(&["connect", "--stage", "dev"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no wsprobe.toml in the working directory"),
+        "{stderr}"
+    );
+
+    let user_dir = dir.root.path().join("config").join("wsprobe");
+    std::fs::create_dir_all(&user_dir).unwrap();
+    std::fs::write(user_dir.join("wsprobe.toml"), "[stages.other]\n").unwrap();
+    let output = dir
+        .wsprobe(&["connect", "--stage", "dev"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("config/wsprobe/wsprobe.toml: no stage `dev`; stages here: other"),
+        "{stderr}"
+    );
+}
