@@ -398,9 +398,26 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast ($default=… sets the default route), repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast|lambda[:URL] ($default=… sets the default
+    /// route; $connect and $disconnect take lambda only), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
+
+    /// Lambda integration for $connect, $disconnect and $default (replacing the built-in
+    /// send route): POST each event to this Lambda-runtime URL, e.g.
+    /// http://127.0.0.1:9000/2015-03-31/functions/function/invocations
+    #[arg(long, value_name = "URL")]
+    pub integration: Option<String>,
+
+    /// Give route NAME a route response: its integration's body goes back to the caller,
+    /// repeatable
+    #[arg(long = "route-response", value_name = "NAME")]
+    pub route_responses: Vec<String>,
+
+    /// How long an integration may take before the client gets `Internal server error`
+    /// (502 on $connect)
+    #[arg(long, value_name = "DURATION", default_value = "29s", value_parser = values::parse_duration)]
+    pub integration_timeout: Duration,
 
     /// What unmatched messages get
     #[arg(long, value_name = "ROUTE", value_enum, default_value_t = DefaultRoute::None)]

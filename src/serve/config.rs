@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::cli::{DefaultRoute, ServeArgs};
 use crate::secret::Secret;
 
+use super::lambda::Integrations;
 use super::log::{LogFormat, LogSink};
 use super::routing::{RouteBehaviour, RouteTable, SelectionExpression};
 
@@ -50,6 +51,9 @@ pub struct ServeConfig {
     /// Serve `wss://` and `https://` with this TLS configuration (see
     /// [`ServeConfig::tls_from_pem`]); `None` serves plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Lambda integrations (`--integration`, `--route NAME=lambda:URL`): where events go
+    /// and which routes answer. Empty by default: the sample app runs built in.
+    pub integrations: Integrations,
 }
 
 /// API Gateway's frame size limit (32 KB).
@@ -73,6 +77,7 @@ impl Default for ServeConfig {
             log: LogSink::Off,
             log_format: LogFormat::Plain,
             tls: None,
+            integrations: Integrations::default(),
         }
     }
 }
@@ -96,13 +101,78 @@ impl ServeConfig {
             DefaultRoute::Echo => Some(RouteBehaviour::Echo),
             DefaultRoute::None => None,
         };
+        if args.integration_timeout.is_zero() {
+            return Err(crate::Error::usage(
+                "--integration-timeout must be longer than zero",
+            ));
+        }
+        let mut integrations = Integrations {
+            timeout: args.integration_timeout,
+            ..Integrations::default()
+        };
+        let default_integration = match &args.integration {
+            Some(text) => {
+                let url = Integrations::parse_url(text)
+                    .map_err(|e| crate::Error::usage(format!("--integration: {e}")))?;
+                Some(integrations.endpoint(url))
+            }
+            None => None,
+        };
+        if let Some(index) = default_integration {
+            // The user's handler replaces the sample app: everything goes to it.
+            integrations.connect = Some(index);
+            integrations.disconnect = Some(index);
+            routes.remove("send");
+            if args.default_route == DefaultRoute::None {
+                default_route = Some(RouteBehaviour::Lambda(index));
+            }
+        }
         for spec in &args.routes {
+            if let Some((name, url)) = lambda_route(spec) {
+                let index = match url {
+                    Some(url) => integrations.endpoint(
+                        Integrations::parse_url(url)
+                            .map_err(|e| crate::Error::usage(format!("--route `{spec}`: {e}")))?,
+                    ),
+                    None => default_integration.ok_or_else(|| {
+                        crate::Error::usage(format!(
+                            "--route `{spec}`: `lambda` alone needs --integration URL; or write `{name}=lambda:URL`"
+                        ))
+                    })?,
+                };
+                match name {
+                    "" => {
+                        return Err(crate::Error::usage(format!(
+                            "--route `{spec}` has no route name"
+                        )));
+                    }
+                    "$connect" => integrations.connect = Some(index),
+                    "$disconnect" => integrations.disconnect = Some(index),
+                    "$default" => default_route = Some(RouteBehaviour::Lambda(index)),
+                    reserved if reserved.starts_with('$') => {
+                        return Err(crate::Error::usage(format!(
+                            "--route `{spec}`: route keys starting with `$` are reserved"
+                        )));
+                    }
+                    name => {
+                        routes.insert(name, RouteBehaviour::Lambda(index));
+                    }
+                }
+                continue;
+            }
             let (name, behaviour) = RouteTable::parse_route(spec).map_err(crate::Error::Usage)?;
             if name == "$default" {
                 default_route = Some(behaviour);
             } else {
                 routes.insert(name, behaviour);
             }
+        }
+        for name in &args.route_responses {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(crate::Error::usage("--route-response needs a route name"));
+            }
+            integrations.route_responses.insert(name.to_owned());
         }
         let max_frame_size = size_limit("--max-frame-size", args.max_frame_size)?;
         let max_message_size = size_limit("--max-message-size", args.max_message_size)?;
@@ -158,6 +228,7 @@ impl ServeConfig {
             },
             log_format: args.log_format,
             tls,
+            integrations,
         })
     }
 
@@ -216,6 +287,18 @@ impl ServeConfig {
     /// Every secret of this configuration, for redacting text that might contain one.
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.api_keys.iter().chain(self.tokens.iter())
+    }
+}
+
+/// `NAME=lambda` or `NAME=lambda:URL`: the route name, and the URL when one is given.
+fn lambda_route(spec: &str) -> Option<(&str, Option<&str>)> {
+    let (name, behaviour) = spec.split_once('=')?;
+    let behaviour = behaviour.trim();
+    let rest = behaviour.strip_prefix("lambda")?;
+    match rest.strip_prefix(':') {
+        Some(url) => Some((name.trim(), Some(url))),
+        None if rest.is_empty() => Some((name.trim(), None)),
+        None => None,
     }
 }
 
@@ -306,6 +389,59 @@ mod tests {
             &["--route-selection-expression", "action"],
             &["--stage", "/"],
             &["--max-frame-size", "1MiB"],
+        ] {
+            let result = ServeConfig::from_args(&args(bad));
+            assert!(
+                matches!(result, Err(crate::Error::Usage(_))),
+                "{bad:?} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lambda_routes_and_the_default_integration() {
+        let url = "http://127.0.0.1:9000/2015-03-31/functions/function/invocations";
+        let config = ServeConfig::from_args(&args(&[
+            "--integration",
+            url,
+            "--route",
+            "send=lambda",
+            "--route",
+            "chat=lambda:http://127.0.0.1:9001/chat",
+            "--route",
+            "ping=echo",
+            "--route-response",
+            "send",
+            "--integration-timeout",
+            "2s",
+        ]))
+        .unwrap();
+        let lambdas = &config.integrations;
+        assert_eq!(lambdas.endpoints.len(), 2);
+        assert_eq!(lambdas.endpoints[0].as_str(), url);
+        assert_eq!(lambdas.connect, Some(0));
+        assert_eq!(lambdas.disconnect, Some(0));
+        assert_eq!(config.routes.get("send"), Some(RouteBehaviour::Lambda(0)));
+        assert_eq!(config.routes.get("chat"), Some(RouteBehaviour::Lambda(1)));
+        assert_eq!(config.routes.get("ping"), Some(RouteBehaviour::Echo));
+        assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
+        assert!(lambdas.route_responses.contains("send"));
+        assert_eq!(lambdas.timeout, Duration::from_secs(2));
+
+        // Without --integration the sample app stays; one route goes to a Lambda.
+        let config =
+            ServeConfig::from_args(&args(&["--route", "$connect=lambda:http://h:1/c"])).unwrap();
+        assert_eq!(config.integrations.connect, Some(0));
+        assert_eq!(config.integrations.disconnect, None);
+        assert_eq!(config.routes.get("send"), Some(RouteBehaviour::EchoBody));
+        assert_eq!(config.default_route, None);
+
+        for bad in [
+            &["--route", "send=lambda"][..],
+            &["--route", "send=lambda:ftp://h/x"],
+            &["--route", "$other=lambda:http://h/x"],
+            &["--integration", "127.0.0.1:9000"],
+            &["--integration-timeout", "0s"],
         ] {
             let result = ServeConfig::from_args(&args(bad));
             assert!(

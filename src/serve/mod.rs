@@ -11,6 +11,7 @@
 //! - `auth.rs`: `$connect` authorization (API keys, bearer tokens).
 //! - `connection.rs`: one task per connection: limits, timers, close codes.
 //! - `routing.rs`: route selection and what each route does.
+//! - `lambda.rs`: Lambda integrations: proxy events out, proxy responses back.
 //! - `management.rs`: the `@connections` API.
 //! - `registry.rs`: live connections by id, and id generation.
 //! - `log.rs`: events and log lines.
@@ -19,6 +20,7 @@ mod app;
 mod auth;
 mod config;
 mod connection;
+mod lambda;
 mod log;
 mod management;
 mod registry;
@@ -37,6 +39,7 @@ use tokio::task::JoinHandle;
 
 pub use app::app;
 pub use config::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, ServeConfig};
+pub use lambda::{DEFAULT_TIMEOUT as DEFAULT_INTEGRATION_TIMEOUT, Integrations};
 pub use log::{LogCapture, LogFormat, LogSink, ServeEvent};
 pub use routing::{RouteBehaviour, RouteTable, SelectionExpression};
 

@@ -17,11 +17,14 @@ pub enum RouteBehaviour {
     Echo,
     /// The value of the `body` field, as JSON text, to every connection of the stage.
     Broadcast,
+    /// The message goes to a Lambda integration (an index into
+    /// [`super::Integrations::endpoints`]) as a MESSAGE event.
+    Lambda(usize),
 }
 
 impl RouteBehaviour {
     /// The names `--route NAME=BEHAVIOUR` accepts.
-    pub const NAMES: &'static str = "echo-body, echo, broadcast";
+    pub const NAMES: &'static str = "echo-body, echo, broadcast, lambda, lambda:URL";
 
     /// The behaviour named `echo-body`, `echo` or `broadcast`.
     pub fn parse(name: &str) -> Option<Self> {
@@ -40,6 +43,7 @@ impl fmt::Display for RouteBehaviour {
             Self::EchoBody => "echo-body",
             Self::Echo => "echo",
             Self::Broadcast => "broadcast",
+            Self::Lambda(_) => "lambda",
         })
     }
 }

@@ -398,3 +398,367 @@ fn the_user_config_directory_holds_profiles_when_the_working_directory_has_none(
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Lambda integrations
+
+/// A Lambda-runtime-compatible endpoint written here: it answers POSTed events the way
+/// the sample app's handlers would, records every event, and (for `send`) posts back
+/// through `@connections`, building the endpoint from the event's `domainName` and
+/// `stage` as a handler does.
+struct TestLambda {
+    url: String,
+    events: mpsc::UnboundedReceiver<serde_json::Value>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestLambda {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestLambda {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/2015-03-31/functions/function/invocations",
+            listener.local_addr().unwrap()
+        );
+        let (record, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(invocation(socket, record.clone()));
+            }
+        });
+        Self { url, events, task }
+    }
+
+    /// The next event the handler received.
+    async fn next_event(&mut self) -> serde_json::Value {
+        within("an event at the Lambda", self.events.recv())
+            .await
+            .expect("the Lambda is running")
+    }
+}
+
+/// Reads one HTTP request, hands its JSON body to the handler, writes the answer.
+async fn invocation(
+    mut socket: tokio::net::TcpStream,
+    record: mpsc::UnboundedSender<serde_json::Value>,
+) {
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let (head_end, length) = loop {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data.extend_from_slice(&buffer[..n]),
+        }
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end + 4, length);
+        }
+    };
+    while data.len() < head_end + length {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let event: serde_json::Value =
+        serde_json::from_slice(&data[head_end..head_end + length]).expect("a JSON event");
+    let _ = record.send(event.clone());
+    let Some((answer, function_error)) = handle_event(&event).await else {
+        // A handler that never returns: the integration timeout must end the wait.
+        std::future::pending::<()>().await;
+        return;
+    };
+    let extra = if function_error {
+        "X-Amz-Function-Error: Unhandled\r\n"
+    } else {
+        ""
+    };
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+/// The handler: `$connect` authorizes from `Authorization` (401 otherwise); `send`
+/// answers `echo:DATA` as its route response and posts `pushed:DATA` through
+/// `@connections`; `boom` throws; `slow` never returns; anything else answers a body
+/// that must not reach the client (no route response).
+async fn handle_event(event: &serde_json::Value) -> Option<(String, bool)> {
+    use serde_json::json;
+    let context = &event["requestContext"];
+    let answer = match context["routeKey"].as_str().unwrap_or_default() {
+        "$connect" => {
+            if event["headers"]["Authorization"] == "Bearer good" {
+                json!({"statusCode": 200})
+            } else {
+                json!({"statusCode": 401, "body": "{\"message\":\"Unauthorized\"}"})
+            }
+        }
+        "$disconnect" => json!({"statusCode": 200}),
+        "send" => {
+            let message: serde_json::Value =
+                serde_json::from_str(event["body"].as_str().unwrap_or("{}")).unwrap();
+            let data = message["data"].as_str().unwrap_or_default();
+            // As the sample's send Lambda builds its endpoint, over plain http locally.
+            let endpoint = format!(
+                "http://{}/{}/@connections/{}",
+                context["domainName"].as_str().unwrap(),
+                context["stage"].as_str().unwrap(),
+                context["connectionId"].as_str().unwrap()
+            );
+            let posted = wsprobe::client::http::request(
+                hyper::Method::POST,
+                &url::Url::parse(&endpoint).unwrap(),
+                Default::default(),
+                format!("pushed:{data}"),
+                &ClientConfig::default(),
+            )
+            .await
+            .expect("the @connections call");
+            assert_eq!(posted.status, 200, "{}", posted.text());
+            json!({"statusCode": 200, "body": format!("echo:{data}")})
+        }
+        "boom" => {
+            return Some((
+                json!({"errorMessage": "boom", "errorType": "Error"}).to_string(),
+                true,
+            ));
+        }
+        "slow" => return None,
+        _ => json!({"statusCode": 200, "body": "one-way routes send nothing back"}),
+    };
+    Some((answer.to_string(), false))
+}
+
+/// `wsprobe serve ARGS…` as a configuration, started in-process on port 0.
+async fn serve_with(args: &[&str]) -> wsprobe::serve::RunningServer {
+    let argv = ["wsprobe", "serve", "--quiet"].iter().chain(args.iter());
+    let cli = wsprobe::cli::Cli::try_parse_from(argv).expect("valid serve flags");
+    let wsprobe::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve")
+    };
+    let config = wsprobe::serve::ServeConfig::from_args(&serve).expect("a valid configuration");
+    crate::support::spawn_server(config).await
+}
+
+/// The next text message on `ws`.
+async fn next_text(ws: &mut crate::support::Ws) -> String {
+    crate::support::next_text(ws).await
+}
+
+/// `{"message": "Internal server error", "connectionId":"…", "requestId":"…"}` byte for
+/// byte, for connection `connection_id`.
+fn assert_internal_error_frame(frame: &str, connection_id: &str) {
+    let prefix = format!(
+        "{{\"message\": \"Internal server error\", \"connectionId\":\"{connection_id}\", \"requestId\":\""
+    );
+    let request_id = frame
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix("\"}"))
+        .unwrap_or_else(|| panic!("not the gateway's error frame: {frame}"));
+    assert_eq!(request_id.len(), 16, "{frame}");
+}
+
+#[tokio::test]
+async fn a_lambda_integration_authorizes_answers_posts_back_and_sees_the_disconnect() {
+    let mut lambda = TestLambda::start().await;
+    let server = serve_with(&[
+        "--integration",
+        &lambda.url,
+        "--route",
+        "send=lambda",
+        "--route",
+        "boom=lambda",
+        "--route-response",
+        "send",
+        "--route-response",
+        "boom",
+    ])
+    .await;
+    let mut events = server.events();
+    let host = server.addr().to_string();
+
+    // Refused: the handler's 401 is the handshake's status.
+    let (status, body) =
+        crate::support::refused(&server.ws_url(), &[("Authorization", "Bearer bad")]).await;
+    assert_eq!(status, 401);
+    assert_eq!(body, r#"{"message":"Unauthorized"}"#);
+    let refused = lambda.next_event().await;
+    assert_eq!(refused["requestContext"]["eventType"], "CONNECT");
+    // A refused connect never gets a $disconnect: the next event is the next connect.
+
+    let url = format!("{}?room=7&tag=a&tag=b", server.ws_url());
+    let mut ws = crate::support::connect_with(
+        &url,
+        &[
+            ("Authorization", "Bearer good"),
+            ("User-Agent", "stage-test"),
+        ],
+    )
+    .await;
+    let connect = lambda.next_event().await;
+    let context = &connect["requestContext"];
+    let connection_id = context["connectionId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::support::next_connection_id(&mut events).await,
+        connection_id
+    );
+    assert_eq!(context["routeKey"], "$connect");
+    assert_eq!(context["eventType"], "CONNECT");
+    assert_eq!(context["domainName"], host.as_str());
+    assert_eq!(context["stage"], "dev");
+    assert_eq!(context["messageDirection"], "IN");
+    assert_eq!(context["requestId"], context["extendedRequestId"]);
+    assert_eq!(context["requestId"].as_str().unwrap().len(), 16);
+    assert!(context.get("messageId").is_none());
+    assert_eq!(context["identity"]["sourceIp"], "127.0.0.1");
+    assert_eq!(context["identity"]["userAgent"], "stage-test");
+    assert!(context["connectedAt"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(connect["headers"]["Host"], host.as_str());
+    assert_eq!(connect["headers"]["Authorization"], "Bearer good");
+    assert_eq!(connect["headers"]["X-Forwarded-Proto"], "http");
+    assert_eq!(
+        connect["headers"]["X-Forwarded-Port"],
+        server.addr().port().to_string()
+    );
+    assert!(connect["headers"].get("Connection").is_none());
+    assert!(connect["headers"]["Sec-WebSocket-Key"].is_string());
+    assert_eq!(
+        connect["multiValueHeaders"]["Host"],
+        serde_json::json!([host])
+    );
+    assert_eq!(
+        connect["queryStringParameters"],
+        serde_json::json!({"room": "7", "tag": "b"})
+    );
+    assert_eq!(
+        connect["multiValueQueryStringParameters"]["tag"],
+        serde_json::json!(["a", "b"])
+    );
+    assert_eq!(connect["isBase64Encoded"], false);
+
+    // A route with a route response: its body comes back, and what the handler posted
+    // through @connections arrives too (in either order: replies are asynchronous).
+    let sent = r#"{"action":"send","data":"hi"}"#;
+    crate::support::send_text(&mut ws, sent).await;
+    let mut received = vec![next_text(&mut ws).await, next_text(&mut ws).await];
+    received.sort();
+    assert_eq!(received, ["echo:hi", "pushed:hi"]);
+    let message = lambda.next_event().await;
+    let message_context = &message["requestContext"];
+    assert_eq!(message["body"], sent);
+    assert_eq!(message_context["routeKey"], "send");
+    assert_eq!(message_context["eventType"], "MESSAGE");
+    assert_eq!(message_context["connectionId"], connection_id.as_str());
+    assert_eq!(message_context["connectedAt"], context["connectedAt"]);
+    assert_eq!(message_context["messageId"].as_str().unwrap().len(), 16);
+    assert_ne!(message_context["requestId"], context["requestId"]);
+    assert!(message.get("headers").is_none());
+
+    // A one-way route ($default, from --integration): its body does not come back. The
+    // server's event comes after any reply is queued, so the next frame tells.
+    crate::support::send_text(&mut ws, "not json").await;
+    let default_route = lambda.next_event().await;
+    assert_eq!(default_route["requestContext"]["routeKey"], "$default");
+    crate::support::wait_event(&mut events, |event| match event {
+        wsprobe::serve::ServeEvent::Integration { route_key, .. } if route_key == "$default" => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+
+    // A handler that throws: the gateway's error frame, and the connection stays open.
+    crate::support::send_text(&mut ws, r#"{"action":"boom"}"#).await;
+    let frame = next_text(&mut ws).await;
+    assert_internal_error_frame(&frame, &connection_id);
+    assert_eq!(
+        lambda.next_event().await["requestContext"]["routeKey"],
+        "boom"
+    );
+    crate::support::send_text(&mut ws, r#"{"action":"send","data":"again"}"#).await;
+    let mut received = vec![next_text(&mut ws).await, next_text(&mut ws).await];
+    received.sort();
+    assert_eq!(received, ["echo:again", "pushed:again"]);
+    lambda.next_event().await;
+
+    // The client closes: the handler gets the DISCONNECT with the close code.
+    within("the close", futures_util::SinkExt::close(&mut ws))
+        .await
+        .unwrap();
+    let disconnect = lambda.next_event().await;
+    let disconnect_context = &disconnect["requestContext"];
+    assert_eq!(disconnect_context["eventType"], "DISCONNECT");
+    assert_eq!(disconnect_context["routeKey"], "$disconnect");
+    assert_eq!(disconnect_context["disconnectStatusCode"], 1005);
+    assert_eq!(
+        disconnect_context["disconnectReason"],
+        "Client-side close frame status not set"
+    );
+    assert_eq!(
+        disconnect["headers"],
+        serde_json::json!({"Host": host, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""})
+    );
+    assert!(disconnect_context.get("messageId").is_none());
+}
+
+#[tokio::test]
+async fn a_slow_or_unreachable_integration_fails_as_api_gateway_does() {
+    let mut lambda = TestLambda::start().await;
+    // $connect goes nowhere (a closed port): 502. The routes go to the test Lambda.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let unreachable = format!("http://{closed}/2015-03-31/functions/function/invocations");
+    let server = serve_with(&[
+        "--route",
+        &format!("$connect=lambda:{unreachable}"),
+        "--route",
+        &format!("slow=lambda:{}", lambda.url),
+        "--integration-timeout",
+        "300ms",
+    ])
+    .await;
+    let (status, _) = crate::support::refused(&server.ws_url(), &[]).await;
+    assert_eq!(status, 502);
+
+    // Without a $connect integration the sample app's send route still works, and a
+    // route whose handler never answers gets the error frame after the timeout.
+    let server = serve_with(&[
+        "--route",
+        &format!("slow=lambda:{}", lambda.url),
+        "--integration-timeout",
+        "300ms",
+    ])
+    .await;
+    let mut events = server.events();
+    let (mut ws, connection_id) = crate::support::connect_and_id(&server).await;
+    crate::support::send_text(&mut ws, r#"{"action":"send","body":"sample"}"#).await;
+    assert_eq!(next_text(&mut ws).await, "\"sample\"");
+    crate::support::send_text(&mut ws, r#"{"action":"slow"}"#).await;
+    assert_eq!(
+        lambda.next_event().await["requestContext"]["routeKey"],
+        "slow"
+    );
+    let frame = next_text(&mut ws).await;
+    assert_internal_error_frame(&frame, &connection_id);
+    let error = crate::support::wait_event(&mut events, |event| match event {
+        wsprobe::serve::ServeEvent::Integration { error, .. } => error.clone(),
+        _ => None,
+    })
+    .await;
+    assert!(error.contains("did not answer within"), "{error}");
+}
