@@ -418,8 +418,25 @@ impl Drop for TestLambda {
     }
 }
 
+/// How the test handler reaches `@connections`: the scheme it puts before
+/// `{domainName}/{stage}` and the client it posts with.
+#[derive(Clone)]
+struct Callback {
+    scheme: &'static str,
+    client: ClientConfig,
+}
+
 impl TestLambda {
+    /// A handler that calls back over plain `http://`.
     async fn start() -> Self {
+        Self::start_with(Callback {
+            scheme: "http",
+            client: ClientConfig::default(),
+        })
+        .await
+    }
+
+    async fn start_with(callback: Callback) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "http://{}/2015-03-31/functions/function/invocations",
@@ -428,7 +445,7 @@ impl TestLambda {
         let (record, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(invocation(socket, record.clone()));
+                tokio::spawn(invocation(socket, record.clone(), callback.clone()));
             }
         });
         Self { url, events, task }
@@ -446,6 +463,7 @@ impl TestLambda {
 async fn invocation(
     mut socket: tokio::net::TcpStream,
     record: mpsc::UnboundedSender<serde_json::Value>,
+    callback: Callback,
 ) {
     let mut data = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -473,7 +491,7 @@ async fn invocation(
     let event: serde_json::Value =
         serde_json::from_slice(&data[head_end..head_end + length]).expect("a JSON event");
     let _ = record.send(event.clone());
-    let Some((answer, function_error)) = handle_event(&event).await else {
+    let Some((answer, function_error)) = handle_event(&event, &callback).await else {
         // A handler that never returns: the integration timeout must end the wait.
         std::future::pending::<()>().await;
         return;
@@ -495,7 +513,7 @@ async fn invocation(
 /// answers `echo:DATA` as its route response and posts `pushed:DATA` through
 /// `@connections`; `boom` throws; `slow` never returns; anything else answers a body
 /// that must not reach the client (no route response).
-async fn handle_event(event: &serde_json::Value) -> Option<(String, bool)> {
+async fn handle_event(event: &serde_json::Value, callback: &Callback) -> Option<(String, bool)> {
     use serde_json::json;
     let context = &event["requestContext"];
     let answer = match context["routeKey"].as_str().unwrap_or_default() {
@@ -511,9 +529,10 @@ async fn handle_event(event: &serde_json::Value) -> Option<(String, bool)> {
             let message: serde_json::Value =
                 serde_json::from_str(event["body"].as_str().unwrap_or("{}")).unwrap();
             let data = message["data"].as_str().unwrap_or_default();
-            // As the sample's send Lambda builds its endpoint, over plain http locally.
+            // As the sample's send Lambda builds its endpoint.
             let endpoint = format!(
-                "http://{}/{}/@connections/{}",
+                "{}://{}/{}/@connections/{}",
+                callback.scheme,
                 context["domainName"].as_str().unwrap(),
                 context["stage"].as_str().unwrap(),
                 context["connectionId"].as_str().unwrap()
@@ -523,7 +542,7 @@ async fn handle_event(event: &serde_json::Value) -> Option<(String, bool)> {
                 &url::Url::parse(&endpoint).unwrap(),
                 Default::default(),
                 format!("pushed:{data}"),
-                &ClientConfig::default(),
+                &callback.client,
             )
             .await
             .expect("the @connections call");
@@ -761,4 +780,60 @@ async fn a_slow_or_unreachable_integration_fails_as_api_gateway_does() {
     })
     .await;
     assert!(error.contains("did not answer within"), "{error}");
+}
+
+#[tokio::test]
+async fn the_sample_apps_https_callback_reaches_a_self_signed_server() {
+    // The sample's send Lambda posts to "https://" + domainName + "/" + stage: with
+    // --tls-self-signed that is this server, once the handler trusts the certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("local.pem");
+    let cert_arg = cert.to_str().unwrap();
+    let tls = wsprobe::serve::ServeConfig::tls_self_signed(&cert).expect("a certificate");
+    let mut lambda = TestLambda::start_with(Callback {
+        scheme: "https",
+        client: client_config(&["--cacert", cert_arg]),
+    })
+    .await;
+    let argv = [
+        "wsprobe",
+        "serve",
+        "--quiet",
+        "--integration",
+        &lambda.url,
+        "--route",
+        "send=lambda",
+        "--route-response",
+        "send",
+    ];
+    let cli = wsprobe::cli::Cli::try_parse_from(argv).unwrap();
+    let wsprobe::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve")
+    };
+    let mut config = wsprobe::serve::ServeConfig::from_args(&serve).unwrap();
+    config.tls = Some(tls);
+    let server = crate::support::spawn_server(config).await;
+    assert!(server.ws_url().starts_with("wss://"), "{}", server.ws_url());
+
+    let client = client_config(&["--cacert", cert_arg, "--auth", "Bearer good"]);
+    let url = client::parse_url(&server.ws_url()).unwrap();
+    let connection = within("the connection", client::connect(&url, &client))
+        .await
+        .expect("connected");
+    let connect = lambda.next_event().await;
+    assert_eq!(connect["headers"]["X-Forwarded-Proto"], "https");
+    let mut session = Session::start(connection);
+    session
+        .send(Outgoing::Text(r#"{"action":"send","data":"tls"}"#.into()))
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        match session.next(TIMEOUT).await.expect("a reply").frame {
+            Frame::Text(text) => received.push(text.to_string()),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+    received.sort();
+    assert_eq!(received, ["echo:tls", "pushed:tls"]);
 }
