@@ -365,10 +365,12 @@ async fn connect_integration(
                     .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-protocol"))
                     .and_then(|(_, value)| HeaderValue::from_str(value).ok()),
             },
-            Some(status) => ConnectDecision::Refuse {
+            Some(status) if status >= 300 => ConnectDecision::Refuse {
                 status,
                 body: response.body,
             },
+            // 1xx is no answer to a handshake.
+            Some(_) => ConnectDecision::Fail,
             // A Lambda proxy response needs a status code [U].
             None => ConnectDecision::Fail,
         },

@@ -82,6 +82,11 @@ pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
     }
     signal.await;
     server.shutdown().await;
+    if let Some(None) = &args.tls_self_signed {
+        // The default file is ours (named after this process); a PATH the user gave is
+        // theirs to keep.
+        let _ = std::fs::remove_file(config::self_signed_path(None));
+    }
     Ok(Outcome::Success)
 }
 
