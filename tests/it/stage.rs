@@ -518,7 +518,13 @@ async fn handle_event(event: &serde_json::Value, callback: &Callback) -> Option<
     let context = &event["requestContext"];
     let answer = match context["routeKey"].as_str().unwrap_or_default() {
         "$connect" => {
-            if event["headers"]["Authorization"] == "Bearer good" {
+            let offered = event["headers"]["Sec-WebSocket-Protocol"]
+                .as_str()
+                .unwrap_or_default();
+            if event["headers"]["Authorization"] == "Bearer good" && offered.contains("json") {
+                // The handler picks the subprotocol, as API Gateway's docs show.
+                json!({"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": "json"}})
+            } else if event["headers"]["Authorization"] == "Bearer good" {
                 json!({"statusCode": 200})
             } else {
                 json!({"statusCode": 401, "body": "{\"message\":\"Unauthorized\"}"})
@@ -815,11 +821,22 @@ async fn the_sample_apps_https_callback_reaches_a_self_signed_server() {
     let server = crate::support::spawn_server(config).await;
     assert!(server.ws_url().starts_with("wss://"), "{}", server.ws_url());
 
-    let client = client_config(&["--cacert", cert_arg, "--auth", "Bearer good"]);
+    let client = client_config(&[
+        "--cacert",
+        cert_arg,
+        "--auth",
+        "Bearer good",
+        "-s",
+        "chat",
+        "-s",
+        "json",
+    ]);
     let url = client::parse_url(&server.ws_url()).unwrap();
     let connection = within("the connection", client::connect(&url, &client))
         .await
         .expect("connected");
+    // The handler chose the second offer (without it, the server takes the first).
+    assert_eq!(connection.subprotocol.as_deref(), Some("json"));
     let connect = lambda.next_event().await;
     assert_eq!(connect["headers"]["X-Forwarded-Proto"], "https");
     let mut session = Session::start(connection);
