@@ -248,6 +248,12 @@ fn finish(
     let lived = info.connected_at.elapsed().unwrap_or_default();
     let request_id = state.next_id();
     if let (Some(context), Some(index)) = (lambda, state.config().integrations.disconnect) {
+        // A close by `@connections` DELETE (or the server's own normal close) reads as
+        // API Gateway reports it.
+        let reason = match (code, reason) {
+            (1000, "") => "Connection Closed Normally",
+            _ => reason,
+        };
         let event = lambda::disconnect_event(context, &request_id, code, reason);
         let invocation = Invocation {
             state: state.clone(),

@@ -737,6 +737,29 @@ async fn a_lambda_integration_authorizes_answers_posts_back_and_sees_the_disconn
         serde_json::json!({"Host": host, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""})
     );
     assert!(disconnect_context.get("messageId").is_none());
+
+    // @connections DELETE closes with 1000, reported as API Gateway words it.
+    let _second =
+        crate::support::connect_with(&server.ws_url(), &[("Authorization", "Bearer good")]).await;
+    let second_id = lambda.next_event().await["requestContext"]["connectionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = crate::support::http(
+        server.addr(),
+        "DELETE",
+        &crate::support::connection_path(&server, &second_id),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(deleted.status, 204);
+    let disconnect = lambda.next_event().await;
+    assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 1000);
+    assert_eq!(
+        disconnect["requestContext"]["disconnectReason"],
+        "Connection Closed Normally"
+    );
 }
 
 #[tokio::test]
