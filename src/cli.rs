@@ -266,6 +266,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
     pub timeout: Duration,
 
+    /// Base URL of the @connections API for post/get/delete (default: derived from the
+    /// connection's URL, e.g. ws://host/dev -> http://host/dev/@connections)
+    #[arg(long, value_name = "URL")]
+    pub management_url: Option<String>,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -398,8 +403,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast|lambda[:URL] ($default=… sets the default
-    /// route; $connect and $disconnect take lambda only), repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast|whoami|lambda[:URL] ($default=… sets the
+    /// default route; $connect and $disconnect take lambda only), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
 

@@ -443,6 +443,9 @@ where
                     ))),
                 }
             }
+            RouteBehaviour::Whoami => Some(Utf8Bytes::from(
+                serde_json::json!({ "connectionId": connection_id }).to_string(),
+            )),
         },
     };
     let result = match reply {

@@ -17,6 +17,9 @@ pub enum RouteBehaviour {
     Echo,
     /// The value of the `body` field, as JSON text, to every connection of the stage.
     Broadcast,
+    /// `{"connectionId":"…"}` back to the sender: how a test learns its own connection id
+    /// (API Gateway tells only the backend), e.g. to push to itself through `@connections`.
+    Whoami,
     /// The message goes to a Lambda integration (an index into
     /// [`super::Integrations::endpoints`]) as a MESSAGE event.
     Lambda(usize),
@@ -24,14 +27,15 @@ pub enum RouteBehaviour {
 
 impl RouteBehaviour {
     /// The names `--route NAME=BEHAVIOUR` accepts.
-    pub const NAMES: &'static str = "echo-body, echo, broadcast, lambda, lambda:URL";
+    pub const NAMES: &'static str = "echo-body, echo, broadcast, whoami, lambda, lambda:URL";
 
-    /// The behaviour named `echo-body`, `echo` or `broadcast`.
+    /// The behaviour named `echo-body`, `echo`, `broadcast` or `whoami`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "echo-body" => Some(Self::EchoBody),
             "echo" => Some(Self::Echo),
             "broadcast" => Some(Self::Broadcast),
+            "whoami" => Some(Self::Whoami),
             _ => None,
         }
     }
@@ -43,6 +47,7 @@ impl fmt::Display for RouteBehaviour {
             Self::EchoBody => "echo-body",
             Self::Echo => "echo",
             Self::Broadcast => "broadcast",
+            Self::Whoami => "whoami",
             Self::Lambda(_) => "lambda",
         })
     }
