@@ -50,6 +50,52 @@ async fn send_round_trip(url: &str, config: &ClientConfig) {
     assert_eq!(echoed.frame, Frame::Text("\"over the stage\"".into()));
 }
 
+/// A script of the sample app's round trip, for `wsprobe run` (the URL comes from `--url`
+/// or a stage profile).
+const ECHO_SCRIPT: &str = "connect\nsend send \"over the stage\"\nexpect echo within 5s\n";
+
+/// Runs the real binary without blocking the test's runtime (a proxy or a Lambda written
+/// in the test may have to answer it), with no credentials or stage from the
+/// environment.
+async fn run_binary(args: &[&str]) -> std::process::Output {
+    run_binary_with(args, |_| {}).await
+}
+
+async fn run_binary_with(
+    args: &[&str],
+    adjust: impl FnOnce(&mut std::process::Command),
+) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
+        .env_remove("WSPROBE_STAGE")
+        .env_remove("WSPROBE_CONFIG")
+        .stdin(std::process::Stdio::null());
+    adjust(&mut command);
+    // On a blocking thread, killed after the timeout: the test's tasks keep running.
+    let run = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::from_std(command)
+            .timeout(TIMEOUT)
+            .output()
+    });
+    run.await
+        .expect("the blocking task")
+        .expect("running wsprobe")
+}
+
+/// Exit code, stdout and stderr, for assertion messages.
+fn describe(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // Local TLS
 
@@ -84,6 +130,19 @@ async fn a_wss_round_trip_against_a_self_signed_server_with_cacert() {
     assert!(matches!(refused, ConnectError::Tls { .. }), "{refused:?}");
 
     send_round_trip(&server.ws_url, &client_config(&["--cacert", cert_arg])).await;
+    // The same through the real binary: `wsprobe run --cacert`.
+    let script = dir.path().join("echo.wsp");
+    std::fs::write(&script, ECHO_SCRIPT).unwrap();
+    let output = run_binary(&[
+        "run",
+        "--url",
+        &server.ws_url,
+        "--cacert",
+        cert_arg,
+        script.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     // The certificate names localhost too.
     let by_name = server.ws_url.replace("127.0.0.1", "localhost");
     send_round_trip(&by_name, &client_config(&["--cacert", cert_arg])).await;
@@ -184,6 +243,31 @@ async fn an_explicit_proxy_tunnels_even_loopback_with_basic_auth_from_its_url() 
         format!("CONNECT {} HTTP/1.1", secure.addr())
     );
     assert_eq!(tunnel.proxy_authorization, None);
+
+    // The real binary: `wsprobe run --proxy URL` tunnels a loopback target too.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("echo.wsp");
+    std::fs::write(&script, ECHO_SCRIPT).unwrap();
+    let output = run_binary(&[
+        "run",
+        "--url",
+        &server.ws_url(),
+        "--proxy",
+        &proxy_url,
+        script.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(!describe(&output).contains("s3cr"), "{}", describe(&output));
+    let tunnel = within("the tunnel", tunnels.recv()).await.unwrap();
+    assert_eq!(
+        tunnel.request_line,
+        format!("CONNECT {} HTTP/1.1", server.addr())
+    );
+    assert_eq!(
+        tunnel.proxy_authorization.as_deref(),
+        Some("Basic YWxpY2U6czNjckB0")
+    );
 
     // `--no-proxy` and `--proxy ''` connect directly: the proxy sees nothing.
     send_round_trip(&server.ws_url(), &client_config(&["--no-proxy"])).await;
@@ -876,4 +960,82 @@ async fn the_sample_apps_https_callback_reaches_a_self_signed_server() {
     }
     received.sort();
     assert_eq!(received, ["echo:tls", "pushed:tls"]);
+}
+
+#[tokio::test]
+async fn a_stage_profile_drives_wsprobe_run() {
+    // The blog's sample app: routes by `message`, wants a bearer token and an API key.
+    let mut server = ServeProcess::start_with_env(
+        &[
+            "--quiet",
+            "--route-selection-expression",
+            "$request.body.message",
+        ],
+        &[
+            ("WSPROBE_SERVE_TOKENS", "t0k-secret"),
+            ("WSPROBE_SERVE_API_KEYS", "k1-secret"),
+        ],
+    );
+    let dir = ProfileDir::new(&format!(
+        "[stages.dev]\nurl = \"{}\"\nauth = \"Bearer env:DEV_TOKEN\"\napi_key = \"env:DEV_KEY\"\nroute_field = \"message\"\n",
+        server.ws_url
+    ));
+    std::fs::write(dir.work().join("echo.wsp"), ECHO_SCRIPT).unwrap();
+    // For the run that must fail: the gateway's Forbidden frame is not the echo.
+    std::fs::write(
+        dir.work().join("forbidden.wsp"),
+        "connect\nsend send \"over the stage\"\nexpect json $.message == \"Forbidden\" within 1s\n",
+    )
+    .unwrap();
+    let in_dir = |command: &mut std::process::Command| {
+        command
+            .current_dir(dir.work())
+            .env("HOME", dir.root.path().join("home"))
+            .env("XDG_CONFIG_HOME", dir.root.path().join("config"))
+            .env("DEV_TOKEN", "t0k-secret")
+            .env("DEV_KEY", "k1-secret");
+    };
+
+    let output = run_binary_with(&["run", "--stage", "dev", "echo.wsp"], in_dir).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        !describe(&output).contains("t0k-secret"),
+        "{}",
+        describe(&output)
+    );
+
+    // A flag wins over the profile: a wrong token is refused (exit 3).
+    let output = run_binary_with(
+        &[
+            "run",
+            "--stage",
+            "dev",
+            "--auth",
+            "Bearer wrong",
+            "echo.wsp",
+        ],
+        in_dir,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+
+    // So does a route field given on the command line, even the default one: `action`
+    // is not this app's, so the message matches no route.
+    let output = run_binary_with(
+        &[
+            "run",
+            "--stage",
+            "dev",
+            "--route-field",
+            "action",
+            "forbidden.wsp",
+        ],
+        in_dir,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let output = run_binary_with(&["run", "--stage", "dev", "forbidden.wsp"], in_dir).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0));
 }
