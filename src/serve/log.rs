@@ -383,6 +383,35 @@ mod tests {
     }
 
     #[test]
+    fn integration_lines_say_what_the_handler_did() {
+        let failed = ServeEvent::Integration {
+            connection_id: "QrStUvWxYzAbCdE=".into(),
+            request_id: "FgHiJkLmNoPqRsT=".into(),
+            route_key: "send".into(),
+            status_code: None,
+            error: Some("the handler failed: boom".into()),
+            duration: Duration::from_millis(3),
+        };
+        assert_eq!(
+            format_line(LogFormat::Plain, at(), &failed),
+            "2024-11-11T11:35:24.553Z INTEGRATION requestId=FgHiJkLmNoPqRsT= connectionId=QrStUvWxYzAbCdE= routeKey=send statusCode=- error=\"the handler failed: boom\" duration=3.000ms"
+        );
+        let answered = ServeEvent::Integration {
+            connection_id: "QrStUvWxYzAbCdE=".into(),
+            request_id: "FgHiJkLmNoPqRsT=".into(),
+            route_key: "$connect".into(),
+            status_code: Some(401),
+            error: None,
+            duration: Duration::from_millis(3),
+        };
+        let line = format_line(LogFormat::Json, at(), &answered);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["event"], "INTEGRATION");
+        assert_eq!(value["statusCode"], 401);
+        assert_eq!(value["error"], serde_json::Value::Null);
+    }
+
+    #[test]
     fn json_lines_are_objects() {
         let event = ServeEvent::Message {
             connection_id: "QrStUvWxYzAbCdE=".into(),
