@@ -661,6 +661,20 @@ url = "wss://xyz.execute-api.eu-west-1.amazonaws.com/prod"
     }
 
     #[test]
+    fn a_proxy_with_a_password_is_a_secret_and_one_without_is_not() {
+        let plain = "[stages.dev]\nproxy = \"http://proxy.corp:3128\"\n";
+        let profile = parse_at(plain, "dev", &[]).unwrap();
+        assert_eq!(profile.proxy.unwrap().expose(), "http://proxy.corp:3128");
+        let with_password = "[stages.dev]\nproxy = \"http://u:pw@proxy.corp:3128\"\n";
+        let error = parse_at(with_password, "dev", &[]).unwrap_err();
+        assert_eq!(error.location, "conf/wsprobe.toml:2:9");
+        assert!(!error.to_string().contains("pw@"), "{error}");
+        let from_env = "[stages.dev]\nproxy = \"env:CORP_PROXY\"\n";
+        let profile = parse_at(from_env, "dev", &[("CORP_PROXY", "http://u:pw@p:1")]).unwrap();
+        assert_eq!(profile.proxy.unwrap().expose(), "http://u:pw@p:1");
+    }
+
+    #[test]
     fn an_unknown_stage_lists_the_known_ones() {
         let error = parse_at(FILE, "staging", &[]).unwrap_err();
         assert_eq!(error.location, "conf/wsprobe.toml");
