@@ -152,7 +152,7 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = EchoPolicy::Body)]
     pub echo: EchoPolicy,
 
-    /// HTTP CONNECT proxy for every connection, loopback included: http://[USER:PASS@]HOST:PORT
+    /// HTTP CONNECT proxy for every connection, loopback included: http://HOST:PORT or http://USER:PASS@HOST:PORT
     /// (overrides HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY; '' connects directly)
     #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
     pub proxy: Option<Secret>,
@@ -403,8 +403,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast|whoami|lambda[:URL] ($default=… sets the
-    /// default route; $connect and $disconnect take lambda only), repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast|whoami|lambda|lambda:URL ($default=… sets
+    /// the default route; $connect and $disconnect take lambda only), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
 
