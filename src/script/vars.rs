@@ -1,5 +1,5 @@
-//! Where `${NAME}` gets its value in a script run — `--var`, then captures, then the
-//! environment — and which values are secrets to redact from every output.
+//! Where `${NAME}` gets its value in a script run — a capture made earlier in the file,
+//! then `--var`, then the environment — and which values are secrets to redact from every output.
 
 use std::collections::HashMap;
 
@@ -73,9 +73,10 @@ impl Vars {
 
 impl Variables for Vars {
     fn get(&self, name: &str) -> Option<String> {
-        self.cli
+        // A capture is the script's own, later word on a name, so it wins over `--var`.
+        self.captures
             .get(name)
-            .or_else(|| self.captures.get(name))
+            .or_else(|| self.cli.get(name))
             .cloned()
             .or_else(|| self.environment_value(name))
     }
@@ -155,12 +156,13 @@ mod tests {
     }
 
     #[test]
-    fn cli_values_win_over_captures() {
+    fn captures_win_over_cli_values() {
         let mut vars =
             Vars::without_environment(HashMap::from([("ID".to_owned(), "from-var".to_owned())]));
         vars.capture("ID", "captured".into());
         vars.capture("OTHER", "captured".into());
-        assert_eq!(vars.get("ID").as_deref(), Some("from-var"));
+        assert_eq!(vars.get("ID").as_deref(), Some("captured"));
+        assert_eq!(vars.for_next_file().get("ID").as_deref(), Some("from-var"));
         assert_eq!(vars.get("OTHER").as_deref(), Some("captured"));
         assert_eq!(vars.get("MISSING"), None);
         assert_eq!(vars.for_next_file().get("OTHER"), None);
