@@ -213,7 +213,8 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub pretty: bool,
 
-    /// History file (default: wsprobe/history in the user's data directory)
+    /// History file (default: wsprobe/history in the user's data directory; with --stage
+    /// NAME, wsprobe/history-NAME)
     #[arg(long, value_name = "FILE")]
     pub history_file: Option<PathBuf>,
 }

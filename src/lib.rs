@@ -40,7 +40,11 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     // A stage profile (`--stage`) fills the URL and connection options the user left out.
     match cli.command {
         Command::Connect(mut args) => {
-            profile::apply(&mut args.connection, &mut args.url, &cli.given)?;
+            let stage = profile::apply(&mut args.connection, &mut args.url, &cli.given)?;
+            if let (Some(stage), None) = (&stage, &args.history_file) {
+                // Each stage keeps its own REPL history.
+                args.history_file = profile::history_file(&stage.name);
+            }
             repl::run(args, context).await
         }
         Command::Run(mut args) => {

@@ -1039,3 +1039,106 @@ async fn a_stage_profile_drives_wsprobe_run() {
     server.signal("TERM");
     assert_eq!(server.wait_exit(), Some(0));
 }
+
+#[tokio::test]
+async fn a_stage_profile_drives_wsprobe_connect_over_wss() {
+    // A TLS stage of the blog's sample app: its certificate next to the profile (a
+    // relative `cacert`), a bearer token from the environment, the `message` route field.
+    let dir = ProfileDir::new("");
+    let cert = dir.work().join("local.pem");
+    let mut server = ServeProcess::start_with_env(
+        &[
+            "--quiet",
+            "--route-selection-expression",
+            "$request.body.message",
+            "--tls-self-signed",
+            cert.to_str().unwrap(),
+        ],
+        &[("WSPROBE_SERVE_TOKENS", "t0k-secret")],
+    );
+    std::fs::write(
+        dir.work().join("wsprobe.toml"),
+        format!(
+            "[stages.dev]\nurl = \"{}\"\ncacert = \"local.pem\"\nauth = \"Bearer env:DEV_TOKEN\"\nroute_field = \"message\"\n",
+            server.ws_url
+        ),
+    )
+    .unwrap();
+    let output = dir
+        .wsprobe(&[
+            "connect",
+            "--stage",
+            "dev",
+            "-w",
+            "0",
+            "-x",
+            r#"/send send "Hello World!""#,
+            "-x",
+            r#"/expect json "Hello World!" within 5s"#,
+        ])
+        .env("DEV_TOKEN", "t0k-secret")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("\"Hello World!\""), "{}", describe(&output));
+    assert!(
+        !describe(&output).contains("t0k-secret"),
+        "{}",
+        describe(&output)
+    );
+
+    // Without the token (the variable unset) the profile is refused before connecting.
+    let output = dir
+        .wsprobe(&["connect", "--stage", "dev", "-w", "0", "-x", "/quit"])
+        .env_remove("DEV_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0));
+}
+
+#[test]
+fn each_stage_keeps_its_own_repl_history() {
+    use expectrl::{ControlCode, Expect as _};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(crate::support::spawn_default_server());
+    let dir = ProfileDir::new(&format!("[stages.dev]\nurl = \"{}\"\n", server.ws_url()));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+    command
+        .args(["connect", "--stage", "dev"])
+        .current_dir(dir.work())
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .env("HOME", dir.root.path().join("home"))
+        .env("XDG_CONFIG_HOME", dir.root.path().join("config"))
+        .env("XDG_DATA_HOME", dir.root.path().join("data"))
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
+        .env_remove("WSPROBE_STAGE");
+    let mut pty = expectrl::Session::spawn(command).expect("spawning in a pty");
+    pty.set_expect_timeout(Some(TIMEOUT));
+    pty.expect("connected to").expect("the connect line");
+    pty.expect("> ").expect("the prompt");
+    pty.send_line(r#"/send send "remember me""#).unwrap();
+    pty.expect("✓ echo").expect("the echo check");
+    pty.send(ControlCode::EndOfTransmission).unwrap();
+    pty.expect(expectrl::Eof).expect("wsprobe exits");
+    let history = dir
+        .root
+        .path()
+        .join("data")
+        .join("wsprobe")
+        .join("history-dev");
+    let saved = std::fs::read_to_string(&history).expect("the stage's history file");
+    assert!(saved.contains(r#"/send send "remember me""#), "{saved}");
+    assert!(
+        !dir.root
+            .path()
+            .join("data")
+            .join("wsprobe")
+            .join("history")
+            .exists()
+    );
+}
