@@ -134,6 +134,22 @@ pub struct ConnectionArgs {
     /// What the echo of a route-tagged send looks like
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = EchoPolicy::Body)]
     pub echo: EchoPolicy,
+
+    /// Sign the handshake (and @connections calls) with AWS SigV4 for service execute-api, as IAM-protected stages require
+    #[arg(long)]
+    pub sigv4: bool,
+
+    /// Sign with a presigned URL (SigV4 in the query string) instead of headers
+    #[arg(long)]
+    pub sigv4_query: bool,
+
+    /// AWS region to sign for (default: from an execute-api host, AWS_REGION, or the profile)
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Profile of ~/.aws/credentials and ~/.aws/config to sign with (default: AWS_PROFILE, then `default`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `wsprobe connect`.
@@ -390,6 +406,16 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Require a SigV4 signature (service execute-api) by this key on $connect and @connections (403 otherwise), repeatable
+    #[arg(
+        long = "iam-key",
+        value_name = "ACCESS_KEY:SECRET",
+        env = "WSPROBE_SERVE_IAM_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub iam_keys: Vec<Secret>,
 
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]

@@ -4,6 +4,7 @@
 //! front-end ([`repl`], [`script`], [`load`]) → report. [`serve`] is the bundled reference
 //! backend. Everything lives in the library so tests can run a whole job in-process.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod command;
