@@ -8,6 +8,7 @@
 //! [`ConnectError::Rejected`] and, for the whole of it, [`ConnectError::Timeout`].
 
 mod error;
+pub mod http;
 mod proxy;
 mod stream;
 mod tls;
@@ -429,55 +430,9 @@ async fn open(
     config: &ClientConfig,
     started: Instant,
 ) -> Result<Connection, ConnectError> {
-    let invalid = |reason: &str| ConnectError::InvalidUrl {
-        url: redacted_url(url),
-        reason: reason.to_owned(),
-    };
-    let secure = match url.scheme() {
-        "ws" => false,
-        "wss" => true,
-        _ => return Err(invalid("only ws:// and wss:// URLs can be opened")),
-    };
-    let host = url.host().ok_or_else(|| invalid("it has no host"))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| invalid("it has no port"))?;
     // Built first: a request that cannot be made should not cost a connection.
     let request = build_request(url, config)?;
-
-    let (tcp, peer) = match config.proxy.as_ref().and_then(|p| p.for_url(url)) {
-        None => {
-            let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
-            let left = config.connect_timeout.saturating_sub(started.elapsed());
-            connect_tcp(&addresses, &host, port, left).await?
-        }
-        Some(via) => {
-            // The proxy resolves the server's name; we only resolve the proxy's.
-            let proxy_host = match via.host.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V4(ip)) => Host::Ipv4(ip),
-                Ok(std::net::IpAddr::V6(ip)) => Host::Ipv6(ip),
-                Err(_) => Host::Domain(via.host.as_str()),
-            };
-            let addresses = resolve(&proxy_host, via.port, config.dns_cache.as_ref()).await?;
-            let left = config.connect_timeout.saturating_sub(started.elapsed());
-            let (mut tcp, peer) = connect_tcp(&addresses, &proxy_host, via.port, left).await?;
-            let target = match &host {
-                Host::Domain(name) => (*name).to_owned(),
-                Host::Ipv4(ip) => ip.to_string(),
-                Host::Ipv6(ip) => ip.to_string(),
-            };
-            proxy::open_tunnel(&mut tcp, via, &target, port).await?;
-            (tcp, peer)
-        }
-    };
-    // Small frames (pings, echoes) must leave at once, not wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-
-    let transport = if secure {
-        Transport::Tls(Box::new(handshake_tls(tcp, &host, config).await?))
-    } else {
-        Transport::Plain(tcp)
-    };
+    let (transport, peer) = open_transport(url, config, started).await?;
     let (give_back, handed_back) = oneshot::channel();
     let stream = Stream::handing_back(transport, give_back);
 
@@ -521,6 +476,68 @@ async fn open(
         subprotocol,
         connect_time: started.elapsed(),
     })
+}
+
+/// Opens the byte stream to `url`'s host: DNS, TCP (directly or through a proxy tunnel)
+/// and TLS for `wss://` and `https://`, within what is left of `config.connect_timeout`.
+/// Shared by the WebSocket handshake and the HTTP client ([`http`]).
+pub(crate) async fn open_transport(
+    url: &Url,
+    config: &ClientConfig,
+    started: Instant,
+) -> Result<(Transport, SocketAddr), ConnectError> {
+    let invalid = |reason: &str| ConnectError::InvalidUrl {
+        url: redacted_url(url),
+        reason: reason.to_owned(),
+    };
+    let secure = match url.scheme() {
+        "ws" | "http" => false,
+        "wss" | "https" => true,
+        _ => {
+            return Err(invalid(
+                "only ws://, wss://, http:// and https:// URLs can be opened",
+            ));
+        }
+    };
+    let host = url.host().ok_or_else(|| invalid("it has no host"))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| invalid("it has no port"))?;
+
+    let (tcp, peer) = match config.proxy.as_ref().and_then(|p| p.for_url(url)) {
+        None => {
+            let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            connect_tcp(&addresses, &host, port, left).await?
+        }
+        Some(via) => {
+            // The proxy resolves the server's name; we only resolve the proxy's.
+            let proxy_host = match via.host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => Host::Ipv4(ip),
+                Ok(std::net::IpAddr::V6(ip)) => Host::Ipv6(ip),
+                Err(_) => Host::Domain(via.host.as_str()),
+            };
+            let addresses = resolve(&proxy_host, via.port, config.dns_cache.as_ref()).await?;
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            let (mut tcp, peer) = connect_tcp(&addresses, &proxy_host, via.port, left).await?;
+            let target = match &host {
+                Host::Domain(name) => (*name).to_owned(),
+                Host::Ipv4(ip) => ip.to_string(),
+                Host::Ipv6(ip) => ip.to_string(),
+            };
+            proxy::open_tunnel(&mut tcp, via, &target, port).await?;
+            (tcp, peer)
+        }
+    };
+    // Small frames (pings, echoes) must leave at once, not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+
+    let transport = if secure {
+        Transport::Tls(Box::new(handshake_tls(tcp, &host, config).await?))
+    } else {
+        Transport::Plain(tcp)
+    };
+    Ok((transport, peer))
 }
 
 async fn resolve(

@@ -1318,3 +1318,74 @@ fn loopback_never_goes_through_an_environment_proxy() {
     let remote = client::parse_url("wss://abc.execute-api.eu-west-1.amazonaws.com/dev").unwrap();
     assert!(settings.for_url(&remote).is_some());
 }
+
+mod management_http {
+    //! The HTTP client used for `@connections` calls, against the real `serve`.
+
+    use tokio_tungstenite::tungstenite::http::{HeaderMap, Method};
+    use wsprobe::client::ClientConfig;
+    use wsprobe::client::http::request;
+
+    use crate::support::{connect_and_id, expect_close, next_text, spawn_default_server, within};
+
+    #[tokio::test]
+    async fn post_get_and_delete_reach_the_connection_then_it_is_gone() {
+        let server = spawn_default_server().await;
+        let (mut ws, id) = connect_and_id(&server).await;
+        let url = url::Url::parse(&format!("{}/{id}", server.connections_url())).unwrap();
+        let config = ClientConfig::default();
+
+        let posted = request(Method::POST, &url, HeaderMap::new(), "pushed", &config)
+            .await
+            .expect("POST answered");
+        assert_eq!((posted.status, posted.text()), (200, String::new()));
+        assert_eq!(next_text(&mut ws).await, "pushed");
+
+        let got = request(Method::GET, &url, HeaderMap::new(), "", &config)
+            .await
+            .expect("GET answered");
+        assert!(got.is_success());
+        let info: serde_json::Value = serde_json::from_slice(&got.body).expect("JSON body");
+        assert!(
+            info["connectedAt"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{info}"
+        );
+        assert_eq!(info["identity"]["sourceIp"], "127.0.0.1");
+
+        let deleted = request(Method::DELETE, &url, HeaderMap::new(), "", &config)
+            .await
+            .expect("DELETE answered");
+        assert_eq!(deleted.status, 204);
+        assert_eq!(within("close", expect_close(&mut ws)).await.0, 1000);
+
+        let gone = request(Method::POST, &url, HeaderMap::new(), "late", &config)
+            .await
+            .expect("POST answered");
+        assert_eq!(gone.status, 410);
+        assert_eq!(gone.reason, "Gone");
+        assert_eq!(gone.aws_error_type(), Some("GoneException"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = url::Url::parse(&format!("http://127.0.0.1:{port}/dev/@connections/x")).unwrap();
+        let error = request(
+            Method::GET,
+            &url,
+            HeaderMap::new(),
+            "",
+            &ClientConfig::default(),
+        )
+        .await
+        .expect_err("nothing listens");
+        assert!(
+            matches!(error, wsprobe::client::ConnectError::Refused { .. }),
+            "{error:?}"
+        );
+    }
+}
