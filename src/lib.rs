@@ -12,6 +12,7 @@ pub mod error;
 pub mod error_reporting;
 pub mod exit;
 pub mod load;
+pub mod manage;
 pub mod message;
 pub mod repl;
 pub mod script;
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Run(args) => script::run(args, context).await,
         Command::Load(args) => load::run(args, context).await,
         Command::Serve(args) => serve::run(args, context).await,
+        Command::Manage(args) => manage::run(args, context).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
