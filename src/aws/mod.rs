@@ -21,7 +21,8 @@ pub const SERVICE: &str = "execute-api";
 
 /// The signer the connection options ask for: `None` without `--sigv4`/`--sigv4-query`.
 /// Credentials are read here, once; a missing key or profile is a usage error that names
-/// the profile and the files, never a key.
+/// the profile and the files, never a key. `--sigv4` (headers) with an `Authorization` of
+/// the user's is a usage error too, as the signature would replace it.
 pub fn signer_from_args(args: &ConnectionArgs) -> Result<Option<Signer>, crate::Error> {
     if !args.sigv4 && !args.sigv4_query {
         if args.region.is_some() || args.profile.is_some() {
@@ -30,6 +31,17 @@ pub fn signer_from_args(args: &ConnectionArgs) -> Result<Option<Signer>, crate::
             ));
         }
         return Ok(None);
+    }
+    let authorization_given = args.auth.is_some()
+        || args
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("authorization"));
+    if args.sigv4 && !args.sigv4_query && authorization_given {
+        return Err(crate::Error::usage(
+            "--sigv4 puts the signature in the Authorization header, which --auth (or WSPROBE_AUTH, \
+             or -H Authorization) also sets; use --sigv4-query to send both",
+        ));
     }
     if let Some(region) = &args.region {
         if !is_region_name(region) {

@@ -669,6 +669,17 @@ async fn manage_explains_missing_credentials_and_regions() {
     assert_eq!(run.code, Some(3), "{}", run.all());
     assert_no_secret(&run);
 
+    // --sigv4 would replace the user's Authorization header: a usage error.
+    let run = wsprobe(
+        &[
+            "manage", "get", "abc=", "--url", &url, "--sigv4", "--auth", "Bearer x",
+        ],
+        &keys_only,
+    )
+    .await;
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(run.stderr.contains("--sigv4-query"), "{}", run.stderr);
+
     // --region without --sigv4 is a usage error.
     let run = wsprobe(
         &[
