@@ -575,6 +575,17 @@ mod tests {
             set(authorization.replace("SignedHeaders=host;", "SignedHeaders=")),
             Err(Rejection::Malformed(_))
         ));
+        for odd in [
+            "host;bad header;x-amz-date",
+            "host;x-amz-date;\u{e9}",
+            "host;;;x-amz-date;:",
+        ] {
+            // Refused, whichever way: never a panic.
+            assert!(
+                set(authorization.replace("host;x-amz-date", odd)).is_err(),
+                "{odd}"
+            );
+        }
         assert!(matches!(
             set("AWS4-HMAC-SHA256 Credential=x".into()),
             Err(Rejection::Malformed(_))
