@@ -176,8 +176,8 @@ pub struct ConnectArgs {
     #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
     pub execute: Vec<String>,
 
-    /// With -x or piped input: how long to wait for messages before exiting
-    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = values::parse_duration)]
+    /// With -x or piped input: how long to wait for messages before exiting (0: leave as soon as echo checks settle)
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger)]
     pub wait: Duration,
 
     /// How long an echo check waits for the echo
@@ -199,6 +199,15 @@ pub struct ConnectArgs {
     /// History file (default: wsprobe/history in the user's data directory)
     #[arg(long, value_name = "FILE")]
     pub history_file: Option<PathBuf>,
+}
+
+/// `-w`: a duration, where a bare `0` (no wait at all) needs no unit.
+fn parse_linger(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        values::parse_duration(text)
+    }
 }
 
 /// A `--report FORMAT=PATH` of `wsprobe run`.
@@ -248,6 +257,11 @@ pub struct RunArgs {
     /// Default wait of an expectation without `within`
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
     pub timeout: Duration,
+
+    /// Base URL of the @connections API for post/get/delete (default: derived from the
+    /// connection's URL, e.g. ws://host/dev -> http://host/dev/@connections)
+    #[arg(long, value_name = "URL")]
+    pub management_url: Option<String>,
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -423,7 +437,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast ($default=… sets the default route), repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast|whoami ($default=… sets the default route), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
 
@@ -482,6 +496,13 @@ mod tests {
     fn definitions_are_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn linger_accepts_a_bare_zero() {
+        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_linger("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_linger("5").is_err());
     }
 
     #[test]
