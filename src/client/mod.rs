@@ -308,6 +308,19 @@ fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectErr
     }
     // Last, so the signature covers the request as it will be sent.
     if let Some(signer) = &config.signer {
+        let user_authorization = config.auth.is_some()
+            || !url.username().is_empty()
+            || config
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("authorization"));
+        if signer.mode() == crate::aws::SignatureMode::Headers && user_authorization {
+            return Err(other(
+                "--sigv4 signs in the Authorization header, which an auth option also sets; \
+                 sign with --sigv4-query to send both"
+                    .into(),
+            ));
+        }
         signer.sign(&mut request, b"").map_err(|e| match e {
             crate::aws::SignError::NoRegion { .. } => ConnectError::InvalidUrl {
                 url: redacted_url(url),

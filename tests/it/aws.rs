@@ -696,3 +696,90 @@ async fn manage_explains_missing_credentials_and_regions() {
     .await;
     assert_eq!(run.code, Some(2), "{}", run.all());
 }
+
+/// The environment of a child signing with keys from variables.
+fn key_env() -> Vec<(String, String)> {
+    vec![
+        ("HOME".to_owned(), "/nonexistent-wsprobe-home".to_owned()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), SECRET.to_owned()),
+        ("AWS_SESSION_TOKEN".to_owned(), SESSION_TOKEN.to_owned()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_signs_the_upgrade() {
+    let server = spawn_server(iam_config()).await;
+    let url = server.ws_url();
+    let env = key_env();
+    for flag in ["--sigv4", "--sigv4-query"] {
+        let run = wsprobe(
+            &[
+                "connect",
+                &url,
+                flag,
+                "-x",
+                r#"/send send "signed""#,
+                "-w",
+                "200ms",
+            ],
+            &env,
+        )
+        .await;
+        assert_eq!(run.code, Some(0), "{flag}: {}", run.all());
+        assert!(run.stdout.contains(r#""signed""#), "{}", run.stdout);
+        assert_no_secret(&run);
+    }
+    let run = wsprobe(&["connect", &url, "-x", "hello", "-w", "200ms"], &env).await;
+    assert_eq!(run.code, Some(3), "{}", run.all());
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_scripts_sign_the_upgrade_and_their_management_calls() {
+    let server = spawn_server(iam_config()).await;
+    let mut events = server.events();
+    let config = config_with(signer(SignatureMode::Headers, SECRET, None));
+    let mut target = open(&server, &config).await.expect("a signed connect");
+    let id = next_connection_id(&mut events).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = dir.path().join("signed.wsp");
+    std::fs::write(
+        &script,
+        "connect ${WS_URL}\nsend send \"hi\"\nexpect echo\n\
+         post ${TARGET} from-the-script\nexpect status 200\n\
+         get ${TARGET}\nexpect status 200\nexpect response json $.connectedAt exists\n",
+    )
+    .expect("writing the script");
+    let script = script.display().to_string();
+    let url = server.ws_url();
+    let target_var = format!("TARGET={id}");
+    for flag in ["--sigv4", "--sigv4-query"] {
+        let run = wsprobe(
+            &["run", &script, "--url", &url, "--var", &target_var, flag],
+            &key_env(),
+        )
+        .await;
+        assert_eq!(run.code, Some(0), "{flag}: {}", run.all());
+        assert_no_secret(&run);
+        let received = within("the posted message", async {
+            loop {
+                match target.stream.next().await {
+                    Some(Ok(Message::Text(text))) => return text.to_string(),
+                    Some(Ok(_)) => continue,
+                    other => panic!("no message: {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(received, "from-the-script");
+    }
+    // Unsigned, the script cannot even connect.
+    let run = wsprobe(
+        &["run", &script, "--url", &url, "--var", &target_var],
+        &key_env(),
+    )
+    .await;
+    assert_ne!(run.code, Some(0), "{}", run.all());
+}
