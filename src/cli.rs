@@ -68,6 +68,8 @@ pub enum Command {
     Load(LoadArgs),
     /// Run the reference backend: an API Gateway WebSocket stage with the sample echo app
     Serve(ServeArgs),
+    /// One @connections call: post data to a connection, get its details, or delete it
+    Manage(ManageArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -169,6 +171,22 @@ pub struct ConnectionArgs {
     /// user's config directory)
     #[arg(long = "config", value_name = "FILE", env = "WSPROBE_CONFIG")]
     pub config_file: Option<PathBuf>,
+
+    /// Sign the handshake (and @connections calls) with AWS SigV4 for service execute-api, as IAM-protected stages require
+    #[arg(long)]
+    pub sigv4: bool,
+
+    /// Sign with a presigned URL (SigV4 in the query string) instead of headers
+    #[arg(long)]
+    pub sigv4_query: bool,
+
+    /// AWS region to sign for (default: from an execute-api host, AWS_REGION, or the profile)
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Profile of ~/.aws/credentials and ~/.aws/config to sign with (default: AWS_PROFILE, then `default`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `wsprobe connect`.
@@ -357,6 +375,57 @@ pub struct LoadArgs {
     pub no_progress: bool,
 }
 
+/// An `@connections` call of `wsprobe manage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManageAction {
+    /// PostToConnection: send DATA to the client
+    Post,
+    /// GetConnection: when it connected, from where, when it was last active
+    Get,
+    /// DeleteConnection: close the connection
+    Delete,
+}
+
+/// `wsprobe manage`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The URL is the stage (ws:// or wss://, as for connect) or its management endpoint
+(http(s)://HOST/STAGE or http(s)://HOST/STAGE/@connections).
+
+Examples:
+  wsprobe manage post R0oXAdfD0kwCH6w= '{\"hello\":1}' --url ws://127.0.0.1:8080/dev
+  echo hi | wsprobe manage post R0oXAdfD0kwCH6w= --url wss://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4
+  wsprobe manage get R0oXAdfD0kwCH6w= --url https://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4 --profile dev
+  wsprobe manage delete R0oXAdfD0kwCH6w= --url ws://127.0.0.1:8080/dev
+
+Exit codes: 0 on a 2xx answer, 1 on any other status (e.g. 410 GoneException), 3 if the
+endpoint cannot be reached.")]
+pub struct ManageArgs {
+    /// post, get or delete
+    #[arg(value_name = "ACTION", value_enum)]
+    pub action: ManageAction,
+
+    /// The connection id, e.g. R0oXAdfD0kwCH6w= (it may start with `-`)
+    #[arg(value_name = "CONNECTION_ID", allow_hyphen_values = true)]
+    pub connection_id: String,
+
+    /// For post: the data to send (without it, standard input is sent)
+    #[arg(value_name = "DATA", allow_hyphen_values = true)]
+    pub data: Option<String>,
+
+    /// The stage URL or its @connections endpoint (may come from --stage instead)
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "stage",
+        default_value = ""
+    )]
+    pub url: String,
+
+    #[command(flatten, next_help_heading = "Connection options")]
+    pub connection: ConnectionArgs,
+}
+
 /// What `serve` does with a message no route matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DefaultRoute {
@@ -472,6 +541,16 @@ pub struct ServeArgs {
         conflicts_with_all = ["tls_cert", "tls_key"]
     )]
     pub tls_self_signed: Option<Option<PathBuf>>,
+
+    /// Require a SigV4 signature (service execute-api) by this key on $connect and @connections (403 otherwise), repeatable
+    #[arg(
+        long = "iam-key",
+        value_name = "ACCESS_KEY:SECRET",
+        env = "WSPROBE_SERVE_IAM_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub iam_keys: Vec<Secret>,
 
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]

@@ -4,6 +4,7 @@
 //! front-end ([`repl`], [`script`], [`load`]) → report. [`serve`] is the bundled reference
 //! backend. Everything lives in the library so tests can run a whole job in-process.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod command;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod error_reporting;
 pub mod exit;
 pub mod load;
+pub mod manage;
 pub mod message;
 pub mod profile;
 pub mod repl;
@@ -58,6 +60,12 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
             load::run(args, context).await
         }
         Command::Serve(args) => serve::run(args, context).await,
+        Command::Manage(mut args) => {
+            let mut url = Some(args.url.clone()).filter(|url| !url.is_empty());
+            profile::apply(&mut args.connection, &mut url, &cli.given)?;
+            args.url = url.unwrap_or_default();
+            manage::run(args, context).await
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

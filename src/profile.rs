@@ -241,6 +241,22 @@ fn merge(
     if args.proxy.is_none() && !args.no_proxy {
         args.proxy.clone_from(&profile.proxy);
     }
+    if let Some(sigv4) = profile.sigv4 {
+        if !given.contains("sigv4", args.sigv4) {
+            args.sigv4 = sigv4;
+        }
+    }
+    if let Some(query) = profile.sigv4_query {
+        if !given.contains("sigv4_query", args.sigv4_query) {
+            args.sigv4_query = query;
+        }
+    }
+    if args.region.is_none() {
+        args.region.clone_from(&profile.region);
+    }
+    if args.profile.is_none() {
+        args.profile.clone_from(&profile.aws_profile);
+    }
 }
 
 /// The profile file to read: `explicit` (`--config`), else `./wsprobe.toml`, else
@@ -740,6 +756,9 @@ url = "wss://xyz.execute-api.eu-west-1.amazonaws.com/prod"
         assert_eq!(defaults.route_field, "message");
         assert_eq!(defaults.connect_timeout, Duration::from_secs(3));
         assert_eq!(defaults.cacert, Some(PathBuf::from("conf/certs/ca.pem")));
+        assert!(defaults.sigv4);
+        assert_eq!(defaults.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(defaults.profile.as_deref(), Some("dev-admin"));
 
         // Parsed without sources: values equal to the defaults count as not given.
         let (mut unknown, _) = args(&["--route-field", "action"]);

@@ -1142,3 +1142,51 @@ fn each_stage_keeps_its_own_repl_history() {
             .exists()
     );
 }
+
+#[tokio::test]
+async fn a_stage_profile_signs_for_an_iam_stage() {
+    let mut server = ServeProcess::start(&["--quiet", "--iam-key", "AKIDSTAGE:stage-secret"]);
+    let dir = ProfileDir::new(&format!(
+        "[stages.iam]\nurl = \"{url}\"\nsigv4 = true\nregion = \"us-east-1\"\n\n[stages.unsigned]\nurl = \"{url}\"\n",
+        url = server.ws_url
+    ));
+    std::fs::write(dir.work().join("echo.wsp"), ECHO_SCRIPT).unwrap();
+    let home = dir.root.path().join("home");
+    // Only these variables: credentials from the environment, no real ~/.aws.
+    let aws_env = |command: &mut std::process::Command| {
+        command
+            .env_clear()
+            .current_dir(dir.work())
+            .env("NO_COLOR", "1")
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", dir.root.path().join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
+            .env("AWS_CONFIG_FILE", home.join("no-config"))
+            .env("AWS_ACCESS_KEY_ID", "AKIDSTAGE")
+            .env("AWS_SECRET_ACCESS_KEY", "stage-secret");
+    };
+    let output = run_binary_with(&["run", "--stage", "iam", "echo.wsp"], aws_env).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        !describe(&output).contains("stage-secret"),
+        "{}",
+        describe(&output)
+    );
+    let output = run_binary_with(&["run", "--stage", "unsigned", "echo.wsp"], aws_env).await;
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    // `manage` takes its URL and signing from the stage too: signed, the id is just gone.
+    let output = run_binary_with(
+        &["manage", "get", "NoSuchId0000000=", "--stage", "iam"],
+        aws_env,
+    )
+    .await;
+    assert!(describe(&output).contains("410"), "{}", describe(&output));
+    let output = run_binary_with(
+        &["manage", "get", "NoSuchId0000000=", "--stage", "unsigned"],
+        aws_env,
+    )
+    .await;
+    assert!(describe(&output).contains("403"), "{}", describe(&output));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0));
+}
