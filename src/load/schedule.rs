@@ -1,0 +1,165 @@
+//! When things are meant to happen, as pure arithmetic on microseconds since the start
+//! of the run: when each connection opens, and (open model) when each ping is due.
+//!
+//! The open model's timetable interleaves the connections on one global clock: global
+//! slot `k` is due at `k / rate`, and belongs to connection `k % connections`. So slot
+//! `i` of connection `c` is due at `start + offset_c + i / rate_c`, with
+//! `rate_c = rate / connections` and `offset_c = c / rate`: the connections together
+//! send at exactly `rate`, evenly spread. Latency is measured from the due time, not
+//! from when the send happened (no coordinated omission): a connection that falls
+//! behind sends late, and the wait counts.
+
+use std::time::Duration;
+
+/// The open model's fixed timetable.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timetable {
+    /// Number of connections sharing the rate.
+    connections: u64,
+    /// Pings per second over all connections.
+    rate: f64,
+}
+
+impl Timetable {
+    /// A timetable for `rate` pings per second shared by `connections` (at least 1).
+    pub fn new(connections: usize, rate: f64) -> Self {
+        Self {
+            connections: connections.max(1) as u64,
+            rate,
+        }
+    }
+
+    /// The global slot number of slot `index` of `connection`.
+    pub fn global_slot(&self, connection: usize, index: u64) -> u64 {
+        index
+            .saturating_mul(self.connections)
+            .saturating_add(connection as u64)
+    }
+
+    /// When slot `index` of `connection` is due, in µs since the start.
+    pub fn due_us(&self, connection: usize, index: u64) -> u64 {
+        self.global_due_us(self.global_slot(connection, index))
+    }
+
+    /// When global slot `slot` is due, in µs since the start.
+    pub fn global_due_us(&self, slot: u64) -> u64 {
+        (slot as f64 * 1e6 / self.rate).round() as u64
+    }
+
+    /// The first slot of `connection` due at or after `at_us`: where a connection that
+    /// opens late joins the timetable (the slots before it had no connection to go on).
+    pub fn first_slot_from(&self, connection: usize, at_us: u64) -> u64 {
+        let global = (at_us as f64 * self.rate / 1e6).ceil() as u64;
+        let mut index = global
+            .saturating_sub(connection as u64)
+            .div_ceil(self.connections);
+        // Float rounding may put us one slot early or late; settle it exactly.
+        while index > 0 && self.due_us(connection, index - 1) >= at_us {
+            index -= 1;
+        }
+        while self.due_us(connection, index) < at_us {
+            index += 1;
+        }
+        index
+    }
+
+    /// One slot period of the whole timetable, in µs.
+    pub fn period_us(&self) -> f64 {
+        1e6 / self.rate
+    }
+}
+
+/// When each connection opens: one every `interval`, the first at the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Openings {
+    interval: Duration,
+}
+
+impl Openings {
+    /// Openings at most `connect_rate` per second, spread over `ramp_up` when given:
+    /// the interval is the longer of `1 / connect_rate` and `ramp_up / connections`.
+    pub fn new(connections: usize, connect_rate: f64, ramp_up: Option<Duration>) -> Self {
+        let by_rate = Duration::from_secs_f64(1.0 / connect_rate);
+        let by_ramp = ramp_up
+            .map(|ramp| ramp / u32::try_from(connections.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or_default();
+        Self {
+            interval: by_rate.max(by_ramp),
+        }
+    }
+
+    /// When `connection` opens, since the start.
+    pub fn at(&self, connection: usize) -> Duration {
+        self.interval
+            .saturating_mul(u32::try_from(connection).unwrap_or(u32::MAX))
+    }
+
+    /// Time between two openings.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_interleave_on_one_clock() {
+        let timetable = Timetable::new(4, 1000.0);
+        // Every global slot 1 ms apart, round-robin over the connections.
+        let mut dues: Vec<u64> = (0..4)
+            .flat_map(|c| (0..3).map(move |i| (c, i)))
+            .map(|(c, i)| timetable.due_us(c, i))
+            .collect();
+        dues.sort_unstable();
+        assert_eq!(
+            dues,
+            (0..12).map(|k| k * 1000).collect::<Vec<_>>(),
+            "12 slots, evenly spread"
+        );
+        assert_eq!(timetable.due_us(1, 0), 1000);
+        assert_eq!(timetable.due_us(1, 1), 5000, "per connection: rate / 4");
+        assert_eq!(timetable.global_slot(3, 2), 11);
+        assert_eq!(timetable.period_us(), 1000.0);
+    }
+
+    #[test]
+    fn fractional_rates() {
+        let timetable = Timetable::new(3, 3.0);
+        assert_eq!(timetable.due_us(0, 1), 1_000_000);
+        assert_eq!(timetable.due_us(2, 0), 666_667);
+        let fast = Timetable::new(100, 20_000.0);
+        assert_eq!(fast.due_us(99, 199), 999_950);
+    }
+
+    #[test]
+    fn late_connections_join_at_their_next_slot() {
+        let timetable = Timetable::new(4, 1000.0);
+        assert_eq!(timetable.first_slot_from(0, 0), 0);
+        assert_eq!(timetable.first_slot_from(1, 0), 0);
+        assert_eq!(timetable.first_slot_from(1, 1000), 0, "due exactly then");
+        assert_eq!(timetable.first_slot_from(1, 1001), 1);
+        assert_eq!(timetable.first_slot_from(1, 5000), 1);
+        assert_eq!(timetable.first_slot_from(0, 123_456), 31);
+        for c in 0..4 {
+            for at in [0, 1, 999, 4000, 4001, 77_777] {
+                let index = timetable.first_slot_from(c, at);
+                assert!(timetable.due_us(c, index) >= at);
+                assert!(index == 0 || timetable.due_us(c, index - 1) < at);
+            }
+        }
+    }
+
+    #[test]
+    fn openings_follow_the_connect_rate_and_the_ramp_up() {
+        let plain = Openings::new(10, 100.0, None);
+        assert_eq!(plain.at(0), Duration::ZERO);
+        assert_eq!(plain.at(3), Duration::from_millis(30));
+        let ramp = Openings::new(10, 100.0, Some(Duration::from_secs(1)));
+        assert_eq!(ramp.interval(), Duration::from_millis(100));
+        // The ramp-up cannot make openings faster than the connect rate.
+        let capped = Openings::new(1000, 100.0, Some(Duration::from_secs(1)));
+        assert_eq!(capped.interval(), Duration::from_millis(10));
+    }
+}
