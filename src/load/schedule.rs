@@ -63,6 +63,13 @@ impl Timetable {
         index
     }
 
+    /// How many of the global slots `0..count` belong to `connection`.
+    pub fn share_of(&self, connection: usize, count: u64) -> u64 {
+        count
+            .saturating_sub(connection as u64)
+            .div_ceil(self.connections)
+    }
+
     /// One slot period of the whole timetable, in µs.
     pub fn period_us(&self) -> f64 {
         1e6 / self.rate
@@ -121,6 +128,13 @@ mod tests {
         assert_eq!(timetable.due_us(1, 0), 1000);
         assert_eq!(timetable.due_us(1, 1), 5000, "per connection: rate / 4");
         assert_eq!(timetable.global_slot(3, 2), 11);
+        assert_eq!(
+            (0..4)
+                .map(|c| timetable.share_of(c, 10))
+                .collect::<Vec<_>>(),
+            [3, 3, 2, 2]
+        );
+        assert_eq!(timetable.share_of(3, 2), 0);
         assert_eq!(timetable.period_us(), 1000.0);
     }
 

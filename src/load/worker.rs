@@ -162,13 +162,20 @@ impl Worker<'_> {
             return Flow::Continue;
         };
         let mut slot = timetable.first_slot_from(self.index, self.shared.stats.now_us());
+        // With -n, each connection sends its share of the count even when it opened
+        // after its first slots: it joins the timetable where it stands and sends on.
+        let quota = match limit {
+            Limit::Count(count) => timetable.share_of(self.index, count),
+            Limit::Duration(_) => u64::MAX,
+        };
+        let mut sent = 0;
         let sleep = sleep_until(self.shared.at(timetable.due_us(self.index, slot)));
         tokio::pin!(sleep);
         loop {
             let due_us = timetable.due_us(self.index, slot);
             let within_limit = match limit {
                 Limit::Duration(duration) => Duration::from_micros(due_us) < duration,
-                Limit::Count(count) => timetable.global_slot(self.index, slot) < count,
+                Limit::Count(_) => sent < quota,
             };
             if !within_limit {
                 return Flow::Continue;
@@ -183,6 +190,7 @@ impl Worker<'_> {
                     }
                     self.inflight.expire(self.shared.stats.now_us());
                     slot += 1;
+                    sent += 1;
                     sleep.as_mut().reset(self.shared.at(timetable.due_us(self.index, slot)));
                 }
                 incoming = self.ws.next() => {
