@@ -127,6 +127,31 @@ impl InFlight {
         true
     }
 
+    /// A damaged echo of `sequence` arrived: the ping is answered (badly), so it is
+    /// neither waited for nor lost. False when `sequence` was not waiting or overdue.
+    pub fn settle(&mut self, sequence: u64) -> bool {
+        if sequence >= self.next_sequence() {
+            return false;
+        }
+        if sequence < self.base {
+            return match self.overdue.binary_search_by_key(&sequence, |&(s, _)| s) {
+                Ok(index) => {
+                    self.overdue.remove(index);
+                    true
+                }
+                Err(_) => false,
+            };
+        }
+        let slot = &mut self.window[(sequence - self.base) as usize];
+        if slot.answered {
+            return false;
+        }
+        slot.answered = true;
+        self.waiting -= 1;
+        self.retire_answered();
+        true
+    }
+
     /// Moves pings that have waited longer than the timeout at `now_us` to the overdue
     /// list.
     pub fn expire(&mut self, now_us: u64) {
@@ -236,6 +261,20 @@ mod tests {
         assert_eq!(inflight.next_expiry(), Some(101));
         inflight.expire(1_000);
         assert_eq!(inflight.lost(), 1);
+    }
+
+    #[test]
+    fn damaged_echoes_settle_their_ping() {
+        let mut inflight = InFlight::new(100);
+        inflight.sent(0);
+        inflight.sent(0);
+        assert!(inflight.settle(1));
+        assert!(!inflight.settle(1), "already answered");
+        assert!(!inflight.settle(5), "never sent");
+        inflight.expire(500);
+        assert!(inflight.settle(0), "overdue, then answered");
+        assert!(!inflight.settle(0));
+        assert_eq!(inflight.lost(), 0);
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub struct PingFormat {
 pub enum Decoded {
     /// The echo of ping `sequence` sent on `connection`, intact.
     Echo { connection: u64, sequence: u64 },
-    /// A ping token, damaged: bad numbers, wrong padding or length, wrong shape.
+    /// The echo of ping `sequence` of `connection`, damaged: wrong padding or length.
+    Damaged { connection: u64, sequence: u64 },
+    /// A ping token, unreadable: bad numbers, wrong shape.
     Corrupted,
     /// No ping token at all (e.g. a gateway error frame); the caller looks closer.
     NotAnEcho,
@@ -173,21 +175,23 @@ impl PingFormat {
             return Decoded::Corrupted;
         };
         let padding = self.padding(connection, sequence);
-        let Some(rest) = rest.strip_prefix(padding) else {
-            return Decoded::Corrupted;
-        };
-        let ends_right = if closing_quote {
-            rest.first() == Some(&b'"')
-        } else {
-            rest.is_empty()
-        };
+        let ends_right = rest.strip_prefix(padding).is_some_and(|rest| {
+            if closing_quote {
+                rest.first() == Some(&b'"')
+            } else {
+                rest.is_empty()
+            }
+        });
         if ends_right {
             Decoded::Echo {
                 connection,
                 sequence,
             }
         } else {
-            Decoded::Corrupted
+            Decoded::Damaged {
+                connection,
+                sequence,
+            }
         }
     }
 }
@@ -330,10 +334,18 @@ mod tests {
         let last = changed.len() - 1;
         changed[last] = b'!';
         let changed = String::from_utf8(changed).unwrap();
+        let damaged = Decoded::Damaged {
+            connection: 2,
+            sequence: 10,
+        };
         for bad in [
             quoted(&changed),
             quoted(&body[..body.len() - 1]),
             quoted(&format!("{body}x")),
+        ] {
+            assert_eq!(ping.decode(&bad), damaged, "{bad}");
+        }
+        for bad in [
             quoted("wsp1:2:x:"),
             quoted("wsp1:02:10:"),
             quoted("wsp1:2:99999999999999999999999:"),
@@ -347,7 +359,13 @@ mod tests {
         let other: serde_json::Value = serde_json::from_slice(&other).unwrap();
         let swapped = body.replacen(":10:", ":11:", 1);
         assert_ne!(other["body"].as_str().unwrap(), swapped);
-        assert_eq!(ping.decode(&quoted(&swapped)), Decoded::Corrupted);
+        assert_eq!(
+            ping.decode(&quoted(&swapped)),
+            Decoded::Damaged {
+                connection: 2,
+                sequence: 11
+            }
+        );
 
         let error = r#"{"message": "Forbidden", "connectionId":"c=", "requestId":"r="}"#;
         assert_eq!(ping.decode(error), Decoded::NotAnEcho);

@@ -341,6 +341,16 @@ impl Worker<'_> {
                 EchoVerdict::Duplicate => stats.count(|c| &c.duplicated),
                 EchoVerdict::Unknown => stats.count(|c| &c.corrupted),
             },
+            Decoded::Damaged {
+                connection,
+                sequence,
+            } => {
+                stats.count(|c| &c.corrupted);
+                // It came back, damaged: counted as corrupted, not lost as well.
+                if connection == self.index as u64 {
+                    self.inflight.settle(sequence);
+                }
+            }
             Decoded::Echo { .. } | Decoded::Corrupted => stats.count(|c| &c.corrupted),
             // Off the hot path: a full parse to recognise a gateway error frame.
             Decoded::NotAnEcho => match parse_gateway_error(text) {
