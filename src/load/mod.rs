@@ -23,7 +23,7 @@ mod worker;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{oneshot, watch};
@@ -183,6 +183,8 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
             Limit::Count(count) => count,
             Limit::Duration(_) => 0,
         }),
+        openings_left: AtomicUsize::new(plan.connections),
+        go: watch::channel(None).0,
     });
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
@@ -381,7 +383,9 @@ fn build_report(
     let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let c = &stats.counters;
     let sent = counter(&c.sent);
-    let sending_us = sending_window_us(&shared.plan, ends, interrupted_at);
+    // Every connection tried to open before the workers ended, so the go was given.
+    let go_us = shared.go.borrow().unwrap_or_else(|| stats.now_us());
+    let sending_us = sending_window_us(&shared.plan, go_us, ends, interrupted_at);
     let achieved_rate = if sending_us == 0 {
         0.0
     } else {
@@ -407,6 +411,7 @@ fn build_report(
             EchoPolicy::Body | EchoPolicy::Off => "body".into(),
         },
         elapsed_s: elapsed.as_secs_f64(),
+        opening_s: go_us as f64 / 1e6,
         sending_s: sending_us as f64 / 1e6,
         interrupted: interrupted_at.is_some(),
         connections: ConnectionsReport {
@@ -420,7 +425,6 @@ fn build_report(
                 .into_iter()
                 .map(|(code, count)| (code.to_string(), count))
                 .collect(),
-            skipped: ends.iter().filter(|end| end.skipped).count() as u64,
         },
         messages: MessagesReport {
             sent,
@@ -440,16 +444,23 @@ fn build_report(
 }
 
 /// How long pings were being sent, in µs: what the achieved rate is measured over.
+/// Sending starts at the go (`go_us`, µs since the start), for every connection at once.
 ///
-/// Closed model: from the start until the last worker stopped sending. Open model: the
+/// Closed model: from the go until the last worker stopped sending. Open model: the
 /// planned sending time (`-d`, or `-n / rate`; cut short by Ctrl-C), or longer if the
 /// sends fell behind the timetable (then up to the last send plus one slot).
-fn sending_window_us(plan: &Plan, ends: &[WorkerEnd], interrupted_at: Option<u64>) -> u64 {
+fn sending_window_us(
+    plan: &Plan,
+    go_us: u64,
+    ends: &[WorkerEnd],
+    interrupted_at: Option<u64>,
+) -> u64 {
+    let since_go = |us: u64| us.saturating_sub(go_us);
     let stopped = ends
         .iter()
         .filter_map(|end| end.stopped_sending_us)
         .max()
-        .unwrap_or(0);
+        .map_or(0, since_go);
     match plan.mode {
         WorkMode::Closed => stopped,
         WorkMode::Open(timetable) => {
@@ -459,10 +470,10 @@ fn sending_window_us(plan: &Plan, ends: &[WorkerEnd], interrupted_at: Option<u64
                 }
                 Limit::Count(count) => timetable.global_due_us(count),
             };
-            let planned = interrupted_at.map_or(planned, |at| planned.min(at));
+            let planned = interrupted_at.map_or(planned, |at| planned.min(since_go(at)));
             let last_send = ends.iter().filter_map(|end| end.last_send_us).max();
             match last_send {
-                Some(last) => planned.max(last + timetable.period_us().round() as u64),
+                Some(last) => planned.max(since_go(last) + timetable.period_us().round() as u64),
                 None => planned,
             }
         }
@@ -575,25 +586,26 @@ mod tests {
     #[test]
     fn sending_windows() {
         let open = Plan::from_args(&args(&["-c", "2", "--rate", "1000/s", "-n", "100"])).unwrap();
+        // Times since the start; the go came at 5 ms.
+        let go = 5_000;
         let end = |last: u64| WorkerEnd {
-            last_send_us: Some(last),
-            stopped_sending_us: Some(last),
-            skipped: false,
+            last_send_us: Some(go + last),
+            stopped_sending_us: Some(go + last),
         };
         // On time: the planned 100 ms.
         assert_eq!(
-            sending_window_us(&open, &[end(98_000), end(99_000)], None),
+            sending_window_us(&open, go, &[end(98_000), end(99_000)], None),
             100_000
         );
         // Behind: up to the last send plus a slot.
-        assert_eq!(sending_window_us(&open, &[end(150_000)], None), 151_000);
+        assert_eq!(sending_window_us(&open, go, &[end(150_000)], None), 151_000);
         // Interrupted early.
         assert_eq!(
-            sending_window_us(&open, &[end(10_000)], Some(20_000)),
+            sending_window_us(&open, go, &[end(10_000)], Some(go + 20_000)),
             20_000
         );
         let closed = Plan::from_args(&args(&["-n", "5"])).unwrap();
-        assert_eq!(sending_window_us(&closed, &[end(7), end(9)], None), 9);
-        assert_eq!(sending_window_us(&closed, &[], None), 0);
+        assert_eq!(sending_window_us(&closed, go, &[end(7), end(9)], None), 9);
+        assert_eq!(sending_window_us(&closed, go, &[], None), 0);
     }
 }

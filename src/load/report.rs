@@ -77,9 +77,6 @@ pub struct ConnectionsReport {
     /// Failures by cause: an HTTP status (`"403"`), `refused`, `dns`, `tls`, `timeout`,
     /// `too_many_open_files`, `other`.
     pub failures: BTreeMap<String, u64>,
-    /// Connections never tried: with `-d`, their turn to open came after sending ended
-    /// (see `--connect-rate` and `--ramp-up`).
-    pub skipped: u64,
     /// Connections the server closed (or that broke) before the run was done with them.
     pub dropped: u64,
     /// Close codes of those connections (`1006`: ended without a close frame).
@@ -131,6 +128,9 @@ pub struct LoadReport {
     pub echo: String,
     /// From the first connection attempt to the end, in seconds.
     pub elapsed_s: f64,
+    /// Opening the connections (at `--connect-rate`, over `--ramp-up`), in seconds:
+    /// sending starts for every connection at once when all have tried to open.
+    pub opening_s: f64,
     /// How long pings were being sent, in seconds (what the rate is measured over).
     pub sending_s: f64,
     /// Stopped early by Ctrl-C.
@@ -204,8 +204,8 @@ pub fn to_table(report: &LoadReport) -> String {
         &mut out,
         "Time",
         format!(
-            "{:.2}s in all, {:.2}s sending",
-            report.elapsed_s, report.sending_s
+            "{:.2}s opening connections, {:.2}s sending, {:.2}s in all",
+            report.opening_s, report.sending_s, report.elapsed_s
         ),
     );
     let rate = match report.target_rate {
@@ -232,16 +232,6 @@ pub fn to_table(report: &LoadReport) -> String {
     );
     let close_codes = counts(&c.close_codes);
     row(&mut out, "Close codes", close_codes);
-    if c.skipped > 0 {
-        row(
-            &mut out,
-            "Not opened",
-            format!(
-                "{} (their turn came after sending ended; see --connect-rate, --ramp-up)",
-                c.skipped
-            ),
-        );
-    }
     let m = &report.messages;
     row(
         &mut out,
@@ -361,6 +351,7 @@ mod tests {
             route: "send".into(),
             echo: "body".into(),
             elapsed_s: 1.5,
+            opening_s: 0.1,
             sending_s: 1.0,
             interrupted: false,
             connections: ConnectionsReport {
@@ -368,7 +359,6 @@ mod tests {
                 opened: 2,
                 failed: 1,
                 failures: [("403".to_owned(), 1)].into(),
-                skipped: 0,
                 dropped: 0,
                 close_codes: BTreeMap::new(),
             },

@@ -1,5 +1,6 @@
-//! When things are meant to happen, as pure arithmetic on microseconds since the start
-//! of the run: when each connection opens, and (open model) when each ping is due.
+//! When things are meant to happen, as pure arithmetic: when each connection opens
+//! (since the start of the run), and (open model) when each ping is due (since the go:
+//! the moment every connection has tried to open, when sending starts for all at once).
 //!
 //! The open model's timetable interleaves the connections on one global clock: global
 //! slot `k` is due at `k / rate`, and belongs to connection `k % connections`. So slot
@@ -11,7 +12,7 @@
 
 use std::time::Duration;
 
-/// The open model's fixed timetable.
+/// The open model's fixed timetable; times are µs since the go.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timetable {
     /// Number of connections sharing the rate.
@@ -36,31 +37,14 @@ impl Timetable {
             .saturating_add(connection as u64)
     }
 
-    /// When slot `index` of `connection` is due, in µs since the start.
+    /// When slot `index` of `connection` is due, in µs since the go.
     pub fn due_us(&self, connection: usize, index: u64) -> u64 {
         self.global_due_us(self.global_slot(connection, index))
     }
 
-    /// When global slot `slot` is due, in µs since the start.
+    /// When global slot `slot` is due, in µs since the go.
     pub fn global_due_us(&self, slot: u64) -> u64 {
         (slot as f64 * 1e6 / self.rate).round() as u64
-    }
-
-    /// The first slot of `connection` due at or after `at_us`: where a connection that
-    /// opens late joins the timetable (the slots before it had no connection to go on).
-    pub fn first_slot_from(&self, connection: usize, at_us: u64) -> u64 {
-        let global = (at_us as f64 * self.rate / 1e6).ceil() as u64;
-        let mut index = global
-            .saturating_sub(connection as u64)
-            .div_ceil(self.connections);
-        // Float rounding may put us one slot early or late; settle it exactly.
-        while index > 0 && self.due_us(connection, index - 1) >= at_us {
-            index -= 1;
-        }
-        while self.due_us(connection, index) < at_us {
-            index += 1;
-        }
-        index
     }
 
     /// How many of the global slots `0..count` belong to `connection`.
@@ -145,24 +129,6 @@ mod tests {
         assert_eq!(timetable.due_us(2, 0), 666_667);
         let fast = Timetable::new(100, 20_000.0);
         assert_eq!(fast.due_us(99, 199), 999_950);
-    }
-
-    #[test]
-    fn late_connections_join_at_their_next_slot() {
-        let timetable = Timetable::new(4, 1000.0);
-        assert_eq!(timetable.first_slot_from(0, 0), 0);
-        assert_eq!(timetable.first_slot_from(1, 0), 0);
-        assert_eq!(timetable.first_slot_from(1, 1000), 0, "due exactly then");
-        assert_eq!(timetable.first_slot_from(1, 1001), 1);
-        assert_eq!(timetable.first_slot_from(1, 5000), 1);
-        assert_eq!(timetable.first_slot_from(0, 123_456), 31);
-        for c in 0..4 {
-            for at in [0, 1, 999, 4000, 4001, 77_777] {
-                let index = timetable.first_slot_from(c, at);
-                assert!(timetable.due_us(c, index) >= at);
-                assert!(index == 0 || timetable.due_us(c, index - 1) < at);
-            }
-        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! `select!` over the next incoming message, the next due send and the stop signal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,6 +28,13 @@ use super::stats::Stats;
 use super::{Limit, Plan, WorkMode};
 use crate::client::{self, ClientConfig, Stream};
 use crate::message::parse_gateway_error;
+
+/// How early the open model wakes up for a slot, in µs. tokio's timer fires on the
+/// first millisecond tick at or after the deadline, so waking for the slot itself would
+/// add 0–1 ms of timer slack to every measured latency. Waking up to 1 ms early and
+/// measuring from the earlier of the slot and the actual send keeps the timetable's rate
+/// and leaves the slack out of the latencies.
+const TIMER_LEAD_US: u64 = 1_000;
 
 /// How long a worker waits for the server's reply to its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -47,9 +54,21 @@ pub struct Shared {
     pub stats: Stats,
     /// Closed model with `-n`: pings left to send, taken one at a time by any worker.
     pub tickets: AtomicU64,
+    /// Connections that have not yet tried to open; the last one to try starts the
+    /// sending for everyone.
+    pub openings_left: AtomicUsize,
+    /// When sending starts (µs since the start), once every connection has tried to open.
+    pub go: watch::Sender<Option<u64>>,
 }
 
 impl Shared {
+    /// This connection has tried to open (or will not): the last one gives the go.
+    fn opening_done(&self) {
+        if self.openings_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.go.send_replace(Some(self.stats.now_us()));
+        }
+    }
+
     fn take_ticket(&self) -> bool {
         self.tickets
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
@@ -70,8 +89,6 @@ pub struct WorkerEnd {
     pub last_send_us: Option<u64>,
     /// When it stopped sending (µs since the start), if it opened.
     pub stopped_sending_us: Option<u64>,
-    /// It never tried to connect: sending had ended before its turn.
-    pub skipped: bool,
 }
 
 /// How a wait on the connection ended.
@@ -81,36 +98,15 @@ enum Flow {
     Ended,
 }
 
-/// Runs connection `index` to its end.
+/// Runs connection `index` to its end: open at its turn, wait for the go (every
+/// connection has tried to open), send until the limit or a stop, drain, close.
 pub async fn run(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<bool>) -> WorkerEnd {
+    let connection = open(&shared, index, &mut stop).await;
+    shared.opening_done();
+    let Some(connection) = connection else {
+        return WorkerEnd::default();
+    };
     let plan = &shared.plan;
-    let opens_at = plan.openings.at(index);
-    if let Limit::Duration(duration) = plan.limit {
-        if opens_at >= duration {
-            return WorkerEnd {
-                skipped: true,
-                ..WorkerEnd::default()
-            };
-        }
-    }
-    let opening = Instant::from_std(shared.stats.start) + opens_at;
-    tokio::select! {
-        _ = sleep_until(opening) => {}
-        _ = stopped(&mut stop) => return WorkerEnd { skipped: true, ..WorkerEnd::default() },
-    }
-    let connection = tokio::select! {
-        result = client::connect(&shared.url, &shared.client) => result,
-        _ = stopped(&mut stop) => return WorkerEnd { skipped: true, ..WorkerEnd::default() },
-    };
-    let connection = match connection {
-        Ok(connection) => connection,
-        Err(error) => {
-            shared.stats.record_connect_failure(error);
-            return WorkerEnd::default();
-        }
-    };
-    let connect_us = u64::try_from(connection.connect_time.as_micros()).unwrap_or(u64::MAX);
-    shared.stats.record_connected(index, connect_us);
     let mut worker = Worker {
         index,
         shared: &shared,
@@ -119,9 +115,13 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<bo
         buffer: BytesMut::new(),
         end: WorkerEnd::default(),
     };
-    let flow = match plan.mode {
-        WorkMode::Open(_) => worker.open_loop(&mut stop).await,
-        WorkMode::Closed => worker.closed_loop(&mut stop).await,
+    let flow = match worker.wait_for_go(&mut stop).await {
+        Go::Start(go_us) => match plan.mode {
+            WorkMode::Open(_) => worker.open_loop(go_us, &mut stop).await,
+            WorkMode::Closed => worker.closed_loop(go_us, &mut stop).await,
+        },
+        Go::Stop => Flow::Continue,
+        Go::Ended => Flow::Ended,
     };
     worker.end.stopped_sending_us = Some(shared.stats.now_us());
     if let Flow::Continue = flow {
@@ -136,6 +136,45 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<bo
         .fetch_add(worker.inflight.lost(), Ordering::Relaxed);
     stats.counters.open_now.fetch_sub(1, Ordering::Relaxed);
     worker.end
+}
+
+/// Waits for this connection's turn and opens it; `None` if it failed (counted) or the
+/// run stopped first.
+async fn open(
+    shared: &Shared,
+    index: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<client::Connection> {
+    let opening = Instant::from_std(shared.stats.start) + shared.plan.openings.at(index);
+    tokio::select! {
+        _ = sleep_until(opening) => {}
+        _ = stopped(stop) => return None,
+    }
+    let result = tokio::select! {
+        result = client::connect(&shared.url, &shared.client) => result,
+        _ = stopped(stop) => return None,
+    };
+    match result {
+        Ok(connection) => {
+            let connect_us = u64::try_from(connection.connect_time.as_micros()).unwrap_or(u64::MAX);
+            shared.stats.record_connected(index, connect_us);
+            Some(connection)
+        }
+        Err(error) => {
+            shared.stats.record_connect_failure(error);
+            None
+        }
+    }
+}
+
+/// How the wait for the go ended.
+enum Go {
+    /// Sending starts at this time (µs since the start).
+    Start(u64),
+    /// The run stopped before.
+    Stop,
+    /// The connection ended before (counted as dropped).
+    Ended,
 }
 
 /// Resolves when the run asks workers to stop sending (Ctrl-C).
@@ -155,21 +194,43 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
+    /// Waits, open and reading, until every connection has tried to open.
+    async fn wait_for_go(&mut self, stop: &mut watch::Receiver<bool>) -> Go {
+        let mut go = self.shared.go.subscribe();
+        loop {
+            if let Some(go_us) = *go.borrow_and_update() {
+                return Go::Start(go_us);
+            }
+            tokio::select! {
+                _ = stopped(stop) => return Go::Stop,
+                changed = go.changed() => {
+                    if changed.is_err() {
+                        return Go::Stop;
+                    }
+                }
+                incoming = self.ws.next() => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        return Go::Ended;
+                    }
+                }
+            }
+        }
+    }
+
     /// Open model: send on the timetable until the limit or a stop.
-    async fn open_loop(&mut self, stop: &mut watch::Receiver<bool>) -> Flow {
+    async fn open_loop(&mut self, go_us: u64, stop: &mut watch::Receiver<bool>) -> Flow {
         let (WorkMode::Open(timetable), limit) = (self.shared.plan.mode, self.shared.plan.limit)
         else {
             return Flow::Continue;
         };
-        let mut slot = timetable.first_slot_from(self.index, self.shared.stats.now_us());
-        // With -n, each connection sends its share of the count even when it opened
-        // after its first slots: it joins the timetable where it stands and sends on.
+        let mut slot = 0;
         let quota = match limit {
             Limit::Count(count) => timetable.share_of(self.index, count),
             Limit::Duration(_) => u64::MAX,
         };
         let mut sent = 0;
-        let sleep = sleep_until(self.shared.at(timetable.due_us(self.index, slot)));
+        let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
+        let sleep = sleep_until(wake_at(go_us + timetable.due_us(self.index, slot)));
         tokio::pin!(sleep);
         loop {
             let due_us = timetable.due_us(self.index, slot);
@@ -177,6 +238,7 @@ impl Worker<'_> {
                 Limit::Duration(duration) => Duration::from_micros(due_us) < duration,
                 Limit::Count(_) => sent < quota,
             };
+            let due_us = go_us + due_us;
             if !within_limit {
                 return Flow::Continue;
             }
@@ -184,14 +246,18 @@ impl Worker<'_> {
                 biased;
                 _ = stopped(stop) => return Flow::Continue,
                 () = &mut sleep => {
-                    // Late or not, the latency counts from the slot.
-                    if let Flow::Ended = self.send(due_us).await {
+                    // Late, the latency counts from the slot (the wait counts); early
+                    // (by the timer lead), from the actual send.
+                    let since_us = due_us.min(self.shared.stats.now_us());
+                    if let Flow::Ended = self.send(since_us).await {
                         return Flow::Ended;
                     }
                     self.inflight.expire(self.shared.stats.now_us());
                     slot += 1;
                     sent += 1;
-                    sleep.as_mut().reset(self.shared.at(timetable.due_us(self.index, slot)));
+                    sleep
+                        .as_mut()
+                        .reset(wake_at(go_us + timetable.due_us(self.index, slot)));
                 }
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
@@ -204,7 +270,7 @@ impl Worker<'_> {
 
     /// Closed model: one ping in flight; the next goes as soon as the echo is in (or the
     /// ping timed out).
-    async fn closed_loop(&mut self, stop: &mut watch::Receiver<bool>) -> Flow {
+    async fn closed_loop(&mut self, go_us: u64, stop: &mut watch::Receiver<bool>) -> Flow {
         let limit = self.shared.plan.limit;
         loop {
             if self.inflight.waiting() == 0 {
@@ -213,7 +279,8 @@ impl Worker<'_> {
                 }
                 let may_send = match limit {
                     Limit::Duration(duration) => {
-                        Duration::from_micros(self.shared.stats.now_us()) < duration
+                        Duration::from_micros(self.shared.stats.now_us().saturating_sub(go_us))
+                            < duration
                     }
                     Limit::Count(_) => self.shared.take_ticket(),
                 };

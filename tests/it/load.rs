@@ -63,12 +63,18 @@ fn read_report(path: &Path) -> Value {
     for key in ["url", "model", "route", "echo"] {
         assert!(report[key].is_string(), "{key} in {report}");
     }
-    for key in ["achieved_rate", "elapsed_s", "sending_s", "size"] {
+    for key in [
+        "achieved_rate",
+        "elapsed_s",
+        "opening_s",
+        "sending_s",
+        "size",
+    ] {
         assert!(report[key].is_number(), "{key} in {report}");
     }
     assert!(report["target_rate"].is_number() || report["target_rate"].is_null());
     assert!(report["interrupted"].is_boolean());
-    for key in ["requested", "opened", "failed", "skipped", "dropped"] {
+    for key in ["requested", "opened", "failed", "dropped"] {
         assert!(report["connections"][key].is_u64(), "connections.{key}");
     }
     for key in ["failures", "close_codes"] {
