@@ -1,7 +1,8 @@
 //! Benchmark helper (`--features bench`): the ceiling for `wsprobe load`'s closed model.
 //! N tokio-tungstenite connections, each sending a message of SIZE bytes and waiting for
-//! its echo, again and again, for SECONDS; no matching, no histograms. Prints
-//! `echoes/s: X`.
+//! its echo, again and again, for SECONDS; no matching, no histograms. It uses the same
+//! tungstenite settings as `wsprobe load` (4 KiB read buffer, unbuffered writes, no
+//! Nagle), so the comparison is of what wsprobe adds. Prints `echoes/s: X`.
 //!
 //! Usage: bench_ping_loop URL CONNECTIONS SECONDS SIZE
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[tokio::main]
 async fn main() {
@@ -30,9 +32,13 @@ async fn main() {
     let echoes = Arc::new(AtomicU64::new(0));
     let mut streams = Vec::new();
     for _ in 0..connections {
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .expect("connecting to the echo server");
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
+                .await
+                .expect("connecting to the echo server");
         streams.push(ws);
     }
     let started = Instant::now();

@@ -272,6 +272,13 @@ impl Worker<'_> {
     /// ping timed out).
     async fn closed_loop(&mut self, go_us: u64, stop: &mut watch::Receiver<bool>) -> Flow {
         let limit = self.shared.plan.limit;
+        // One timer for the whole loop, armed for the expiry of the ping waiting when it
+        // is armed. It may then fire for a ping already echoed (its expiry is earlier
+        // than the current one's), which costs one spurious wake-up per timeout period
+        // instead of a timer registered and cancelled for every ping.
+        let timer = sleep_until(self.shared.at(go_us));
+        tokio::pin!(timer);
+        let mut armed = false;
         loop {
             if self.inflight.waiting() == 0 {
                 if *stop.borrow() {
@@ -293,8 +300,11 @@ impl Worker<'_> {
                 }
                 continue;
             }
-            // One ping waits: its expiry is there.
-            let expiry = self.inflight.next_expiry().unwrap_or_default();
+            if !armed {
+                let expiry = self.inflight.next_expiry().unwrap_or_default();
+                timer.as_mut().reset(self.shared.at(expiry + 1));
+                armed = true;
+            }
             tokio::select! {
                 biased;
                 _ = stopped(stop) => return Flow::Continue,
@@ -303,7 +313,8 @@ impl Worker<'_> {
                         return Flow::Ended;
                     }
                 }
-                () = sleep_until(self.shared.at(expiry + 1)) => {
+                () = &mut timer => {
+                    armed = false;
                     self.inflight.expire(self.shared.stats.now_us());
                 }
             }

@@ -496,3 +496,38 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
     );
     assert_eq!(count(&report, "messages", "lost"), 0, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closed_model_moves_on_after_a_timeout_and_counts_exactly() {
+    let url = spawn_misbehaving_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let output = load(args(&[
+        &url,
+        "-c",
+        "1",
+        "-n",
+        "12",
+        "--echo",
+        "full",
+        "--timeout",
+        "200ms",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = read_report(&json);
+    let messages = &report["messages"];
+    // Of 12, one at a time: 5 and 10 dropped (each waited for 200 ms, then the next
+    // ping went), 7 echoed twice, 11 answered by an error frame.
+    assert_eq!(messages["sent"], 12, "{report}");
+    assert_eq!(messages["echoed"], 9, "{report}");
+    assert_eq!(messages["lost"], 2, "{report}");
+    assert_eq!(messages["duplicated"], 1, "{report}");
+    assert_eq!(messages["error_frames"], 1, "{report}");
+    assert_eq!(messages["late"], 0, "{report}");
+    assert_eq!(messages["corrupted"], 0, "{report}");
+    let sending = report["sending_s"].as_f64().unwrap();
+    assert!(sending >= 0.4, "two timeouts were waited for: {report}");
+}
