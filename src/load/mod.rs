@@ -310,8 +310,9 @@ async fn wait_for_workers(
     (ends, interrupted_at)
 }
 
-/// Every tick: gathers the histograms; every second: the progress line's p50/p99 and
-/// rate, and an interval in the `--hdr-log`. Returns the totals when told to stop.
+/// Every tick: gathers the histograms and redraws the progress line (rate and p50/p99
+/// over the last second, rolling); every second: an interval in the `--hdr-log`.
+/// Returns the totals when told to stop.
 async fn monitor(
     shared: Arc<Shared>,
     progress: progress::Progress,
@@ -320,10 +321,12 @@ async fn monitor(
 ) -> (Collector, std::io::Result<()>) {
     let stats = &shared.stats;
     let mut collector = Collector::default();
+    let ticks_per_interval = (INTERVAL.as_millis() / TICK.as_millis()).max(1) as usize;
+    let mut window = stats::Window::new(ticks_per_interval);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut interval_start = Duration::ZERO;
-    let mut interval_sent = 0;
+    let mut last_sent = 0;
     let mut snapshot = progress::Snapshot {
         wanted: shared.plan.connections,
         ..progress::Snapshot::default()
@@ -336,22 +339,24 @@ async fn monitor(
         };
         collector.drain(stats);
         let elapsed = stats.start.elapsed();
+        let sent = stats.counters.sent.load(Ordering::Relaxed);
+        window.push(collector.take_tick(), sent - last_sent);
+        last_sent = sent;
         if elapsed >= interval_start + INTERVAL || stopping {
             let interval = collector.take_interval();
             let length = elapsed - interval_start;
-            let sent = stats.counters.sent.load(Ordering::Relaxed);
-            snapshot.rate = (sent - interval_sent) as f64 / length.as_secs_f64().max(1e-3);
-            snapshot.p50_us = (!interval.is_empty()).then(|| interval.value_at_quantile(0.5));
-            snapshot.p99_us = (!interval.is_empty()).then(|| interval.value_at_quantile(0.99));
             if let Some(log) = &mut hdr_log {
                 if log_result.is_ok() && !length.is_zero() {
                     log_result = log.write_interval(&interval, interval_start, length);
                 }
             }
             interval_start = elapsed;
-            interval_sent = sent;
         }
+        let recent = window.round_trip();
         snapshot.elapsed = elapsed;
+        snapshot.rate = window.sent() as f64 / (window.ticks() as f64 * TICK.as_secs_f64());
+        snapshot.p50_us = (!recent.is_empty()).then(|| recent.value_at_quantile(0.5));
+        snapshot.p99_us = (!recent.is_empty()).then(|| recent.value_at_quantile(0.99));
         snapshot.open = stats.counters.open_now.load(Ordering::Relaxed);
         snapshot.errors = stats.errors() + stats.counters.connect_failed.load(Ordering::Relaxed);
         progress.update(&snapshot);

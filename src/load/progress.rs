@@ -18,9 +18,9 @@ pub struct Snapshot {
     pub open: usize,
     /// `-c`.
     pub wanted: usize,
-    /// Pings sent per second over the last full second.
+    /// Pings sent per second over the last second.
     pub rate: f64,
-    /// p50 and p99 round trips of the last full second, in µs (none without echoes).
+    /// p50 and p99 round trips of the last second, in µs (none without echoes).
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,
     /// Ping errors plus connect failures so far.

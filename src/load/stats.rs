@@ -246,6 +246,8 @@ pub struct Collector {
     pub connect: Histogram<u64>,
     /// Round trips of the current interval (since the last [`Collector::take_interval`]).
     interval: Histogram<u64>,
+    /// Round trips of the current tick (since the last [`Collector::take_tick`]).
+    tick: Histogram<u64>,
 }
 
 impl Default for Collector {
@@ -254,6 +256,7 @@ impl Default for Collector {
             round_trip: new_histogram(),
             connect: new_histogram(),
             interval: new_histogram(),
+            tick: new_histogram(),
         }
     }
 }
@@ -268,6 +271,7 @@ impl Collector {
             if !shard.round_trip.is_empty() {
                 let _ = self.round_trip.add(&shard.round_trip);
                 let _ = self.interval.add(&shard.round_trip);
+                let _ = self.tick.add(&shard.round_trip);
                 shard.round_trip.reset();
             }
             if !shard.connect.is_empty() {
@@ -280,6 +284,61 @@ impl Collector {
     /// The round trips of the interval that just ended; a new interval begins.
     pub fn take_interval(&mut self) -> Histogram<u64> {
         std::mem::replace(&mut self.interval, new_histogram())
+    }
+
+    /// The round trips of the tick that just ended; a new tick begins.
+    pub fn take_tick(&mut self) -> Histogram<u64> {
+        std::mem::replace(&mut self.tick, new_histogram())
+    }
+}
+
+/// The last few ticks, summed: what the progress line shows as "the last second".
+#[derive(Debug)]
+pub struct Window {
+    ticks: std::collections::VecDeque<(Histogram<u64>, u64)>,
+    length: usize,
+    round_trip: Histogram<u64>,
+    sent: u64,
+}
+
+impl Window {
+    /// A window over the last `length` ticks.
+    pub fn new(length: usize) -> Self {
+        Self {
+            ticks: std::collections::VecDeque::with_capacity(length + 1),
+            length: length.max(1),
+            round_trip: new_histogram(),
+            sent: 0,
+        }
+    }
+
+    /// Adds a tick's round trips and pings sent; the oldest tick leaves the window.
+    pub fn push(&mut self, round_trip: Histogram<u64>, sent: u64) {
+        // Same bounds everywhere, and only what was added is subtracted: cannot fail.
+        let _ = self.round_trip.add(&round_trip);
+        self.sent += sent;
+        self.ticks.push_back((round_trip, sent));
+        if self.ticks.len() > self.length {
+            if let Some((old, old_sent)) = self.ticks.pop_front() {
+                let _ = self.round_trip.subtract(&old);
+                self.sent -= old_sent;
+            }
+        }
+    }
+
+    /// Round trips in the window.
+    pub fn round_trip(&self) -> &Histogram<u64> {
+        &self.round_trip
+    }
+
+    /// Pings sent in the window.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Ticks in the window (fewer than its length at the start).
+    pub fn ticks(&self) -> usize {
+        self.ticks.len()
     }
 }
 
@@ -302,6 +361,7 @@ mod tests {
         assert_eq!(collector.round_trip.max(), 600);
         let interval = collector.take_interval();
         assert_eq!(interval.len(), 6);
+        assert_eq!(collector.take_tick().len(), 6);
         stats.record_round_trip(0, 0);
         collector.drain(&stats);
         assert_eq!(
@@ -312,6 +372,25 @@ mod tests {
         assert_eq!(collector.round_trip.min(), 1, "zero is recorded as 1 µs");
         assert_eq!(collector.take_interval().len(), 1);
         assert_eq!(stats.counters.open_now.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_window_forgets_old_ticks() {
+        let mut window = Window::new(2);
+        let tick = |values: &[u64]| {
+            let mut h = new_histogram();
+            for &v in values {
+                h.record(v).unwrap();
+            }
+            h
+        };
+        window.push(tick(&[1_000]), 10);
+        window.push(tick(&[2_000, 3_000]), 20);
+        assert_eq!((window.round_trip().len(), window.sent()), (3, 30));
+        window.push(tick(&[]), 5);
+        assert_eq!((window.round_trip().len(), window.sent()), (2, 25));
+        assert_eq!(window.round_trip().min(), 2_000);
+        assert_eq!(window.ticks(), 2);
     }
 
     #[test]
