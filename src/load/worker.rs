@@ -101,16 +101,16 @@ enum Flow {
 /// Runs connection `index` to its end: open at its turn, wait for the go (every
 /// connection has tried to open), send until the limit or a stop, drain, close.
 pub async fn run(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<bool>) -> WorkerEnd {
-    let connection = open(&shared, index, &mut stop).await;
+    let ws = open(&shared, index, &mut stop).await;
     shared.opening_done();
-    let Some(connection) = connection else {
+    let Some(ws) = ws else {
         return WorkerEnd::default();
     };
     let plan = &shared.plan;
     let mut worker = Worker {
         index,
         shared: &shared,
-        ws: connection.stream,
+        ws,
         inflight: InFlight::new(u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX)),
         buffer: BytesMut::new(),
         end: WorkerEnd::default(),
@@ -139,12 +139,13 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<bo
 }
 
 /// Waits for this connection's turn and opens it; `None` if it failed (counted) or the
-/// run stopped first.
+/// run stopped first. Only the WebSocket is kept: the handshake's headers and the rest
+/// are dropped here, so an idle connection holds as little as possible.
 async fn open(
     shared: &Shared,
     index: usize,
     stop: &mut watch::Receiver<bool>,
-) -> Option<client::Connection> {
+) -> Option<WebSocketStream<Stream>> {
     let opening = Instant::from_std(shared.stats.start) + shared.plan.openings.at(index);
     tokio::select! {
         _ = sleep_until(opening) => {}
@@ -158,7 +159,7 @@ async fn open(
         Ok(connection) => {
             let connect_us = u64::try_from(connection.connect_time.as_micros()).unwrap_or(u64::MAX);
             shared.stats.record_connected(index, connect_us);
-            Some(connection)
+            Some(connection.stream)
         }
         Err(error) => {
             shared.stats.record_connect_failure(error);
@@ -228,7 +229,6 @@ impl Worker<'_> {
             Limit::Count(count) => timetable.share_of(self.index, count),
             Limit::Duration(_) => u64::MAX,
         };
-        let mut sent = 0;
         let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
         let sleep = sleep_until(wake_at(go_us + timetable.due_us(self.index, slot)));
         tokio::pin!(sleep);
@@ -236,15 +236,23 @@ impl Worker<'_> {
             let due_us = timetable.due_us(self.index, slot);
             let within_limit = match limit {
                 Limit::Duration(duration) => Duration::from_micros(due_us) < duration,
-                Limit::Count(_) => sent < quota,
+                Limit::Count(_) => slot < quota,
             };
             let due_us = go_us + due_us;
             if !within_limit {
                 return Flow::Continue;
             }
+            // Incoming first: echoes are bounded by the sends, so reading cannot starve
+            // sending, while a connection behind its timetable (its slot always due)
+            // would otherwise never read and inflate every latency it measures.
             tokio::select! {
                 biased;
                 _ = stopped(stop) => return Flow::Continue,
+                incoming = self.ws.next() => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        return Flow::Ended;
+                    }
+                }
                 () = &mut sleep => {
                     // Late, the latency counts from the slot (the wait counts); early
                     // (by the timer lead), from the actual send.
@@ -254,15 +262,9 @@ impl Worker<'_> {
                     }
                     self.inflight.expire(self.shared.stats.now_us());
                     slot += 1;
-                    sent += 1;
                     sleep
                         .as_mut()
                         .reset(wake_at(go_us + timetable.due_us(self.index, slot)));
-                }
-                incoming = self.ws.next() => {
-                    if let Flow::Ended = self.on_incoming(incoming) {
-                        return Flow::Ended;
-                    }
                 }
             }
         }
