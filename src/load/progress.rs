@@ -20,8 +20,9 @@ pub struct Snapshot {
     pub wanted: usize,
     /// Pings sent per second over the last second.
     pub rate: f64,
-    /// p50 and p99 round trips of the last second, in µs (none without echoes).
+    /// Median round trip of the last second, in µs (none without echoes).
     pub p50_us: Option<u64>,
+    /// 99th-percentile round trip of the last second, in µs (none without echoes).
     pub p99_us: Option<u64>,
     /// Ping errors plus connect failures so far.
     pub errors: u64,

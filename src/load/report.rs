@@ -35,13 +35,20 @@ pub enum Model {
 pub struct LatencySummary {
     /// Number of samples.
     pub count: u64,
+    /// Shortest.
     pub min: Option<f64>,
+    /// Mean.
     pub mean: Option<f64>,
+    /// Median.
     pub p50: Option<f64>,
+    /// 90th percentile.
     pub p90: Option<f64>,
+    /// 99th percentile.
     pub p99: Option<f64>,
+    /// 99.9th percentile (`"p99.9"` in JSON).
     #[serde(rename = "p99.9")]
     pub p99_9: Option<f64>,
+    /// Longest.
     pub max: Option<f64>,
 }
 
