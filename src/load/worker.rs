@@ -19,6 +19,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use url::Url;
 
@@ -343,7 +345,11 @@ impl Worker<'_> {
     /// Closes with 1000 and waits briefly for the server's close frame.
     async fn close(&mut self) {
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            if self.ws.close(None).await.is_ok() {
+            let normal = CloseFrame {
+                code: CloseCode::Normal,
+                reason: Utf8Bytes::default(),
+            };
+            if self.ws.close(Some(normal)).await.is_ok() {
                 while let Some(Ok(_)) = self.ws.next().await {}
             }
         })

@@ -130,6 +130,7 @@ fn assert_clean(report: &Value, sent: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_run_with_a_count_echoes_every_ping() {
     let server = support::spawn_default_server().await;
+    let mut events = server.events();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("load.json");
     let output = load(args(&[
@@ -154,6 +155,15 @@ async fn a_closed_run_with_a_count_echoes_every_ping() {
     let table = stdout(&output);
     assert!(table.contains("closed model"), "{table}");
     assert!(table.contains("60 sent, 60 echoed"), "{table}");
+    // Every connection closed normally.
+    for _ in 0..3 {
+        let code = support::wait_event(&mut events, |event| match event {
+            ServeEvent::Disconnected { code, .. } => Some(*code),
+            _ => None,
+        })
+        .await;
+        assert_eq!(code, 1000);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
