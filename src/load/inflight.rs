@@ -173,7 +173,7 @@ impl InFlight {
         self.window
             .iter()
             .find(|slot| !slot.answered)
-            .map(|slot| slot.since_us + self.timeout_us)
+            .map(|slot| slot.since_us.saturating_add(self.timeout_us))
     }
 
     /// Pings never echoed: overdue ones and those still waiting. Called once, at the end.

@@ -47,6 +47,9 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// tungstenite's read buffer per connection: small, so 10,000 idle connections fit.
 const READ_BUFFER: usize = 4 * 1024;
 
+/// Opening the connections for longer than this gets a note on stderr.
+const LONG_OPENING: Duration = Duration::from_secs(10);
+
 /// How often the monitor gathers histograms and redraws the progress line.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -165,6 +168,7 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         })
         .transpose()?;
     check_open_file_limit(plan.connections);
+    announce_long_opening(&plan);
 
     let format = ping::PingFormat::new(
         &args.route,
@@ -478,7 +482,9 @@ fn sending_window_us(
             let planned = interrupted_at.map_or(planned, |at| planned.min(since_go(at)));
             let last_send = ends.iter().filter_map(|end| end.last_send_us).max();
             match last_send {
-                Some(last) => planned.max(since_go(last) + timetable.period_us().round() as u64),
+                Some(last) => {
+                    planned.max(since_go(last).saturating_add(timetable.period_us().round() as u64))
+                }
                 None => planned,
             }
         }
@@ -508,6 +514,21 @@ fn too_many_files_hint(report: &LoadReport) -> Option<String> {
                 report.connections.requested + 64
             )
         })
+}
+
+/// Says so on stderr when opening the connections alone will take a while, since no
+/// ping is sent until every connection has tried to open.
+fn announce_long_opening(plan: &Plan) {
+    let opening = plan.openings.at(plan.connections.saturating_sub(1));
+    if opening >= LONG_OPENING {
+        let shown = humantime::format_duration(Duration::from_secs(opening.as_secs()));
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: opening {} connections (one every {:?}) takes {shown}; sending starts after",
+            plan.connections,
+            plan.openings.interval()
+        );
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit, and warns when even that is

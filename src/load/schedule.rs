@@ -10,7 +10,16 @@
 //! from when the send happened (no coordinated omission): a connection that falls
 //! behind sends late, and the wait counts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// `base + offset`, or about a century later when that would overflow: absurd rates and
+/// durations (`--rate 1e-30/s`) mean "never", not a panic.
+pub fn after(base: Instant, offset: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    base.checked_add(offset.min(FAR))
+        .or_else(|| base.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(base)
+}
 
 /// The open model's fixed timetable; times are µs since the go.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,7 +79,7 @@ impl Openings {
     /// Openings at most `connect_rate` per second, spread over `ramp_up` when given:
     /// the interval is the longer of `1 / connect_rate` and `ramp_up / connections`.
     pub fn new(connections: usize, connect_rate: f64, ramp_up: Option<Duration>) -> Self {
-        let by_rate = Duration::from_secs_f64(1.0 / connect_rate);
+        let by_rate = Duration::try_from_secs_f64(1.0 / connect_rate).unwrap_or(Duration::MAX);
         let by_ramp = ramp_up
             .map(|ramp| ramp / u32::try_from(connections.max(1)).unwrap_or(u32::MAX))
             .unwrap_or_default();
@@ -129,6 +138,20 @@ mod tests {
         assert_eq!(timetable.due_us(2, 0), 666_667);
         let fast = Timetable::new(100, 20_000.0);
         assert_eq!(fast.due_us(99, 199), 999_950);
+    }
+
+    #[test]
+    fn absurd_numbers_mean_never_not_a_panic() {
+        let base = Instant::now();
+        assert!(after(base, Duration::MAX) > base + Duration::from_secs(3600 * 24 * 365));
+        assert_eq!(
+            after(base, Duration::from_secs(1)),
+            base + Duration::from_secs(1)
+        );
+        let slow = Openings::new(10, 1e-30, None);
+        assert_eq!(slow.at(3), Duration::MAX);
+        let timetable = Timetable::new(2, 1e-30);
+        assert_eq!(timetable.due_us(1, 5), u64::MAX);
     }
 
     #[test]

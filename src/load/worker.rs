@@ -26,6 +26,7 @@ use url::Url;
 
 use super::inflight::{EchoVerdict, InFlight};
 use super::ping::{Decoded, PingFormat};
+use super::schedule;
 use super::stats::Stats;
 use super::{Limit, Plan, WorkMode};
 use crate::client::{self, ClientConfig, Stream};
@@ -79,8 +80,10 @@ impl Shared {
             .is_ok()
     }
 
+    /// The instant `us` after the start (far in the future rather than overflowing, for
+    /// absurd rates and durations).
     fn at(&self, us: u64) -> Instant {
-        Instant::from_std(self.stats.start) + Duration::from_micros(us)
+        Instant::from_std(schedule::after(self.stats.start, Duration::from_micros(us)))
     }
 }
 
@@ -148,7 +151,10 @@ async fn open(
     index: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<WebSocketStream<Stream>> {
-    let opening = Instant::from_std(shared.stats.start) + shared.plan.openings.at(index);
+    let opening = Instant::from_std(schedule::after(
+        shared.stats.start,
+        shared.plan.openings.at(index),
+    ));
     tokio::select! {
         _ = sleep_until(opening) => {}
         _ = stopped(stop) => return None,
@@ -232,7 +238,9 @@ impl Worker<'_> {
             Limit::Duration(_) => u64::MAX,
         };
         let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
-        let sleep = sleep_until(wake_at(go_us + timetable.due_us(self.index, slot)));
+        let sleep = sleep_until(wake_at(
+            go_us.saturating_add(timetable.due_us(self.index, slot)),
+        ));
         tokio::pin!(sleep);
         loop {
             let due_us = timetable.due_us(self.index, slot);
@@ -240,7 +248,7 @@ impl Worker<'_> {
                 Limit::Duration(duration) => Duration::from_micros(due_us) < duration,
                 Limit::Count(_) => slot < quota,
             };
-            let due_us = go_us + due_us;
+            let due_us = go_us.saturating_add(due_us);
             if !within_limit {
                 return Flow::Continue;
             }
@@ -266,7 +274,7 @@ impl Worker<'_> {
                     slot += 1;
                     sleep
                         .as_mut()
-                        .reset(wake_at(go_us + timetable.due_us(self.index, slot)));
+                        .reset(wake_at(go_us.saturating_add(timetable.due_us(self.index, slot))));
                 }
             }
         }
@@ -306,7 +314,9 @@ impl Worker<'_> {
             }
             if !armed {
                 let expiry = self.inflight.next_expiry().unwrap_or_default();
-                timer.as_mut().reset(self.shared.at(expiry + 1));
+                timer
+                    .as_mut()
+                    .reset(self.shared.at(expiry.saturating_add(1)));
                 armed = true;
             }
             tokio::select! {
@@ -334,7 +344,7 @@ impl Worker<'_> {
                         return Flow::Ended;
                     }
                 }
-                () = sleep_until(self.shared.at(expiry + 1)) => {
+                () = sleep_until(self.shared.at(expiry.saturating_add(1))) => {
                     self.inflight.expire(self.shared.stats.now_us());
                 }
             }
