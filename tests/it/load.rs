@@ -541,3 +541,47 @@ async fn the_closed_model_moves_on_after_a_timeout_and_counts_exactly() {
     let sending = report["sending_s"].as_f64().unwrap();
     assert!(sending >= 0.4, "two timeouts were waited for: {report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_is_counted_and_explained() {
+    let server = support::spawn_default_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    // `ulimit -n` in sh sets the soft and the hard limit: wsprobe cannot raise it.
+    let script = format!(
+        "ulimit -n 40 && exec \"$0\" load {} -c 60 -n 60 --connect-rate 2000/s --no-progress \
+         --report-json {}",
+        server.ws_url(),
+        json.display()
+    );
+    let output = support::within(
+        "wsprobe load with few file descriptors",
+        tokio::task::spawn_blocking(move || {
+            assert_cmd::Command::new("sh")
+                .args(["-c", &script, env!("CARGO_BIN_EXE_wsprobe")])
+                .timeout(TIMEOUT)
+                .output()
+                .expect("running sh")
+        }),
+    )
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: this process may open only 40 files"),
+        "{}",
+        describe(&output)
+    );
+    assert!(stderr.contains("ulimit -n"), "{stderr}");
+    let report = read_report(&json);
+    let opened = count(&report, "connections", "opened");
+    let failed = count(&report, "connections", "failed");
+    assert_eq!(opened + failed, 60, "{report}");
+    assert!(opened > 0, "{report}");
+    assert_eq!(
+        report["connections"]["failures"]["too_many_open_files"], failed,
+        "{report}"
+    );
+    assert!(failed > 0, "{report}");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
