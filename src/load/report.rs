@@ -225,16 +225,17 @@ pub fn to_table(report: &LoadReport) -> String {
     };
     row(&mut out, "Rate", rate);
     let c = &report.connections;
+    let failed = if c.failed == 0 {
+        "0 failed".to_owned()
+    } else {
+        format!("{} failed ({})", c.failed, counts(&c.failures))
+    };
     row(
         &mut out,
         "Connections",
         format!(
-            "{} of {} opened, {} failed ({}), {} dropped",
-            c.opened,
-            c.requested,
-            c.failed,
-            counts(&c.failures),
-            c.dropped
+            "{} of {} opened, {failed}, {} dropped",
+            c.opened, c.requested, c.dropped
         ),
     );
     let close_codes = counts(&c.close_codes);

@@ -232,6 +232,36 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("403"), "{stderr}");
     assert!(stderr.contains("--api-key"), "the hint: {stderr}");
+    assert!(
+        !stderr.contains("right-key"),
+        "no secret in the output: {stderr}"
+    );
+
+    // With the key, every connection opens.
+    let output = load(args(&[
+        &server.ws_url(),
+        "-c",
+        "3",
+        "-n",
+        "10",
+        "--connect-rate",
+        "1000/s",
+        "--api-key",
+        "right-key",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = read_report(&json);
+    assert_eq!(count(&report, "connections", "opened"), 3);
+    assert_clean(&report, 10);
+    assert!(!stdout(&output).contains("right-key"));
+    assert!(
+        !std::fs::read_to_string(&json)
+            .unwrap()
+            .contains("right-key")
+    );
 }
 
 /// A server that echoes whole frames, except that, counting messages per connection
