@@ -1,11 +1,10 @@
-//! Benchmark helper (`--features bench`): the smallest tokio-tungstenite echo server,
-//! the common target of `scripts/bench-load.sh`. Every text or binary message goes back
-//! unchanged (so `wsprobe load --echo full` matches it). Prints its `ws://` URL, then
-//! serves until killed.
+//! Benchmark baseline (scripts/bench-serve.sh): the smallest useful tokio-tungstenite echo
+//! server, every text or binary message sent straight back. It prints its URL first.
 //!
-//! Usage: bench_echo_server [ADDR]   (default 127.0.0.1:0, a free port)
+//! Usage: bench_echo_server [ADDR]   (default 127.0.0.1:0)
 
 use futures_util::{SinkExt, StreamExt};
+use std::io::Write;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -16,26 +15,30 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let listener = TcpListener::bind(&addr).await?;
-    println!("ws://{}/", listener.local_addr()?);
-    // Small buffers, so 10,000 idle connections do not measure the server's memory.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ws://{}/", listener.local_addr()?)?;
+    stdout.flush()?;
+    drop(stdout);
+    // The same buffer sizes as `wsprobe serve`, so the memory figures compare like with like.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0);
     loop {
-        let (tcp, _) = listener.accept().await?;
-        let _ = tcp.set_nodelay(true);
+        let (socket, _) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
         tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+            let Ok(mut ws) =
+                tokio_tungstenite::accept_async_with_config(socket, Some(config)).await
             else {
                 return;
             };
             while let Some(Ok(message)) = ws.next().await {
-                let echo = match message {
+                let reply = match message {
                     Message::Text(_) | Message::Binary(_) => message,
                     Message::Close(_) => break,
                     _ => continue,
                 };
-                if ws.send(echo).await.is_err() {
+                if ws.send(reply).await.is_err() {
                     break;
                 }
             }

@@ -359,7 +359,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast, repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast ($default=… sets the default route), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
 
@@ -382,6 +382,14 @@ pub struct ServeArgs {
     /// Largest message accepted (bigger closes with 1009)
     #[arg(long, value_name = "BYTES", default_value = "128KiB", value_parser = values::parse_size)]
     pub max_message_size: u64,
+
+    /// PEM certificate chain: serve wss:// and https:// (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]

@@ -16,6 +16,24 @@
 //! Every wait has a deadline. A failed wait ([`WaitError`]) tells a timeout from a closed
 //! connection and carries the messages that arrived and were not consumed, so a failure
 //! report can show what the server actually said.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use wsprobe::client::{self, ClientConfig};
+//! use wsprobe::session::{Outgoing, Session};
+//!
+//! let url = client::parse_url("ws://127.0.0.1:8080/dev")?;
+//! let mut session = Session::start(client::connect(&url, &ClientConfig::default()).await?);
+//! session.send(Outgoing::Text(r#"{"action":"send","body":"hi"}"#.into())).await?;
+//! let echo = session
+//!     .wait_for(Duration::from_secs(2), |m| m.frame.as_text() == Some("\"hi\""))
+//!     .await?;
+//! println!("echo after {:?}", echo.at.elapsed());
+//! session.close(1000, "bye", Duration::from_secs(1)).await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -131,7 +149,8 @@ impl Frame {
 }
 
 impl fmt::Display for Frame {
-    /// One line for failure reports: text as is, binary and control payloads by size.
+    /// For failure reports: text as is, binary and control payloads by their size, the
+    /// ending with its code and reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Frame::Text(text) => f.write_str(text),
@@ -152,6 +171,13 @@ pub struct Incoming {
     pub at: Instant,
     /// What arrived.
     pub frame: Frame,
+}
+
+impl Incoming {
+    /// The text of a text frame.
+    pub fn text(&self) -> Option<&str> {
+        self.frame.as_text()
+    }
 }
 
 /// How a connection ended.
@@ -548,8 +574,8 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The next frame to arrive; `None` after the ending frame has been delivered.
-    /// Cancel-safe.
+    /// The next frame to arrive; `None` once the ending frame (close or dropped, always
+    /// the last) has been delivered. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Incoming> {
         self.receiver.recv().await
     }
@@ -661,6 +687,12 @@ impl Session {
         self.inbox.wait_for(within, matcher).await
     }
 
+    /// Waits until no data frame arrives for the whole of `within`; see
+    /// [`Inbox::expect_silence`].
+    pub async fn expect_silence(&mut self, within: Duration) -> Result<(), Incoming> {
+        self.inbox.expect_silence(within).await
+    }
+
     /// Every message that arrived and was not consumed yet, in arrival order.
     pub fn received_so_far(&mut self) -> Vec<Incoming> {
         self.inbox.received_so_far()
@@ -750,6 +782,9 @@ async fn read_loop(
             break;
         }
     }
+    // Nothing follows the ending frame: let the receivers see the end of their channels.
+    drop(inbox);
+    drop(watch);
     // After a close frame, keep reading a little: this lets tungstenite send its answer
     // to the server's close and see the TCP connection end cleanly.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {

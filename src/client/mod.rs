@@ -8,9 +8,12 @@
 //! [`ConnectError::Rejected`] and, for the whole of it, [`ConnectError::Timeout`].
 
 mod error;
+pub mod http;
+mod proxy;
 mod stream;
 mod tls;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,10 +26,12 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
-pub use error::ConnectError;
+pub use error::{ConnectError, TlsProblem};
+pub use proxy::{ProxyServer, ProxySettings};
 pub use stream::Stream;
 use stream::Transport;
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -61,6 +66,40 @@ pub struct ClientConfig {
     pub websocket: WebSocketConfig,
     /// TLS for `wss://` URLs: trusted roots, client certificate, or no verification.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Resolve each host name once and reuse the addresses (see [`ClientConfig::cache_dns`]);
+    /// `None` resolves on every connect.
+    pub dns_cache: Option<DnsCache>,
+    /// HTTP proxies to tunnel through (from the environment in [`ClientConfig::from_args`]);
+    /// `None` connects directly.
+    pub proxy: Option<ProxySettings>,
+}
+
+/// Host names resolved once and shared by every connection of a configuration, so that
+/// `load` opening thousands of connections does not ask the resolver thousands of times.
+/// Failed lookups are not cached.
+#[derive(Clone, Debug, Default)]
+pub struct DnsCache(Arc<std::sync::Mutex<ResolvedHosts>>);
+
+/// Addresses by host name and port.
+type ResolvedHosts = HashMap<(String, u16), Arc<[SocketAddr]>>;
+
+impl DnsCache {
+    fn get(&self, host: &str, port: u16) -> Option<Arc<[SocketAddr]>> {
+        // A poisoned lock only means another connect panicked mid-insert: the map is fine.
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(&(host.to_owned(), port)).cloned()
+    }
+
+    fn put(&self, host: &str, port: u16, addresses: Arc<[SocketAddr]>) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert((host.to_owned(), port), addresses);
+    }
 }
 
 /// Where TLS trust and identity come from (`--cacert`, `--cert`/`--key`, `-k`).
@@ -90,20 +129,28 @@ impl Default for ClientConfig {
                 // Without files to read, building can only fail if the crypto provider
                 // supports no TLS version, which ring always does.
                 .expect("TLS with platform roots and no files always builds"),
+            dns_cache: None,
+            proxy: None,
         }
     }
 }
 
 impl ClientConfig {
     /// Builds the configuration from the shared connection options: reads `--cacert`,
-    /// `--cert` and `--key` once, checks every header value, and prints a loud warning to
-    /// stderr when `-k` turns certificate verification off.
+    /// `--cert` and `--key` once, checks every header value, takes proxies from the
+    /// environment (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`), and prints a
+    /// loud warning to stderr when `-k` turns certificate verification off.
     pub fn from_args(args: &ConnectionArgs) -> Result<Self, crate::Error> {
         let files = TlsFiles {
             cacert: args.cacert.clone(),
             client_identity: args.cert.clone().zip(args.key.clone()),
             insecure: args.insecure,
         };
+        if args.connect_timeout.is_zero() {
+            return Err(crate::Error::usage(
+                "--connect-timeout must be longer than 0s",
+            ));
+        }
         let config = Self {
             headers: args.headers.clone(),
             auth: args.auth.clone(),
@@ -112,10 +159,20 @@ impl ClientConfig {
             origin: args.origin.clone(),
             connect_timeout: args.connect_timeout,
             websocket: WebSocketConfig::default(),
-            tls: Self::default().tls,
-        }
-        .with_tls(&files)?;
+            tls: build_tls(&files)?,
+            dns_cache: None,
+            proxy: None,
+        };
         config.handshake_headers().map_err(crate::Error::usage)?;
+        let (proxy, proxy_warnings) = ProxySettings::from_lookup(|name| std::env::var(name).ok());
+        for warning in proxy_warnings {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} {warning}",
+                "warning:".yellow().bold()
+            );
+        }
+        let config = Self { proxy, ..config };
         if args.insecure {
             let _ = writeln!(
                 std::io::stderr(),
@@ -129,60 +186,148 @@ impl ClientConfig {
         Ok(config)
     }
 
+    /// Resolves each host name once, on the first connect, and reuses its addresses for
+    /// every later connect made with this configuration (or a clone of it).
+    pub fn cache_dns(mut self) -> Self {
+        self.dns_cache = Some(DnsCache::default());
+        self
+    }
+
+    /// Shrinks tungstenite's per-connection buffers from 128 KiB each to a 4 KiB read
+    /// buffer and no write buffer (every frame is written at once, as sends flush
+    /// anyway). Message size limits are unchanged. For `load`: a session then costs about
+    /// a tenth of the memory (measured on loopback: ~11 KiB instead of ~125 KiB, both
+    /// ends counted).
+    pub fn small_buffers(mut self) -> Self {
+        self.websocket = self.websocket.read_buffer_size(4096).write_buffer_size(0);
+        self
+    }
+
     /// Replaces the TLS configuration with one built from `files` (read now, once).
     pub fn with_tls(mut self, files: &TlsFiles) -> Result<Self, crate::Error> {
-        let options = tls::TlsOptions {
-            cacert: files.cacert.as_deref(),
-            client_identity: files
-                .client_identity
-                .as_ref()
-                .map(|(cert, key)| (cert.as_path(), key.as_path())),
-            insecure: files.insecure,
-        };
-        self.tls = tls::build_config(&options).map_err(crate::Error::usage)?;
+        self.tls = build_tls(files)?;
         Ok(self)
     }
 
-    /// The headers added to the upgrade request, checked. Errors never include a secret.
-    fn handshake_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-        let mut out = Vec::with_capacity(self.headers.len() + 4);
+    /// The headers added to the upgrade request, checked: wsprobe's own (from `--auth`,
+    /// `--api-key`, `-s`, `-o`) and the extra ones (`-H`), in order. Errors never include
+    /// a header's value, which may be a secret.
+    fn handshake_headers(&self) -> Result<HandshakeHeaders, String> {
+        let mut own = Vec::with_capacity(4);
         if let Some(auth) = &self.auth {
-            let mut value = HeaderValue::from_bytes(auth.expose().as_bytes())
+            let value = sensitive_value(auth)
                 .map_err(|_| "the --auth value contains a character not allowed in a header")?;
-            value.set_sensitive(true);
-            out.push((header::AUTHORIZATION, value));
+            own.push((header::AUTHORIZATION, value));
         }
         if let Some(key) = &self.api_key {
-            let mut value = HeaderValue::from_bytes(key.expose().as_bytes())
+            let value = sensitive_value(key)
                 .map_err(|_| "the --api-key value contains a character not allowed in a header")?;
-            value.set_sensitive(true);
-            out.push((HeaderName::from_static("x-api-key"), value));
+            own.push((HeaderName::from_static("x-api-key"), value));
         }
         if !self.subprotocols.is_empty() {
             let offered = self.subprotocols.join(", ");
             let value = HeaderValue::from_str(&offered)
                 .map_err(|_| format!("`{offered}` is not a valid subprotocol list"))?;
-            out.push((header::SEC_WEBSOCKET_PROTOCOL, value));
+            own.push((header::SEC_WEBSOCKET_PROTOCOL, value));
         }
         if let Some(origin) = &self.origin {
             let value = HeaderValue::from_bytes(origin.as_bytes())
                 .map_err(|_| format!("`{origin}` is not a valid Origin header value"))?;
-            out.push((header::ORIGIN, value));
+            own.push((header::ORIGIN, value));
         }
-        for extra in &self.headers {
-            let name = HeaderName::from_bytes(extra.name.as_bytes())
-                .map_err(|_| format!("`{}` is not a valid header name", extra.name))?;
-            // The value of an extra header may be a secret too: never echo it.
-            let value = HeaderValue::from_bytes(extra.value.as_bytes()).map_err(|_| {
+        let mut extra = Vec::with_capacity(self.headers.len());
+        for given in &self.headers {
+            let name = HeaderName::from_bytes(given.name.as_bytes())
+                .map_err(|_| format!("`{}` is not a valid header name", given.name))?;
+            let value = HeaderValue::from_bytes(given.value.as_bytes()).map_err(|_| {
                 format!(
                     "the value of header `{}` contains a character not allowed in a header",
-                    extra.name
+                    given.name
                 )
             })?;
-            out.push((name, value));
+            extra.push((name, value));
         }
-        Ok(out)
+        Ok(HandshakeHeaders { own, extra })
     }
+}
+
+/// The checked headers of an upgrade request.
+#[derive(Debug)]
+struct HandshakeHeaders {
+    /// From `--auth`, `--api-key`, `-s`, `-o`.
+    own: Vec<(HeaderName, HeaderValue)>,
+    /// From `-H`, in order.
+    extra: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A header value that `http` will keep out of its `Debug` output.
+fn sensitive_value(secret: &Secret) -> Result<HeaderValue, header::InvalidHeaderValue> {
+    let mut value = HeaderValue::from_bytes(secret.expose().as_bytes())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The upgrade request for `url`: tungstenite's required headers (Host, Upgrade, key, …),
+/// then user credentials from the URL (`ws://user:pass@host` → Basic auth, unless
+/// `--auth` is given), then wsprobe's own headers, then the `-H` headers. An `-H` header
+/// replaces any header of the same name set before it; repeated `-H` names add up.
+fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectError> {
+    let other = |reason: String| ConnectError::Other {
+        url: redacted_url(url),
+        reason,
+    };
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::InvalidUrl {
+            url: redacted_url(url),
+            reason: e.to_string(),
+        })?;
+    let HandshakeHeaders { own, extra } = config.handshake_headers().map_err(other)?;
+    let headers = request.headers_mut();
+    if !url.username().is_empty() && config.auth.is_none() {
+        headers.insert(header::AUTHORIZATION, basic_auth(url).map_err(other)?);
+    }
+    for (name, value) in own {
+        headers.insert(name, value);
+    }
+    let mut replaced: Vec<HeaderName> = Vec::with_capacity(extra.len());
+    for (name, value) in extra {
+        if replaced.contains(&name) {
+            headers.append(name, value);
+        } else {
+            replaced.push(name.clone());
+            headers.insert(name, value);
+        }
+    }
+    Ok(request)
+}
+
+/// `Basic base64(user:password)` from the URL's user information (percent-decoded).
+fn basic_auth(url: &Url) -> Result<HeaderValue, String> {
+    use base64::Engine;
+    let decode = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let mut credentials = decode(url.username());
+    credentials.push(b':');
+    credentials.extend(decode(url.password().unwrap_or_default()));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .map_err(|_| "the user and password in the URL do not make a valid header".to_owned())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The rustls configuration for `files`; errors name the file at fault.
+fn build_tls(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+    let options = tls::TlsOptions {
+        cacert: files.cacert.as_deref(),
+        client_identity: files
+            .client_identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path())),
+        insecure: files.insecure,
+    };
+    tls::build_config(&options).map_err(crate::Error::usage)
 }
 
 /// Parses what a user typed as a WebSocket URL. Only `ws://` and `wss://` are accepted; a
@@ -239,7 +384,7 @@ pub struct Connection {
     pub stream: WebSocketStream<Stream>,
     /// The URL connected to.
     pub url: Url,
-    /// The address actually connected to (after DNS).
+    /// The address actually connected to (after DNS): the server's, or the proxy's.
     pub peer: SocketAddr,
     /// HTTP status of the handshake response (101).
     pub status: u16,
@@ -258,7 +403,7 @@ pub async fn connect(url: &Url, config: &ClientConfig) -> Result<Connection, Con
     match tokio::time::timeout(config.connect_timeout, open(url, config, started)).await {
         Ok(result) => result,
         Err(_elapsed) => Err(ConnectError::Timeout {
-            url: shown_url(url),
+            url: redacted_url(url),
             after: config.connect_timeout,
         }),
     }
@@ -269,55 +414,11 @@ async fn open(
     config: &ClientConfig,
     started: Instant,
 ) -> Result<Connection, ConnectError> {
-    let invalid = |reason: &str| ConnectError::InvalidUrl {
-        url: shown_url(url),
-        reason: reason.to_owned(),
-    };
-    let secure = match url.scheme() {
-        "ws" => false,
-        "wss" => true,
-        _ => return Err(invalid("only ws:// and wss:// URLs can be opened")),
-    };
-    let host = url.host().ok_or_else(|| invalid("it has no host"))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| invalid("it has no port"))?;
-
-    let addresses = resolve(&host, port).await?;
-    let (tcp, peer) = connect_tcp(&addresses, &host, port).await?;
-    // Small frames (pings, echoes) must leave at once, not wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-
-    let transport = if secure {
-        Transport::Tls(Box::new(handshake_tls(tcp, &host, config).await?))
-    } else {
-        Transport::Plain(tcp)
-    };
+    // Built first: a request that cannot be made should not cost a connection.
+    let request = build_request(url, config)?;
+    let (transport, peer) = open_transport(url, config, started).await?;
     let (give_back, handed_back) = oneshot::channel();
     let stream = Stream::handing_back(transport, give_back);
-
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| invalid(&e.to_string()))?;
-    let headers = config
-        .handshake_headers()
-        .map_err(|reason| ConnectError::Other {
-            url: shown_url(url),
-            reason,
-        })?;
-    let mut replaced: Vec<HeaderName> = Vec::new();
-    for (index, (name, value)) in headers.into_iter().enumerate() {
-        // wsprobe's own headers come first in the list; an -H of the same name replaces
-        // them (and the generated ones, like Host), while repeated -H names add up.
-        let is_extra = index >= headers_before_extras(config);
-        if is_extra && !replaced.contains(&name) {
-            replaced.push(name.clone());
-            request.headers_mut().insert(name, value);
-        } else {
-            request.headers_mut().append(name, value);
-        }
-    }
 
     let handshake =
         tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket)).await;
@@ -339,6 +440,7 @@ async fn open(
                 status: head.status.as_u16(),
                 reason: head.status.canonical_reason().unwrap_or("").to_owned(),
                 body: shorten(String::from_utf8_lossy(&body).trim(), MAX_REJECTION_BODY),
+                headers: Box::new(head.headers),
             });
         }
         Err(e) => return Err(handshake_error(e, url, config)),
@@ -360,44 +462,124 @@ async fn open(
     })
 }
 
-/// How many of `handshake_headers` are wsprobe's own, before the `-H` ones.
-fn headers_before_extras(config: &ClientConfig) -> usize {
-    usize::from(config.auth.is_some())
-        + usize::from(config.api_key.is_some())
-        + usize::from(!config.subprotocols.is_empty())
-        + usize::from(config.origin.is_some())
-}
-
-async fn resolve(host: &Host<&str>, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-    match host {
-        Host::Ipv4(ip) => Ok(vec![SocketAddr::new((*ip).into(), port)]),
-        Host::Ipv6(ip) => Ok(vec![SocketAddr::new((*ip).into(), port)]),
-        Host::Domain(name) => {
-            let dns_error = |reason: String| ConnectError::Dns {
-                host: (*name).to_owned(),
-                reason,
-            };
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((*name, port))
-                .await
-                .map_err(|e| dns_error(e.to_string()))?
-                .collect();
-            if found.is_empty() {
-                return Err(dns_error("the name has no addresses".into()));
-            }
-            Ok(found)
+/// Opens the byte stream to `url`'s host: DNS, TCP (directly or through a proxy tunnel)
+/// and TLS for `wss://` and `https://`, within what is left of `config.connect_timeout`.
+/// Shared by the WebSocket handshake and the HTTP client ([`http`]).
+pub(crate) async fn open_transport(
+    url: &Url,
+    config: &ClientConfig,
+    started: Instant,
+) -> Result<(Transport, SocketAddr), ConnectError> {
+    let invalid = |reason: &str| ConnectError::InvalidUrl {
+        url: redacted_url(url),
+        reason: reason.to_owned(),
+    };
+    let secure = match url.scheme() {
+        "ws" | "http" => false,
+        "wss" | "https" => true,
+        _ => {
+            return Err(invalid(
+                "only ws://, wss://, http:// and https:// URLs can be opened",
+            ));
         }
-    }
+    };
+    let host = url.host().ok_or_else(|| invalid("it has no host"))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| invalid("it has no port"))?;
+
+    let (tcp, peer) = match config.proxy.as_ref().and_then(|p| p.for_url(url)) {
+        None => {
+            let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            connect_tcp(&addresses, &host, port, left).await?
+        }
+        Some(via) => {
+            // The proxy resolves the server's name; we only resolve the proxy's.
+            let proxy_host = match via.host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => Host::Ipv4(ip),
+                Ok(std::net::IpAddr::V6(ip)) => Host::Ipv6(ip),
+                Err(_) => Host::Domain(via.host.as_str()),
+            };
+            let addresses = resolve(&proxy_host, via.port, config.dns_cache.as_ref()).await?;
+            let left = config.connect_timeout.saturating_sub(started.elapsed());
+            let (mut tcp, peer) = connect_tcp(&addresses, &proxy_host, via.port, left).await?;
+            let target = match &host {
+                Host::Domain(name) => (*name).to_owned(),
+                Host::Ipv4(ip) => ip.to_string(),
+                Host::Ipv6(ip) => ip.to_string(),
+            };
+            proxy::open_tunnel(&mut tcp, via, &target, port).await?;
+            (tcp, peer)
+        }
+    };
+    // Small frames (pings, echoes) must leave at once, not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+
+    let transport = if secure {
+        Transport::Tls(Box::new(handshake_tls(tcp, &host, config).await?))
+    } else {
+        Transport::Plain(tcp)
+    };
+    Ok((transport, peer))
 }
 
-/// Tries each address in turn; the first that accepts wins.
+async fn resolve(
+    host: &Host<&str>,
+    port: u16,
+    cache: Option<&DnsCache>,
+) -> Result<Arc<[SocketAddr]>, ConnectError> {
+    let name = match host {
+        Host::Ipv4(ip) => return Ok(Arc::new([SocketAddr::new((*ip).into(), port)])),
+        Host::Ipv6(ip) => return Ok(Arc::new([SocketAddr::new((*ip).into(), port)])),
+        Host::Domain(name) => *name,
+    };
+    if let Some(found) = cache.and_then(|cache| cache.get(name, port)) {
+        return Ok(found);
+    }
+    let dns_error = |reason: String| ConnectError::Dns {
+        host: name.to_owned(),
+        reason,
+    };
+    let found: Arc<[SocketAddr]> = tokio::net::lookup_host((name, port))
+        .await
+        .map_err(|e| dns_error(e.to_string()))?
+        .collect();
+    if found.is_empty() {
+        return Err(dns_error("the name has no addresses".into()));
+    }
+    if let Some(cache) = cache {
+        cache.put(name, port, found.clone());
+    }
+    Ok(found)
+}
+
+/// Tries each address in turn; the first that accepts wins. When a name has several
+/// addresses, every one but the last gets only its share of `budget`, so that one
+/// unreachable address (say, IPv6 without a route) does not use up the whole timeout.
 async fn connect_tcp(
     addresses: &[SocketAddr],
     host: &Host<&str>,
     port: u16,
+    budget: Duration,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let share = budget / u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
     let mut first_other_error = None;
-    for &address in addresses {
-        match TcpStream::connect(address).await {
+    for (index, &address) in addresses.iter().enumerate() {
+        let attempt = TcpStream::connect(address);
+        let result = if index + 1 < addresses.len() {
+            match tokio::time::timeout(share, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {}", humantime::format_duration(share)),
+                )),
+            }
+        } else {
+            // The last address may take what is left: the caller's timeout bounds it.
+            attempt.await
+        };
+        match result {
             Ok(tcp) => return Ok((tcp, address)),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(e) => {
@@ -426,15 +608,20 @@ async fn handshake_tls(
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
     use rustls::pki_types::ServerName;
     let shown_host = host.to_string();
-    let tls_error = |reason: String| ConnectError::Tls {
+    let tls_error = |(reason, problem): (String, TlsProblem)| ConnectError::Tls {
         host: shown_host.clone(),
         reason,
+        problem,
     };
     let server_name = match host {
         Host::Ipv4(ip) => ServerName::IpAddress((*ip).into()),
         Host::Ipv6(ip) => ServerName::IpAddress((*ip).into()),
-        Host::Domain(name) => ServerName::try_from((*name).to_owned())
-            .map_err(|_| tls_error(format!("`{name}` is not a valid TLS server name")))?,
+        Host::Domain(name) => ServerName::try_from((*name).to_owned()).map_err(|_| {
+            tls_error((
+                format!("`{name}` is not a valid TLS server name"),
+                TlsProblem::Other,
+            ))
+        })?,
     };
     let connector = tokio_rustls::TlsConnector::from(config.tls.clone());
     connector.connect(server_name, tcp).await.map_err(|e| {
@@ -444,12 +631,13 @@ async fn handshake_tls(
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
             Some(rustls_error) => tls::explain(rustls_error, &shown_host),
-            None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => (
                 "the server closed the connection during the TLS handshake \
                  (is it a plain ws:// endpoint?)"
-                    .into()
-            }
-            None => e.to_string(),
+                    .into(),
+                TlsProblem::NotTls,
+            ),
+            None => (e.to_string(), TlsProblem::Other),
         };
         tls_error(reason)
     })
@@ -462,7 +650,7 @@ const MAX_REJECTION_BODY: usize = 2048;
 fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) -> ConnectError {
     use tungstenite::error::{ProtocolError, SubProtocolError};
     let other = |reason: String| ConnectError::Other {
-        url: shown_url(url),
+        url: redacted_url(url),
         reason,
     };
     match error {
@@ -494,8 +682,12 @@ fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) 
             {
                 Some(rustls_error) => {
                     let host = url.host_str().unwrap_or_default().to_owned();
-                    let reason = tls::explain(rustls_error, &host);
-                    ConnectError::Tls { host, reason }
+                    let (reason, problem) = tls::explain(rustls_error, &host);
+                    ConnectError::Tls {
+                        host,
+                        reason,
+                        problem,
+                    }
                 }
                 None => other(format!("during the WebSocket handshake: {e}")),
             }
@@ -590,11 +782,40 @@ fn shorten(text: &str, max: usize) -> String {
     format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
-/// The URL as shown in messages: without a password in it.
-fn shown_url(url: &Url) -> String {
+/// The URL as it may be shown in messages, logs and reports: without its password, and
+/// with the values of query parameters that look like credentials (`token`, `key`,
+/// `auth`, `signature`, …) redacted, as browser clients often put a token there.
+pub fn redacted_url(url: &Url) -> String {
+    const SECRET_WORDS: [&str; 7] = [
+        "token",
+        "key",
+        "auth",
+        "secret",
+        "signature",
+        "password",
+        "credential",
+    ];
     let mut shown = url.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some(crate::secret::REDACTED));
+    }
+    let looks_secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        SECRET_WORDS.iter().any(|word| name.contains(word))
+    };
+    if url.query_pairs().any(|(name, _)| looks_secret(&name)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if looks_secret(&name) {
+                    crate::secret::REDACTED.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
     }
     shown.to_string()
 }
@@ -652,9 +873,140 @@ mod tests {
     }
 
     #[test]
-    fn shown_url_hides_a_password() {
+    fn shown_url_hides_a_password_and_query_tokens() {
         let url = Url::parse("wss://user:hunter2@h/dev").unwrap();
-        assert!(!shown_url(&url).contains("hunter2"));
+        assert!(!redacted_url(&url).contains("hunter2"));
+        let url = Url::parse("wss://h/dev?room=7&access_token=abc123&X-Api-Key=k9").unwrap();
+        let shown = redacted_url(&url);
+        assert!(shown.contains("room=7"), "{shown}");
+        assert!(
+            !shown.contains("abc123") && !shown.contains("k9"),
+            "{shown}"
+        );
+        let plain = Url::parse("ws://h/dev?room=7").unwrap();
+        assert_eq!(redacted_url(&plain), "ws://h/dev?room=7");
+    }
+
+    fn request_headers(url: &str, config: &ClientConfig) -> Vec<(String, String)> {
+        let request = build_request(&Url::parse(url).unwrap(), config).unwrap();
+        request
+            .headers()
+            .iter()
+            .filter(|(name, _)| !name.as_str().starts_with("sec-websocket-key"))
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn request_header_precedence() {
+        let config = ClientConfig {
+            auth: Some(Secret::new("Bearer flag")),
+            api_key: Some(Secret::new("k1")),
+            subprotocols: vec!["a".into(), "b".into()],
+            origin: Some("https://o.example".into()),
+            headers: vec![
+                Header {
+                    name: "x-api-key".into(),
+                    value: "k2".into(),
+                },
+                Header {
+                    name: "X-Trace".into(),
+                    value: "1".into(),
+                },
+                Header {
+                    name: "x-trace".into(),
+                    value: "2".into(),
+                },
+            ],
+            ..ClientConfig::default()
+        };
+        let headers = request_headers("ws://user:pw@h:9/dev?x=1", &config);
+        let get = |name: &str| -> Vec<&str> {
+            headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(get("host"), ["h:9"]);
+        assert_eq!(get("authorization"), ["Bearer flag"]);
+        assert_eq!(get("x-api-key"), ["k2"]);
+        assert_eq!(get("x-trace"), ["1", "2"]);
+        assert_eq!(get("sec-websocket-protocol"), ["a, b"]);
+        assert_eq!(get("origin"), ["https://o.example"]);
+    }
+
+    #[tokio::test]
+    async fn the_dns_cache_answers_for_names_it_has_seen() {
+        let cache = DnsCache::default();
+        let local = resolve(&Host::Domain("localhost"), 80, Some(&cache))
+            .await
+            .unwrap();
+        assert_eq!(cache.get("localhost", 80), Some(local));
+        assert_eq!(cache.get("localhost", 81), None);
+        // A cached name is not looked up again: this one would not resolve.
+        let planted: Arc<[SocketAddr]> = Arc::new(["127.0.0.1:9".parse().unwrap()]);
+        cache.put("nowhere.invalid", 9, planted.clone());
+        let found = resolve(&Host::Domain("nowhere.invalid"), 9, Some(&cache))
+            .await
+            .unwrap();
+        assert_eq!(found, planted);
+        // Without the cache it is a DNS error, and failures are not cached.
+        let error = resolve(&Host::Domain("nowhere.invalid"), 10, Some(&cache))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ConnectError::Dns { .. }), "{error:?}");
+        assert_eq!(cache.get("nowhere.invalid", 10), None);
+    }
+
+    /// A loopback address whose accept queue is full, so the kernel drops new SYNs and a
+    /// connect to it hangs: an unreachable address without leaving the machine.
+    async fn black_hole() -> (SocketAddr, Vec<TcpStream>, tokio::net::TcpListener) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        // Fill the queue: connects succeed until it is full, then hang.
+        while let Ok(Ok(tcp)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(tcp);
+        }
+        (addr, fillers, listener)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_address_leaves_time_for_the_next() {
+        let (hole, _fillers, _listener) = black_hole().await;
+        let good = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good_addr = good.local_addr().unwrap();
+        let closed = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let host = Host::Domain("several.example");
+        let budget = Duration::from_millis(600);
+        let (_, peer) = connect_tcp(&[hole, closed, good_addr], &host, 1, budget)
+            .await
+            .unwrap();
+        assert_eq!(peer, good_addr);
+        let refused = connect_tcp(&[closed, closed], &host, 1, budget).await;
+        assert!(matches!(refused, Err(ConnectError::Refused { .. })));
+        match connect_tcp(&[hole, closed], &host, 1, budget).await {
+            Err(ConnectError::Other { reason, .. }) => {
+                assert!(reason.contains("no answer within"), "{reason}")
+            }
+            other => panic!("expected the black hole's timeout, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn url_credentials_become_basic_auth() {
+        let headers = request_headers("ws://al%20ice:p%40ss@h/dev", &ClientConfig::default());
+        let auth = headers.iter().find(|(n, _)| n == "authorization").unwrap();
+        // base64("al ice:p@ss")
+        assert_eq!(auth.1, "Basic YWwgaWNlOnBAc3M=");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::error::TlsProblem;
+
 /// Where the TLS trust and identity come from.
 #[derive(Debug, Default)]
 pub(crate) struct TlsOptions<'a> {
@@ -151,64 +153,164 @@ impl ServerCertVerifier for AcceptAnyServerCertificate {
     }
 }
 
-/// Says in plain words why a TLS handshake with `host` failed.
-pub(crate) fn explain(error: &rustls::Error, host: &str) -> String {
+/// Says in plain words why a TLS handshake with `host` failed, and what kind of problem
+/// it is.
+pub(crate) fn explain(error: &rustls::Error, host: &str) -> (String, TlsProblem) {
+    use rustls::AlertDescription as A;
     use rustls::Error as E;
     match error {
         E::InvalidCertificate(certificate) => explain_certificate(certificate, host),
-        E::AlertReceived(alert) => {
-            use rustls::AlertDescription as A;
-            match alert {
-                A::CertificateRequired => {
-                    "the server requires a client certificate (pass --cert and --key)".into()
-                }
-                A::BadCertificate | A::UnknownCA | A::CertificateUnknown => {
-                    "the server refused our client certificate".into()
-                }
-                A::ProtocolVersion => {
-                    "the server supports no TLS version we accept (TLS 1.2 or 1.3)".into()
-                }
-                A::UnrecognisedName => format!("the server does not know the name `{host}` (SNI)"),
-                A::HandshakeFailure => {
-                    "the server and wsprobe share no cipher suite or protocol".into()
-                }
-                other => format!("the server aborted the handshake (TLS alert: {other:?})"),
-            }
-        }
+        E::AlertReceived(A::CertificateRequired) => (
+            "the server requires a client certificate".into(),
+            TlsProblem::ClientCertificate,
+        ),
+        E::AlertReceived(A::BadCertificate | A::UnknownCA | A::CertificateUnknown) => (
+            "the server refused our client certificate".into(),
+            TlsProblem::ClientCertificate,
+        ),
+        E::AlertReceived(A::ProtocolVersion) => (
+            "the server supports no TLS version we accept (TLS 1.2 or 1.3)".into(),
+            TlsProblem::Other,
+        ),
+        E::AlertReceived(A::UnrecognisedName) => (
+            format!("the server does not know the name `{host}` (SNI)"),
+            TlsProblem::Other,
+        ),
+        E::AlertReceived(A::HandshakeFailure) => (
+            "the server and wsprobe share no cipher suite or protocol".into(),
+            TlsProblem::Other,
+        ),
+        E::AlertReceived(other) => (
+            format!("the server aborted the handshake (TLS alert: {other:?})"),
+            TlsProblem::Other,
+        ),
         E::InvalidMessage(_)
         | E::InappropriateMessage { .. }
-        | E::InappropriateHandshakeMessage { .. } => {
-            "the server's reply is not TLS (is it a plain ws:// endpoint?)".into()
-        }
-        E::NoCertificatesPresented => "the server presented no certificate".into(),
-        E::PeerIncompatible(why) => format!("the server's TLS is incompatible ({why:?})"),
-        E::PeerMisbehaved(why) => format!("the server broke the TLS protocol ({why:?})"),
-        E::NoApplicationProtocol => "the server does not offer HTTP/1.1 over TLS (ALPN)".into(),
-        other => other.to_string(),
+        | E::InappropriateHandshakeMessage { .. } => (
+            "the server's reply is not TLS (is it a plain ws:// endpoint?)".into(),
+            TlsProblem::NotTls,
+        ),
+        E::NoCertificatesPresented => (
+            "the server presented no certificate".into(),
+            TlsProblem::Other,
+        ),
+        E::PeerIncompatible(why) => (
+            format!("the server's TLS is incompatible ({why:?})"),
+            TlsProblem::Other,
+        ),
+        E::PeerMisbehaved(why) => (
+            format!("the server broke the TLS protocol ({why:?})"),
+            TlsProblem::Other,
+        ),
+        E::NoApplicationProtocol => (
+            "the server does not offer HTTP/1.1 over TLS (ALPN)".into(),
+            TlsProblem::Other,
+        ),
+        other => (other.to_string(), TlsProblem::Other),
     }
 }
 
-fn explain_certificate(error: &CertificateError, host: &str) -> String {
+fn explain_certificate(error: &CertificateError, host: &str) -> (String, TlsProblem) {
     use CertificateError as C;
+    let other = |text: &str| (text.to_owned(), TlsProblem::Other);
     match error {
-        C::UnknownIssuer => "the certificate is signed by an unknown issuer (self-signed, or by a private CA we do not trust)".into(),
-        C::Expired | C::ExpiredContext { .. } => "the certificate has expired".into(),
-        C::NotValidYet | C::NotValidYetContext { .. } => {
-            "the certificate is not valid yet (check the clocks)".into()
+        C::UnknownIssuer => (
+            "the certificate is signed by an unknown issuer (self-signed, or by a private CA \
+             we do not trust)"
+                .into(),
+            TlsProblem::UnknownIssuer,
+        ),
+        C::ExpiredContext { not_after, .. } => (
+            format!("the certificate expired on {}", date(*not_after)),
+            TlsProblem::Expired,
+        ),
+        C::Expired => ("the certificate has expired".into(), TlsProblem::Expired),
+        C::NotValidYetContext { not_before, .. } => (
+            format!(
+                "the certificate is not valid before {} (check the clocks)",
+                date(*not_before)
+            ),
+            TlsProblem::Expired,
+        ),
+        C::NotValidYet => (
+            "the certificate is not valid yet (check the clocks)".into(),
+            TlsProblem::Expired,
+        ),
+        C::NotValidForNameContext { presented, .. }
+            if presented.iter().any(|name| presented_name(name).is_some()) =>
+        {
+            let names: Vec<String> = presented
+                .iter()
+                .filter_map(|name| presented_name(name))
+                .map(|name| format!("`{name}`"))
+                .collect();
+            (
+                format!(
+                    "the certificate is not valid for the name `{host}` (it is for {})",
+                    names.join(", ")
+                ),
+                TlsProblem::NameMismatch,
+            )
         }
-        C::NotValidForName | C::NotValidForNameContext { .. } => {
-            format!("the certificate is not valid for the name `{host}`")
-        }
-        C::Revoked => "the certificate has been revoked".into(),
-        C::BadSignature => "the certificate's signature is invalid".into(),
-        C::BadEncoding => "the certificate is malformed".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => (
+            format!("the certificate is not valid for the name `{host}`"),
+            TlsProblem::NameMismatch,
+        ),
+        C::Revoked => other("the certificate has been revoked"),
+        C::BadSignature => other("the certificate's signature is invalid"),
+        C::BadEncoding => other("the certificate is malformed"),
         C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
-            "the certificate is not meant for TLS servers".into()
+            other("the certificate is not meant for TLS servers")
         }
         C::UnsupportedSignatureAlgorithmContext { .. }
         | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
-            "the certificate uses a signature algorithm we do not support".into()
+            other("the certificate uses a signature algorithm we do not support")
         }
-        other => format!("the certificate was refused ({other})"),
+        C::UnknownRevocationStatus => other("the certificate's revocation status is unknown"),
+        e => (
+            format!("the certificate was refused ({e})"),
+            TlsProblem::Other,
+        ),
+    }
+}
+
+/// A DNS name or IP address from webpki's list of the names a certificate presents
+/// (`DnsName("example.com")`, `IpAddress(10.0.0.1)`); `None` for other kinds of name.
+fn presented_name(debug: &str) -> Option<&str> {
+    debug
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            debug
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        })
+}
+
+/// A certificate time as an RFC 3339 date and time, in UTC.
+fn date(time: UnixTime) -> String {
+    let system = std::time::UNIX_EPOCH + std::time::Duration::from_secs(time.as_secs());
+    humantime::format_rfc3339_seconds(system).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presented_names_are_unwrapped() {
+        assert_eq!(presented_name("DnsName(\"a.example\")"), Some("a.example"));
+        assert_eq!(presented_name("IpAddress(10.0.0.1)"), Some("10.0.0.1"));
+        assert_eq!(presented_name("DirectoryName"), None);
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let options = TlsOptions {
+            cacert: Some(Path::new("/nonexistent/ca.pem")),
+            ..TlsOptions::default()
+        };
+        let error = build_config(&options).unwrap_err();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 }

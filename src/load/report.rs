@@ -82,7 +82,7 @@ pub struct ConnectionsReport {
     /// Connections that could not be opened.
     pub failed: u64,
     /// Failures by cause: an HTTP status (`"403"`), `refused`, `dns`, `tls`, `timeout`,
-    /// `too_many_open_files`, `other`.
+    /// `proxy`, `too_many_open_files`, `other`.
     pub failures: BTreeMap<String, u64>,
     /// Connections the server closed (or that broke) before the run was done with them.
     pub dropped: u64,

@@ -36,6 +36,8 @@ pub enum ConnectCause {
     Dns,
     /// The TLS handshake failed.
     Tls,
+    /// The HTTP proxy did not open a tunnel.
+    Proxy,
     /// Longer than `--connect-timeout`.
     Timeout,
     /// The process ran out of file descriptors (EMFILE).
@@ -54,6 +56,7 @@ impl ConnectCause {
             E::Dns { .. } => Self::Dns,
             E::Tls { .. } => Self::Tls,
             E::Timeout { .. } => Self::Timeout,
+            E::Proxy { .. } => Self::Proxy,
             // The client keeps I/O errors as text; EMFILE is errno 24 on every Unix.
             E::Other { reason, .. } if reason.contains("(os error 24)") => Self::TooManyOpenFiles,
             E::InvalidUrl { .. } | E::Other { .. } => Self::Other,
@@ -68,6 +71,7 @@ impl ConnectCause {
             Self::Dns => "dns".into(),
             Self::Tls => "tls".into(),
             Self::Timeout => "timeout".into(),
+            Self::Proxy => "proxy".into(),
             Self::TooManyOpenFiles => "too_many_open_files".into(),
             Self::Other => "other".into(),
         }
@@ -400,6 +404,7 @@ mod tests {
             status: 403,
             reason: "Forbidden".into(),
             body: String::new(),
+            headers: Box::default(),
         };
         stats.record_connect_failure(rejected());
         stats.record_connect_failure(rejected());

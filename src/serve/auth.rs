@@ -10,8 +10,11 @@ use crate::secret::Secret;
 /// the log (never a secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
+    /// 401 or 403.
     pub status: u16,
+    /// The JSON body API Gateway answers with.
     pub body: &'static str,
+    /// Why, for the REJECT log line.
     pub reason: &'static str,
 }
 

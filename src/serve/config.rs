@@ -1,6 +1,7 @@
 //! What a `serve` instance is configured with: [`ServeConfig`], built from the command
 //! line by [`ServeConfig::from_args`] or by hand in tests and in other jobs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{DefaultRoute, ServeArgs};
@@ -45,6 +46,9 @@ pub struct ServeConfig {
     pub log: LogSink,
     /// Plain access-log lines or one JSON object per line.
     pub log_format: LogFormat,
+    /// Serve `wss://` and `https://` with this TLS configuration (see
+    /// [`ServeConfig::tls_from_pem`]); `None` serves plain `ws://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// API Gateway's frame size limit (32 KB).
@@ -67,6 +71,7 @@ impl Default for ServeConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             log: LogSink::Off,
             log_format: LogFormat::Plain,
+            tls: None,
         }
     }
 }
@@ -110,6 +115,24 @@ impl ServeConfig {
                 "--idle-timeout and --max-connection-duration must be longer than zero",
             ));
         }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| {
+                        crate::Error::usage(format!("cannot read {}: {e}", path.display()))
+                    })
+                };
+                let config = Self::tls_from_pem(&read(cert)?, &read(key)?).map_err(|e| {
+                    crate::Error::usage(format!(
+                        "--tls-cert {} / --tls-key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+                Some(config)
+            }
+            _ => None,
+        };
         Ok(Self {
             stage: stage.to_owned(),
             api_keys: non_empty(&args.api_keys),
@@ -127,7 +150,33 @@ impl ServeConfig {
                 LogSink::Stdout
             },
             log_format: args.log_format,
+            tls,
         })
+    }
+
+    /// A TLS configuration from a PEM certificate chain and its PEM private key.
+    pub fn tls_from_pem(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Arc<rustls::ServerConfig>, String> {
+        let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the certificate file is not PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("the certificate file holds no certificate".to_owned());
+        }
+        let key = rustls_pemfile::private_key(&mut &key_pem[..])
+            .map_err(|e| format!("the key file is not PEM: {e}"))?
+            .ok_or("the key file holds no private key")?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// Every secret of this configuration, for redacting text that might contain one.

@@ -39,8 +39,11 @@ const GOING_AWAY: &str = "Going away";
 
 /// Everything a connection task starts with.
 pub struct Connection {
+    /// The server it belongs to.
     pub state: ServerState,
+    /// Its connection id.
     pub id: String,
+    /// What `@connections` GET reports; touched on every inbound message.
     pub info: Arc<ConnectionInfo>,
     /// Frames queued by `@connections` POST and broadcasts.
     pub inbox: mpsc::Receiver<Outbound>,
@@ -82,9 +85,13 @@ pub async fn run(connection: Connection, on_upgrade: hyper::upgrade::OnUpgrade) 
     match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
         Ok(parts) => {
             let socket = parts.io.into_inner();
+            // Copied out so hyper's whole read buffer is freed now, not held for the life
+            // of the connection.
+            let already_read = parts.read_buf.to_vec();
+            drop(parts.read_buf);
             let ws = WebSocketStream::from_partially_read(
                 socket,
-                parts.read_buf.to_vec(),
+                already_read,
                 Role::Server,
                 Some(config),
             )
@@ -127,15 +134,30 @@ where
     let config = state.config();
     let idle = tokio::time::sleep(config.idle_timeout);
     let max_age = tokio::time::sleep(config.max_connection_duration);
-    tokio::pin!(idle, max_age);
     let mut shutdown = state.shutdown_signal();
+    // Made once and polled again on every turn, so a message costs no waiter
+    // registration on these signals.
+    let stop = super::server::stopped(&mut shutdown);
+    let closed = close.notified();
+    tokio::pin!(idle, max_age, stop, closed);
+    // The idle timer is not pushed back on every message: when it fires, it is re-armed
+    // from the last inbound message if that came later.
+    let mut last_inbound = tokio::time::Instant::now();
 
     let end = loop {
         tokio::select! {
-            _ = super::server::stopped(&mut shutdown) => break End::Close(1001, GOING_AWAY),
-            _ = close.notified() => break End::Close(1000, ""),
-            _ = &mut idle => break End::Close(1001, GOING_AWAY),
+            // Signals first: a client flooding messages must not starve them.
+            biased;
+            _ = &mut stop => break End::Close(1001, GOING_AWAY),
+            _ = &mut closed => break End::Close(1000, ""),
             _ = &mut max_age => break End::Close(1001, GOING_AWAY),
+            _ = &mut idle => {
+                let due = last_inbound + config.idle_timeout;
+                if tokio::time::Instant::now() >= due {
+                    break End::Close(1001, GOING_AWAY);
+                }
+                idle.as_mut().reset(due);
+            }
             queued = inbox.recv() => {
                 let sent = match queued {
                     Some(Outbound::Text(text)) => {
@@ -152,7 +174,7 @@ where
             incoming = ws.next() => match incoming {
                 None => break End::Vanished,
                 Some(Ok(Message::Text(text))) => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
+                    last_inbound = tokio::time::Instant::now();
                     info.touch();
                     if on_text(&mut ws, &state, &id, text).await.is_err() {
                         break End::Vanished;
@@ -169,6 +191,7 @@ where
                         Some(frame) => (u16::from(frame.code), frame.reason.to_string()),
                         None => (1005, "Client-side close frame status not set".to_owned()),
                     };
+                    state.registry().remove(&id);
                     // Reading on writes tungstenite's close reply and ends the stream.
                     let _ = tokio::time::timeout(LINGER, ws.next()).await;
                     break End::ClosedByClient(code, reason);
@@ -263,7 +286,12 @@ where
 {
     let started = Instant::now();
     let config = state.config();
-    let request_id = state.next_id();
+    // A request id costs a little; only error frames and observers need one.
+    let mut request_id: Option<String> = None;
+    let mut error_frame = |message: &str| {
+        let id = request_id.get_or_insert_with(|| state.next_id());
+        Utf8Bytes::from(routing::gateway_error_frame(message, connection_id, id))
+    };
     let parsed: Option<Value> = serde_json::from_str(text.as_str()).ok();
     let selection = routing::select(
         parsed.as_ref(),
@@ -273,23 +301,14 @@ where
     );
     let bytes = text.len();
     let reply = match &selection {
-        Selection::NoRoute => Some(Utf8Bytes::from(routing::gateway_error_frame(
-            "Forbidden",
-            connection_id,
-            &request_id,
-        ))),
+        Selection::NoRoute => Some(error_frame("Forbidden")),
         Selection::Route { behaviour, .. } | Selection::Default(behaviour) => match behaviour {
             RouteBehaviour::Echo => Some(text),
-            RouteBehaviour::EchoBody => Some(Utf8Bytes::from(
-                routing::body_as_json(parsed.as_ref()).unwrap_or_else(|| {
-                    // The sample Lambda throws on a message without a body.
-                    routing::gateway_error_frame(
-                        "Internal server error",
-                        connection_id,
-                        &request_id,
-                    )
-                }),
-            )),
+            // The sample Lambda throws on a message without a body.
+            RouteBehaviour::EchoBody => Some(match routing::body_as_json(parsed.as_ref()) {
+                Some(body) => Utf8Bytes::from(body),
+                None => error_frame("Internal server error"),
+            }),
             RouteBehaviour::Broadcast => match routing::body_as_json(parsed.as_ref()) {
                 Some(body) => {
                     for sender in state.registry().senders() {
@@ -299,26 +318,23 @@ where
                     }
                     None
                 }
-                None => Some(Utf8Bytes::from(routing::gateway_error_frame(
-                    "Internal server error",
-                    connection_id,
-                    &request_id,
-                ))),
+                None => Some(error_frame("Internal server error")),
             },
         },
     };
-    let route_key = selection.route_key().map(str::to_owned);
     let result = match reply {
         Some(reply) => send_text(ws, reply, config.max_frame_size).await,
         None => Ok(()),
     };
-    state.emit(ServeEvent::Message {
-        connection_id: connection_id.to_owned(),
-        request_id,
-        route_key,
-        bytes,
-        duration: started.elapsed(),
-    });
+    if state.is_observed() {
+        state.emit(ServeEvent::Message {
+            connection_id: connection_id.to_owned(),
+            request_id: request_id.unwrap_or_else(|| state.next_id()),
+            route_key: selection.route_key().map(str::to_owned),
+            bytes,
+            duration: started.elapsed(),
+        });
+    }
     result
 }
 

@@ -56,6 +56,7 @@ const EVENT_BUFFER: usize = 4096;
 /// every connection with 1001 and succeeds.
 pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
     let config = ServeConfig::from_args(&args)?;
+    let signal = server::shutdown_signal();
     let server = spawn(config, args.listen)
         .await
         .map_err(|e| Error::Other(anyhow::anyhow!("cannot listen on {}: {e}", args.listen)))?;
@@ -66,7 +67,7 @@ pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
         let _ = writeln!(stdout, "{}", server.connections_url());
         let _ = stdout.flush();
     }
-    server::shutdown_signal().await;
+    signal.await;
     server.shutdown().await;
     Ok(Outcome::Success)
 }
@@ -74,9 +75,10 @@ pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
 /// Serves `config` on `listener` until SIGINT or SIGTERM, then closes every connection
 /// with 1001 and returns.
 pub async fn serve(listener: TcpListener, config: ServeConfig) -> std::io::Result<()> {
+    let signal = server::shutdown_signal();
     let (router, state) = app(config);
     let accept = tokio::spawn(server::accept_loop(listener, router, state.clone()));
-    server::shutdown_signal().await;
+    signal.await;
     state.close_all(SHUTDOWN_GRACE).await;
     accept.abort();
     Ok(())
@@ -87,11 +89,13 @@ pub async fn spawn(config: ServeConfig, listen: SocketAddr) -> std::io::Result<R
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let stage = config.stage.clone();
+    let secure = config.tls.is_some();
     let (router, state) = app(config);
     let accept = tokio::spawn(server::accept_loop(listener, router, state.clone()));
     Ok(RunningServer {
         addr,
         stage,
+        secure,
         state,
         accept,
     })
@@ -103,6 +107,8 @@ pub async fn spawn(config: ServeConfig, listen: SocketAddr) -> std::io::Result<R
 pub struct RunningServer {
     addr: SocketAddr,
     stage: String,
+    /// Serving TLS: `wss://` and `https://`.
+    secure: bool,
     state: ServerState,
     accept: JoinHandle<()>,
 }
@@ -113,15 +119,18 @@ impl RunningServer {
         self.addr
     }
 
-    /// Where clients connect: `ws://127.0.0.1:PORT/dev`.
+    /// Where clients connect: `ws://127.0.0.1:PORT/dev` (`wss://` with TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/{}", self.reachable_addr(), self.stage)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}/{}", self.reachable_addr(), self.stage)
     }
 
-    /// The `@connections` base URL: `http://127.0.0.1:PORT/dev/@connections`.
+    /// The `@connections` base URL: `http://127.0.0.1:PORT/dev/@connections` (`https://`
+    /// with TLS).
     pub fn connections_url(&self) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
         format!(
-            "http://{}/{}/@connections",
+            "{scheme}://{}/{}/@connections",
             self.reachable_addr(),
             self.stage
         )
@@ -251,6 +260,12 @@ impl ServerState {
 
     fn track_task(&self) -> TaskGuard {
         self.inner.tasks.enter()
+    }
+
+    /// Whether events go anywhere (a log sink or an observer), so the hot path can skip
+    /// building them.
+    fn is_observed(&self) -> bool {
+        !self.inner.config.log.is_off() || self.inner.observed.load(Ordering::Acquire)
     }
 
     /// Logs an event and hands it to observers.

@@ -32,7 +32,9 @@ pub enum Outbound {
 /// What is known about a live connection, shared with `@connections` GET.
 #[derive(Debug)]
 pub struct ConnectionInfo {
+    /// When the handshake was accepted.
     pub connected_at: SystemTime,
+    /// The client's address.
     pub source_ip: IpAddr,
     /// The client's `User-Agent`, if it sent one.
     pub user_agent: Option<String>,
@@ -41,6 +43,7 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
+    /// A connection that starts now.
     pub fn new(source_ip: IpAddr, user_agent: Option<String>) -> Self {
         let now = SystemTime::now();
         Self {
@@ -51,11 +54,13 @@ impl ConnectionInfo {
         }
     }
 
+    /// Records inbound activity now (`lastActiveAt`).
     pub fn touch(&self) {
         self.last_active_ms
             .store(epoch_ms(SystemTime::now()), Ordering::Relaxed);
     }
 
+    /// When the connection last had inbound activity.
     pub fn last_active_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
     }
@@ -70,10 +75,12 @@ fn epoch_ms(time: SystemTime) -> u64 {
 /// A registry entry: how to reach a connection's task, and what is known about it.
 #[derive(Clone, Debug)]
 pub struct ConnectionHandle {
+    /// Frames for the connection's task to write.
     pub outbound: mpsc::Sender<Outbound>,
     /// Notified by `@connections` DELETE: the task closes the connection with 1000. A
     /// permit is kept if the task is busy, so the request is never lost.
     pub close: Arc<Notify>,
+    /// What `@connections` GET reports.
     pub info: Arc<ConnectionInfo>,
 }
 
@@ -103,6 +110,7 @@ impl Registry {
         &self.shards[(hasher.finish() as usize) % SHARDS]
     }
 
+    /// Adds a connection.
     pub fn insert(&self, id: String, handle: ConnectionHandle) {
         let mut shard = self.shard(&id).write().unwrap_or_else(|e| e.into_inner());
         if shard.insert(id, handle).is_none() {
@@ -123,6 +131,7 @@ impl Registry {
         removed
     }
 
+    /// A live connection by id.
     pub fn get(&self, id: &str) -> Option<ConnectionHandle> {
         self.shard(id)
             .read()
@@ -166,6 +175,7 @@ impl Default for IdGenerator {
 }
 
 impl IdGenerator {
+    /// A fresh id.
     pub fn next_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mixed = mix(n ^ self.seed);

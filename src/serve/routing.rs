@@ -23,6 +23,7 @@ impl RouteBehaviour {
     /// The names `--route NAME=BEHAVIOUR` accepts.
     pub const NAMES: &'static str = "echo-body, echo, broadcast";
 
+    /// The behaviour named `echo-body`, `echo` or `broadcast`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "echo-body" => Some(Self::EchoBody),
@@ -72,11 +73,19 @@ impl RouteTable {
         self
     }
 
+    /// The table with one more route, for building a table in one expression:
+    /// `RouteTable::default().with("chat", RouteBehaviour::Broadcast)`.
+    pub fn with(mut self, key: impl Into<String>, behaviour: RouteBehaviour) -> Self {
+        self.insert(key, behaviour);
+        self
+    }
+
     /// Removes a route (e.g. the built-in `send`).
     pub fn remove(&mut self, key: &str) -> Option<RouteBehaviour> {
         self.routes.remove(key)
     }
 
+    /// The behaviour of route key `key` (exact match).
     pub fn get(&self, key: &str) -> Option<RouteBehaviour> {
         self.routes.get(key).copied()
     }
@@ -132,6 +141,8 @@ impl fmt::Display for SelectionExpression {
 }
 
 impl SelectionExpression {
+    /// Parses `$request.body.PATH` or `${request.body.PATH}`; the error says what is
+    /// expected.
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
         let inner = match trimmed
@@ -331,6 +342,17 @@ mod tests {
         );
         assert_eq!(body_as_json(Some(&json!({"action": "send"}))), None);
         assert_eq!(body_as_json(None), None);
+    }
+
+    #[test]
+    fn tables_build_in_one_expression() {
+        let table = RouteTable::empty().with("chat", RouteBehaviour::Broadcast);
+        assert_eq!(table.get("chat"), Some(RouteBehaviour::Broadcast));
+        assert_eq!(table.get("send"), None);
+        assert_eq!(
+            RouteTable::default().get("send"),
+            Some(RouteBehaviour::EchoBody)
+        );
     }
 
     #[test]

@@ -46,7 +46,31 @@ pub async fn accept_loop(listener: TcpListener, router: Router, state: ServerSta
                 let http = http.clone();
                 let router = router.clone();
                 let state = state.clone();
-                tokio::spawn(serve_http(http, socket, peer, router, state));
+                match &state.config().tls {
+                    None => {
+                        tokio::spawn(serve_http(http, socket, peer, router, state));
+                    }
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                        tokio::spawn(async move {
+                            let started = Instant::now();
+                            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(socket))
+                                .await
+                            {
+                                Ok(Ok(stream)) => {
+                                    serve_http(http, stream, peer, router, state).await
+                                }
+                                _ => state.emit(ServeEvent::Rejected {
+                                    request_id: state.next_id(),
+                                    status: 0,
+                                    reason: "TLS handshake failed".to_owned(),
+                                    source_ip: Some(peer.ip()),
+                                    duration: started.elapsed(),
+                                }),
+                            }
+                        });
+                    }
+                }
             }
             Err(error) if is_per_connection(&error) => {}
             Err(_) => {
@@ -66,13 +90,15 @@ fn is_per_connection(error: &std::io::Error) -> bool {
     )
 }
 
-async fn serve_http(
+async fn serve_http<I>(
     http: http1::Builder,
-    socket: tokio::net::TcpStream,
+    socket: I,
     peer: SocketAddr,
     router: Router,
     state: ServerState,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let started = Instant::now();
     let service = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<Incoming>| {
@@ -98,7 +124,8 @@ async fn serve_http(
         } else if error.is_parse() {
             Some((400, "malformed HTTP request"))
         } else if error.is_timeout() {
-            Some((408, "request head not received in time"))
+            // hyper drops the connection without an answer: status 0.
+            Some((0, "request head not received in time"))
         } else {
             None
         };
@@ -122,28 +149,37 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    // A signal that cannot be watched must not look like one that arrived.
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is
+/// called, not when it is first awaited, so a signal sent right after the start-up
+/// lines are printed is not missed.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
+    {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            // A signal that cannot be watched must not look like one that arrived.
+            let wait = |installed: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match installed {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

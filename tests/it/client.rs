@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use wsprobe::cli::ConnectionArgs;
-use wsprobe::client::{self, ClientConfig, ConnectError, Connection};
+use wsprobe::client::{self, ClientConfig, ConnectError, Connection, TlsProblem};
 use wsprobe::session::{Ending, Frame, Outgoing, Session, SessionError, WaitError};
 
 /// Long enough for anything on loopback to happen; a broken test fails after it.
@@ -122,6 +122,10 @@ where
                         Answer::Reject { status, body } => {
                             let mut rejection = ErrorResponse::new(Some(body.to_owned()));
                             *rejection.status_mut() = StatusCode::from_u16(status).unwrap();
+                            rejection.headers_mut().insert(
+                                "x-amzn-ErrorType",
+                                HeaderValue::from_static("UnauthorizedException"),
+                            );
                             Err(rejection)
                         }
                     }
@@ -258,6 +262,50 @@ async fn handshake_carries_auth_api_key_headers_subprotocols_and_origin() {
 }
 
 #[tokio::test]
+async fn a_server_that_ignores_the_offered_subprotocols_is_reported() {
+    // Browsers refuse such a server too: API Gateway stages must echo the header from $connect.
+    let server = plain_echo_server().await;
+    let error = connect(&server.url("ws"), &config(&["-s", "chat.v2", "-s", "json"]))
+        .await
+        .unwrap_err();
+    match &error {
+        ConnectError::Other { reason, .. } => assert!(
+            reason.contains("accepted none of the offered subprotocols (chat.v2, json)"),
+            "{reason}"
+        ),
+        other => panic!("expected Other, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_subprotocol_that_was_not_offered_is_reported() {
+    let server = start_server(
+        None,
+        Answer::Accept {
+            subprotocol: Some("surprise"),
+        },
+        echo,
+    )
+    .await;
+    let error = connect(&server.url("ws"), &config(&[])).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("chose a subprotocol although none was offered"),
+        "{error}"
+    );
+    let error = connect(&server.url("ws"), &config(&["-s", "chat"]))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("chose a subprotocol that was not offered"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn an_extra_header_replaces_one_wsprobe_would_set() {
     let mut server = plain_echo_server().await;
     let config = config(&[
@@ -295,7 +343,9 @@ async fn a_refused_handshake_reports_status_and_body_but_no_secret() {
             status,
             reason,
             body,
+            headers,
         } => {
+            assert_eq!(headers["x-amzn-errortype"], "UnauthorizedException");
             assert_eq!(*status, 401);
             assert_eq!(reason, "Unauthorized");
             assert_eq!(body, r#"{"message":"Unauthorized"}"#);
@@ -339,6 +389,7 @@ fn rejection(error: ConnectError) -> (u16, String, String) {
             status,
             reason,
             body,
+            ..
         } => (status, reason, body),
         other => panic!("expected Rejected, got {other:?}"),
     }
@@ -409,9 +460,12 @@ async fn a_closed_port_is_refused() {
 async fn an_unknown_host_is_a_dns_error() {
     // `.invalid` is reserved (RFC 6761): it never resolves, and resolvers answer at once.
     let url = client::parse_url("ws://nowhere.invalid/dev").unwrap();
-    let error = connect(&url, &config(&["--connect-timeout", "5s"]))
-        .await
-        .unwrap_err();
+    let direct = ClientConfig {
+        // A proxy in the test environment would resolve the name instead of us.
+        proxy: None,
+        ..config(&["--connect-timeout", "5s"])
+    };
+    let error = connect(&url, &direct).await.unwrap_err();
     assert!(
         matches!(&error, ConnectError::Dns { host, .. } if host == "nowhere.invalid"),
         "{error:?}"
@@ -557,8 +611,15 @@ async fn round_trip(url: &url::Url, config: &ClientConfig) {
 }
 
 fn tls_reason(error: ConnectError) -> String {
+    tls_failure(error).0
+}
+
+fn tls_failure(error: ConnectError) -> (String, TlsProblem, Option<String>) {
+    let hint = error.hint();
     match error {
-        ConnectError::Tls { reason, .. } => reason,
+        ConnectError::Tls {
+            reason, problem, ..
+        } => (reason, problem, hint),
         other => panic!("expected a TLS error, got {other:?}"),
     }
 }
@@ -572,9 +633,12 @@ async fn a_self_signed_certificate_is_refused_then_trusted_with_cacert() {
     let url = server.url("wss");
 
     let error = connect(&url, &config(&[])).await.unwrap_err();
-    let reason = tls_reason(error);
+    assert_eq!(error.cause(), "tls");
+    let (reason, problem, hint) = tls_failure(error);
     assert!(reason.contains("unknown issuer"), "{reason}");
     assert!(reason.contains("self-signed"), "{reason}");
+    assert_eq!(problem, TlsProblem::UnknownIssuer);
+    assert!(hint.unwrap().contains("--cacert"));
 
     round_trip(&url, &config(&["--cacert", &cacert])).await;
     round_trip(&url, &config(&["-k"])).await;
@@ -589,11 +653,12 @@ async fn a_certificate_for_another_name_is_a_name_mismatch() {
     let error = connect(&server.url("wss"), &config(&["--cacert", &cacert]))
         .await
         .unwrap_err();
-    let reason = tls_reason(error);
+    let (reason, problem, _) = tls_failure(error);
     assert!(
-        reason.contains("not valid for the name `127.0.0.1`"),
+        reason.contains("not valid for the name `127.0.0.1` (it is for `stage.example.test`)"),
         "{reason}"
     );
+    assert_eq!(problem, TlsProblem::NameMismatch);
 }
 
 #[tokio::test]
@@ -610,7 +675,9 @@ async fn an_expired_certificate_says_so() {
     let error = connect(&server.url("wss"), &config(&["--cacert", &cacert]))
         .await
         .unwrap_err();
-    assert!(tls_reason(error).contains("expired"));
+    let (reason, problem, _) = tls_failure(error);
+    assert!(reason.contains("expired on 2021-01-01"), "{reason}");
+    assert_eq!(problem, TlsProblem::Expired);
 }
 
 #[tokio::test]
@@ -620,8 +687,10 @@ async fn wss_to_a_plain_endpoint_suggests_ws() {
     let error = connect(&server.url("wss"), &config(&["-k"]))
         .await
         .unwrap_err();
-    let reason = tls_reason(error);
+    let (reason, problem, hint) = tls_failure(error);
     assert!(reason.contains("plain ws://"), "{reason}");
+    assert_eq!(problem, TlsProblem::NotTls);
+    assert!(hint.unwrap().contains("ws:// instead of wss://"));
 
     // An HTTP server that answers the TLS hello with an HTTP error.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -668,8 +737,10 @@ async fn mutual_tls_needs_the_client_certificate() {
     let error = connect(&url, &config(&["--cacert", &cacert]))
         .await
         .unwrap_err();
-    let reason = tls_reason(error);
-    assert!(reason.contains("client certificate"), "{reason}");
+    let (reason, problem, hint) = tls_failure(error);
+    assert!(reason.contains("requires a client certificate"), "{reason}");
+    assert_eq!(problem, TlsProblem::ClientCertificate);
+    assert!(hint.unwrap().contains("--cert and --key"));
 
     round_trip(
         &url,
@@ -966,4 +1037,355 @@ async fn invalid_frames_are_refused_before_sending() {
         .send(Outgoing::Text("still here".into()))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_client_answers_a_servers_close() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let server = start_server(
+        None,
+        Answer::Accept { subprotocol: None },
+        move |mut socket| {
+            let report = report.clone();
+            async move {
+                let close = CloseFrame {
+                    code: 1001.into(),
+                    reason: "going away".into(),
+                };
+                socket.send(Message::Close(Some(close))).await.unwrap();
+                // tungstenite hands the peer's answer to our close over as a Close message.
+                while let Some(Ok(message)) = socket.next().await {
+                    let _ = report.send(message);
+                }
+            }
+        },
+    )
+    .await;
+    let connection = connect(&server.url("ws"), &config(&[])).await.unwrap();
+    let (session, mut watch) = Session::start_watched(connection);
+    let closing = tokio::time::timeout(PATIENCE, watch.recv()).await.unwrap();
+    assert_eq!(
+        closing.map(|m| m.frame),
+        Some(Frame::Close {
+            code: 1001,
+            reason: "going away".into()
+        })
+    );
+    // The ending frame is the watch's last.
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, watch.recv()).await.unwrap(),
+        None
+    );
+    let answer = tokio::time::timeout(PATIENCE, reports.recv())
+        .await
+        .unwrap();
+    match answer {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected the client's close answer, got {other:?}"),
+    }
+    drop(session);
+}
+
+#[tokio::test]
+async fn dropping_a_session_ends_its_connection() {
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let server = start_server(
+        None,
+        Answer::Accept { subprotocol: None },
+        move |mut socket| {
+            let report = report.clone();
+            async move {
+                while let Some(Ok(_)) = socket.next().await {}
+                let _ = report.send(());
+            }
+        },
+    )
+    .await;
+    let session = Session::start(connect(&server.url("ws"), &config(&[])).await.unwrap());
+    drop(session);
+    let ended = tokio::time::timeout(PATIENCE, reports.recv()).await;
+    assert_eq!(ended, Ok(Some(())), "the server still sees the connection");
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_drops_the_connection() {
+    let (_server, mut session) = {
+        let server = scripted_server(vec![text(&"x".repeat(4096))]).await;
+        let mut config = config(&[]);
+        config.websocket.max_message_size = Some(1024);
+        config.websocket.max_frame_size = Some(1024);
+        let connection = connect(&server.url("ws"), &config).await.unwrap();
+        (server, Session::start(connection))
+    };
+    let ended = session.next(PATIENCE).await.unwrap();
+    match ended.frame {
+        Frame::Dropped { reason } => assert!(reason.contains("too large"), "{reason}"),
+        other => panic!("expected Dropped, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn host_names_and_ipv6_loopback_work() {
+    let server = plain_echo_server().await;
+    let by_name = url::Url::parse(&format!("ws://localhost:{}/dev", server.addr.port())).unwrap();
+    round_trip(&by_name, &config(&[])).await;
+
+    // Some containers have no IPv6 at all; there is nothing to test then.
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback here: skipping the [::1] half");
+        return;
+    };
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let socket = tokio_tungstenite::accept_async(Box::new(tcp) as Box<dyn Io>)
+            .await
+            .unwrap();
+        echo(socket).await;
+    });
+    let url = client::parse_url(&format!("ws://[::1]:{}/dev", addr.port())).unwrap();
+    round_trip(&url, &config(&[])).await;
+    server.abort();
+}
+
+#[tokio::test]
+async fn small_buffers_still_carry_large_messages() {
+    let server = plain_echo_server().await;
+    let config = config(&[]).small_buffers();
+    let mut session = Session::start(connect(&server.url("ws"), &config).await.unwrap());
+    let big = "0123456789".repeat(10_000);
+    session.send(Outgoing::Text(big.clone())).await.unwrap();
+    let echoed = session.next(PATIENCE).await.unwrap();
+    assert_eq!(echoed.frame, Frame::Text(big));
+}
+
+// ---------------------------------------------------------------------------------------
+// Proxies
+
+/// What the test proxy saw of one CONNECT request.
+#[derive(Debug)]
+struct ProxiedRequest {
+    request_line: String,
+    proxy_authorization: Option<String>,
+}
+
+/// An HTTP CONNECT proxy on loopback. With `refuse`, it answers with that status line
+/// instead of opening the tunnel.
+async fn start_proxy(
+    refuse: Option<&'static str>,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<ProxiedRequest>,
+    JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (record, requests) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                // Byte by byte, so nothing after the head is read by mistake.
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let mut lines = head.lines();
+                let request_line = lines.next().unwrap().to_owned();
+                let proxy_authorization = lines
+                    .find_map(|l| l.strip_prefix("Proxy-Authorization: "))
+                    .map(str::to_owned);
+                let target = request_line.split(' ').nth(1).unwrap().to_owned();
+                let _ = record.send(ProxiedRequest {
+                    request_line,
+                    proxy_authorization,
+                });
+                if let Some(status_line) = refuse {
+                    let answer = format!("{status_line}\r\nContent-Length: 0\r\n\r\n");
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, requests, task)
+}
+
+fn through_proxy(
+    config: ClientConfig,
+    proxy: SocketAddr,
+    credentials: Option<&str>,
+) -> ClientConfig {
+    let server = client::ProxyServer {
+        host: proxy.ip().to_string(),
+        port: proxy.port(),
+        credentials: credentials.map(wsprobe::secret::Secret::new),
+    };
+    ClientConfig {
+        proxy: Some(client::ProxySettings {
+            plain: Some(server.clone()),
+            secure: Some(server),
+            no_proxy: Vec::new(),
+            // The servers under test are on loopback too.
+            direct_loopback: false,
+        }),
+        ..config
+    }
+}
+
+#[tokio::test]
+async fn ws_and_wss_go_through_an_http_proxy() {
+    let (proxy, mut requests, proxy_task) = start_proxy(None).await;
+
+    let plain = plain_echo_server().await;
+    let with_proxy = through_proxy(config(&[]), proxy, Some("alice:s3cret"));
+    let connection = connect(&plain.url("ws"), &with_proxy).await.unwrap();
+    assert_eq!(connection.peer, proxy);
+    drop(connection);
+    let seen = tokio::time::timeout(PATIENCE, requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("CONNECT {} HTTP/1.1", plain.addr)
+    );
+    // base64("alice:s3cret")
+    assert_eq!(
+        seen.proxy_authorization.as_deref(),
+        Some("Basic YWxpY2U6czNjcmV0")
+    );
+
+    // TLS runs end to end inside the tunnel: the certificate is the server's.
+    let pki = Pki::new();
+    let (pem, der, key) = self_signed(&["127.0.0.1"]);
+    let cacert = pki.write("server.pem", &pem);
+    let secure = tls_echo_server(tls_acceptor(der, key, None)).await;
+    let with_proxy = through_proxy(config(&["--cacert", &cacert]), proxy, None);
+    round_trip(&secure.url("wss"), &with_proxy).await;
+    let seen = tokio::time::timeout(PATIENCE, requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("CONNECT {} HTTP/1.1", secure.addr)
+    );
+    assert_eq!(seen.proxy_authorization, None);
+    proxy_task.abort();
+}
+
+#[tokio::test]
+async fn a_proxy_that_refuses_the_tunnel_is_reported_without_credentials() {
+    let (proxy, _requests, proxy_task) =
+        start_proxy(Some("HTTP/1.1 407 Proxy Authentication Required")).await;
+    let server = plain_echo_server().await;
+    let with_proxy = through_proxy(config(&[]), proxy, Some("alice:s3cret"));
+    let error = connect(&server.url("ws"), &with_proxy).await.unwrap_err();
+    assert_eq!(error.cause(), "proxy");
+    let shown = error.to_string();
+    assert!(shown.contains(&format!("proxy {proxy} failed")), "{shown}");
+    assert!(
+        shown.contains("407 Proxy Authentication Required"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
+    proxy_task.abort();
+}
+
+#[test]
+fn loopback_never_goes_through_an_environment_proxy() {
+    let (settings, _) = client::ProxySettings::from_lookup(|name| {
+        (name == "all_proxy").then(|| "http://proxy.example:3128".to_owned())
+    });
+    let settings = settings.unwrap();
+    let local = client::parse_url("ws://127.0.0.1:8080/dev").unwrap();
+    assert_eq!(settings.for_url(&local), None);
+    let remote = client::parse_url("wss://abc.execute-api.eu-west-1.amazonaws.com/dev").unwrap();
+    assert!(settings.for_url(&remote).is_some());
+}
+
+mod management_http {
+    //! The HTTP client used for `@connections` calls, against the real `serve`.
+
+    use tokio_tungstenite::tungstenite::http::{HeaderMap, Method};
+    use wsprobe::client::ClientConfig;
+    use wsprobe::client::http::request;
+
+    use crate::support::{connect_and_id, expect_close, next_text, spawn_default_server, within};
+
+    #[tokio::test]
+    async fn post_get_and_delete_reach_the_connection_then_it_is_gone() {
+        let server = spawn_default_server().await;
+        let (mut ws, id) = connect_and_id(&server).await;
+        let url = url::Url::parse(&format!("{}/{id}", server.connections_url())).unwrap();
+        let config = ClientConfig::default();
+
+        let posted = request(Method::POST, &url, HeaderMap::new(), "pushed", &config)
+            .await
+            .expect("POST answered");
+        assert_eq!((posted.status, posted.text()), (200, String::new()));
+        assert_eq!(next_text(&mut ws).await, "pushed");
+
+        let got = request(Method::GET, &url, HeaderMap::new(), "", &config)
+            .await
+            .expect("GET answered");
+        assert!(got.is_success());
+        let info: serde_json::Value = serde_json::from_slice(&got.body).expect("JSON body");
+        assert!(
+            info["connectedAt"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{info}"
+        );
+        assert_eq!(info["identity"]["sourceIp"], "127.0.0.1");
+
+        let deleted = request(Method::DELETE, &url, HeaderMap::new(), "", &config)
+            .await
+            .expect("DELETE answered");
+        assert_eq!(deleted.status, 204);
+        assert_eq!(within("close", expect_close(&mut ws)).await.0, 1000);
+
+        let gone = request(Method::POST, &url, HeaderMap::new(), "late", &config)
+            .await
+            .expect("POST answered");
+        assert_eq!(gone.status, 410);
+        assert_eq!(gone.reason, "Gone");
+        assert_eq!(gone.aws_error_type(), Some("GoneException"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = url::Url::parse(&format!("http://127.0.0.1:{port}/dev/@connections/x")).unwrap();
+        let error = request(
+            Method::GET,
+            &url,
+            HeaderMap::new(),
+            "",
+            &ClientConfig::default(),
+        )
+        .await
+        .expect_err("nothing listens");
+        assert!(
+            matches!(error, wsprobe::client::ConnectError::Refused { .. }),
+            "{error:?}"
+        );
+    }
 }

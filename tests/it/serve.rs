@@ -141,6 +141,54 @@ async fn matching_key_and_token_connect_and_arrive_as_sent() {
     assert_eq!(next_text(&mut ws).await, r#""in""#);
 }
 
+#[tokio::test]
+async fn the_first_offered_subprotocol_is_accepted() {
+    let server = spawn_default_server().await;
+    let request = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = server.ws_url().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "chat.v2, chat.v1".parse().unwrap(),
+        );
+        request
+    };
+    let (_ws, response) = within("the handshake", tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol").unwrap(),
+        "chat.v2"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_reads_keys_and_tokens_from_the_environment() {
+    let process = ServeProcess::start_with_env(
+        &["--quiet"],
+        &[
+            ("WSPROBE_SERVE_API_KEYS", "env-key-1,env-key-2"),
+            ("WSPROBE_SERVE_TOKENS", "env-token"),
+        ],
+    );
+    let url = &process.ws_url;
+    assert_eq!(
+        refused(url, &[("Authorization", "Bearer env-token")])
+            .await
+            .0,
+        403
+    );
+    assert_eq!(refused(url, &[("x-api-key", "env-key-2")]).await.0, 401);
+    let _ws = connect_with(
+        url,
+        &[
+            ("x-api-key", "env-key-2"),
+            ("Authorization", "Bearer env-token"),
+        ],
+    )
+    .await;
+}
+
 // 3. Connection ids.
 
 #[tokio::test]
@@ -331,6 +379,12 @@ async fn connections_post_delivers_with_raw_and_encoded_ids() {
     let response = http(server.addr(), "POST", &encoded_path, &[], b"second").await;
     assert_eq!(response.status, 200);
     assert_eq!(next_text(&mut ws).await, "second");
+
+    // serverless-offline's stage-less form works too.
+    let bare = format!("/@connections/{id}");
+    let response = http(server.addr(), "POST", &bare, &[], b"third").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(next_text(&mut ws).await, "third");
 }
 
 #[tokio::test]
@@ -552,6 +606,31 @@ async fn idle_connections_close_with_1001_and_messages_keep_them_alive() {
     let (code, reason) = expect_close(&mut ws).await;
     assert_eq!((code, reason.as_str()), (1001, "Going away"));
     assert_eq!(disconnect_code(&mut events, &id).await, 1001);
+}
+
+#[tokio::test]
+async fn pings_do_not_keep_an_idle_connection_alive() {
+    let config = ServeConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let server = spawn_server(config).await;
+    let mut ws = connect(&server.ws_url()).await;
+    // Ping and read the pong, over and over, until the server closes.
+    let code = within("the idle close", async {
+        loop {
+            ws.send(Message::Ping(b"keepalive".to_vec().into()))
+                .await
+                .unwrap();
+            match ws.next().await {
+                Some(Ok(Message::Pong(_))) => {}
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(code, 1001);
 }
 
 #[tokio::test]
@@ -814,4 +893,53 @@ async fn the_binary_refuses_a_bad_route_with_exit_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("chat=shout"));
+}
+
+// TLS.
+
+#[tokio::test]
+async fn serves_wss_with_a_certificate() {
+    let (server, certificate) = spawn_tls_server(ServeConfig::default()).await;
+    assert!(server.ws_url().starts_with("wss://127.0.0.1:"));
+    assert!(server.connections_url().starts_with("https://127.0.0.1:"));
+    let mut ws = connect_tls(&server.ws_url(), &certificate).await.unwrap();
+    within(
+        "a send",
+        ws.send(Message::text(r#"{"action":"send","body":"secure"}"#)),
+    )
+    .await
+    .unwrap();
+    match within("the echo", ws.next()).await {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), r#""secure""#),
+        other => panic!("{other:?}"),
+    }
+    // A client that does not trust the certificate fails the TLS handshake.
+    let stranger = TestCertificate::new();
+    assert!(connect_tls(&server.ws_url(), &stranger).await.is_err());
+}
+
+#[tokio::test]
+async fn the_binary_serves_tls_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::new();
+    let (cert, key) = certificate.write_to(dir.path());
+    let process = ServeProcess::start(&[
+        "--quiet",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(process.ws_url.starts_with("wss://"), "{}", process.ws_url);
+    let mut ws = connect_tls(&process.ws_url, &certificate).await.unwrap();
+    within(
+        "a send",
+        ws.send(Message::text(r#"{"action":"send","body":1}"#)),
+    )
+    .await
+    .unwrap();
+    match within("the echo", ws.next()).await {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "1"),
+        other => panic!("{other:?}"),
+    }
 }

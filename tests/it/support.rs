@@ -37,6 +37,80 @@ pub async fn spawn_default_server() -> RunningServer {
     spawn_server(ServeConfig::default()).await
 }
 
+/// A self-signed certificate for `localhost` and `127.0.0.1`, as PEM.
+pub struct TestCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCertificate {
+    pub fn new() -> Self {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .expect("a self-signed certificate");
+        Self {
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+        }
+    }
+
+    /// Writes the certificate and key into `dir` and returns their paths.
+    pub fn write_to(&self, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &self.cert_pem).expect("writing the certificate");
+        std::fs::write(&key, &self.key_pem).expect("writing the key");
+        (cert, key)
+    }
+}
+
+/// Starts a `wss://` server with `config` and a fresh self-signed certificate, which is
+/// returned so clients can trust it.
+pub async fn spawn_tls_server(mut config: ServeConfig) -> (RunningServer, TestCertificate) {
+    let certificate = TestCertificate::new();
+    config.tls = Some(
+        ServeConfig::tls_from_pem(
+            certificate.cert_pem.as_bytes(),
+            certificate.key_pem.as_bytes(),
+        )
+        .expect("a TLS configuration"),
+    );
+    (spawn_server(config).await, certificate)
+}
+
+/// Opens a `wss://` connection to a server that uses `certificate`.
+pub async fn connect_tls(
+    url: &str,
+    certificate: &TestCertificate,
+) -> Result<TlsWs, tungstenite::Error> {
+    use std::sync::Arc;
+    let request = url.into_client_request()?;
+    let host = request.uri().host().expect("a host").to_owned();
+    let port = request.uri().port_u16().expect("a port");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut certificate.cert_pem.as_bytes()) {
+        roots.add(cert.expect("PEM")).expect("a root certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).expect("a server name");
+    within("the TLS connection", async {
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        let tls = connector.connect(name, tcp).await?;
+        let (ws, _) = tokio_tungstenite::client_async(request, tls).await?;
+        Ok(ws)
+    })
+    .await
+}
+
+/// A client connection over TLS.
+pub type TlsWs = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
 /// Fails the test if `future` takes longer than [`TIMEOUT`].
 pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
     match tokio::time::timeout(TIMEOUT, future).await {
@@ -322,11 +396,21 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Runs `wsprobe serve --listen 127.0.0.1:0 ARGS…` and reads the two URL lines.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`ServeProcess::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("WSPROBE_SERVE_TOKENS")
-            .env_remove("WSPROBE_SERVE_API_KEYS")
+            .env_remove("WSPROBE_SERVE_API_KEYS");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -350,7 +434,7 @@ impl ServeProcess {
         };
         process.ws_url = process.next_line();
         process.connections_url = process.next_line();
-        assert!(process.ws_url.starts_with("ws://"), "{}", process.ws_url);
+        assert!(process.ws_url.starts_with("ws"), "{}", process.ws_url);
         process
     }
 
