@@ -14,12 +14,15 @@
 # Figures are ratios against baselines measured in the same run; absolute numbers depend
 # on the machine (and on whatever else runs on it: say so when you report them).
 #
-# Usage: scripts/bench-load.sh [SECONDS]   (each throughput run; default 5)
+# Usage: [REPEAT=3] scripts/bench-load.sh [SECONDS]   (each throughput run; default 4)
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_PER_RUN="${1:-5}"
+SECONDS_PER_RUN="${1:-4}"
+# Throughput runs alternate between the ceiling and wsprobe, and the best of each counts:
+# on a shared machine, interference only ever makes a run slower.
+REPEAT="${REPEAT:-3}"
 SIZE=64
 IDLE_CONNECTIONS=10000
 
@@ -58,23 +61,27 @@ run_load() {
 }
 
 ratio() { echo "scale=3; $1 / $2" | bc -l; }
+best() { if (( $(echo "$2 > $1" | bc -l) )); then echo "$2"; else echo "$1"; fi; }
 
 closed_model_against() {
     local url="$1" echo_policy="$2" label="$3"
-    echo "== closed model against $label ($SECONDS_PER_RUN s per run, $SIZE-byte pings)"
+    echo "== closed model against $label (best of $REPEAT alternating runs of $SECONDS_PER_RUN s, $SIZE-byte pings)"
     printf '%-12s %16s %16s %8s\n' connections "ping loop /s" "wsprobe /s" ratio
     for connections in 1 10 100; do
-        local ceiling json echoed sending ours
-        ceiling="$("$PING_LOOP" "$url" "$connections" "$SECONDS_PER_RUN" "$SIZE" | awk '{print $2}')"
-        json="$(run_load "$url" -c "$connections" -d "${SECONDS_PER_RUN}s" --size "$SIZE" \
-            --echo "$echo_policy" --connect-rate 1000/s)"
-        echoed="$(jq '.messages.echoed' "$json")"
-        sending="$(jq '.sending_s' "$json")"
-        ours="$(echo "scale=1; $echoed / $sending" | bc -l)"
+        local ceiling=0 ours=0 rate json echoed sending
+        for _ in $(seq "$REPEAT"); do
+            rate="$("$PING_LOOP" "$url" "$connections" "$SECONDS_PER_RUN" "$SIZE" | awk '{print $2}')"
+            ceiling="$(best "$ceiling" "$rate")"
+            json="$(run_load "$url" -c "$connections" -d "${SECONDS_PER_RUN}s" --size "$SIZE" \
+                --echo "$echo_policy" --connect-rate 1000/s)"
+            echoed="$(jq '.messages.echoed' "$json")"
+            sending="$(jq '.sending_s' "$json")"
+            ours="$(best "$ours" "$(echo "scale=1; $echoed / $sending" | bc -l)")"
+            if [[ "$(jq '.messages.errors' "$json")" != 0 ]]; then
+                echo "   errors: $(jq -c '.messages' "$json")"
+            fi
+        done
         printf '%-12s %16s %16s %8s\n' "$connections" "$ceiling" "$ours" "$(ratio "$ours" "$ceiling")"
-        if [[ "$(jq '.messages.errors' "$json")" != 0 ]]; then
-            echo "   errors: $(jq -c '.messages' "$json")"
-        fi
     done
 }
 
