@@ -198,12 +198,14 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         hdr_log,
         monitor_stopped,
     ));
-    let (stop_sending, stop) = watch::channel(false);
+    let mut stop_senders = Vec::with_capacity(plan.connections);
     let mut workers = JoinSet::new();
     for index in 0..plan.connections {
-        workers.spawn(worker::run(shared.clone(), index, stop.clone()));
+        let (stop_sender, stop) = oneshot::channel();
+        stop_senders.push(stop_sender);
+        workers.spawn(worker::run(shared.clone(), index, worker::Stop::new(stop)));
     }
-    let (ends, interrupted_at) = wait_for_workers(&mut workers, &shared.stats, &stop_sending).await;
+    let (ends, interrupted_at) = wait_for_workers(&mut workers, &shared.stats, stop_senders).await;
     let _ = stop_monitor.send(());
     let (collector, hdr_result) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
@@ -280,7 +282,7 @@ fn shard_count() -> usize {
 async fn wait_for_workers(
     workers: &mut JoinSet<WorkerEnd>,
     stats: &Stats,
-    stop_sending: &watch::Sender<bool>,
+    mut stop_senders: Vec<oneshot::Sender<()>>,
 ) -> (Vec<WorkerEnd>, Option<u64>) {
     let mut ends = Vec::with_capacity(workers.len());
     let mut interrupted_at = None;
@@ -304,7 +306,9 @@ async fn wait_for_workers(
                 }
                 if interrupted_at.is_none() {
                     interrupted_at = Some(stats.now_us());
-                    let _ = stop_sending.send(true);
+                    for stop in stop_senders.drain(..) {
+                        let _ = stop.send(());
+                    }
                 } else {
                     workers.abort_all();
                 }

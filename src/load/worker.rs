@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -105,7 +106,7 @@ enum Flow {
 
 /// Runs connection `index` to its end: open at its turn, wait for the go (every
 /// connection has tried to open), send until the limit or a stop, drain, close.
-pub async fn run(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<bool>) -> WorkerEnd {
+pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd {
     let ws = open(&shared, index, &mut stop).await;
     shared.opening_done();
     let Some(ws) = ws else {
@@ -146,22 +147,18 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<bo
 /// Waits for this connection's turn and opens it; `None` if it failed (counted) or the
 /// run stopped first. Only the WebSocket is kept: the handshake's headers and the rest
 /// are dropped here, so an idle connection holds as little as possible.
-async fn open(
-    shared: &Shared,
-    index: usize,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<WebSocketStream<Stream>> {
+async fn open(shared: &Shared, index: usize, stop: &mut Stop) -> Option<WebSocketStream<Stream>> {
     let opening = Instant::from_std(schedule::after(
         shared.stats.start,
         shared.plan.openings.at(index),
     ));
     tokio::select! {
         _ = sleep_until(opening) => {}
-        _ = stopped(stop) => return None,
+        () = stop.wait() => return None,
     }
     let result = tokio::select! {
         result = client::connect(&shared.url, &shared.client) => result,
-        _ = stopped(stop) => return None,
+        () = stop.wait() => return None,
     };
     match result {
         Ok(connection) => {
@@ -186,10 +183,40 @@ enum Go {
     Ended,
 }
 
-/// Resolves when the run asks workers to stop sending (Ctrl-C).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the run is gone, which is a stop too.
-    let _ = stop.wait_for(|stop| *stop).await;
+/// The run's request to stop sending (Ctrl-C), as one worker sees it: its own oneshot
+/// channel, so checking and waiting touch nothing shared with other workers (a shared
+/// `watch` would take a lock on every turn of every worker's loop).
+#[derive(Debug)]
+pub struct Stop {
+    receiver: oneshot::Receiver<()>,
+    requested: bool,
+}
+
+impl Stop {
+    /// A stop requested by sending on (or dropping) the other end of `receiver`.
+    pub fn new(receiver: oneshot::Receiver<()>) -> Self {
+        Self {
+            receiver,
+            requested: false,
+        }
+    }
+
+    /// Whether a stop was requested (one atomic load).
+    fn requested(&mut self) -> bool {
+        if !self.requested {
+            self.requested = !matches!(self.receiver.try_recv(), Err(TryRecvError::Empty));
+        }
+        self.requested
+    }
+
+    /// Resolves when a stop is requested; at once if it was.
+    async fn wait(&mut self) {
+        if !self.requested {
+            // A dropped sender means the run is gone, which is a stop too.
+            let _ = (&mut self.receiver).await;
+            self.requested = true;
+        }
+    }
 }
 
 struct Worker<'a> {
@@ -204,14 +231,14 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     /// Waits, open and reading, until every connection has tried to open.
-    async fn wait_for_go(&mut self, stop: &mut watch::Receiver<bool>) -> Go {
+    async fn wait_for_go(&mut self, stop: &mut Stop) -> Go {
         let mut go = self.shared.go.subscribe();
         loop {
             if let Some(go_us) = *go.borrow_and_update() {
                 return Go::Start(go_us);
             }
             tokio::select! {
-                _ = stopped(stop) => return Go::Stop,
+                () = stop.wait() => return Go::Stop,
                 changed = go.changed() => {
                     if changed.is_err() {
                         return Go::Stop;
@@ -227,7 +254,7 @@ impl Worker<'_> {
     }
 
     /// Open model: send on the timetable until the limit or a stop.
-    async fn open_loop(&mut self, go_us: u64, stop: &mut watch::Receiver<bool>) -> Flow {
+    async fn open_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
         let (WorkMode::Open(timetable), limit) = (self.shared.plan.mode, self.shared.plan.limit)
         else {
             return Flow::Continue;
@@ -257,7 +284,7 @@ impl Worker<'_> {
             // would otherwise never read and inflate every latency it measures.
             tokio::select! {
                 biased;
-                _ = stopped(stop) => return Flow::Continue,
+                () = stop.wait() => return Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         return Flow::Ended;
@@ -282,7 +309,7 @@ impl Worker<'_> {
 
     /// Closed model: one ping in flight; the next goes as soon as the echo is in (or the
     /// ping timed out).
-    async fn closed_loop(&mut self, go_us: u64, stop: &mut watch::Receiver<bool>) -> Flow {
+    async fn closed_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
         let limit = self.shared.plan.limit;
         // One timer for the whole loop, armed for the expiry of the ping waiting when it
         // is armed. It may then fire for a ping already echoed (its expiry is earlier
@@ -293,7 +320,7 @@ impl Worker<'_> {
         let mut armed = false;
         loop {
             if self.inflight.waiting() == 0 {
-                if *stop.borrow() {
+                if stop.requested() {
                     return Flow::Continue;
                 }
                 let may_send = match limit {
@@ -321,7 +348,7 @@ impl Worker<'_> {
             }
             tokio::select! {
                 biased;
-                _ = stopped(stop) => return Flow::Continue,
+                () = stop.wait() => return Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         return Flow::Ended;
