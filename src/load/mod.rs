@@ -23,7 +23,7 @@ mod worker;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{oneshot, watch};
@@ -347,7 +347,7 @@ async fn monitor(
         };
         collector.drain(stats);
         let elapsed = stats.start.elapsed();
-        let sent = stats.counters.sent.load(Ordering::Relaxed);
+        let sent = stats.total(|c| &c.sent);
         window.push(collector.take_tick(), sent - last_sent);
         last_sent = sent;
         if elapsed >= interval_start + INTERVAL || stopping {
@@ -365,8 +365,8 @@ async fn monitor(
         snapshot.rate = window.sent() as f64 / (window.ticks() as f64 * TICK.as_secs_f64());
         snapshot.p50_us = (!recent.is_empty()).then(|| recent.value_at_quantile(0.5));
         snapshot.p99_us = (!recent.is_empty()).then(|| recent.value_at_quantile(0.99));
-        snapshot.open = stats.counters.open_now.load(Ordering::Relaxed);
-        snapshot.errors = stats.errors() + stats.counters.connect_failed.load(Ordering::Relaxed);
+        snapshot.open = usize::try_from(stats.open_now()).unwrap_or(usize::MAX);
+        snapshot.errors = stats.errors() + stats.total(|c| &c.connect_failed);
         progress.update(&snapshot);
         if stopping {
             break;
@@ -393,9 +393,7 @@ fn build_report(
     context: Context,
 ) -> LoadReport {
     let stats = &shared.stats;
-    let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let c = &stats.counters;
-    let sent = counter(&c.sent);
+    let sent = stats.total(|c| &c.sent);
     // Every connection tried to open before the workers ended, so the go was given.
     let go_us = shared.go.borrow().unwrap_or_else(|| stats.now_us());
     let sending_us = sending_window_us(&shared.plan, go_us, ends, interrupted_at);
@@ -429,10 +427,10 @@ fn build_report(
         interrupted: interrupted_at.is_some(),
         connections: ConnectionsReport {
             requested: shared.plan.connections as u64,
-            opened: counter(&c.opened),
-            failed: counter(&c.connect_failed),
+            opened: stats.total(|c| &c.opened),
+            failed: stats.total(|c| &c.connect_failed),
             failures: rare.connect_failures,
-            dropped: counter(&c.dropped),
+            dropped: stats.total(|c| &c.dropped),
             close_codes: rare
                 .close_codes
                 .into_iter()
@@ -441,12 +439,12 @@ fn build_report(
         },
         messages: MessagesReport {
             sent,
-            echoed: counter(&c.echoed),
-            late: counter(&c.late),
-            lost: counter(&c.lost),
-            duplicated: counter(&c.duplicated),
-            corrupted: counter(&c.corrupted),
-            error_frames: counter(&c.error_frames),
+            echoed: stats.total(|c| &c.echoed),
+            late: stats.total(|c| &c.late),
+            lost: stats.total(|c| &c.lost),
+            duplicated: stats.total(|c| &c.duplicated),
+            corrupted: stats.total(|c| &c.corrupted),
+            error_frames: stats.total(|c| &c.error_frames),
             error_kinds: rare.error_kinds,
             errors: stats.errors(),
         },

@@ -1,16 +1,12 @@
-//! What the workers measure, shared: latency histograms in a few locked shards (a
-//! worker records into shard `connection % shards`, so two cores rarely meet on a lock),
-//! counters as atomics, and the rare things (connect failures by cause, close codes,
-//! error frames by kind) behind one lock. A [`Collector`] drains the shards every tick
-//! into the run's totals and into the current one-second interval (for the progress line
-//! and the `--hdr-log`).
-//!
-//! Latencies are recorded in microseconds, from 1 µs to 10 minutes at 3 significant
-//! digits; longer ones are clamped to the top. A histogram per connection would cost
-//! ~150 KiB each, far too much for 10,000 connections, hence the shared shards.
+//! What the workers measure, shared: latency histograms in a few locked shards and event
+//! counters in as many padded sets of atomics (a worker records into shard `connection %
+//! shards`, so two cores rarely meet on a lock or a cache line), and the rare things
+//! (connect failures by cause, close codes, error frames by kind) behind one lock. A
+//! [`Collector`] drains the shards every tick into the run's totals and into the current
+//! one-second interval (for the progress line and the `--hdr-log`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -78,8 +74,11 @@ impl ConnectCause {
     }
 }
 
-/// Event counters, updated by the workers with relaxed atomics.
+/// Event counters of one shard, updated by the workers with relaxed atomics. Each shard
+/// sits on cache lines of its own, so cores counting for different shards do not fight
+/// over one line; totals are sums over the shards.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct Counters {
     /// Pings sent.
     pub sent: AtomicU64,
@@ -101,8 +100,8 @@ pub struct Counters {
     pub opened: AtomicU64,
     /// Connections that could not be opened.
     pub connect_failed: AtomicU64,
-    /// Connections open right now.
-    pub open_now: AtomicUsize,
+    /// Connections that opened and have ended since.
+    pub closed: AtomicU64,
 }
 
 /// Things that happen rarely, counted by kind.
@@ -130,8 +129,8 @@ struct Shard {
 pub struct Stats {
     /// The start of the run: every `_us` time is measured from here.
     pub start: Instant,
-    /// Event counters.
-    pub counters: Counters,
+    /// Event counters, one set per shard.
+    counters: Box<[Counters]>,
     shards: Box<[Mutex<Shard>]>,
     rare: Mutex<Rare>,
 }
@@ -144,7 +143,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Stats {
     /// Empty statistics for a run starting at `start`, with `shards` histogram shards.
     pub fn new(start: Instant, shards: usize) -> Self {
-        let shards = (0..shards.max(1))
+        let shards: Box<[Mutex<Shard>]> = (0..shards.max(1))
             .map(|_| {
                 Mutex::new(Shard {
                     round_trip: new_histogram(),
@@ -152,9 +151,10 @@ impl Stats {
                 })
             })
             .collect();
+        let counters = (0..shards.len()).map(|_| Counters::default()).collect();
         Self {
             start,
-            counters: Counters::default(),
+            counters,
             shards,
             rare: Mutex::new(Rare::default()),
         }
@@ -181,13 +181,12 @@ impl Stats {
         self.shard(connection)
             .connect
             .saturating_record(connect_us.max(1));
-        self.counters.opened.fetch_add(1, Ordering::Relaxed);
-        self.counters.open_now.fetch_add(1, Ordering::Relaxed);
+        self.count(connection, |c| &c.opened);
     }
 
-    /// A connection could not be opened.
-    pub fn record_connect_failure(&self, error: crate::client::ConnectError) {
-        self.counters.connect_failed.fetch_add(1, Ordering::Relaxed);
+    /// `connection` could not be opened.
+    pub fn record_connect_failure(&self, connection: usize, error: crate::client::ConnectError) {
+        self.count(connection, |c| &c.connect_failed);
         let mut rare = lock(&self.rare);
         *rare
             .connect_failures
@@ -196,15 +195,15 @@ impl Stats {
         rare.first_connect_error.get_or_insert(error);
     }
 
-    /// The server closed a connection with `code` (or it broke: 1006).
-    pub fn record_dropped(&self, code: u16) {
-        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    /// The server closed `connection` with `code` (or it broke: 1006).
+    pub fn record_dropped(&self, connection: usize, code: u16) {
+        self.count(connection, |c| &c.dropped);
         *lock(&self.rare).close_codes.entry(code).or_default() += 1;
     }
 
-    /// A gateway error frame whose `message` is `kind`.
-    pub fn record_error_frame(&self, kind: &str) {
-        self.counters.error_frames.fetch_add(1, Ordering::Relaxed);
+    /// A gateway error frame whose `message` is `kind` arrived on `connection`.
+    pub fn record_error_frame(&self, connection: usize, kind: &str) {
+        self.count(connection, |c| &c.error_frames);
         let mut rare = lock(&self.rare);
         match rare.error_kinds.get_mut(kind) {
             Some(count) => *count += 1,
@@ -214,9 +213,28 @@ impl Stats {
         }
     }
 
-    /// Adds one to a counter.
-    pub fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
-        counter(&self.counters).fetch_add(1, Ordering::Relaxed);
+    /// Adds one to a counter of `connection`'s shard.
+    pub fn count(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64) {
+        self.add(connection, counter, 1);
+    }
+
+    /// Adds `n` to a counter of `connection`'s shard.
+    pub fn add(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {
+        counter(&self.counters[connection % self.counters.len()]).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A counter's total over every shard.
+    pub fn total(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.counters
+            .iter()
+            .map(|shard| counter(shard).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Connections open right now.
+    pub fn open_now(&self) -> u64 {
+        self.total(|c| &c.opened)
+            .saturating_sub(self.total(|c| &c.closed))
     }
 
     /// Takes the rare counts out (at the end of the run).
@@ -226,18 +244,12 @@ impl Stats {
 
     /// Errors so far: everything that went wrong with a ping or a connection once open.
     pub fn errors(&self) -> u64 {
-        let c = &self.counters;
-        [
-            &c.late,
-            &c.lost,
-            &c.duplicated,
-            &c.corrupted,
-            &c.error_frames,
-            &c.dropped,
-        ]
-        .iter()
-        .map(|counter| counter.load(Ordering::Relaxed))
-        .sum()
+        self.total(|c| &c.late)
+            + self.total(|c| &c.lost)
+            + self.total(|c| &c.duplicated)
+            + self.total(|c| &c.corrupted)
+            + self.total(|c| &c.error_frames)
+            + self.total(|c| &c.dropped)
     }
 }
 
@@ -375,7 +387,9 @@ mod tests {
         );
         assert_eq!(collector.round_trip.min(), 1, "zero is recorded as 1 µs");
         assert_eq!(collector.take_interval().len(), 1);
-        assert_eq!(stats.counters.open_now.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.open_now(), 1);
+        stats.count(4, |c| &c.closed);
+        assert_eq!(stats.open_now(), 0);
     }
 
     #[test]
@@ -406,13 +420,16 @@ mod tests {
             body: String::new(),
             headers: Box::default(),
         };
-        stats.record_connect_failure(rejected());
-        stats.record_connect_failure(rejected());
-        stats.record_connect_failure(ConnectError::Refused { addr: "h:1".into() });
-        stats.record_connect_failure(ConnectError::Other {
-            url: "ws://h/".into(),
-            reason: "TCP connect to h failed: Too many open files (os error 24)".into(),
-        });
+        stats.record_connect_failure(0, rejected());
+        stats.record_connect_failure(1, rejected());
+        stats.record_connect_failure(2, ConnectError::Refused { addr: "h:1".into() });
+        stats.record_connect_failure(
+            3,
+            ConnectError::Other {
+                url: "ws://h/".into(),
+                reason: "TCP connect to h failed: Too many open files (os error 24)".into(),
+            },
+        );
         let rare = stats.take_rare();
         let expected: BTreeMap<String, u64> = [
             ("403".to_owned(), 2),
@@ -425,18 +442,19 @@ mod tests {
             rare.first_connect_error,
             Some(ConnectError::Rejected { status: 403, .. })
         ));
-        assert_eq!(stats.counters.connect_failed.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.total(|c| &c.connect_failed), 4);
     }
 
     #[test]
     fn errors_add_up() {
-        let stats = Stats::new(Instant::now(), 1);
-        stats.count(|c| &c.lost);
-        stats.count(|c| &c.duplicated);
-        stats.count(|c| &c.sent);
-        stats.record_error_frame("Forbidden");
-        stats.record_dropped(1001);
-        assert_eq!(stats.errors(), 4);
+        let stats = Stats::new(Instant::now(), 2);
+        stats.count(0, |c| &c.lost);
+        stats.add(1, |c| &c.duplicated, 2);
+        stats.count(1, |c| &c.sent);
+        stats.record_error_frame(0, "Forbidden");
+        stats.record_dropped(3, 1001);
+        assert_eq!(stats.errors(), 5);
+        assert_eq!(stats.total(|c| &c.sent), 1);
         let rare = stats.take_rare();
         assert_eq!(rare.error_kinds.get("Forbidden"), Some(&1));
         assert_eq!(rare.close_codes.get(&1001), Some(&1));

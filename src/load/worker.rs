@@ -136,11 +136,8 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
         }
     }
     let stats = &shared.stats;
-    stats
-        .counters
-        .lost
-        .fetch_add(worker.inflight.lost(), Ordering::Relaxed);
-    stats.counters.open_now.fetch_sub(1, Ordering::Relaxed);
+    stats.add(index, |c| &c.lost, worker.inflight.lost());
+    stats.count(index, |c| &c.closed);
     worker.end
 }
 
@@ -167,7 +164,7 @@ async fn open(shared: &Shared, index: usize, stop: &mut Stop) -> Option<WebSocke
             Some(connection.stream)
         }
         Err(error) => {
-            shared.stats.record_connect_failure(error);
+            shared.stats.record_connect_failure(index, error);
             None
         }
     }
@@ -405,7 +402,7 @@ impl Worker<'_> {
         self.inflight.sent(since_us);
         match self.ws.send(Message::Text(text)).await {
             Ok(()) => {
-                self.shared.stats.count(|c| &c.sent);
+                self.shared.stats.count(self.index, |c| &c.sent);
                 self.end.last_send_us = Some(self.shared.stats.now_us());
                 Flow::Continue
             }
@@ -425,7 +422,7 @@ impl Worker<'_> {
                 Flow::Continue
             }
             Some(Ok(Message::Binary(_))) => {
-                self.shared.stats.count(|c| &c.corrupted);
+                self.shared.stats.count(self.index, |c| &c.corrupted);
                 Flow::Continue
             }
             Some(Ok(Message::Close(frame))) => {
@@ -454,40 +451,40 @@ impl Worker<'_> {
                 sequence,
             } if connection == self.index as u64 => match self.inflight.echo(sequence, now_us) {
                 EchoVerdict::OnTime(latency) => {
-                    stats.count(|c| &c.echoed);
+                    stats.count(self.index, |c| &c.echoed);
                     stats.record_round_trip(self.index, latency);
                 }
                 EchoVerdict::Late(latency) => {
-                    stats.count(|c| &c.late);
+                    stats.count(self.index, |c| &c.late);
                     stats.record_round_trip(self.index, latency);
                 }
-                EchoVerdict::Duplicate => stats.count(|c| &c.duplicated),
-                EchoVerdict::Unknown => stats.count(|c| &c.corrupted),
+                EchoVerdict::Duplicate => stats.count(self.index, |c| &c.duplicated),
+                EchoVerdict::Unknown => stats.count(self.index, |c| &c.corrupted),
             },
             Decoded::Damaged {
                 connection,
                 sequence,
             } => {
-                stats.count(|c| &c.corrupted);
+                stats.count(self.index, |c| &c.corrupted);
                 // It came back, damaged: counted as corrupted, not lost as well.
                 if connection == self.index as u64 {
                     self.inflight.settle(sequence);
                 }
             }
-            Decoded::Echo { .. } | Decoded::Corrupted => stats.count(|c| &c.corrupted),
+            Decoded::Echo { .. } | Decoded::Corrupted => stats.count(self.index, |c| &c.corrupted),
             // Off the hot path: a full parse to recognise a gateway error frame.
             Decoded::NotAnEcho => match parse_gateway_error(text) {
                 Some(error) => {
-                    stats.record_error_frame(&error.message);
+                    stats.record_error_frame(self.index, &error.message);
                     self.inflight.answer_oldest();
                 }
-                None => stats.count(|c| &c.corrupted),
+                None => stats.count(self.index, |c| &c.corrupted),
             },
         }
     }
 
     fn dropped(&mut self, code: u16) {
-        self.shared.stats.record_dropped(code);
+        self.shared.stats.record_dropped(self.index, code);
     }
 }
 
