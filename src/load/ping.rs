@@ -126,7 +126,7 @@ impl PingFormat {
         match self.policy {
             EchoPolicy::Full => {
                 let trimmed = text.trim_ascii();
-                let Some(at) = find(bytes, b"\"wsp1:") else {
+                let Some(at) = text.find("\"wsp1:") else {
                     return Decoded::NotAnEcho;
                 };
                 if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {

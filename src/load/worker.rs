@@ -290,8 +290,8 @@ impl Worker<'_> {
                 () = &mut sleep => {
                     // Late, the latency counts from the slot (the wait counts); early
                     // (by the timer lead), from the actual send.
-                    let since_us = due_us.min(self.shared.stats.now_us());
-                    if let Flow::Ended = self.send(since_us).await {
+                    let now_us = self.shared.stats.now_us();
+                    if let Flow::Ended = self.send(due_us.min(now_us), now_us).await {
                         return Flow::Ended;
                     }
                     self.inflight.expire(self.shared.stats.now_us());
@@ -320,18 +320,17 @@ impl Worker<'_> {
                 if stop.requested() {
                     return Flow::Continue;
                 }
+                let now_us = self.shared.stats.now_us();
                 let may_send = match limit {
                     Limit::Duration(duration) => {
-                        Duration::from_micros(self.shared.stats.now_us().saturating_sub(go_us))
-                            < duration
+                        Duration::from_micros(now_us.saturating_sub(go_us)) < duration
                     }
                     Limit::Count(_) => self.shared.take_ticket(),
                 };
                 if !may_send {
                     return Flow::Continue;
                 }
-                let now_us = self.shared.stats.now_us();
-                if let Flow::Ended = self.send(now_us).await {
+                if let Flow::Ended = self.send(now_us, now_us).await {
                     return Flow::Ended;
                 }
                 continue;
@@ -391,7 +390,8 @@ impl Worker<'_> {
     }
 
     /// Sends the next ping; its latency will count from `since_us`.
-    async fn send(&mut self, since_us: u64) -> Flow {
+    /// `now_us` is the time just before the send (one clock read serves both).
+    async fn send(&mut self, since_us: u64, now_us: u64) -> Flow {
         let sequence = self.inflight.next_sequence();
         let bytes = self
             .shared
@@ -403,7 +403,7 @@ impl Worker<'_> {
         match self.ws.send(Message::Text(text)).await {
             Ok(()) => {
                 self.shared.stats.count(self.index, |c| &c.sent);
-                self.end.last_send_us = Some(self.shared.stats.now_us());
+                self.end.last_send_us = Some(now_us);
                 Flow::Continue
             }
             Err(error) => {
