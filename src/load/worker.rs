@@ -99,6 +99,7 @@ pub struct WorkerEnd {
 
 /// How a wait on the connection ended.
 enum Flow {
+    /// The connection is still open.
     Continue,
     /// The server closed the connection, or it broke; it has been counted as dropped.
     Ended,
