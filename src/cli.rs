@@ -51,6 +51,8 @@ pub enum Command {
     Load(LoadArgs),
     /// Run the reference backend: an API Gateway WebSocket stage with the sample echo app
     Serve(ServeArgs),
+    /// One @connections call: post data to a connection, get its details, or delete it
+    Manage(ManageArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -134,6 +136,22 @@ pub struct ConnectionArgs {
     /// What the echo of a route-tagged send looks like
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = EchoPolicy::Body)]
     pub echo: EchoPolicy,
+
+    /// Sign the handshake (and @connections calls) with AWS SigV4 for service execute-api, as IAM-protected stages require
+    #[arg(long)]
+    pub sigv4: bool,
+
+    /// Sign with a presigned URL (SigV4 in the query string) instead of headers
+    #[arg(long)]
+    pub sigv4_query: bool,
+
+    /// AWS region to sign for (default: from an execute-api host, AWS_REGION, or the profile)
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Profile of ~/.aws/credentials and ~/.aws/config to sign with (default: AWS_PROFILE, then `default`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `wsprobe connect`.
@@ -158,8 +176,8 @@ pub struct ConnectArgs {
     #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
     pub execute: Vec<String>,
 
-    /// With -x or piped input: how long to wait for messages before exiting
-    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = values::parse_duration)]
+    /// With -x or piped input: how long to wait for messages before exiting (0: leave as soon as echo checks settle)
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger)]
     pub wait: Duration,
 
     /// How long an echo check waits for the echo
@@ -181,6 +199,15 @@ pub struct ConnectArgs {
     /// History file (default: wsprobe/history in the user's data directory)
     #[arg(long, value_name = "FILE")]
     pub history_file: Option<PathBuf>,
+}
+
+/// `-w`: a duration, where a bare `0` (no wait at all) needs no unit.
+fn parse_linger(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        values::parse_duration(text)
+    }
 }
 
 /// A `--report FORMAT=PATH` of `wsprobe run`.
@@ -230,6 +257,11 @@ pub struct RunArgs {
     /// Default wait of an expectation without `within`
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
     pub timeout: Duration,
+
+    /// Base URL of the @connections API for post/get/delete (default: derived from the
+    /// connection's URL, e.g. ws://host/dev -> http://host/dev/@connections)
+    #[arg(long, value_name = "URL")]
+    pub management_url: Option<String>,
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -303,6 +335,52 @@ pub struct LoadArgs {
     pub no_progress: bool,
 }
 
+/// An `@connections` call of `wsprobe manage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManageAction {
+    /// PostToConnection: send DATA to the client
+    Post,
+    /// GetConnection: when it connected, from where, when it was last active
+    Get,
+    /// DeleteConnection: close the connection
+    Delete,
+}
+
+/// `wsprobe manage`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The URL is the stage (ws:// or wss://, as for connect) or its management endpoint
+(http(s)://HOST/STAGE or http(s)://HOST/STAGE/@connections).
+
+Examples:
+  wsprobe manage post R0oXAdfD0kwCH6w= '{\"hello\":1}' --url ws://127.0.0.1:8080/dev
+  echo hi | wsprobe manage post R0oXAdfD0kwCH6w= --url wss://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4
+  wsprobe manage get R0oXAdfD0kwCH6w= --url https://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4 --profile dev
+  wsprobe manage delete R0oXAdfD0kwCH6w= --url ws://127.0.0.1:8080/dev
+
+Exit codes: 0 on a 2xx answer, 1 on any other status (e.g. 410 GoneException), 3 if the
+endpoint cannot be reached.")]
+pub struct ManageArgs {
+    /// post, get or delete
+    #[arg(value_name = "ACTION", value_enum)]
+    pub action: ManageAction,
+
+    /// The connection id, e.g. R0oXAdfD0kwCH6w= (it may start with `-`)
+    #[arg(value_name = "CONNECTION_ID", allow_hyphen_values = true)]
+    pub connection_id: String,
+
+    /// For post: the data to send (without it, standard input is sent)
+    #[arg(value_name = "DATA", allow_hyphen_values = true)]
+    pub data: Option<String>,
+
+    /// The stage URL or its @connections endpoint
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+
+    #[command(flatten, next_help_heading = "Connection options")]
+    pub connection: ConnectionArgs,
+}
+
 /// What `serve` does with a message no route matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DefaultRoute {
@@ -359,7 +437,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast ($default=… sets the default route), repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast|whoami ($default=… sets the default route), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
 
@@ -391,6 +469,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Require a SigV4 signature (service execute-api) by this key on $connect and @connections (403 otherwise), repeatable
+    #[arg(
+        long = "iam-key",
+        value_name = "ACCESS_KEY:SECRET",
+        env = "WSPROBE_SERVE_IAM_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub iam_keys: Vec<Secret>,
+
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
@@ -408,6 +496,13 @@ mod tests {
     fn definitions_are_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn linger_accepts_a_bare_zero() {
+        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_linger("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_linger("5").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! front-end ([`repl`], [`script`], [`load`]) → report. [`serve`] is the bundled reference
 //! backend. Everything lives in the library so tests can run a whole job in-process.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod command;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod error_reporting;
 pub mod exit;
 pub mod load;
+pub mod manage;
 pub mod message;
 pub mod repl;
 pub mod script;
@@ -41,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Run(args) => script::run(args, context).await,
         Command::Load(args) => load::run(args, context).await,
         Command::Serve(args) => serve::run(args, context).await,
+        Command::Manage(args) => manage::run(args, context).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

@@ -72,6 +72,9 @@ pub struct ClientConfig {
     /// HTTP proxies to tunnel through (from the environment in [`ClientConfig::from_args`]);
     /// `None` connects directly.
     pub proxy: Option<ProxySettings>,
+    /// Signs the upgrade request with AWS SigV4 (`--sigv4`, `--sigv4-query`); `None`
+    /// sends it unsigned.
+    pub signer: Option<crate::aws::Signer>,
 }
 
 /// Host names resolved once and shared by every connection of a configuration, so that
@@ -131,6 +134,7 @@ impl Default for ClientConfig {
                 .expect("TLS with platform roots and no files always builds"),
             dns_cache: None,
             proxy: None,
+            signer: None,
         }
     }
 }
@@ -162,6 +166,7 @@ impl ClientConfig {
             tls: build_tls(&files)?,
             dns_cache: None,
             proxy: None,
+            signer: crate::aws::signer_from_args(args)?,
         };
         config.handshake_headers().map_err(crate::Error::usage)?;
         let (proxy, proxy_warnings) = ProxySettings::from_lookup(|name| std::env::var(name).ok());
@@ -270,7 +275,8 @@ fn sensitive_value(secret: &Secret) -> Result<HeaderValue, header::InvalidHeader
 /// The upgrade request for `url`: tungstenite's required headers (Host, Upgrade, key, …),
 /// then user credentials from the URL (`ws://user:pass@host` → Basic auth, unless
 /// `--auth` is given), then wsprobe's own headers, then the `-H` headers. An `-H` header
-/// replaces any header of the same name set before it; repeated `-H` names add up.
+/// replaces any header of the same name set before it; repeated `-H` names add up. With a
+/// signer, the request is then signed (headers, or a presigned query string).
 fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectError> {
     let other = |reason: String| ConnectError::Other {
         url: redacted_url(url),
@@ -299,6 +305,29 @@ fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectErr
             replaced.push(name.clone());
             headers.insert(name, value);
         }
+    }
+    // Last, so the signature covers the request as it will be sent.
+    if let Some(signer) = &config.signer {
+        let user_authorization = config.auth.is_some()
+            || !url.username().is_empty()
+            || config
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("authorization"));
+        if signer.mode() == crate::aws::SignatureMode::Headers && user_authorization {
+            return Err(other(
+                "--sigv4 signs in the Authorization header, which an auth option also sets; \
+                 sign with --sigv4-query to send both"
+                    .into(),
+            ));
+        }
+        signer.sign(&mut request, b"").map_err(|e| match e {
+            crate::aws::SignError::NoRegion { .. } => ConnectError::InvalidUrl {
+                url: redacted_url(url),
+                reason: e.to_string(),
+            },
+            crate::aws::SignError::Invalid(_) => other(e.to_string()),
+        })?;
     }
     Ok(request)
 }

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -158,6 +158,28 @@ fn handshake(state: ServerState, mut request: Request, peer: IpAddr, started: In
         );
     }
     let config = state.config();
+    // IAM authorization comes first, as in API Gateway: then the API key, then the
+    // $connect integration (the token).
+    if !config.iam_keys.is_empty() {
+        let verified = crate::aws::verify::verify(
+            request.method().as_str(),
+            request.uri(),
+            request.headers(),
+            b"",
+            &config.iam_keys,
+            SystemTime::now(),
+        );
+        if let Err(rejection) = verified {
+            return reject(
+                &state,
+                403,
+                FORBIDDEN_BODY,
+                rejection.reason(),
+                peer,
+                started,
+            );
+        }
+    }
     if let Err(refusal) = auth::authorize(request.headers(), &config.api_keys, &config.tokens) {
         return reject(
             &state,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aws::IamKey;
 use crate::cli::{DefaultRoute, ServeArgs};
 use crate::secret::Secret;
 
@@ -26,6 +27,10 @@ pub struct ServeConfig {
     /// Tokens of which the handshake must carry one as `Authorization: Bearer TOKEN`
     /// (401 otherwise). Empty: every client is authorized.
     pub tokens: Vec<Secret>,
+    /// Keys of which `$connect` and every `@connections` call must carry a SigV4
+    /// signature (service `execute-api`), checked before the API key and the token
+    /// (403 otherwise). Empty: no signature is required.
+    pub iam_keys: Vec<IamKey>,
     /// The route selection expression, `$request.body.PATH`.
     pub route_selection_expression: SelectionExpression,
     /// Route keys and what they do; `send` (echo the body) is there unless replaced.
@@ -62,6 +67,7 @@ impl Default for ServeConfig {
             stage: "dev".to_owned(),
             api_keys: Vec::new(),
             tokens: Vec::new(),
+            iam_keys: Vec::new(),
             route_selection_expression: SelectionExpression::default(),
             routes: RouteTable::default(),
             default_route: None,
@@ -133,8 +139,13 @@ impl ServeConfig {
             }
             _ => None,
         };
+        let iam_keys = non_empty(&args.iam_keys)
+            .iter()
+            .map(|key| IamKey::parse(key.expose()).map_err(crate::Error::Usage))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             stage: stage.to_owned(),
+            iam_keys,
             api_keys: non_empty(&args.api_keys),
             tokens: non_empty(&args.tokens),
             route_selection_expression,
@@ -181,7 +192,10 @@ impl ServeConfig {
 
     /// Every secret of this configuration, for redacting text that might contain one.
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
-        self.api_keys.iter().chain(self.tokens.iter())
+        self.api_keys
+            .iter()
+            .chain(self.tokens.iter())
+            .chain(self.iam_keys.iter().map(|key| &key.secret))
     }
 }
 
@@ -269,6 +283,23 @@ mod tests {
                 matches!(result, Err(crate::Error::Usage(_))),
                 "{bad:?} gave {result:?}"
             );
+        }
+    }
+
+    #[test]
+    fn iam_keys_from_flags() {
+        let config =
+            ServeConfig::from_args(&args(&["--iam-key", "AKID1:s1", "--iam-key", "AKID2:s:2"]))
+                .unwrap();
+        assert_eq!(config.iam_keys.len(), 2);
+        assert_eq!(config.iam_keys[1].access_key_id, "AKID2");
+        assert_eq!(config.iam_keys[1].secret.expose(), "s:2");
+        assert_eq!(config.secrets().count(), 2);
+        match ServeConfig::from_args(&args(&["--iam-key", "no-colon-secret"])) {
+            Err(crate::Error::Usage(message)) => {
+                assert!(!message.contains("no-colon-secret"), "{message}")
+            }
+            other => panic!("expected a usage error, got {other:?}"),
         }
     }
 

@@ -320,6 +320,9 @@ where
                 }
                 None => Some(error_frame("Internal server error")),
             },
+            RouteBehaviour::Whoami => Some(Utf8Bytes::from(
+                serde_json::json!({ "connectionId": connection_id }).to_string(),
+            )),
         },
     };
     let result = match reply {

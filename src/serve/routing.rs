@@ -17,18 +17,22 @@ pub enum RouteBehaviour {
     Echo,
     /// The value of the `body` field, as JSON text, to every connection of the stage.
     Broadcast,
+    /// `{"connectionId":"…"}` back to the sender: how a test learns its own connection id
+    /// (API Gateway tells only the backend), e.g. to push to itself through `@connections`.
+    Whoami,
 }
 
 impl RouteBehaviour {
     /// The names `--route NAME=BEHAVIOUR` accepts.
-    pub const NAMES: &'static str = "echo-body, echo, broadcast";
+    pub const NAMES: &'static str = "echo-body, echo, broadcast, whoami";
 
-    /// The behaviour named `echo-body`, `echo` or `broadcast`.
+    /// The behaviour named `echo-body`, `echo`, `broadcast` or `whoami`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "echo-body" => Some(Self::EchoBody),
             "echo" => Some(Self::Echo),
             "broadcast" => Some(Self::Broadcast),
+            "whoami" => Some(Self::Whoami),
             _ => None,
         }
     }
@@ -40,6 +44,7 @@ impl fmt::Display for RouteBehaviour {
             Self::EchoBody => "echo-body",
             Self::Echo => "echo",
             Self::Broadcast => "broadcast",
+            Self::Whoami => "whoami",
         })
     }
 }

@@ -1,1 +1,761 @@
-//! Integration tests: connect.
+//! Integration tests: `wsprobe connect`, the real binary. At a pseudo-terminal (expectrl)
+//! for the prompt; with piped stdin and `-x` (assert_cmd) for the non-interactive modes.
+//! The server is the real `serve` in-process on port 0, or, for behaviours it does not
+//! have (a slow handshake, silence, an odd close code), a tiny WebSocket server here.
+//! Every wait has a timeout; HOME and XDG_DATA_HOME point at a temporary directory so no
+//! test touches the real history file.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::process::Command as StdCommand;
+use std::time::{Duration, Instant};
+
+use expectrl::{ControlCode, Expect as _};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use wsprobe::secret::Secret;
+use wsprobe::serve::{RunningServer, ServeConfig, ServeEvent};
+
+use crate::support::{self, TIMEOUT};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A server running on a runtime of its own, so the test thread can block on the binary.
+struct Backend {
+    runtime: tokio::runtime::Runtime,
+    server: Option<RunningServer>,
+}
+
+impl Backend {
+    fn start(config: ServeConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let server = runtime.block_on(support::spawn_server(config));
+        Self {
+            runtime,
+            server: Some(server),
+        }
+    }
+
+    /// The sample echo app with its defaults.
+    fn sample() -> Self {
+        Self::start(ServeConfig::default())
+    }
+
+    fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("the server runs until drop")
+    }
+
+    fn url(&self) -> String {
+        self.server().ws_url()
+    }
+
+    fn events(&self) -> broadcast::Receiver<ServeEvent> {
+        self.server().events()
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The id and handshake headers of the next connection.
+    fn next_connection(
+        &self,
+        events: &mut broadcast::Receiver<ServeEvent>,
+    ) -> (String, Vec<(String, String)>) {
+        self.block_on(support::wait_event(events, |event| match event {
+            ServeEvent::Connected {
+                connection_id,
+                headers,
+                ..
+            } => Some((connection_id.clone(), headers.clone())),
+            _ => None,
+        }))
+    }
+
+    /// Sends `body` to a connection through the @connections API.
+    fn push(&self, connection_id: &str, body: &str) {
+        let server = self.server();
+        let path = support::connection_path(server, connection_id);
+        let response = self.block_on(support::http(
+            server.addr(),
+            "POST",
+            &path,
+            &[],
+            body.as_bytes(),
+        ));
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}
+
+/// The real binary with a clean environment: no colour, no credentials from the
+/// environment, and a temporary home.
+fn wsprobe(home: &Path) -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+    command
+        .env("NO_COLOR", "1")
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
+        .timeout(TIMEOUT);
+    command
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(command: &mut assert_cmd::Command) -> Run {
+    let output = command.output().expect("running wsprobe");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `wsprobe connect` at a pseudo-terminal.
+struct Pty {
+    session: expectrl::session::OsSession,
+}
+
+impl Pty {
+    fn spawn(home: &Path, args: &[&str], color: bool) -> Self {
+        let mut command = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"));
+        command
+            .arg("connect")
+            .args(args)
+            .env("TERM", "xterm")
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env_remove("WSPROBE_AUTH")
+            .env_remove("WSPROBE_API_KEY");
+        if color {
+            command.env_remove("NO_COLOR");
+        } else {
+            command.env("NO_COLOR", "1");
+        }
+        let mut session = expectrl::Session::spawn(command).expect("spawning in a pty");
+        session.set_expect_timeout(Some(TIMEOUT));
+        Self { session }
+    }
+
+    /// Waits for the first prompt: from then on the editor owns the terminal, so keys
+    /// such as Ctrl-C reach it as keys (before, the terminal would turn Ctrl-C into
+    /// SIGINT). Nothing printed before the first prompt contains `> `.
+    fn wait_prompt(&mut self) {
+        self.expect("> ");
+    }
+
+    /// Waits for `connected to …` and the prompt drawn after it. Whichever comes first,
+    /// the first prompt or the line, exactly one prompt follows the line, so nothing
+    /// printed later can be mistaken for a fresh prompt.
+    fn wait_connected(&mut self) {
+        self.expect("connected to");
+        self.wait_prompt();
+    }
+
+    fn expect(&mut self, needle: &str) -> String {
+        match self.session.expect(needle) {
+            Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
+            Err(e) => panic!("waiting for {needle:?}: {e}"),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.session.send_line(line).expect("typing");
+    }
+
+    fn control(&mut self, code: ControlCode) {
+        self.session.send(code).expect("sending a control key");
+    }
+
+    /// The exit code, waiting at most [`TIMEOUT`] (reading output so the child never
+    /// blocks on a full terminal).
+    fn exit_code(&mut self) -> i32 {
+        use expectrl::process::unix::WaitStatus;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let mut sink = [0u8; 4096];
+            let _ = self.session.try_read(&mut sink);
+            match self.session.get_process().status() {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, signal, _)) => panic!("killed by {signal:?}"),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "wsprobe did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a scripted test server does with a connection.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Reads everything, answers nothing.
+    Silent,
+    /// Echoes every text frame.
+    Echo,
+    /// Closes with this code when a text frame arrives.
+    CloseWith(u16),
+}
+
+/// A WebSocket server for behaviours `serve` does not have. Its handshake waits for
+/// `release` (if kept) before answering.
+struct Scripted {
+    url: String,
+    release: Option<oneshot::Sender<()>>,
+}
+
+fn scripted(backend: &Backend, part: Part, hold_handshake: bool) -> Scripted {
+    let listener = backend
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .expect("binding port 0");
+    let url = format!("ws://{}/dev", listener.local_addr().expect("address"));
+    let (release, released) = oneshot::channel::<()>();
+    backend.runtime.spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        if hold_handshake {
+            let _ = released.await;
+        }
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        while let Some(Ok(message)) = ws.next().await {
+            match (part, message) {
+                (Part::Echo, Message::Text(text)) => {
+                    let _ = ws.send(Message::Text(text)).await;
+                }
+                (Part::CloseWith(code), Message::Text(_)) => {
+                    let _ = ws
+                        .send(Message::Close(Some(CloseFrame {
+                            code: code.into(),
+                            reason: "scripted".into(),
+                        })))
+                        .await;
+                }
+                _ => {}
+            }
+        }
+    });
+    Scripted {
+        url,
+        release: Some(release),
+    }
+}
+
+fn temp_home() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+// ---------------------------------------------------------------------------------------
+// At the prompt
+
+#[test]
+fn prompt_sends_headers_shows_the_echo_and_quits_with_1000_on_ctrl_d() {
+    let backend = Backend::start(ServeConfig {
+        api_keys: vec![Secret::new("key-one")],
+        tokens: vec![Secret::new("token-abc")],
+        ..ServeConfig::default()
+    });
+    let mut events = backend.events();
+    let home = temp_home();
+    let history = home.path().join("hist").join("history");
+    let history_arg = history.to_string_lossy().into_owned();
+    let url = backend.url();
+    let mut pty = Pty::spawn(
+        home.path(),
+        &[
+            &url,
+            "--auth",
+            "Bearer token-abc",
+            "--api-key",
+            "key-one",
+            "-H",
+            "X-Custom: yes",
+            "--history-file",
+            &history_arg,
+        ],
+        false,
+    );
+    let (id, headers) = backend.next_connection(&mut events);
+    let has = |name: &str, value: &str| headers.iter().any(|(n, v)| n == name && v == value);
+    assert!(has("authorization", "Bearer token-abc"), "{headers:?}");
+    assert!(has("x-api-key", "key-one"), "{headers:?}");
+    assert!(has("x-custom", "yes"), "{headers:?}");
+
+    pty.wait_connected();
+    pty.type_line(r#"/send send "Hello World!""#);
+    pty.expect(r#"> {"action":"send","body":"Hello World!"}"#);
+    pty.expect(r#"< "Hello World!""#);
+    pty.expect("✓ echo");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+    let code = backend.block_on(support::disconnect_code(&mut events, &id));
+    assert_eq!(code, 1000);
+    let saved = std::fs::read_to_string(&history).expect("the history file was written");
+    assert!(saved.contains(r#"/send send "Hello World!""#), "{saved}");
+}
+
+#[test]
+fn a_line_being_typed_survives_a_message_arriving() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    let (id, _) = backend.next_connection(&mut events);
+    pty.wait_connected();
+    pty.session.send(r#"/send send "typed"#).expect("typing");
+    // Wait until the editor has echoed what was typed, then make a message arrive.
+    pty.expect("typed");
+    backend.push(&id, "pushed meanwhile");
+    pty.expect("< pushed meanwhile");
+    pty.session.send(" line\"\r").expect("typing the rest");
+    pty.expect(r#"< "typed line""#);
+    pty.expect("✓ echo");
+    pty.type_line("/quit");
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn a_mismatching_echo_is_reported_with_expected_and_actual() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(
+        home.path(),
+        &[&url, "--echo", "full", "--echo-timeout", "300ms"],
+        false,
+    );
+    pty.wait_connected();
+    pty.type_line("/send send x");
+    pty.expect("✗ echo mismatch");
+    pty.expect(r#"expected: {"action":"send","body":"x"}"#);
+    pty.expect(r#"actual:   "x""#);
+    // A message no route takes gets API Gateway's error frame, shown as an error.
+    pty.type_line("not routed");
+    pty.expect("< gateway error: Forbidden (connectionId ");
+    pty.expect(", requestId ");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn ctrl_c_clears_the_line_and_tab_completes_commands() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    backend.next_connection(&mut events);
+    pty.wait_connected();
+    pty.session.send("never sent").expect("typing");
+    pty.expect("never sent");
+    pty.control(ControlCode::EndOfText);
+    // A fresh prompt (what was typed after Ctrl-C in the same burst is dropped, as in
+    // a shell).
+    pty.wait_prompt();
+    // Completion: `/se` + Tab becomes `/send `.
+    pty.session.send("/se\t").expect("typing");
+    pty.session.send("send \"tab\"\r").expect("typing");
+    pty.expect(r#"< "tab""#);
+    pty.expect("✓ echo");
+    // The cleared line never reached the server: the first message it saw is the send.
+    let route = backend.block_on(support::wait_event(&mut events, |event| match event {
+        ServeEvent::Message { route_key, .. } => Some(route_key.clone()),
+        _ => None,
+    }));
+    assert_eq!(route.as_deref(), Some("send"));
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn lines_typed_before_the_handshake_completes_are_sent_after_it() {
+    let backend = Backend::sample();
+    let mut server = scripted(&backend, Part::Echo, true);
+    let home = temp_home();
+    let url = server.url.clone();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.wait_prompt();
+    pty.type_line("early bird");
+    pty.expect("early bird");
+    let _ = server.release.take().map(|release| release.send(()));
+    pty.expect("connected to");
+    pty.expect("< early bird");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn the_server_closing_at_the_prompt_is_shown_and_sets_the_exit_code() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::CloseWith(4001), false);
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[&server.url], false);
+    pty.wait_connected();
+    pty.type_line("please close");
+    pty.expect("connection closed by the server: 4001 scripted");
+    assert_eq!(pty.exit_code(), 1);
+}
+
+#[test]
+fn without_a_url_the_prompt_talks_to_the_bundled_backend() {
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[], false);
+    pty.expect("started the bundled backend at ws://127.0.0.1:");
+    pty.wait_connected();
+    pty.type_line(r#"/send send "Hello World!""#);
+    pty.expect(r#"< "Hello World!""#);
+    pty.expect("✓ echo");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn colour_is_on_at_a_terminal_without_no_color() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], true);
+    pty.wait_connected();
+    pty.type_line("/send send hi");
+    // Sent in cyan, the echo check in green.
+    pty.expect("\x1b[36m> {\"action\":\"send\",\"body\":\"hi\"}");
+    pty.expect("\x1b[32m✓ echo");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Piped stdin and -x
+
+#[test]
+fn piped_lines_are_sent_and_messages_come_out_one_per_line() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .args(["connect", &backend.url(), "-w", "0"])
+        .write_stdin("/send send \"Hello World!\"\n/send send {\"body\": [1, 2]}\n\n"));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert_eq!(result.stdout, "\"Hello World!\"\n[1,2]\n");
+    assert_eq!(
+        result.stderr.matches("✓ echo").count(),
+        2,
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn a_plain_line_is_a_text_frame_and_a_double_slash_escapes() {
+    let backend = Backend::start(ServeConfig {
+        default_route: Some(wsprobe::serve::RouteBehaviour::Echo),
+        ..ServeConfig::default()
+    });
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .args(["connect", &backend.url(), "-w", "0"])
+        .args([
+            "-x",
+            "plain text",
+            "-x",
+            "//not a command",
+            "-x",
+            "/text /raw",
+        ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    // The bundled $default echo sends frames back unchanged, in order.
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["plain text", "/not a command", "/raw"],
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn execute_runs_commands_in_order_and_expectations_count() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let passing = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "-w",
+        "0",
+        "-x",
+        r#"/send send "one""#,
+        "-x",
+        r#"/expect json "one" within 2s"#,
+        "-x",
+        "/ping abc",
+        "-x",
+        "/expect pong abc within 2s",
+    ]));
+    assert_eq!(passing.code, Some(0), "{}", passing.stderr);
+    assert!(passing.stderr.contains("✓ expect"), "{}", passing.stderr);
+
+    let failing = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "-w",
+        "0",
+        "-x",
+        r#"/send send "one""#,
+        "-x",
+        r#"/expect json "two" within 300ms"#,
+    ]));
+    assert_eq!(failing.code, Some(1), "{}", failing.stderr);
+    assert!(
+        failing.stderr.contains(r#"✗ expect json "two""#),
+        "{}",
+        failing.stderr
+    );
+    assert!(
+        failing.stderr.contains(r#"received: text "one""#),
+        "{}",
+        failing.stderr
+    );
+}
+
+#[test]
+fn a_failed_echo_check_exits_1() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "--echo",
+        "full",
+        "--echo-timeout",
+        "300ms",
+        "-w",
+        "0",
+        "-x",
+        "/send send x",
+    ]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    assert!(
+        result.stderr.contains("✗ echo mismatch"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(result.stdout, "\"x\"\n");
+}
+
+#[test]
+fn silence_is_a_timed_out_echo_check() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::Silent, false);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &server.url,
+        "--echo-timeout",
+        "200ms",
+        "-w",
+        "0",
+        "-x",
+        "/send send x",
+    ]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    assert!(
+        result.stderr.contains("✗ no echo within 200ms"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn an_abnormal_close_exits_1_with_the_code_shown() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::CloseWith(1011), false);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["connect", &server.url, "-x", "boom", "-w", "5s"]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("connection closed by the server: 1011 scripted"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn a_refused_handshake_shows_status_and_body_and_exits_3() {
+    let backend = Backend::start(ServeConfig {
+        tokens: vec![Secret::new("token-abc")],
+        ..ServeConfig::default()
+    });
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["connect", &backend.url(), "-x", "hi"]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    assert!(result.stderr.contains("401"), "{}", result.stderr);
+    assert!(
+        result.stderr.contains(r#"{"message":"Unauthorized"}"#),
+        "{}",
+        result.stderr
+    );
+    // A wrong token is refused the same way, and never printed.
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "--auth",
+        "Bearer wrong-token",
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(result.code, Some(3));
+    assert!(!result.stderr.contains("wrong-token"), "{}", result.stderr);
+}
+
+#[test]
+fn failing_to_connect_exits_3_with_its_own_message() {
+    let home = temp_home();
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let refused = run(wsprobe(home.path()).args([
+        "connect",
+        &format!("ws://127.0.0.1:{port}/dev"),
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
+
+    let dns = run(wsprobe(home.path()).args(["connect", "ws://nowhere.invalid/dev", "-x", "hi"]));
+    assert_eq!(dns.code, Some(3), "{}", dns.stderr);
+    assert!(
+        dns.stderr
+            .contains("could not resolve host `nowhere.invalid`"),
+        "{}",
+        dns.stderr
+    );
+}
+
+#[test]
+fn a_handshake_that_never_completes_times_out_with_exit_3() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::Echo, true);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &server.url,
+        "--connect-timeout",
+        "300ms",
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("timed out after 300ms connecting to"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_before_connecting() {
+    let home = temp_home();
+    let no_scheme = run(wsprobe(home.path()).args(["connect", "127.0.0.1:9/dev", "-x", "hi"]));
+    assert_eq!(no_scheme.code, Some(2), "{}", no_scheme.stderr);
+    assert!(
+        no_scheme.stderr.contains("ws://127.0.0.1:9/dev"),
+        "{}",
+        no_scheme.stderr
+    );
+    let syntax =
+        run(wsprobe(home.path()).args(["connect", "ws://127.0.0.1:9/dev", "-x", "/sned x"]));
+    assert_eq!(syntax.code, Some(2), "{}", syntax.stderr);
+    assert!(syntax.stderr.contains('^'), "{}", syntax.stderr);
+}
+
+#[test]
+fn without_a_url_the_bundled_backend_answers() {
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        "-w",
+        "0",
+        "-x",
+        r#"/send send "Hello World!""#,
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("started the bundled backend at ws://127.0.0.1:"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(result.stdout, "\"Hello World!\"\n");
+    assert!(result.stderr.contains("✓ echo"), "{}", result.stderr);
+}
+
+#[test]
+fn ctrl_c_outside_the_prompt_exits_130() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(["connect", &backend.url(), "-x", "/wait 1m"])
+        .env("NO_COLOR", "1")
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running wsprobe");
+    let (id, _) = backend.next_connection(&mut events);
+    let status = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let deadline = Instant::now() + TIMEOUT;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "wsprobe did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(
+        backend.block_on(support::disconnect_code(&mut events, &id)),
+        1001
+    );
+}

@@ -1,0 +1,723 @@
+//! The session loop shared by every mode of `wsprobe connect`: lines come in (typed at
+//! the prompt, from `-x`, or piped on stdin), frames arrive, timers fire, and one task
+//! reacts to each in turn.
+//!
+//! - The connection is opened concurrently: lines given before the handshake completes
+//!   are queued and run once it has.
+//! - A `/wait` or `/expect` keeps the loop *busy*: messages go on being shown, and lines
+//!   given meanwhile queue up behind it. Ctrl-C at the prompt cancels it.
+//! - Echo checks run in the background ([`super::echo`]); results are printed as they
+//!   settle.
+//! - Every wait has a deadline; the loop ends when the user quits, when the input has
+//!   ended and everything has settled, when the connection ends, or on Ctrl-C.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::display::{self, DisplayOptions, Painter, Tone};
+use super::echo::{EchoOutcome, EchoResult, EchoTracker};
+use super::prompt::Printer;
+use crate::cli::EchoPolicy;
+use crate::client::{ConnectError, Connection};
+use crate::message::RouteFields;
+use crate::session::{Ending, Frame, Inbox, Incoming, Outgoing, Session, SessionSender};
+
+/// How many received frames are kept for `/expect` to look back at.
+const BACKLOG: usize = 1000;
+
+/// How long a send may wait for the socket to take the frame (a server that stops
+/// reading must not hang the session).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a polite close waits for the server's answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Something from the line source.
+#[derive(Debug)]
+pub enum Input {
+    /// A line to run (a `/command`) or to send (anything else).
+    Line(String),
+    /// Ctrl-C at the prompt: the editor has cleared the line.
+    Interrupted,
+    /// A message for the user from the line source (e.g. a history problem).
+    Note(String),
+    /// No more lines: Ctrl-D at the prompt, or the end of `-x` or of stdin.
+    End,
+}
+
+/// The settings of one session.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Route and body fields of route-tagged sends.
+    pub fields: RouteFields,
+    /// What an echo looks like; `/echo` changes it.
+    pub echo: EchoPolicy,
+    /// How long each echo check waits.
+    pub echo_timeout: Duration,
+    /// The default `within` of `/expect`.
+    pub expect_timeout: Duration,
+    /// How things are shown; `/pretty` changes it.
+    pub display: DisplayOptions,
+    /// `-w`: after the input ends, how long to wait for late messages.
+    pub linger: Duration,
+    /// At the prompt (Ctrl-D quits) rather than `-x` or a pipe (the end of input drains).
+    pub interactive: bool,
+}
+
+/// Where the session's output goes.
+#[derive(Debug)]
+pub enum Output {
+    /// Above the prompt, every line decorated.
+    Prompt(Printer),
+    /// Received messages to stdout, one a line and undecorated; everything else to stderr.
+    Plain {
+        /// Set when stdout was closed by its reader (`| head -1`): nothing more to do.
+        stdout_closed: bool,
+    },
+}
+
+impl Output {
+    /// A plain output with stdout open.
+    pub fn plain() -> Self {
+        Output::Plain {
+            stdout_closed: false,
+        }
+    }
+
+    /// A line for the user (not a received message).
+    pub fn note(&mut self, text: String) {
+        match self {
+            Output::Prompt(printer) => printer.print(text),
+            Output::Plain { .. } => {
+                let mut stderr = std::io::stderr().lock();
+                let _ = writeln!(stderr, "{text}");
+            }
+        }
+    }
+
+    /// A received message; `decorated` is the line shown at the prompt.
+    fn message(&mut self, incoming: &Incoming, options: &DisplayOptions, decorated: String) {
+        match self {
+            Output::Prompt(printer) => printer.print(decorated),
+            Output::Plain { stdout_closed } => {
+                let body = match &incoming.frame {
+                    Frame::Text(text) => display::message_text(text, options.pretty),
+                    Frame::Binary(data) => display::binary_line(data),
+                    _ => {
+                        // Control frames are not messages: they go with the diagnostics.
+                        let mut stderr = std::io::stderr().lock();
+                        let _ = writeln!(stderr, "{decorated}");
+                        return;
+                    }
+                };
+                let stamp = if options.timestamps {
+                    let wall = std::time::SystemTime::now()
+                        .checked_sub(incoming.at.elapsed())
+                        .unwrap_or_else(std::time::SystemTime::now);
+                    format!("{} ", display::time_of_day(wall))
+                } else {
+                    String::new()
+                };
+                let mut stdout = std::io::stdout().lock();
+                if writeln!(stdout, "{stamp}{body}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    *stdout_closed = true;
+                }
+            }
+        }
+    }
+
+    fn stdout_closed(&self) -> bool {
+        matches!(
+            self,
+            Output::Plain {
+                stdout_closed: true
+            }
+        )
+    }
+}
+
+/// Why the session loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// `/quit` or Ctrl-D at the prompt.
+    Quit,
+    /// The input ended and everything settled (or stdout was closed).
+    Drained,
+    /// The connection ended.
+    Closed {
+        /// How.
+        ending: Ending,
+        /// Whether it was our `/close`.
+        we_closed: bool,
+    },
+    /// Ctrl-C outside the prompt.
+    Interrupted,
+}
+
+/// How the session went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Why it ended.
+    pub finish: Finish,
+    /// Echo checks and expectations that failed.
+    pub failed_checks: usize,
+}
+
+/// What the loop is waiting for before it runs the next line.
+#[derive(Debug)]
+pub(super) enum Busy {
+    /// `/wait DUR`.
+    Sleep { until: Instant },
+    /// `/expect …`.
+    Expect(Waiting),
+}
+
+/// A running `/expect`.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    /// What is expected: a message (`Some`) or `nothing` (`None`).
+    pub matcher: Option<crate::command::ResolvedMatcher>,
+    /// `expect next`: only the first message counts.
+    pub next: bool,
+    /// When it started, for the time it took.
+    pub started: Instant,
+    /// When it gives up.
+    pub deadline: Instant,
+    /// Its `within`, for the failure message.
+    pub within: Duration,
+}
+
+impl Busy {
+    fn deadline(&self) -> Instant {
+        match self {
+            Busy::Sleep { until } => *until,
+            Busy::Expect(waiting) => waiting.deadline,
+        }
+    }
+}
+
+/// The state of one session.
+pub struct Driver {
+    pub(super) settings: Settings,
+    pub(super) painter: Painter,
+    pub(super) output: Output,
+    /// Set once the handshake has completed.
+    pub(super) sender: Option<SessionSender>,
+    pub(super) tracker: EchoTracker,
+    /// The echo the last route-tagged send should produce, for `/expect echo`.
+    pub(super) last_echo: Option<Value>,
+    /// Frames not yet consumed by an `/expect`, oldest first (at most [`BACKLOG`]).
+    pub(super) backlog: VecDeque<Incoming>,
+    pub(super) busy: Option<Busy>,
+    /// Lines waiting for the handshake or for a busy command to finish.
+    pub(super) queue: VecDeque<String>,
+    pub(super) failed_checks: usize,
+    /// Whether the close handshake was started by us (`/close`).
+    pub(super) we_closed: bool,
+    /// When the input ended (`-x` or a pipe), if it has.
+    input_ended: bool,
+    /// When the last line had run after the input ended: `-w` counts from here.
+    drain_started: Option<Instant>,
+    /// `/quit` (or Ctrl-D at the prompt).
+    pub(super) quit: bool,
+    /// Whether lines from the input are still taken (`/quit` in `-x` or a pipe stops it).
+    accepting: bool,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
+
+impl Driver {
+    /// A session that has not connected yet.
+    pub fn new(settings: Settings, output: Output) -> Self {
+        Self {
+            settings,
+            painter: Painter::from_environment(),
+            output,
+            sender: None,
+            tracker: EchoTracker::new(),
+            last_echo: None,
+            backlog: VecDeque::new(),
+            busy: None,
+            queue: VecDeque::new(),
+            failed_checks: 0,
+            we_closed: false,
+            input_ended: false,
+            drain_started: None,
+            quit: false,
+            accepting: true,
+        }
+    }
+
+    /// Runs the session: connects (the future), then runs the lines `input` delivers
+    /// until the session is over. A failed handshake is the error.
+    pub async fn run(
+        mut self,
+        connecting: Connecting,
+        mut input: mpsc::UnboundedReceiver<Input>,
+    ) -> Result<Report, ConnectError> {
+        let mut connecting = Some(connecting);
+        let mut inbox: Option<Inbox> = None;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+
+        let finish = loop {
+            if inbox.is_some() {
+                self.run_queue().await;
+            }
+            if self.quit {
+                break Finish::Quit;
+            }
+            if self.output.stdout_closed() {
+                break Finish::Drained;
+            }
+            if let Some(finish) = self.drained(Instant::now(), inbox.is_some()) {
+                break finish;
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                _ = &mut ctrl_c => break Finish::Interrupted,
+                incoming = next_frame(&mut inbox) => match incoming {
+                    Some(incoming) => {
+                        if let Some(ending) = self.on_frame(incoming) {
+                            break self.closed(ending);
+                        }
+                    }
+                    None => {
+                        let ending = inbox
+                            .as_ref()
+                            .and_then(|i| i.ending().cloned())
+                            .unwrap_or(Ending::Dropped { reason: "the reader stopped".into() });
+                        break self.closed(ending);
+                    }
+                },
+                result = connected(&mut connecting) => {
+                    connecting = None;
+                    let connection = result?;
+                    self.note(Tone::Good, &connected_text(&connection));
+                    let session = Session::start(connection);
+                    let (sender, session_inbox) = session.split();
+                    self.sender = Some(sender);
+                    inbox = Some(session_inbox);
+                }
+                line = input.recv(), if self.accepting => match line {
+                    Some(Input::Line(line)) => self.queue.push_back(line),
+                    Some(Input::Interrupted) => self.interrupt(),
+                    Some(Input::Note(text)) => self.output.note(text),
+                    Some(Input::End) | None => {
+                        self.accepting = false;
+                        self.end_of_input();
+                    }
+                },
+                _ = sleep_until(deadline) => self.on_timer(Instant::now()),
+            }
+        };
+
+        if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted) {
+            if let Some(inbox) = inbox.as_mut() {
+                self.close_politely(inbox, &finish).await;
+            }
+        }
+        Ok(Report {
+            finish,
+            failed_checks: self.failed_checks,
+        })
+    }
+
+    /// Runs queued lines while connected and not busy.
+    async fn run_queue(&mut self) {
+        while self.busy.is_none() && !self.quit {
+            let Some(line) = self.queue.pop_front() else {
+                break;
+            };
+            self.execute(line).await;
+        }
+    }
+
+    /// The end of the loop when the input has ended and everything has settled: the last
+    /// line has run, every echo check is settled, and `-w` has passed since.
+    fn drained(&mut self, now: Instant, connected: bool) -> Option<Finish> {
+        if !self.input_ended || !connected || !self.queue.is_empty() || self.busy.is_some() {
+            return None;
+        }
+        let started = *self.drain_started.get_or_insert(now);
+        (self.tracker.is_empty() && now >= started + self.settings.linger)
+            .then_some(Finish::Drained)
+    }
+
+    /// `/quit`: at the prompt, close and leave; with `-x` or a pipe, stop taking lines
+    /// and leave as soon as the echo checks have settled (no `-w` wait).
+    pub(super) fn quit(&mut self) {
+        if self.settings.interactive {
+            self.quit = true;
+        } else {
+            self.accepting = false;
+            self.queue.clear();
+            self.input_ended = true;
+            self.settings.linger = Duration::ZERO;
+        }
+    }
+
+    fn end_of_input(&mut self) {
+        if self.settings.interactive {
+            self.quit = true;
+        } else {
+            self.input_ended = true;
+        }
+    }
+
+    /// Ctrl-C at the prompt: cancels a running `/wait` or `/expect` (the editor has
+    /// already cleared the line).
+    fn interrupt(&mut self) {
+        if let Some(busy) = self.busy.take() {
+            let what = match busy {
+                Busy::Sleep { .. } => "wait",
+                Busy::Expect(_) => "expect",
+            };
+            self.note(Tone::Info, &format!("{what} cancelled"));
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let drain = self
+            .drain_started
+            .filter(|_| self.input_ended)
+            .map(|started| started + self.settings.linger);
+        [
+            self.tracker.next_deadline(),
+            self.busy.as_ref().map(Busy::deadline),
+            drain,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Shows a frame, offers it to the echo checks and a running `/expect`, and keeps it
+    /// for later `/expect`s. Returns how the connection ended if this frame ended it.
+    fn on_frame(&mut self, incoming: Incoming) -> Option<Ending> {
+        if let Some(line) = display::received_line(
+            &incoming.frame,
+            incoming.at,
+            &self.settings.display,
+            &self.painter,
+        ) {
+            self.output.message(&incoming, &self.settings.display, line);
+        }
+        let verdict = self.tracker.on_frame(&incoming);
+        if let Some(result) = verdict.matched {
+            self.report_echo(result);
+        }
+        self.backlog.push_back(incoming.clone());
+        if self.backlog.len() > BACKLOG {
+            self.backlog.pop_front();
+        }
+        self.check_waiting();
+        let ending = incoming.frame.ending()?;
+        let line = display::ending_line(&ending, self.we_closed, &self.painter);
+        self.output.note(line);
+        for result in self.tracker.close(&ending) {
+            self.report_echo(result);
+        }
+        if let Some(Busy::Expect(waiting)) = self.busy.take() {
+            self.fail_expect(&waiting, "the connection ended first");
+        }
+        Some(ending)
+    }
+
+    fn closed(&self, ending: Ending) -> Finish {
+        Finish::Closed {
+            ending,
+            we_closed: self.we_closed,
+        }
+    }
+
+    /// Fails the echo checks and the `/expect` whose time is up; ends a `/wait`.
+    fn on_timer(&mut self, now: Instant) {
+        for result in self.tracker.expire(now) {
+            self.report_echo(result);
+        }
+        if self.busy.as_ref().is_some_and(|b| b.deadline() <= now) {
+            match self.busy.take() {
+                Some(Busy::Expect(waiting)) if waiting.matcher.is_none() => {
+                    let took = display::human_duration(waiting.within);
+                    self.note(Tone::Good, &format!("✓ expect nothing: silence for {took}"));
+                }
+                Some(Busy::Expect(waiting)) => {
+                    let why = format!(
+                        "nothing matched within {}",
+                        display::human_duration(waiting.within)
+                    );
+                    self.fail_expect(&waiting, &why);
+                }
+                Some(Busy::Sleep { .. }) | None => {}
+            }
+        }
+    }
+
+    /// Prints the result of an echo check, and counts a failure.
+    fn report_echo(&mut self, result: EchoResult) {
+        let outcome = result.outcome;
+        if !outcome.passed() {
+            self.failed_checks += 1;
+        }
+        let text = match outcome {
+            EchoOutcome::Matched { latency } => {
+                self.note(
+                    Tone::Good,
+                    &format!("✓ echo {}", display::short_duration(latency)),
+                );
+                return;
+            }
+            EchoOutcome::Mismatch { expected, actual } => {
+                format!("✗ echo mismatch\n    expected: {expected}\n    actual:   {actual}")
+            }
+            EchoOutcome::Timeout { expected, after } => format!(
+                "✗ no echo within {} (expected {expected})",
+                display::human_duration(after)
+            ),
+            EchoOutcome::Closed { expected, ending } => {
+                format!("✗ no echo: the connection {ending} first (expected {expected})")
+            }
+        };
+        self.note(Tone::Bad, &text);
+    }
+
+    /// A line for the user in `tone`.
+    pub(super) fn note(&mut self, tone: Tone, text: &str) {
+        let painted = self.painter.paint(tone, text);
+        self.output.note(painted);
+    }
+
+    /// Shows a frame we sent.
+    pub(super) fn show_sent(&mut self, frame: &Outgoing, at: Instant) {
+        let line = display::sent_line(frame, at, &self.settings.display, &self.painter);
+        self.output.note(line);
+    }
+
+    /// Sends a frame; a failure is shown, not fatal (the connection's end arrives as a
+    /// frame and ends the session).
+    pub(super) async fn send(&mut self, frame: Outgoing) -> bool {
+        let Some(sender) = self.sender.clone() else {
+            return false;
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, sender.send(frame)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                self.note(Tone::Bad, &format!("✗ not sent: {error}"));
+                false
+            }
+            Err(_elapsed) => {
+                let after = display::human_duration(SEND_TIMEOUT);
+                self.note(
+                    Tone::Bad,
+                    &format!("✗ not sent: the server took nothing for {after}"),
+                );
+                false
+            }
+        }
+    }
+
+    /// Sends a text frame and, when `sent` is a route-tagged message, starts its echo
+    /// check under the current policy.
+    pub(super) async fn send_tagged(&mut self, text: String, sent: &Value) {
+        let expected =
+            crate::message::expected_echo(sent, self.settings.echo, &self.settings.fields);
+        self.last_echo = expected.clone();
+        let at = Instant::now();
+        let check = expected.map(|expected| {
+            self.tracker
+                .expect(expected, at, self.settings.echo_timeout)
+        });
+        let frame = Outgoing::Text(text);
+        self.show_sent(&frame, at);
+        if !self.send(frame).await {
+            if let Some(id) = check {
+                self.tracker.cancel(id);
+            }
+        }
+    }
+
+    /// Starts an `/expect`: looks at the frames already here, then waits.
+    pub(super) fn start_expect(&mut self, waiting: Waiting) {
+        self.busy = Some(Busy::Expect(waiting));
+        self.check_waiting();
+    }
+
+    /// Settles a running `/expect` if the frames kept so far decide it.
+    fn check_waiting(&mut self) {
+        let Some(Busy::Expect(waiting)) = &self.busy else {
+            return;
+        };
+        let decided = match &waiting.matcher {
+            None => self.backlog.iter().position(|m| m.frame.is_data()).map(Err),
+            Some(matcher) if waiting.next => self
+                .backlog
+                .iter()
+                .position(|m| {
+                    m.frame.is_data() || m.frame.is_ending() || matches!(m.frame, Frame::Pong(_))
+                })
+                .map(|index| {
+                    if matcher.matches(&view(&self.backlog[index].frame)) {
+                        Ok(index)
+                    } else {
+                        Err(index)
+                    }
+                }),
+            Some(matcher) => self
+                .backlog
+                .iter()
+                .position(|m| matcher.matches(&view(&m.frame)))
+                .map(Ok),
+        };
+        let Some(decided) = decided else {
+            return;
+        };
+        let Some(Busy::Expect(waiting)) = self.busy.take() else {
+            return;
+        };
+        match decided {
+            Ok(index) => {
+                let found = self.backlog.remove(index);
+                let when = match found {
+                    Some(m) if m.at >= waiting.started => {
+                        display::short_duration(m.at.duration_since(waiting.started))
+                    }
+                    _ => "already received".to_owned(),
+                };
+                let what = waiting
+                    .matcher
+                    .as_ref()
+                    .map(|m| m.describe().to_owned())
+                    .unwrap_or_default();
+                self.note(Tone::Good, &format!("✓ expect {what} ({when})"));
+            }
+            Err(index) => {
+                let frame = self.backlog[index].frame.clone();
+                let why = match &waiting.matcher {
+                    None => format!("a message arrived: {}", view(&frame)),
+                    Some(matcher) => match matcher.check(&view(&frame)) {
+                        Err(why) => format!("the next message did not match: {why}"),
+                        Ok(()) => format!("the next message is {}", view(&frame)),
+                    },
+                };
+                if waiting.matcher.is_some() {
+                    self.backlog.remove(index);
+                }
+                self.fail_expect(&waiting, &why);
+            }
+        }
+    }
+
+    fn fail_expect(&mut self, waiting: &Waiting, why: &str) {
+        self.failed_checks += 1;
+        let what = waiting
+            .matcher
+            .as_ref()
+            .map(|m| m.describe().to_owned())
+            .unwrap_or_else(|| "nothing".to_owned());
+        let mut text = format!("✗ expect {what}: {why}");
+        let seen: Vec<String> = self
+            .backlog
+            .iter()
+            // The backlog holds what arrived since the last send: what the user saw.
+            .filter(|m| m.frame.is_data())
+            .take(5)
+            .map(|m| format!("\n    received: {}", view(&m.frame)))
+            .collect();
+        if waiting.matcher.is_some() {
+            for line in seen {
+                text.push_str(&line);
+            }
+        }
+        self.note(Tone::Bad, &text);
+    }
+
+    /// Closes with 1000 (1001 on Ctrl-C) and waits briefly for the server's answer,
+    /// showing what arrives meanwhile.
+    async fn close_politely(&mut self, inbox: &mut Inbox, finish: &Finish) {
+        if inbox.is_closed() {
+            return;
+        }
+        let code = if *finish == Finish::Interrupted {
+            1001
+        } else {
+            1000
+        };
+        self.we_closed = true;
+        if !self
+            .send(Outgoing::Close(Some((code, String::new()))))
+            .await
+        {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        while let Ok(Some(incoming)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
+            // Late messages are still shown, and the server's answer says how it ended.
+            if self.on_frame(incoming).is_some() {
+                break;
+            }
+        }
+    }
+}
+
+/// The frame as the command language's matchers see it.
+pub(super) fn view(frame: &Frame) -> crate::command::FrameView<'_> {
+    use crate::command::FrameView;
+    match frame {
+        Frame::Text(text) => FrameView::Text(text),
+        Frame::Binary(data) => FrameView::Binary(data),
+        Frame::Ping(data) => FrameView::Ping(data),
+        Frame::Pong(data) => FrameView::Pong(data),
+        Frame::Close { code, reason } => FrameView::Close {
+            code: (*code != crate::session::NO_STATUS).then_some(*code),
+            reason,
+        },
+        Frame::Dropped { .. } => FrameView::Close {
+            code: None,
+            reason: "",
+        },
+    }
+}
+
+fn connected_text(connection: &Connection) -> String {
+    let mut text = format!(
+        "connected to {} ({})",
+        connection.url,
+        display::short_duration(connection.connect_time)
+    );
+    if let Some(protocol) = &connection.subprotocol {
+        text.push_str(&format!(", subprotocol {protocol}"));
+    }
+    text
+}
+
+async fn next_frame(inbox: &mut Option<Inbox>) -> Option<Incoming> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connected(connecting: &mut Option<Connecting>) -> Result<Connection, ConnectError> {
+    match connecting {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

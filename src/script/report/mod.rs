@@ -1,0 +1,9 @@
+//! Reports of a script run: each is a pure function of the [`ScriptResult`](super::ScriptResult).
+//!
+//! - [`text`]: the human summary on stdout (one line per test, failures, totals);
+//! - [`junit`]: JUnit XML, one testsuite per file and one testcase per test;
+//! - [`json`]: the JSON result whose schema the README documents.
+
+pub mod json;
+pub mod junit;
+pub mod text;
