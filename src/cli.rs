@@ -330,7 +330,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N/s", value_parser = values::parse_rate)]
     pub rate: Option<f64>,
 
-    /// How long to send for
+    /// How long to send for, once every connection has tried to open [default: 10s]
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = values::parse_duration, conflicts_with = "count")]
     pub duration: Option<Duration>,
 
@@ -338,7 +338,7 @@ pub struct LoadArgs {
     #[arg(short = 'n', long, value_name = "COUNT")]
     pub count: Option<u64>,
 
-    /// Spread connection opening over this long
+    /// Spread connection opening over this long (never faster than --connect-rate)
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
     pub ramp_up: Option<Duration>,
 
