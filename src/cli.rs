@@ -315,7 +315,8 @@ pub struct LoadArgs {
     #[arg(
         value_name = "URL",
         required_unless_present = "stage",
-        default_value = ""
+        default_value = "",
+        hide_default_value = true
     )]
     pub url: String,
 
@@ -418,7 +419,8 @@ pub struct ManageArgs {
         long,
         value_name = "URL",
         required_unless_present = "stage",
-        default_value = ""
+        default_value = "",
+        hide_default_value = true
     )]
     pub url: String,
 

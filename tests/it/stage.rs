@@ -1190,3 +1190,47 @@ async fn a_stage_profile_signs_for_an_iam_stage() {
     server.signal("TERM");
     assert_eq!(server.wait_exit(), Some(0));
 }
+
+#[tokio::test]
+async fn a_stage_profile_drives_wsprobe_load() {
+    // The blog's sample app routes by `message`: load's pings must carry that field.
+    let mut server = ServeProcess::start(&[
+        "--quiet",
+        "--route-selection-expression",
+        "$request.body.message",
+    ]);
+    let dir = ProfileDir::new(&format!(
+        "[stages.perf]\nurl = \"{}\"\nroute_field = \"message\"\n",
+        server.ws_url
+    ));
+    let report = dir.work().join("load.json");
+    let in_dir = |command: &mut std::process::Command| {
+        command
+            .current_dir(dir.work())
+            .env("HOME", dir.root.path().join("home"))
+            .env("XDG_CONFIG_HOME", dir.root.path().join("config"));
+    };
+    let output = run_binary_with(
+        &[
+            "load",
+            "--stage",
+            "perf",
+            "-c",
+            "2",
+            "-n",
+            "20",
+            "--no-progress",
+            "--report-json",
+            report.to_str().unwrap(),
+            "--threshold",
+            "errors==0",
+        ],
+        in_dir,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let written = std::fs::read_to_string(&report).expect("the load report");
+    assert!(written.contains(&server.ws_url), "{written}");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0));
+}
