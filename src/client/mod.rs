@@ -143,8 +143,8 @@ impl ClientConfig {
     /// Builds the configuration from the shared connection options: reads `--cacert`,
     /// `--cert` and `--key` once, checks every header value, takes proxies from the
     /// environment (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`) unless `--proxy`
-    /// or `--no-proxy` says otherwise, and prints a
-    /// loud warning to stderr when `-k` turns certificate verification off.
+    /// or `--no-proxy` says otherwise, and prints a loud warning to stderr when `-k` turns
+    /// certificate verification off.
     pub fn from_args(args: &ConnectionArgs) -> Result<Self, crate::Error> {
         let files = TlsFiles {
             cacert: args.cacert.clone(),

@@ -113,7 +113,8 @@ pub(super) fn json_response(status: u16, body: &'static str) -> Response {
     response
 }
 
-/// Checks the upgrade request, authorizes it, answers 101 and starts the connection task.
+/// Checks the upgrade request, authorizes it, asks the `$connect` integration (if any),
+/// answers 101 and starts the connection task.
 async fn handshake(
     state: ServerState,
     mut request: Request,
