@@ -38,6 +38,23 @@ pub struct Cli {
     /// Print tokens, API keys and other secrets instead of redacting them
     #[arg(long, global = true)]
     pub show_secrets: bool,
+
+    /// Which options the user gave (not defaults), so a stage profile does not override
+    /// them; filled by [`Cli::parse_recording_sources`].
+    #[arg(skip)]
+    pub given: crate::profile::GivenOptions,
+}
+
+impl Cli {
+    /// Parses the process's command line (exiting on errors, `--help`, `--version`, as
+    /// `Cli::parse` does), remembering which options were given explicitly.
+    pub fn parse_recording_sources() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.given = crate::profile::GivenOptions::from_matches(&matches);
+        cli
+    }
 }
 
 /// The jobs wsprobe does.
@@ -51,6 +68,8 @@ pub enum Command {
     Load(LoadArgs),
     /// Run the reference backend: an API Gateway WebSocket stage with the sample echo app
     Serve(ServeArgs),
+    /// One @connections call: post data to a connection, get its details, or delete it
+    Manage(ManageArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -134,6 +153,40 @@ pub struct ConnectionArgs {
     /// What the echo of a route-tagged send looks like
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = EchoPolicy::Body)]
     pub echo: EchoPolicy,
+
+    /// HTTP CONNECT proxy for every connection, loopback included: http://HOST:PORT or http://USER:PASS@HOST:PORT
+    /// (overrides HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY; '' connects directly)
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<Secret>,
+
+    /// Connect directly, ignoring the proxy environment variables
+    #[arg(long)]
+    pub no_proxy: bool,
+
+    /// Take the URL and connection options from this stage of wsprobe.toml (flags win)
+    #[arg(short = 'S', long, value_name = "NAME", env = "WSPROBE_STAGE")]
+    pub stage: Option<String>,
+
+    /// The stage profile file (default: ./wsprobe.toml, else wsprobe/wsprobe.toml in the
+    /// user's config directory)
+    #[arg(long = "config", value_name = "FILE", env = "WSPROBE_CONFIG")]
+    pub config_file: Option<PathBuf>,
+
+    /// Sign the handshake (and @connections calls) with AWS SigV4 for service execute-api, as IAM-protected stages require
+    #[arg(long)]
+    pub sigv4: bool,
+
+    /// Sign with a presigned URL (SigV4 in the query string) instead of headers
+    #[arg(long)]
+    pub sigv4_query: bool,
+
+    /// AWS region to sign for (default: from an execute-api host, AWS_REGION, or the profile)
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Profile of ~/.aws/credentials and ~/.aws/config to sign with (default: AWS_PROFILE, then `default`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `wsprobe connect`.
@@ -178,7 +231,8 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub pretty: bool,
 
-    /// History file (default: wsprobe/history in the user's data directory)
+    /// History file (default: wsprobe/history in the user's data directory; with --stage
+    /// NAME, wsprobe/history-NAME)
     #[arg(long, value_name = "FILE")]
     pub history_file: Option<PathBuf>,
 }
@@ -257,8 +311,13 @@ Examples:
   wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms' --threshold 'errors<0.1%'
   wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json")]
 pub struct LoadArgs {
-    /// ws:// or wss:// URL of the stage
-    #[arg(value_name = "URL")]
+    /// ws:// or wss:// URL of the stage (may come from --stage instead)
+    #[arg(
+        value_name = "URL",
+        required_unless_present = "stage",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub url: String,
 
     #[command(flatten)]
@@ -272,7 +331,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N/s", value_parser = values::parse_rate)]
     pub rate: Option<f64>,
 
-    /// How long to send for
+    /// How long to send for, once every connection has tried to open [default: 10s]
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = values::parse_duration, conflicts_with = "count")]
     pub duration: Option<Duration>,
 
@@ -280,7 +339,7 @@ pub struct LoadArgs {
     #[arg(short = 'n', long, value_name = "COUNT")]
     pub count: Option<u64>,
 
-    /// Spread connection opening over this long
+    /// Spread connection opening over this long (never faster than --connect-rate)
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
     pub ramp_up: Option<Duration>,
 
@@ -315,6 +374,58 @@ pub struct LoadArgs {
     /// No live progress line
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// An `@connections` call of `wsprobe manage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManageAction {
+    /// PostToConnection: send DATA to the client
+    Post,
+    /// GetConnection: when it connected, from where, when it was last active
+    Get,
+    /// DeleteConnection: close the connection
+    Delete,
+}
+
+/// `wsprobe manage`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The URL is the stage (ws:// or wss://, as for connect) or its management endpoint
+(http(s)://HOST/STAGE or http(s)://HOST/STAGE/@connections).
+
+Examples:
+  wsprobe manage post R0oXAdfD0kwCH6w= '{\"hello\":1}' --url ws://127.0.0.1:8080/dev
+  echo hi | wsprobe manage post R0oXAdfD0kwCH6w= --url wss://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4
+  wsprobe manage get R0oXAdfD0kwCH6w= --url https://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4 --profile dev
+  wsprobe manage delete R0oXAdfD0kwCH6w= --url ws://127.0.0.1:8080/dev
+
+Exit codes: 0 on a 2xx answer, 1 on any other status (e.g. 410 GoneException), 3 if the
+endpoint cannot be reached.")]
+pub struct ManageArgs {
+    /// post, get or delete
+    #[arg(value_name = "ACTION", value_enum)]
+    pub action: ManageAction,
+
+    /// The connection id, e.g. R0oXAdfD0kwCH6w= (it may start with `-`)
+    #[arg(value_name = "CONNECTION_ID", allow_hyphen_values = true)]
+    pub connection_id: String,
+
+    /// For post: the data to send (without it, standard input is sent)
+    #[arg(value_name = "DATA", allow_hyphen_values = true)]
+    pub data: Option<String>,
+
+    /// The stage URL or its @connections endpoint (may come from --stage instead)
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "stage",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub url: String,
+
+    #[command(flatten, next_help_heading = "Connection options")]
+    pub connection: ConnectionArgs,
 }
 
 /// What `serve` does with a message no route matches.
@@ -373,9 +484,26 @@ pub struct ServeArgs {
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast|whoami ($default=… sets the default route), repeatable
+    /// Add a route: NAME=echo-body|echo|broadcast|whoami|lambda|lambda:URL ($default=… sets
+    /// the default route; $connect and $disconnect take lambda only), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub routes: Vec<String>,
+
+    /// Lambda integration for $connect, $disconnect and $default (replacing the built-in
+    /// send route): POST each event to this Lambda-runtime URL, e.g.
+    /// http://127.0.0.1:9000/2015-03-31/functions/function/invocations
+    #[arg(long, value_name = "URL")]
+    pub integration: Option<String>,
+
+    /// Give route NAME a route response: its integration's body goes back to the caller,
+    /// repeatable
+    #[arg(long = "route-response", value_name = "NAME")]
+    pub route_responses: Vec<String>,
+
+    /// How long an integration may take before the client gets `Internal server error`
+    /// (502 on $connect)
+    #[arg(long, value_name = "DURATION", default_value = "29s", value_parser = values::parse_duration)]
+    pub integration_timeout: Duration,
 
     /// What unmatched messages get
     #[arg(long, value_name = "ROUTE", value_enum, default_value_t = DefaultRoute::None)]
@@ -404,6 +532,27 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve wss:// and https:// with a certificate generated at start for localhost,
+    /// 127.0.0.1 and ::1; its PEM is written to PATH (default: a file in the temp dir,
+    /// printed on start) for clients' --cacert
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub tls_self_signed: Option<Option<PathBuf>>,
+
+    /// Require a SigV4 signature (service execute-api) by this key on $connect and @connections (403 otherwise), repeatable
+    #[arg(
+        long = "iam-key",
+        value_name = "ACCESS_KEY:SECRET",
+        env = "WSPROBE_SERVE_IAM_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub iam_keys: Vec<Secret>,
 
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]

@@ -4,6 +4,7 @@
 //! front-end ([`repl`], [`script`], [`load`]) → report. [`serve`] is the bundled reference
 //! backend. Everything lives in the library so tests can run a whole job in-process.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod command;
@@ -11,7 +12,9 @@ pub mod error;
 pub mod error_reporting;
 pub mod exit;
 pub mod load;
+pub mod manage;
 pub mod message;
+pub mod profile;
 pub mod repl;
 pub mod script;
 pub mod secret;
@@ -36,11 +39,33 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     let context = Context {
         show_secrets: cli.show_secrets,
     };
+    // A stage profile (`--stage`) fills the URL and connection options the user left out.
     match cli.command {
-        Command::Connect(args) => repl::run(args, context).await,
-        Command::Run(args) => script::run(args, context).await,
-        Command::Load(args) => load::run(args, context).await,
+        Command::Connect(mut args) => {
+            let stage = profile::apply(&mut args.connection, &mut args.url, &cli.given)?;
+            if let (Some(stage), None) = (&stage, &args.history_file) {
+                // Each stage keeps its own REPL history.
+                args.history_file = profile::history_file(&stage.name);
+            }
+            repl::run(args, context).await
+        }
+        Command::Run(mut args) => {
+            profile::apply(&mut args.connection, &mut args.url, &cli.given)?;
+            script::run(args, context).await
+        }
+        Command::Load(mut args) => {
+            let mut url = Some(args.url.clone()).filter(|url| !url.is_empty());
+            profile::apply(&mut args.connection, &mut url, &cli.given)?;
+            args.url = url.unwrap_or_default();
+            load::run(args, context).await
+        }
         Command::Serve(args) => serve::run(args, context).await,
+        Command::Manage(mut args) => {
+            let mut url = Some(args.url.clone()).filter(|url| !url.is_empty());
+            profile::apply(&mut args.connection, &mut url, &cli.given)?;
+            args.url = url.unwrap_or_default();
+            manage::run(args, context).await
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

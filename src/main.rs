@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use wsprobe::cli::Cli;
 use wsprobe::error_reporting;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_recording_sources();
     wsprobe::init_color(cli.no_color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -109,7 +109,9 @@ impl ConnectError {
                 "the server wants credentials: pass --auth 'Bearer TOKEN' (or WSPROBE_AUTH)".into(),
             ),
             Self::Rejected { status: 403, .. } => Some(
-                "check the API key (--api-key or WSPROBE_API_KEY) and the stage in the URL".into(),
+                "check the API key (--api-key or WSPROBE_API_KEY) and the stage in the URL; \
+                 an IAM-protected stage wants a signed request (--sigv4)"
+                    .into(),
             ),
             Self::Rejected { status: 404, .. } => {
                 Some("nothing answers WebSocket upgrades at this path; check the stage in the URL".into())

@@ -73,6 +73,9 @@ pub struct ClientConfig {
     /// HTTP proxies to tunnel through (from the environment in [`ClientConfig::from_args`]);
     /// `None` connects directly.
     pub proxy: Option<ProxySettings>,
+    /// Signs the upgrade request with AWS SigV4 (`--sigv4`, `--sigv4-query`); `None`
+    /// sends it unsigned.
+    pub signer: Option<crate::aws::Signer>,
 }
 
 /// Host names resolved once and shared by every connection of a configuration, so that
@@ -186,6 +189,7 @@ impl Default for ClientConfig {
             tls: TlsConfig::platform(),
             dns_cache: None,
             proxy: None,
+            signer: None,
         }
     }
 }
@@ -193,8 +197,9 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// Builds the configuration from the shared connection options: reads `--cacert`,
     /// `--cert` and `--key` once, checks every header value, takes proxies from the
-    /// environment (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`), and prints a
-    /// loud warning to stderr when `-k` turns certificate verification off.
+    /// environment (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`) unless `--proxy`
+    /// or `--no-proxy` says otherwise, and prints a loud warning to stderr when `-k` turns
+    /// certificate verification off.
     pub fn from_args(args: &ConnectionArgs) -> Result<Self, crate::Error> {
         let files = TlsFiles {
             cacert: args.cacert.clone(),
@@ -217,16 +222,30 @@ impl ClientConfig {
             tls: TlsConfig::new(&files)?,
             dns_cache: None,
             proxy: None,
+            signer: crate::aws::signer_from_args(args)?,
         };
         config.handshake_headers().map_err(crate::Error::usage)?;
-        let (proxy, proxy_warnings) = ProxySettings::from_lookup(|name| std::env::var(name).ok());
-        for warning in proxy_warnings {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{} {warning}",
-                "warning:".yellow().bold()
-            );
-        }
+        let proxy = match &args.proxy {
+            _ if args.no_proxy => None,
+            // `--proxy ''` connects directly, as curl's `-x ""` does.
+            Some(given) if given.expose().trim().is_empty() => None,
+            Some(given) => {
+                let server = ProxyServer::parse(given.expose())
+                    .map_err(|why| crate::Error::usage(format!("--proxy: {why}")))?;
+                Some(ProxySettings::everything_through(server))
+            }
+            None => {
+                let (proxy, warnings) = ProxySettings::from_lookup(|name| std::env::var(name).ok());
+                for warning in warnings {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "{} {warning}",
+                        "warning:".yellow().bold()
+                    );
+                }
+                proxy
+            }
+        };
         let config = Self { proxy, ..config };
         if args.insecure {
             let _ = writeln!(
@@ -325,7 +344,8 @@ fn sensitive_value(secret: &Secret) -> Result<HeaderValue, header::InvalidHeader
 /// The upgrade request for `url`: tungstenite's required headers (Host, Upgrade, key, …),
 /// then user credentials from the URL (`ws://user:pass@host` → Basic auth, unless
 /// `--auth` is given), then wsprobe's own headers, then the `-H` headers. An `-H` header
-/// replaces any header of the same name set before it; repeated `-H` names add up.
+/// replaces any header of the same name set before it; repeated `-H` names add up. With a
+/// signer, the request is then signed (headers, or a presigned query string).
 fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectError> {
     let other = |reason: String| ConnectError::Other {
         url: redacted_url(url),
@@ -354,6 +374,29 @@ fn build_request(url: &Url, config: &ClientConfig) -> Result<Request, ConnectErr
             replaced.push(name.clone());
             headers.insert(name, value);
         }
+    }
+    // Last, so the signature covers the request as it will be sent.
+    if let Some(signer) = &config.signer {
+        let user_authorization = config.auth.is_some()
+            || !url.username().is_empty()
+            || config
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("authorization"));
+        if signer.mode() == crate::aws::SignatureMode::Headers && user_authorization {
+            return Err(other(
+                "--sigv4 signs in the Authorization header, which an auth option also sets; \
+                 sign with --sigv4-query to send both"
+                    .into(),
+            ));
+        }
+        signer.sign(&mut request, b"").map_err(|e| match e {
+            crate::aws::SignError::NoRegion { .. } => ConnectError::InvalidUrl {
+                url: redacted_url(url),
+                reason: e.to_string(),
+            },
+            crate::aws::SignError::Invalid(_) => other(e.to_string()),
+        })?;
     }
     Ok(request)
 }

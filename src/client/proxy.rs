@@ -139,6 +139,17 @@ impl ProxySettings {
         )
     }
 
+    /// Every connection through `server`, loopback hosts included (`--proxy URL`: the
+    /// user named the proxy, so it applies to whatever they connect to).
+    pub fn everything_through(server: ProxyServer) -> Self {
+        Self {
+            plain: Some(server.clone()),
+            secure: Some(server),
+            no_proxy: Vec::new(),
+            direct_loopback: false,
+        }
+    }
+
     /// The proxy to use for `url`, or `None` to connect directly.
     pub fn for_url(&self, url: &Url) -> Option<&ProxyServer> {
         let proxy = match url.scheme() {

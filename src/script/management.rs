@@ -2,13 +2,13 @@
 //! client's HTTP client (`client::http`), so `--cacert`, `-k`, proxies and the connect
 //! timeout apply as they do to WebSocket connections.
 //!
-//! The real API Gateway wants these calls signed with SigV4; `wsprobe serve` does not.
-//! Signing is not implemented, so against AWS the calls get 403.
+//! The real API Gateway wants these calls signed with SigV4: with `--sigv4` (or
+//! `--sigv4-query`) they are, by [`crate::manage::request`].
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use url::Url;
 
-use crate::client::{ClientConfig, ConnectError, http};
+use crate::client::{ClientConfig, ConnectError};
 
 /// An HTTP method of the `@connections` API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +62,8 @@ pub async fn call(
         Method::Get => hyper::Method::GET,
         Method::Delete => hyper::Method::DELETE,
     };
-    let response = http::request(method, url, headers, body.unwrap_or_default(), config).await?;
+    let response =
+        crate::manage::request(method, url, headers, body.unwrap_or_default(), config).await?;
     Ok(Response {
         status: response.status,
         body: response.text(),

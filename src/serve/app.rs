@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::auth::{self, FORBIDDEN_BODY};
 use super::registry::{ConnectionHandle, ConnectionInfo, OUTBOUND_QUEUE};
 use super::server::PeerAddr;
-use super::{ServeConfig, ServeEvent, ServerState, connection, management};
+use super::{ServeConfig, ServeEvent, ServerState, connection, lambda, management};
 
 /// Builds the router of a server and its state. Serve the router with the accept loop of
 /// [`super::serve`] / [`super::spawn`]; it also works under `axum::serve`.
@@ -68,7 +68,7 @@ async fn handle(State(state): State<ServerState>, request: Request) -> Response 
     let started = Instant::now();
     let peer = peer_ip(&request);
     match target(request.uri().path(), &state.config().stage) {
-        Target::Stage => handshake(state, request, peer, started),
+        Target::Stage => handshake(state, request, peer, started).await,
         Target::Connection(id) => management::handle(state, request, id, started).await,
         Target::Other => reject(&state, 403, FORBIDDEN_BODY, "no such path", peer, started),
     }
@@ -113,8 +113,14 @@ pub(super) fn json_response(status: u16, body: &'static str) -> Response {
     response
 }
 
-/// Checks the upgrade request, authorizes it, answers 101 and starts the connection task.
-fn handshake(state: ServerState, mut request: Request, peer: IpAddr, started: Instant) -> Response {
+/// Checks the upgrade request, authorizes it, asks the `$connect` integration (if any),
+/// answers 101 and starts the connection task.
+async fn handshake(
+    state: ServerState,
+    mut request: Request,
+    peer: IpAddr,
+    started: Instant,
+) -> Response {
     let headers = request.headers();
     if !header_has_token(headers, header::UPGRADE, "websocket") {
         return if request.method() == Method::GET {
@@ -158,6 +164,28 @@ fn handshake(state: ServerState, mut request: Request, peer: IpAddr, started: In
         );
     }
     let config = state.config();
+    // IAM authorization comes first, as in API Gateway: then the API key, then the
+    // $connect integration (the token).
+    if !config.iam_keys.is_empty() {
+        let verified = crate::aws::verify::verify(
+            request.method().as_str(),
+            request.uri(),
+            request.headers(),
+            b"",
+            &config.iam_keys,
+            SystemTime::now(),
+        );
+        if let Err(rejection) = verified {
+            return reject(
+                &state,
+                403,
+                FORBIDDEN_BODY,
+                rejection.reason(),
+                peer,
+                started,
+            );
+        }
+    }
     if let Err(refusal) = auth::authorize(request.headers(), &config.api_keys, &config.tokens) {
         return reject(
             &state,
@@ -182,30 +210,98 @@ fn handshake(state: ServerState, mut request: Request, peer: IpAddr, started: In
         );
     };
 
-    let headers = request.headers();
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    // Browsers fail a handshake that offers subprotocols and gets none back; API
-    // Gateway's answer is the $connect integration's choice, so we pick the first [U].
-    let subprotocol = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
-        .and_then(|p| HeaderValue::from_str(p).ok());
-    let received_headers = headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-
     let connection_id = state.next_id();
     let request_id = state.next_id();
-    let info = Arc::new(ConnectionInfo::new(peer, user_agent.clone()));
+    // In a block: a borrow of the request must not live across the integration's await
+    // (the request's body is not `Sync`).
+    let (user_agent, mut subprotocol, received_headers, info, lambda_context, connect_event) = {
+        let headers = request.headers();
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        // Browsers fail a handshake that offers subprotocols and gets none back; API
+        // Gateway's answer is the $connect integration's choice, so we pick the first [U].
+        let subprotocol = headers
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
+            .and_then(|p| HeaderValue::from_str(p).ok());
+        let received_headers = headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect::<Vec<_>>();
+        let info = Arc::new(ConnectionInfo::new(peer, user_agent.clone()));
+        let lambda_context = (!config.integrations.endpoints.is_empty()).then(|| {
+            Arc::new(lambda::ConnectionContext {
+                connection_id: connection_id.clone(),
+                domain_name: domain_name(headers),
+                stage: config.stage.clone(),
+                connected_at: info.connected_at,
+                source_ip: peer,
+                user_agent: user_agent.clone(),
+            })
+        });
+        let connect_event = lambda_context
+            .as_ref()
+            .filter(|_| config.integrations.connect.is_some())
+            .map(|context| {
+                let secure = config.tls.is_some();
+                lambda::connect_event(
+                    context,
+                    &request_id,
+                    headers,
+                    request.uri().query(),
+                    local_port(headers, secure),
+                    secure,
+                )
+            });
+        (
+            user_agent,
+            subprotocol,
+            received_headers,
+            info,
+            lambda_context,
+            connect_event,
+        )
+    };
+    if let (Some(context), Some(index), Some(event)) =
+        (&lambda_context, config.integrations.connect, connect_event)
+    {
+        match connect_integration(&state, context, index, event, &request_id).await {
+            ConnectDecision::Accept {
+                subprotocol: chosen,
+            } => {
+                if chosen.is_some() {
+                    subprotocol = chosen;
+                }
+            }
+            ConnectDecision::Refuse { status, body } => {
+                state.emit(ServeEvent::Rejected {
+                    request_id,
+                    status,
+                    reason: format!("the $connect integration answered {status}"),
+                    source_ip: Some(peer),
+                    duration: started.elapsed(),
+                });
+                return refusal(status, body);
+            }
+            ConnectDecision::Fail => {
+                state.emit(ServeEvent::Rejected {
+                    request_id,
+                    status: 502,
+                    reason: "the $connect integration failed".to_owned(),
+                    source_ip: Some(peer),
+                    duration: started.elapsed(),
+                });
+                return json_response(502, r#"{"message": "Internal server error"}"#);
+            }
+        }
+    }
     let (outbound, inbox) = mpsc::channel(OUTBOUND_QUEUE);
     let handle = ConnectionHandle {
         outbound,
@@ -231,6 +327,7 @@ fn handshake(state: ServerState, mut request: Request, peer: IpAddr, started: In
         info,
         inbox,
         close,
+        lambda: lambda_context,
         _guard: guard,
     };
     tokio::spawn(connection::run(connection, on_upgrade));
@@ -246,6 +343,91 @@ fn handshake(state: ServerState, mut request: Request, peer: IpAddr, started: In
     if let Some(subprotocol) = subprotocol {
         response_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, subprotocol);
     }
+    response
+}
+
+/// What the `$connect` integration decided.
+enum ConnectDecision {
+    /// 2xx: connect, with the subprotocol the handler chose, if it chose one.
+    Accept { subprotocol: Option<HeaderValue> },
+    /// Another status: refuse the handshake with it (and the handler's body).
+    Refuse { status: u16, body: Option<String> },
+    /// The handler failed, timed out or answered something that is not a proxy response:
+    /// 502.
+    Fail,
+}
+
+/// Invokes the `$connect` integration with the CONNECT event and reads its decision.
+async fn connect_integration(
+    state: &ServerState,
+    context: &lambda::ConnectionContext,
+    index: usize,
+    event: serde_json::Value,
+    request_id: &str,
+) -> ConnectDecision {
+    let config = state.config();
+    let Some(url) = config.integrations.endpoints.get(index) else {
+        return ConnectDecision::Fail;
+    };
+    let started = Instant::now();
+    let outcome = lambda::invoke(url, &event, config.integrations.timeout).await;
+    state.emit(ServeEvent::Integration {
+        connection_id: context.connection_id.clone(),
+        request_id: request_id.to_owned(),
+        route_key: "$connect".to_owned(),
+        status_code: outcome.as_ref().ok().and_then(|r| r.status_code),
+        error: outcome.as_ref().err().map(ToString::to_string),
+        duration: started.elapsed(),
+    });
+    match outcome {
+        Ok(response) => match response.status_code {
+            Some(200..=299) => ConnectDecision::Accept {
+                subprotocol: response
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-protocol"))
+                    .and_then(|(_, value)| HeaderValue::from_str(value).ok()),
+            },
+            Some(status) if status >= 300 => ConnectDecision::Refuse {
+                status,
+                body: response.body,
+            },
+            // 1xx is no answer to a handshake.
+            Some(_) => ConnectDecision::Fail,
+            // A Lambda proxy response needs a status code [U].
+            None => ConnectDecision::Fail,
+        },
+        Err(_) => ConnectDecision::Fail,
+    }
+}
+
+/// The events' `domainName`: the `Host` the client connected to (so a handler's callback
+/// reaches this server), else the loopback name.
+fn domain_name(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|host| !host.is_empty())
+        .unwrap_or("localhost")
+        .to_owned()
+}
+
+/// The port the client connected to, from its `Host` header (the scheme's default when
+/// the header has none).
+fn local_port(headers: &HeaderMap, secure: bool) -> u16 {
+    let default = if secure { 443 } else { 80 };
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|host| host.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A handshake refused with the `$connect` integration's status and body.
+fn refusal(status: u16, body: Option<String>) -> Response {
+    let mut response = Response::new(Body::from(body.unwrap_or_default()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     response
 }
 

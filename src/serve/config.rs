@@ -1,12 +1,15 @@
 //! What a `serve` instance is configured with: [`ServeConfig`], built from the command
 //! line by [`ServeConfig::from_args`] or by hand in tests and in other jobs.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aws::IamKey;
 use crate::cli::{DefaultRoute, ServeArgs};
 use crate::secret::Secret;
 
+use super::lambda::Integrations;
 use super::log::{LogFormat, LogSink};
 use super::routing::{RouteBehaviour, RouteTable, SelectionExpression};
 
@@ -26,6 +29,10 @@ pub struct ServeConfig {
     /// Tokens of which the handshake must carry one as `Authorization: Bearer TOKEN`
     /// (401 otherwise). Empty: every client is authorized.
     pub tokens: Vec<Secret>,
+    /// Keys of which `$connect` and every `@connections` call must carry a SigV4
+    /// signature (service `execute-api`), checked before the API key and the token
+    /// (403 otherwise). Empty: no signature is required.
+    pub iam_keys: Vec<IamKey>,
     /// The route selection expression, `$request.body.PATH`.
     pub route_selection_expression: SelectionExpression,
     /// Route keys and what they do; `send` (echo the body) is there unless replaced.
@@ -49,6 +56,9 @@ pub struct ServeConfig {
     /// Serve `wss://` and `https://` with this TLS configuration (see
     /// [`ServeConfig::tls_from_pem`]); `None` serves plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Lambda integrations (`--integration`, `--route NAME=lambda:URL`): where events go
+    /// and which routes answer. Empty by default: the sample app runs built in.
+    pub integrations: Integrations,
 }
 
 /// API Gateway's frame size limit (32 KB).
@@ -62,6 +72,7 @@ impl Default for ServeConfig {
             stage: "dev".to_owned(),
             api_keys: Vec::new(),
             tokens: Vec::new(),
+            iam_keys: Vec::new(),
             route_selection_expression: SelectionExpression::default(),
             routes: RouteTable::default(),
             default_route: None,
@@ -72,6 +83,7 @@ impl Default for ServeConfig {
             log: LogSink::Off,
             log_format: LogFormat::Plain,
             tls: None,
+            integrations: Integrations::default(),
         }
     }
 }
@@ -95,13 +107,78 @@ impl ServeConfig {
             DefaultRoute::Echo => Some(RouteBehaviour::Echo),
             DefaultRoute::None => None,
         };
+        if args.integration_timeout.is_zero() {
+            return Err(crate::Error::usage(
+                "--integration-timeout must be longer than zero",
+            ));
+        }
+        let mut integrations = Integrations {
+            timeout: args.integration_timeout,
+            ..Integrations::default()
+        };
+        let default_integration = match &args.integration {
+            Some(text) => {
+                let url = Integrations::parse_url(text)
+                    .map_err(|e| crate::Error::usage(format!("--integration: {e}")))?;
+                Some(integrations.endpoint(url))
+            }
+            None => None,
+        };
+        if let Some(index) = default_integration {
+            // The user's handler replaces the sample app: everything goes to it.
+            integrations.connect = Some(index);
+            integrations.disconnect = Some(index);
+            routes.remove("send");
+            if args.default_route == DefaultRoute::None {
+                default_route = Some(RouteBehaviour::Lambda(index));
+            }
+        }
         for spec in &args.routes {
+            if let Some((name, url)) = lambda_route(spec) {
+                let index = match url {
+                    Some(url) => integrations.endpoint(
+                        Integrations::parse_url(url)
+                            .map_err(|e| crate::Error::usage(format!("--route `{spec}`: {e}")))?,
+                    ),
+                    None => default_integration.ok_or_else(|| {
+                        crate::Error::usage(format!(
+                            "--route `{spec}`: `lambda` alone needs --integration URL; or write `{name}=lambda:URL`"
+                        ))
+                    })?,
+                };
+                match name {
+                    "" => {
+                        return Err(crate::Error::usage(format!(
+                            "--route `{spec}` has no route name"
+                        )));
+                    }
+                    "$connect" => integrations.connect = Some(index),
+                    "$disconnect" => integrations.disconnect = Some(index),
+                    "$default" => default_route = Some(RouteBehaviour::Lambda(index)),
+                    reserved if reserved.starts_with('$') => {
+                        return Err(crate::Error::usage(format!(
+                            "--route `{spec}`: route keys starting with `$` are reserved"
+                        )));
+                    }
+                    name => {
+                        routes.insert(name, RouteBehaviour::Lambda(index));
+                    }
+                }
+                continue;
+            }
             let (name, behaviour) = RouteTable::parse_route(spec).map_err(crate::Error::Usage)?;
             if name == "$default" {
                 default_route = Some(behaviour);
             } else {
                 routes.insert(name, behaviour);
             }
+        }
+        for name in &args.route_responses {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(crate::Error::usage("--route-response needs a route name"));
+            }
+            integrations.route_responses.insert(name.to_owned());
         }
         let max_frame_size = size_limit("--max-frame-size", args.max_frame_size)?;
         let max_message_size = size_limit("--max-message-size", args.max_message_size)?;
@@ -131,10 +208,21 @@ impl ServeConfig {
                 })?;
                 Some(config)
             }
-            _ => None,
+            _ => match &args.tls_self_signed {
+                Some(path) => {
+                    let path = self_signed_path(path.as_deref());
+                    Some(Self::tls_self_signed(&path).map_err(crate::Error::usage)?)
+                }
+                None => None,
+            },
         };
+        let iam_keys = non_empty(&args.iam_keys)
+            .iter()
+            .map(|key| IamKey::parse(key.expose()).map_err(crate::Error::Usage))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             stage: stage.to_owned(),
+            iam_keys,
             api_keys: non_empty(&args.api_keys),
             tokens: non_empty(&args.tokens),
             route_selection_expression,
@@ -151,6 +239,7 @@ impl ServeConfig {
             },
             log_format: args.log_format,
             tls,
+            integrations,
         })
     }
 
@@ -179,9 +268,60 @@ impl ServeConfig {
         Ok(Arc::new(config))
     }
 
+    /// A TLS configuration with a certificate generated now for `localhost`, `127.0.0.1`
+    /// and `::1` (`--tls-self-signed`). The certificate's PEM is written to `path` so
+    /// clients can trust it (`--cacert PATH`); the private key stays in memory.
+    pub fn tls_self_signed(path: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let certified = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
+        let cert_pem = certified.cert.pem();
+        let key_pem = certified.signing_key.serialize_pem();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                format!("--tls-self-signed: cannot create {}: {e}", parent.display())
+            })?;
+        }
+        std::fs::write(path, &cert_pem).map_err(|e| {
+            format!(
+                "--tls-self-signed: cannot write the certificate to {}: {e}",
+                path.display()
+            )
+        })?;
+        Self::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+    }
+
     /// Every secret of this configuration, for redacting text that might contain one.
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
-        self.api_keys.iter().chain(self.tokens.iter())
+        self.api_keys
+            .iter()
+            .chain(self.tokens.iter())
+            .chain(self.iam_keys.iter().map(|key| &key.secret))
+    }
+}
+
+/// `NAME=lambda` or `NAME=lambda:URL`: the route name, and the URL when one is given.
+fn lambda_route(spec: &str) -> Option<(&str, Option<&str>)> {
+    let (name, behaviour) = spec.split_once('=')?;
+    let behaviour = behaviour.trim();
+    let rest = behaviour.strip_prefix("lambda")?;
+    match rest.strip_prefix(':') {
+        Some(url) => Some((name.trim(), Some(url))),
+        None if rest.is_empty() => Some((name.trim(), None)),
+        None => None,
+    }
+}
+
+/// Where `--tls-self-signed [PATH]` writes its certificate: PATH, or
+/// `wsprobe-serve-PID.pem` in the system's temp directory.
+pub fn self_signed_path(given: Option<&Path>) -> PathBuf {
+    match given {
+        Some(path) => path.to_owned(),
+        None => std::env::temp_dir().join(format!("wsprobe-serve-{}.pem", std::process::id())),
     }
 }
 
@@ -269,6 +409,76 @@ mod tests {
                 matches!(result, Err(crate::Error::Usage(_))),
                 "{bad:?} gave {result:?}"
             );
+        }
+    }
+
+    #[test]
+    fn lambda_routes_and_the_default_integration() {
+        let url = "http://127.0.0.1:9000/2015-03-31/functions/function/invocations";
+        let config = ServeConfig::from_args(&args(&[
+            "--integration",
+            url,
+            "--route",
+            "send=lambda",
+            "--route",
+            "chat=lambda:http://127.0.0.1:9001/chat",
+            "--route",
+            "ping=echo",
+            "--route-response",
+            "send",
+            "--integration-timeout",
+            "2s",
+        ]))
+        .unwrap();
+        let lambdas = &config.integrations;
+        assert_eq!(lambdas.endpoints.len(), 2);
+        assert_eq!(lambdas.endpoints[0].as_str(), url);
+        assert_eq!(lambdas.connect, Some(0));
+        assert_eq!(lambdas.disconnect, Some(0));
+        assert_eq!(config.routes.get("send"), Some(RouteBehaviour::Lambda(0)));
+        assert_eq!(config.routes.get("chat"), Some(RouteBehaviour::Lambda(1)));
+        assert_eq!(config.routes.get("ping"), Some(RouteBehaviour::Echo));
+        assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
+        assert!(lambdas.route_responses.contains("send"));
+        assert_eq!(lambdas.timeout, Duration::from_secs(2));
+
+        // Without --integration the sample app stays; one route goes to a Lambda.
+        let config =
+            ServeConfig::from_args(&args(&["--route", "$connect=lambda:http://h:1/c"])).unwrap();
+        assert_eq!(config.integrations.connect, Some(0));
+        assert_eq!(config.integrations.disconnect, None);
+        assert_eq!(config.routes.get("send"), Some(RouteBehaviour::EchoBody));
+        assert_eq!(config.default_route, None);
+
+        for bad in [
+            &["--route", "send=lambda"][..],
+            &["--route", "send=lambda:ftp://h/x"],
+            &["--route", "$other=lambda:http://h/x"],
+            &["--integration", "127.0.0.1:9000"],
+            &["--integration-timeout", "0s"],
+        ] {
+            let result = ServeConfig::from_args(&args(bad));
+            assert!(
+                matches!(result, Err(crate::Error::Usage(_))),
+                "{bad:?} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn iam_keys_from_flags() {
+        let config =
+            ServeConfig::from_args(&args(&["--iam-key", "AKID1:s1", "--iam-key", "AKID2:s:2"]))
+                .unwrap();
+        assert_eq!(config.iam_keys.len(), 2);
+        assert_eq!(config.iam_keys[1].access_key_id, "AKID2");
+        assert_eq!(config.iam_keys[1].secret.expose(), "s:2");
+        assert_eq!(config.secrets().count(), 2);
+        match ServeConfig::from_args(&args(&["--iam-key", "no-colon-secret"])) {
+            Err(crate::Error::Usage(message)) => {
+                assert!(!message.contains("no-colon-secret"), "{message}")
+            }
+            other => panic!("expected a usage error, got {other:?}"),
         }
     }
 

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::lambda::{self, ConnectionContext};
 use super::registry::{ConnectionInfo, Outbound};
 use super::routing::{self, RouteBehaviour, Selection};
 use super::{ServeEvent, ServerState, TaskGuard};
@@ -49,6 +50,8 @@ pub struct Connection {
     pub inbox: mpsc::Receiver<Outbound>,
     /// Notified by `@connections` DELETE.
     pub close: Arc<Notify>,
+    /// What Lambda events of this connection share; `None` without integrations.
+    pub lambda: Option<Arc<ConnectionContext>>,
     /// Keeps the task counted until it ends, so a shutdown can wait for it.
     pub _guard: TaskGuard,
 }
@@ -73,6 +76,7 @@ pub async fn run(connection: Connection, on_upgrade: hyper::upgrade::OnUpgrade) 
                 &state,
                 &connection.id,
                 &connection.info,
+                connection.lambda.as_ref(),
                 1006,
                 "Upgrade failed",
             );
@@ -129,6 +133,7 @@ where
         info,
         mut inbox,
         close,
+        lambda,
         ..
     } = connection;
     let config = state.config();
@@ -176,7 +181,7 @@ where
                 Some(Ok(Message::Text(text))) => {
                     last_inbound = tokio::time::Instant::now();
                     info.touch();
-                    if on_text(&mut ws, &state, &id, text).await.is_err() {
+                    if on_text(&mut ws, &state, &id, lambda.as_ref(), text).await.is_err() {
                         break End::Vanished;
                     }
                 }
@@ -212,7 +217,7 @@ where
         End::Vanished => (1006, "Connection closed abnormally".to_owned()),
     };
     drop(ws);
-    finish(&state, &id, &info, code, &reason);
+    finish(&state, &id, &info, lambda.as_ref(), code, &reason);
 }
 
 /// The close code a read error calls for.
@@ -229,17 +234,102 @@ fn end_for_error(error: &WsError) -> End {
     }
 }
 
-/// Removes the connection and reports the DISCONNECT.
-fn finish(state: &ServerState, id: &str, info: &ConnectionInfo, code: u16, reason: &str) {
+/// Removes the connection, reports the DISCONNECT, and hands it to the `$disconnect`
+/// integration, if there is one (best effort, as in API Gateway: its answer is ignored).
+fn finish(
+    state: &ServerState,
+    id: &str,
+    info: &ConnectionInfo,
+    lambda: Option<&Arc<ConnectionContext>>,
+    code: u16,
+    reason: &str,
+) {
     state.registry().remove(id);
     let lived = info.connected_at.elapsed().unwrap_or_default();
+    let request_id = state.next_id();
+    if let (Some(context), Some(index)) = (lambda, state.config().integrations.disconnect) {
+        // A close by `@connections` DELETE (or the server's own normal close) reads as
+        // API Gateway reports it.
+        let reason = match (code, reason) {
+            (1000, "") => "Connection Closed Normally",
+            _ => reason,
+        };
+        let event = lambda::disconnect_event(context, &request_id, code, reason);
+        let invocation = Invocation {
+            state: state.clone(),
+            context: context.clone(),
+            index,
+            route_key: "$disconnect".to_owned(),
+            request_id: request_id.clone(),
+            event,
+        };
+        tokio::spawn(invocation.run());
+    }
     state.emit(ServeEvent::Disconnected {
         connection_id: id.to_owned(),
-        request_id: state.next_id(),
+        request_id,
         code,
         reason: reason.to_owned(),
         duration: lived,
     });
+}
+
+/// One Lambda invocation for a connection, run in its own task so the connection keeps
+/// reading (API Gateway's replies are asynchronous too).
+struct Invocation {
+    state: ServerState,
+    context: Arc<ConnectionContext>,
+    /// The integration, an index into `Integrations::endpoints`.
+    index: usize,
+    route_key: String,
+    request_id: String,
+    event: Value,
+}
+
+impl Invocation {
+    /// Invokes the integration; for a message route, sends the `body` back when the route
+    /// has a route response, or the `Internal server error` frame when the invocation
+    /// failed. `$disconnect` answers go nowhere.
+    async fn run(self) {
+        let integrations = &self.state.config().integrations;
+        let Some(url) = integrations.endpoints.get(self.index) else {
+            return;
+        };
+        let started = Instant::now();
+        let outcome = lambda::invoke(url, &self.event, integrations.timeout).await;
+        let event = ServeEvent::Integration {
+            connection_id: self.context.connection_id.clone(),
+            request_id: self.request_id.clone(),
+            route_key: self.route_key.clone(),
+            status_code: outcome.as_ref().ok().and_then(|r| r.status_code),
+            error: outcome.as_ref().err().map(ToString::to_string),
+            duration: started.elapsed(),
+        };
+        if self.route_key == "$disconnect" {
+            self.state.emit(event);
+            return;
+        }
+        let reply = match outcome {
+            Ok(response) if integrations.route_responses.contains(&self.route_key) => response.body,
+            // A one-way route: nothing goes back, whatever the handler answered.
+            Ok(_) => None,
+            // Sent on one-way routes as well [U].
+            Err(_) => Some(routing::gateway_error_frame(
+                "Internal server error",
+                &self.context.connection_id,
+                &self.request_id,
+            )),
+        };
+        if let Some(reply) = reply {
+            if let Some(connection) = self.state.registry().get(&self.context.connection_id) {
+                // The connection's task drains the queue; a gone connection drops it.
+                let _ = connection.outbound.send(Outbound::Text(reply)).await;
+            }
+        }
+        // After the reply is queued: an observer that saw this event knows that any
+        // reply is ahead of what the connection sends next.
+        self.state.emit(event);
+    }
 }
 
 /// Sends a close frame, then half-closes and drains the socket until the client has
@@ -279,6 +369,7 @@ async fn on_text<S>(
     ws: &mut WebSocketStream<S>,
     state: &ServerState,
     connection_id: &str,
+    lambda: Option<&Arc<ConnectionContext>>,
     text: Utf8Bytes,
 ) -> Result<(), WsError>
 where
@@ -320,6 +411,38 @@ where
                 }
                 None => Some(error_frame("Internal server error")),
             },
+            RouteBehaviour::Lambda(index) => {
+                let request_id = request_id.get_or_insert_with(|| state.next_id()).clone();
+                match lambda {
+                    Some(context) => {
+                        let route_key = selection.route_key().unwrap_or("$default").to_owned();
+                        let event = lambda::message_event(
+                            context,
+                            &route_key,
+                            &request_id,
+                            &state.next_id(),
+                            text.as_str(),
+                        );
+                        let invocation = Invocation {
+                            state: state.clone(),
+                            context: context.clone(),
+                            index: *index,
+                            route_key,
+                            request_id,
+                            event,
+                        };
+                        tokio::spawn(invocation.run());
+                        None
+                    }
+                    // Integrations always come with a context; without one, the route
+                    // cannot run.
+                    None => Some(Utf8Bytes::from(routing::gateway_error_frame(
+                        "Internal server error",
+                        connection_id,
+                        &request_id,
+                    ))),
+                }
+            }
             RouteBehaviour::Whoami => Some(Utf8Bytes::from(
                 serde_json::json!({ "connectionId": connection_id }).to_string(),
             )),

@@ -1,6 +1,6 @@
 //! Log lines and events: one line per event (CONNECT, MESSAGE, DISCONNECT, MANAGE,
-//! REJECT), plain like an access log or one JSON object per line, and the same event as a
-//! [`ServeEvent`] for observers (tests, other jobs).
+//! REJECT, INTEGRATION), plain like an access log or one JSON object per line, and the
+//! same event as a [`ServeEvent`] for observers (tests, other jobs).
 //!
 //! Events carry no secret: header values reach observers only through
 //! [`ServeEvent::Connected`]'s `headers` (for tests that check what a client sent), and no
@@ -62,6 +62,20 @@ pub enum ServeEvent {
         /// How long the connection lived.
         duration: Duration,
     },
+    /// A Lambda integration was invoked (`--integration`, `--route NAME=lambda:URL`).
+    Integration {
+        connection_id: String,
+        /// The request id of the event sent (also in the event itself).
+        request_id: String,
+        /// The route key of the event: `$connect`, `$disconnect`, a route or `$default`.
+        route_key: String,
+        /// The proxy response's `statusCode`, if it had one.
+        status_code: Option<u16>,
+        /// Why the invocation failed, if it did (never a body).
+        error: Option<String>,
+        /// How long the invocation took.
+        duration: Duration,
+    },
     /// An `@connections` call was answered.
     Managed {
         request_id: String,
@@ -80,7 +94,8 @@ impl ServeEvent {
             Self::Connected { connection_id, .. }
             | Self::Message { connection_id, .. }
             | Self::Disconnected { connection_id, .. }
-            | Self::Managed { connection_id, .. } => Some(connection_id),
+            | Self::Managed { connection_id, .. }
+            | Self::Integration { connection_id, .. } => Some(connection_id),
             Self::Rejected { .. } => None,
         }
     }
@@ -241,6 +256,30 @@ pub fn format_line(format: LogFormat, time: SystemTime, event: &ServeEvent) -> S
             ],
             *duration,
         ),
+        ServeEvent::Integration {
+            connection_id,
+            request_id,
+            route_key,
+            status_code,
+            error,
+            duration,
+        } => (
+            "INTEGRATION",
+            vec![
+                ("requestId", Field::Text(request_id)),
+                ("connectionId", Field::Text(connection_id)),
+                ("routeKey", Field::Text(route_key)),
+                (
+                    "statusCode",
+                    status_code.map_or(Field::Missing, |s| Field::Number(u64::from(s))),
+                ),
+                (
+                    "error",
+                    error.as_deref().map_or(Field::Missing, Field::Text),
+                ),
+            ],
+            *duration,
+        ),
         ServeEvent::Managed {
             request_id,
             method,
@@ -341,6 +380,35 @@ mod tests {
             format_line(LogFormat::Plain, at(), &event),
             "2024-11-11T11:35:24.553Z DISCONNECT requestId=VwXyZaBcDeFgHiJ= connectionId=QrStUvWxYzAbCdE= code=1001 reason=\"Going away\" duration=1.500ms"
         );
+    }
+
+    #[test]
+    fn integration_lines_say_what_the_handler_did() {
+        let failed = ServeEvent::Integration {
+            connection_id: "QrStUvWxYzAbCdE=".into(),
+            request_id: "FgHiJkLmNoPqRsT=".into(),
+            route_key: "send".into(),
+            status_code: None,
+            error: Some("the handler failed: boom".into()),
+            duration: Duration::from_millis(3),
+        };
+        assert_eq!(
+            format_line(LogFormat::Plain, at(), &failed),
+            "2024-11-11T11:35:24.553Z INTEGRATION requestId=FgHiJkLmNoPqRsT= connectionId=QrStUvWxYzAbCdE= routeKey=send statusCode=- error=\"the handler failed: boom\" duration=3.000ms"
+        );
+        let answered = ServeEvent::Integration {
+            connection_id: "QrStUvWxYzAbCdE=".into(),
+            request_id: "FgHiJkLmNoPqRsT=".into(),
+            route_key: "$connect".into(),
+            status_code: Some(401),
+            error: None,
+            duration: Duration::from_millis(3),
+        };
+        let line = format_line(LogFormat::Json, at(), &answered);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["event"], "INTEGRATION");
+        assert_eq!(value["statusCode"], 401);
+        assert_eq!(value["error"], serde_json::Value::Null);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! POST delivers the body to the client (200, empty body; 413 over the message limit;
 //! 429 when the client's queue is full), GET describes the connection (camelCase JSON,
 //! ISO-8601 times), DELETE closes it with 1000 (204). An unknown or closed id gets 410 with
-//! `x-amzn-ErrorType: GoneException`.
+//! `x-amzn-ErrorType: GoneException`. With `--iam-key`, every call must be SigV4-signed
+//! (403 `ForbiddenException` otherwise), as on a real stage.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -23,11 +24,14 @@ pub async fn handle(
     started: Instant,
 ) -> Response {
     let method = request.method().clone();
-    let response = match method {
-        Method::POST => post(&state, request, &id).await,
-        Method::GET => get(&state, &id),
-        Method::DELETE => delete(&state, &id),
-        _ => error(403, "ForbiddenException", "Forbidden"),
+    let response = match authenticate(&state, request).await {
+        Err(refused) => refused,
+        Ok(request) => match method {
+            Method::POST => post(&state, request, &id).await,
+            Method::GET => get(&state, &id),
+            Method::DELETE => delete(&state, &id),
+            _ => error(403, "ForbiddenException", "Forbidden"),
+        },
     };
     state.emit(ServeEvent::Managed {
         request_id: state.next_id(),
@@ -37,6 +41,29 @@ pub async fn handle(
         duration: started.elapsed(),
     });
     response
+}
+
+/// With `--iam-key`, checks the call's SigV4 signature (which covers the body, so the
+/// body is read here and put back): 403 `ForbiddenException` when it is not valid.
+async fn authenticate(state: &ServerState, request: Request) -> Result<Request, Response> {
+    let keys = &state.config().iam_keys;
+    if keys.is_empty() {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, state.config().max_message_size).await else {
+        return Err(too_large());
+    };
+    crate::aws::verify::verify(
+        parts.method.as_str(),
+        &parts.uri,
+        &parts.headers,
+        &body,
+        keys,
+        SystemTime::now(),
+    )
+    .map_err(|_| error(403, "ForbiddenException", "Forbidden"))?;
+    Ok(Request::from_parts(parts, Body::from(body)))
 }
 
 async fn post(state: &ServerState, request: Request, id: &str) -> Response {

@@ -11,6 +11,7 @@
 //! - `auth.rs`: `$connect` authorization (API keys, bearer tokens).
 //! - `connection.rs`: one task per connection: limits, timers, close codes.
 //! - `routing.rs`: route selection and what each route does.
+//! - `lambda.rs`: Lambda integrations: proxy events out, proxy responses back.
 //! - `management.rs`: the `@connections` API.
 //! - `registry.rs`: live connections by id, and id generation.
 //! - `log.rs`: events and log lines.
@@ -19,6 +20,7 @@ mod app;
 mod auth;
 mod config;
 mod connection;
+mod lambda;
 mod log;
 mod management;
 mod registry;
@@ -37,6 +39,7 @@ use tokio::task::JoinHandle;
 
 pub use app::app;
 pub use config::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, ServeConfig};
+pub use lambda::{DEFAULT_TIMEOUT as DEFAULT_INTEGRATION_TIMEOUT, Integrations};
 pub use log::{LogCapture, LogFormat, LogSink, ServeEvent};
 pub use routing::{RouteBehaviour, RouteTable, SelectionExpression};
 
@@ -67,8 +70,23 @@ pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
         let _ = writeln!(stdout, "{}", server.connections_url());
         let _ = stdout.flush();
     }
+    if let Some(path) = &args.tls_self_signed {
+        let path = config::self_signed_path(path.as_deref());
+        // On stderr: stdout's first two lines are the URLs, which scripts read.
+        let _ = writeln!(
+            std::io::stderr(),
+            "self-signed certificate for localhost, 127.0.0.1 and ::1 written to {0}; \
+             trust it with --cacert {0}",
+            path.display()
+        );
+    }
     signal.await;
     server.shutdown().await;
+    if let Some(None) = &args.tls_self_signed {
+        // The default file is ours (named after this process); a PATH the user gave is
+        // theirs to keep.
+        let _ = std::fs::remove_file(config::self_signed_path(None));
+    }
     Ok(Outcome::Success)
 }
 

@@ -20,11 +20,14 @@ pub enum RouteBehaviour {
     /// `{"connectionId":"…"}` back to the sender: how a test learns its own connection id
     /// (API Gateway tells only the backend), e.g. to push to itself through `@connections`.
     Whoami,
+    /// The message goes to a Lambda integration (an index into
+    /// [`super::Integrations::endpoints`]) as a MESSAGE event.
+    Lambda(usize),
 }
 
 impl RouteBehaviour {
     /// The names `--route NAME=BEHAVIOUR` accepts.
-    pub const NAMES: &'static str = "echo-body, echo, broadcast, whoami";
+    pub const NAMES: &'static str = "echo-body, echo, broadcast, whoami, lambda, lambda:URL";
 
     /// The behaviour named `echo-body`, `echo`, `broadcast` or `whoami`.
     pub fn parse(name: &str) -> Option<Self> {
@@ -45,6 +48,7 @@ impl fmt::Display for RouteBehaviour {
             Self::Echo => "echo",
             Self::Broadcast => "broadcast",
             Self::Whoami => "whoami",
+            Self::Lambda(_) => "lambda",
         })
     }
 }

@@ -1,10 +1,12 @@
 //! Integration tests: one binary, a module per area. Every test talks real WebSocket over
 //! loopback to the real server (in-process on port 0) or runs the real `wsprobe` binary.
 
+mod aws;
 mod client;
 mod command;
 mod connect;
 mod load;
 mod run;
 mod serve;
+mod stage;
 mod support;

@@ -406,7 +406,8 @@ impl ServeProcess {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("WSPROBE_SERVE_TOKENS")
-            .env_remove("WSPROBE_SERVE_API_KEYS");
+            .env_remove("WSPROBE_SERVE_API_KEYS")
+            .env_remove("WSPROBE_SERVE_IAM_KEYS");
         for (name, value) in env {
             command.env(name, value);
         }

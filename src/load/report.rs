@@ -1,0 +1,449 @@
+//! The result of a load run as plain data ([`LoadReport`]), and the ways it is shown:
+//! the table on stdout, the threshold lines, the `--report-json` document (all pure
+//! functions of the report), and the `--hdr-log` interval log of round trips.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufWriter, Write as _};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use colored::Colorize;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use serde::Serialize;
+
+use super::threshold::{Verdict, format_ms};
+
+/// Version of the JSON document; bumped when a field changes meaning or goes away.
+pub const SCHEMA: &str = "wsprobe-load/1";
+
+/// Which load model ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// `--rate`: a fixed timetable, latency from the scheduled send.
+    Open,
+    /// One ping in flight per connection, latency from the actual send.
+    Closed,
+}
+
+/// Latency percentiles, in milliseconds; `None` when nothing was measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Number of samples.
+    pub count: u64,
+    /// Shortest.
+    pub min: Option<f64>,
+    /// Mean.
+    pub mean: Option<f64>,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// 99.9th percentile (`"p99.9"` in JSON).
+    #[serde(rename = "p99.9")]
+    pub p99_9: Option<f64>,
+    /// Longest.
+    pub max: Option<f64>,
+}
+
+impl LatencySummary {
+    /// Summarises a histogram of µs.
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1e3;
+        Self {
+            count: histogram.len(),
+            min: Some(ms(histogram.min())),
+            mean: Some(histogram.mean() / 1e3),
+            p50: Some(ms(histogram.value_at_quantile(0.50))),
+            p90: Some(ms(histogram.value_at_quantile(0.90))),
+            p99: Some(ms(histogram.value_at_quantile(0.99))),
+            p99_9: Some(ms(histogram.value_at_quantile(0.999))),
+            max: Some(ms(histogram.max())),
+        }
+    }
+}
+
+/// Connections: how many opened, why others did not, how many the server dropped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConnectionsReport {
+    /// `-c`.
+    pub requested: u64,
+    /// Connections that opened (handshake 101).
+    pub opened: u64,
+    /// Connections that could not be opened.
+    pub failed: u64,
+    /// Failures by cause: an HTTP status (`"403"`), `refused`, `dns`, `tls`, `timeout`,
+    /// `proxy`, `too_many_open_files`, `other`.
+    pub failures: BTreeMap<String, u64>,
+    /// Connections the server closed (or that broke) before the run was done with them.
+    pub dropped: u64,
+    /// Close codes of those connections (`1006`: ended without a close frame).
+    pub close_codes: BTreeMap<String, u64>,
+}
+
+/// Pings and what became of them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MessagesReport {
+    /// Pings sent.
+    pub sent: u64,
+    /// Echoes back within `--timeout`.
+    pub echoed: u64,
+    /// Echoes back after `--timeout` (their round trips are in the histogram too).
+    pub late: u64,
+    /// Pings never echoed (by the end of the run plus `--timeout`).
+    pub lost: u64,
+    /// Echoes of a sequence already echoed.
+    pub duplicated: u64,
+    /// Damaged echoes, unreadable messages, echoes of pings never sent.
+    pub corrupted: u64,
+    /// Gateway error frames (`{"message": "Forbidden", …}`).
+    pub error_frames: u64,
+    /// Error frames by their `message`.
+    pub error_kinds: BTreeMap<String, u64>,
+    /// late + lost + duplicated + corrupted + error frames + dropped connections: what
+    /// `--threshold errors…` compares.
+    pub errors: u64,
+}
+
+/// Everything a load run measured. Reports are pure functions of it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoadReport {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// The URL (any password in it redacted).
+    pub url: String,
+    /// Which model ran.
+    pub model: Model,
+    /// `--rate` (open model only), pings per second.
+    pub target_rate: Option<f64>,
+    /// Pings sent per second of sending.
+    pub achieved_rate: f64,
+    /// `--size`, bytes per ping.
+    pub size: u64,
+    /// `--route`.
+    pub route: String,
+    /// `--echo`: `body` or `full`.
+    pub echo: String,
+    /// From the first connection attempt to the end, in seconds.
+    pub elapsed_s: f64,
+    /// Opening the connections (at `--connect-rate`, over `--ramp-up`), in seconds:
+    /// sending starts for every connection at once when all have tried to open.
+    pub opening_s: f64,
+    /// How long pings were being sent, in seconds (what the rate is measured over).
+    pub sending_s: f64,
+    /// Stopped early by Ctrl-C.
+    pub interrupted: bool,
+    /// Connections.
+    pub connections: ConnectionsReport,
+    /// Pings.
+    pub messages: MessagesReport,
+    /// Round trips (ms): from the scheduled send (open model) or the actual send (closed).
+    pub round_trip_ms: LatencySummary,
+    /// Connect times (ms): DNS, TCP, TLS and the WebSocket handshake.
+    pub connect_ms: LatencySummary,
+    /// Every `--threshold`, in order, with its verdict.
+    pub thresholds: Vec<Verdict>,
+}
+
+impl LoadReport {
+    /// Whether any threshold was breached.
+    pub fn breached(&self) -> bool {
+        self.thresholds.iter().any(|verdict| !verdict.passed)
+    }
+}
+
+/// The report as the `--report-json` document.
+pub fn to_json(report: &LoadReport) -> String {
+    // Plain data with string keys: serializing cannot fail.
+    serde_json::to_string_pretty(report).unwrap_or_default() + "\n"
+}
+
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(key, count)| format!("{key}: {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn latency_row(out: &mut String, name: &str, summary: &LatencySummary) {
+    let cell = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |ms| format_ms(ms * 1e3));
+    let _ = writeln!(
+        out,
+        "  {name:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        summary.count,
+        cell(summary.mean),
+        cell(summary.p50),
+        cell(summary.p90),
+        cell(summary.p99),
+        cell(summary.p99_9),
+        cell(summary.max),
+    );
+}
+
+/// The report as a table for people (ends with a newline).
+pub fn to_table(report: &LoadReport) -> String {
+    let mut out = String::new();
+    let model = match report.model {
+        Model::Open => "open model: fixed timetable, latency from the scheduled send",
+        Model::Closed => "closed model: one ping in flight per connection",
+    };
+    let _ = writeln!(out, "{} {}", "load".bold(), report.url);
+    if report.interrupted {
+        let _ = writeln!(out, "{}", "interrupted: what ran until Ctrl-C".yellow());
+    }
+    let row = |out: &mut String, name: &str, value: String| {
+        let _ = writeln!(out, "  {name:<12} {value}");
+    };
+    row(&mut out, "Model", model.into());
+    row(
+        &mut out,
+        "Time",
+        format!(
+            "{:.2}s opening connections, {:.2}s sending, {:.2}s in all",
+            report.opening_s, report.sending_s, report.elapsed_s
+        ),
+    );
+    let rate = match report.target_rate {
+        Some(target) => format!(
+            "{:.1}/s achieved of {target:.1}/s target ({:.1}%)",
+            report.achieved_rate,
+            report.achieved_rate * 100.0 / target
+        ),
+        None => format!("{:.1}/s achieved", report.achieved_rate),
+    };
+    row(&mut out, "Rate", rate);
+    let c = &report.connections;
+    let failed = if c.failed == 0 {
+        "0 failed".to_owned()
+    } else {
+        format!("{} failed ({})", c.failed, counts(&c.failures))
+    };
+    row(
+        &mut out,
+        "Connections",
+        format!(
+            "{} of {} opened, {failed}, {} dropped",
+            c.opened, c.requested, c.dropped
+        ),
+    );
+    let close_codes = counts(&c.close_codes);
+    row(&mut out, "Close codes", close_codes);
+    let m = &report.messages;
+    row(
+        &mut out,
+        "Messages",
+        format!(
+            "{} sent, {} echoed, {} late, {} lost, {} duplicated, {} corrupted",
+            m.sent, m.echoed, m.late, m.lost, m.duplicated, m.corrupted
+        ),
+    );
+    let error_frames = if m.error_frames == 0 {
+        "0".to_owned()
+    } else {
+        format!("{} ({})", m.error_frames, counts(&m.error_kinds))
+    };
+    row(&mut out, "Error frames", error_frames);
+    let errors = if m.errors == 0 {
+        "0".green().to_string()
+    } else {
+        m.errors.to_string().red().to_string()
+    };
+    row(&mut out, "Errors", errors);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "count", "mean", "p50", "p90", "p99", "p99.9", "max"
+    );
+    latency_row(&mut out, "Round trip", &report.round_trip_ms);
+    latency_row(&mut out, "Connect", &report.connect_ms);
+    out
+}
+
+/// One line per threshold: `✓ p99 12.0ms < 50ms` or `✗ p99 62.1ms ≥ 50ms`.
+pub fn threshold_lines(report: &LoadReport) -> String {
+    let mut out = String::new();
+    for verdict in &report.thresholds {
+        let mark = if verdict.passed {
+            "✓".green()
+        } else {
+            "✗".red().bold()
+        };
+        let _ = writeln!(out, "{mark} {}", verdict.line);
+    }
+    out
+}
+
+/// A `--hdr-log` file: the standard HdrHistogram interval log (V2, deflate-compressed),
+/// one histogram of round trips in µs per interval, timestamps relative to the start.
+/// Logs from several machines merge with the usual HdrHistogram tools.
+pub struct HdrLog {
+    file: BufWriter<File>,
+    serializer: V2DeflateSerializer,
+}
+
+impl std::fmt::Debug for HdrLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HdrLog").finish_non_exhaustive()
+    }
+}
+
+impl HdrLog {
+    /// Creates the file and writes the header (start time, base time, legend).
+    pub fn create(path: &Path, started: SystemTime) -> io::Result<Self> {
+        let mut file = BufWriter::new(File::create(path)?);
+        let mut serializer = V2DeflateSerializer::new();
+        IntervalLogWriterBuilder::new()
+            .add_comment("wsprobe load: round trips in microseconds, one interval a second")
+            .with_start_time(started)
+            .with_base_time(started)
+            .begin_log_with(&mut file, &mut serializer)?;
+        writeln!(
+            file,
+            "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
+        )?;
+        Ok(Self { file, serializer })
+    }
+
+    /// Appends the histogram of one interval that began `start` after the base time.
+    pub fn write_interval(
+        &mut self,
+        histogram: &Histogram<u64>,
+        start: Duration,
+        length: Duration,
+    ) -> io::Result<()> {
+        // A builder without settings writes no header lines, only the interval.
+        let mut writer =
+            IntervalLogWriterBuilder::new().begin_log_with(&mut self.file, &mut self.serializer)?;
+        writer
+            .write_histogram(histogram, start, length, None)
+            .map_err(|e| io::Error::other(format!("{e}")))
+    }
+
+    /// Flushes the file.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    fn report() -> LoadReport {
+        let mut histogram = crate::load::stats::new_histogram();
+        for us in [150, 200, 250, 4_000] {
+            histogram.record(us).unwrap();
+        }
+        LoadReport {
+            schema: SCHEMA,
+            url: "ws://127.0.0.1:1/dev".into(),
+            model: Model::Open,
+            target_rate: Some(100.0),
+            achieved_rate: 99.5,
+            size: 64,
+            route: "send".into(),
+            echo: "body".into(),
+            elapsed_s: 1.5,
+            opening_s: 0.1,
+            sending_s: 1.0,
+            interrupted: false,
+            connections: ConnectionsReport {
+                requested: 3,
+                opened: 2,
+                failed: 1,
+                failures: [("403".to_owned(), 1)].into(),
+                dropped: 0,
+                close_codes: BTreeMap::new(),
+            },
+            messages: MessagesReport {
+                sent: 4,
+                echoed: 4,
+                ..MessagesReport::default()
+            },
+            round_trip_ms: LatencySummary::of(&histogram),
+            connect_ms: LatencySummary::default(),
+            thresholds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_model_rate_counts_and_percentiles() {
+        let table = to_table(&report());
+        for needle in [
+            "open model",
+            "99.5/s achieved of 100.0/s target (99.5%)",
+            "2 of 3 opened, 1 failed (403: 1), 0 dropped",
+            "4 sent, 4 echoed, 0 late, 0 lost, 0 duplicated, 0 corrupted",
+            "Round trip",
+            "4.00ms",
+        ] {
+            assert!(table.contains(needle), "{needle} in\n{table}");
+        }
+        let connect_row = table.lines().find(|l| l.contains("Connect ")).unwrap();
+        assert!(connect_row.contains(" - "), "{connect_row}");
+    }
+
+    #[test]
+    fn the_json_has_the_documented_fields() {
+        let json: serde_json::Value = serde_json::from_str(&to_json(&report())).unwrap();
+        assert_eq!(json["schema"], SCHEMA);
+        assert_eq!(json["model"], "open");
+        assert_eq!(json["connections"]["failures"]["403"], 1);
+        assert_eq!(json["round_trip_ms"]["count"], 4);
+        // HdrHistogram reports the highest value equivalent to the one recorded.
+        let p999 = json["round_trip_ms"]["p99.9"].as_f64().unwrap();
+        assert!((p999 - 4.0).abs() < 0.01, "{p999}");
+        assert_eq!(json["connect_ms"]["p50"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn hdr_logs_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtt.hlog");
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut log = HdrLog::create(&path, started).unwrap();
+        let mut histogram = crate::load::stats::new_histogram();
+        histogram.record(1_234).unwrap();
+        log.write_interval(&histogram, Duration::ZERO, Duration::from_secs(1))
+            .unwrap();
+        histogram.record(5_000).unwrap();
+        log.write_interval(&histogram, Duration::from_secs(1), Duration::from_secs(1))
+            .unwrap();
+        log.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("#[BaseTime: 1700000000.000"), "{text}");
+        let intervals: Vec<_> = IntervalLogIterator::new(&bytes)
+            .filter_map(|entry| match entry.unwrap() {
+                LogEntry::Interval(interval) => Some(interval),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(intervals.len(), 2);
+        assert_eq!(intervals[1].start_timestamp(), Duration::from_secs(1));
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(intervals[1].encoded_histogram())
+            .unwrap();
+        let decoded: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut raw.as_slice())
+            .unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded.max(), histogram.max());
+    }
+}
