@@ -126,12 +126,11 @@ pub fn time_of_day(time: SystemTime) -> String {
 pub fn message_text(text: &str, pretty: bool) -> String {
     if pretty {
         let trimmed = text.trim_start();
-        if trimmed.starts_with('{') || trimmed.starts_with('[') {
-            if let Ok(value) = serde_json::from_str::<Value>(text) {
-                if let Ok(pretty) = serde_json::to_string_pretty(&value) {
-                    return pretty;
-                }
-            }
+        if (trimmed.starts_with('{') || trimmed.starts_with('['))
+            && let Ok(value) = serde_json::from_str::<Value>(text)
+            && let Ok(pretty) = serde_json::to_string_pretty(&value)
+        {
+            return pretty;
         }
     }
     text.to_owned()

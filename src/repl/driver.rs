@@ -468,10 +468,10 @@ impl Driver {
         };
 
         self.settle_call(&finish).await;
-        if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted) {
-            if let Some(inbox) = inbox.as_mut() {
-                self.close_politely(inbox, &finish).await;
-            }
+        if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted)
+            && let Some(inbox) = inbox.as_mut()
+        {
+            self.close_politely(inbox, &finish).await;
         }
         Ok(Report {
             finish,
@@ -597,10 +597,10 @@ impl Driver {
         for result in self.tracker.close(&ending) {
             self.report_echo(result);
         }
-        if matches!(self.busy, Some(Busy::Expect(_))) {
-            if let Some(Busy::Expect(waiting)) = self.busy.take() {
-                self.fail_expect(&waiting, "the connection ended first");
-            }
+        if matches!(self.busy, Some(Busy::Expect(_)))
+            && let Some(Busy::Expect(waiting)) = self.busy.take()
+        {
+            self.fail_expect(&waiting, "the connection ended first");
         }
         Some(ending)
     }
@@ -716,10 +716,10 @@ impl Driver {
         });
         let frame = Outgoing::Text(text);
         self.show_sent(&frame, at);
-        if !self.send(frame).await {
-            if let Some(id) = check {
-                self.tracker.cancel(id);
-            }
+        if !self.send(frame).await
+            && let Some(id) = check
+        {
+            self.tracker.cancel(id);
         }
     }
 
@@ -904,10 +904,10 @@ fn terminate_signal() -> Option<TerminateSignal> {
 /// Resolves when SIGTERM arrives; never without a listener.
 async fn terminated(signal: &mut Option<TerminateSignal>) {
     #[cfg(unix)]
-    if let Some(signal) = signal {
-        if signal.recv().await.is_some() {
-            return;
-        }
+    if let Some(signal) = signal
+        && signal.recv().await.is_some()
+    {
+        return;
     }
     #[cfg(not(unix))]
     let _ = signal;

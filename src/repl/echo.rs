@@ -174,17 +174,17 @@ impl EchoTracker {
             .pending
             .iter()
             .position(|p| p.in_window(at) && echo_matches(&p.expected, &text));
-        if let Some(index) = position {
-            if let Some(pending) = self.pending.remove(index) {
-                return FrameVerdict {
-                    matched: Some(EchoResult {
-                        id: pending.id,
-                        outcome: EchoOutcome::Matched {
-                            latency: incoming.at.saturating_duration_since(pending.sent_at),
-                        },
-                    }),
-                };
-            }
+        if let Some(index) = position
+            && let Some(pending) = self.pending.remove(index)
+        {
+            return FrameVerdict {
+                matched: Some(EchoResult {
+                    id: pending.id,
+                    outcome: EchoOutcome::Matched {
+                        latency: incoming.at.saturating_duration_since(pending.sent_at),
+                    },
+                }),
+            };
         }
         self.hand_out(at, incoming.frame.to_string());
         FrameVerdict::default()

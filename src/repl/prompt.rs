@@ -256,11 +256,11 @@ fn prepare_history(
             "warning: {what}; this session's history will not be saved"
         );
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            warn(format!("cannot create {}: {e}", dir.display()));
-            return None;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        warn(format!("cannot create {}: {e}", dir.display()));
+        return None;
     }
     if let Err(e) = std::fs::OpenOptions::new()
         .create(true)
@@ -296,17 +296,16 @@ fn read_lines(
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
-                    if let Some(path) = &history_file {
-                        if let Err(e) = save_history(editor.history_mut(), path) {
-                            if !history_warned {
-                                history_warned = true;
-                                let warning = format!(
-                                    "warning: cannot write the history file {}: {e}",
-                                    path.display()
-                                );
-                                let _ = lines.send(Input::Note(warning));
-                            }
-                        }
+                    if let Some(path) = &history_file
+                        && let Err(e) = save_history(editor.history_mut(), path)
+                        && !history_warned
+                    {
+                        history_warned = true;
+                        let warning = format!(
+                            "warning: cannot write the history file {}: {e}",
+                            path.display()
+                        );
+                        let _ = lines.send(Input::Note(warning));
                     }
                 }
                 if lines.send(Input::Line(line)).is_err() {

@@ -1106,3 +1106,51 @@ fn post_to_a_closed_connection_is_410_gone() {
         failing.stderr
     );
 }
+
+#[test]
+fn calls_at_the_prompt_are_signed_like_the_handshake() {
+    const ACCESS_KEY: &str = "AKIDWSPROBEREPL";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+replEXAMPLEKEY";
+    let mut config = ServeConfig {
+        iam_keys: vec![
+            wsprobe::aws::IamKey::parse(&format!("{ACCESS_KEY}:{SECRET}")).expect("a key"),
+        ],
+        ..ServeConfig::default()
+    };
+    config
+        .routes
+        .insert("whoami", wsprobe::serve::RouteBehaviour::Whoami);
+    let backend = Backend::start(config);
+    let home = temp_home();
+    let mut command = wsprobe(home.path());
+    for name in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SESSION_TOKEN"] {
+        command.env_remove(name);
+    }
+    let result = run(command
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("none"))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .args(["connect", &backend.url(), "--sigv4", "-w", "0"])
+        .args([
+            "-x",
+            "/send whoami",
+            "-x",
+            "/capture me = json $.connectionId",
+            "-x",
+            "/post ${me} signed push",
+            "-x",
+            "/expect status 200",
+            "-x",
+            "/expect text \"signed push\" within 2s",
+        ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert!(
+        result.stdout.ends_with("signed push\n"),
+        "{}",
+        result.stdout
+    );
+    for output in [&result.stdout, &result.stderr] {
+        assert!(!output.contains(SECRET), "{output}");
+    }
+}
