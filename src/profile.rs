@@ -216,40 +216,41 @@ fn merge(
     if args.cacert.is_none() {
         args.cacert.clone_from(&profile.cacert);
     }
-    if args.cert.is_none() && args.key.is_none() {
-        if let Some((cert, key)) = &profile.client_identity {
-            args.cert = Some(cert.clone());
-            args.key = Some(key.clone());
-        }
+    if args.cert.is_none()
+        && args.key.is_none()
+        && let Some((cert, key)) = &profile.client_identity
+    {
+        args.cert = Some(cert.clone());
+        args.key = Some(key.clone());
     }
     args.insecure |= profile.insecure;
-    if let Some(field) = &profile.route_field {
-        if !given.contains("route_field", args.route_field != "action") {
-            args.route_field.clone_from(field);
-        }
+    if let Some(field) = &profile.route_field
+        && !given.contains("route_field", args.route_field != "action")
+    {
+        args.route_field.clone_from(field);
     }
-    if let Some(field) = &profile.body_field {
-        if !given.contains("body_field", args.body_field != "body") {
-            args.body_field.clone_from(field);
-        }
+    if let Some(field) = &profile.body_field
+        && !given.contains("body_field", args.body_field != "body")
+    {
+        args.body_field.clone_from(field);
     }
-    if let Some(echo) = profile.echo {
-        if !given.contains("echo", args.echo != EchoPolicy::Body) {
-            args.echo = echo;
-        }
+    if let Some(echo) = profile.echo
+        && !given.contains("echo", args.echo != EchoPolicy::Body)
+    {
+        args.echo = echo;
     }
     if args.proxy.is_none() && !args.no_proxy {
         args.proxy.clone_from(&profile.proxy);
     }
-    if let Some(sigv4) = profile.sigv4 {
-        if !given.contains("sigv4", args.sigv4) {
-            args.sigv4 = sigv4;
-        }
+    if let Some(sigv4) = profile.sigv4
+        && !given.contains("sigv4", args.sigv4)
+    {
+        args.sigv4 = sigv4;
     }
-    if let Some(query) = profile.sigv4_query {
-        if !given.contains("sigv4_query", args.sigv4_query) {
-            args.sigv4_query = query;
-        }
+    if let Some(query) = profile.sigv4_query
+        && !given.contains("sigv4_query", args.sigv4_query)
+    {
+        args.sigv4_query = query;
     }
     if args.region.is_none() {
         args.region.clone_from(&profile.region);

@@ -43,12 +43,12 @@ pub fn signer_from_args(args: &ConnectionArgs) -> Result<Option<Signer>, crate::
              or -H Authorization) also sets; use --sigv4-query to send both",
         ));
     }
-    if let Some(region) = &args.region {
-        if !is_region_name(region) {
-            return Err(crate::Error::usage(format!(
-                "--region `{region}` is not an AWS region name; write e.g. --region eu-west-1"
-            )));
-        }
+    if let Some(region) = &args.region
+        && !is_region_name(region)
+    {
+        return Err(crate::Error::usage(format!(
+            "--region `{region}` is not an AWS region name; write e.g. --region eu-west-1"
+        )));
     }
     let options = SigningOptions {
         query: args.sigv4_query,

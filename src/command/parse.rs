@@ -599,7 +599,7 @@ fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
     if let Some(bad) = text.chars().find(|c| !c.is_ascii_hexdigit()) {
         return Err(format!("invalid hex: `{bad}` is not a hex digit"));
     }
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err("invalid hex: an odd number of digits".to_owned());
     }
     (0..text.len())

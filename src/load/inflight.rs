@@ -74,10 +74,10 @@ impl InFlight {
 
     /// Takes back the last [`sent`](Self::sent) ping: it never left (the send failed).
     pub fn unsend(&mut self) {
-        if let Some(slot) = self.window.pop_back() {
-            if !slot.answered {
-                self.waiting -= 1;
-            }
+        if let Some(slot) = self.window.pop_back()
+            && !slot.answered
+        {
+            self.waiting -= 1;
         }
     }
 

@@ -252,10 +252,10 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     if report.interrupted {
         return Ok(Outcome::Interrupted);
     }
-    if report.connections.opened == 0 {
-        if let Some(error) = first_connect_error {
-            return Err(Error::Connect(error));
-        }
+    if report.connections.opened == 0
+        && let Some(error) = first_connect_error
+    {
+        return Err(Error::Connect(error));
     }
     Ok(if report.breached() {
         Outcome::ChecksFailed
@@ -353,10 +353,11 @@ async fn monitor(
         if elapsed >= interval_start + INTERVAL || stopping {
             let interval = collector.take_interval();
             let length = elapsed - interval_start;
-            if let Some(log) = &mut hdr_log {
-                if log_result.is_ok() && !length.is_zero() {
-                    log_result = log.write_interval(&interval, interval_start, length);
-                }
+            if let Some(log) = &mut hdr_log
+                && log_result.is_ok()
+                && !length.is_zero()
+            {
+                log_result = log.write_interval(&interval, interval_start, length);
             }
             interval_start = elapsed;
         }

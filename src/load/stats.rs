@@ -338,11 +338,11 @@ impl Window {
         let _ = self.round_trip.add(&round_trip);
         self.sent += sent;
         self.ticks.push_back((round_trip, sent));
-        if self.ticks.len() > self.length {
-            if let Some((old, old_sent)) = self.ticks.pop_front() {
-                let _ = self.round_trip.subtract(&old);
-                self.sent -= old_sent;
-            }
+        if self.ticks.len() > self.length
+            && let Some((old, old_sent)) = self.ticks.pop_front()
+        {
+            let _ = self.round_trip.subtract(&old);
+            self.sent -= old_sent;
         }
     }
 

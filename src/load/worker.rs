@@ -131,10 +131,10 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
         Go::Ended => Flow::Ended,
     };
     worker.end.stopped_sending_us = Some(shared.stats.now_us());
-    if let Flow::Continue = flow {
-        if let Flow::Continue = worker.drain().await {
-            worker.close().await;
-        }
+    if let Flow::Continue = flow
+        && let Flow::Continue = worker.drain().await
+    {
+        worker.close().await;
     }
     let stats = &shared.stats;
     stats.add(index, |c| &c.lost, worker.inflight.lost());

@@ -75,10 +75,10 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     for (script, _) in &scripts {
         for statement in script.statements() {
             for (name, _) in statement.variables() {
-                if looks_secret(name) {
-                    if let Some(value) = vars.get(name) {
-                        secrets.add(&value);
-                    }
+                if looks_secret(name)
+                    && let Some(value) = vars.get(name)
+                {
+                    secrets.add(&value);
                 }
             }
         }

@@ -320,11 +320,11 @@ impl Invocation {
                 &self.request_id,
             )),
         };
-        if let Some(reply) = reply {
-            if let Some(connection) = self.state.registry().get(&self.context.connection_id) {
-                // The connection's task drains the queue; a gone connection drops it.
-                let _ = connection.outbound.send(Outbound::Text(reply)).await;
-            }
+        if let Some(reply) = reply
+            && let Some(connection) = self.state.registry().get(&self.context.connection_id)
+        {
+            // The connection's task drains the queue; a gone connection drops it.
+            let _ = connection.outbound.send(Outbound::Text(reply)).await;
         }
         // After the reply is queued: an observer that saw this event knows that any
         // reply is ahead of what the connection sends next.
