@@ -1154,3 +1154,46 @@ fn calls_at_the_prompt_are_signed_like_the_handshake() {
         assert!(!output.contains(SECRET), "{output}");
     }
 }
+
+#[test]
+fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (server, certificate) = runtime.block_on(support::spawn_tls_server(ServeConfig::default()));
+    let url = server.ws_url();
+    assert!(url.starts_with("wss://"), "{url}");
+    let home = temp_home();
+    let (cert_path, _key_path) = certificate.write_to(home.path());
+    let send = ["-x", "/send send \"over TLS\"", "-w", "0"];
+
+    let untrusted = run(wsprobe(home.path()).args(["connect", &url]).args(send));
+    assert_eq!(untrusted.code, Some(3), "{}", untrusted.stderr);
+    assert!(untrusted.stderr.contains("TLS"), "{}", untrusted.stderr);
+    assert!(
+        untrusted.stderr.contains("self-signed") || untrusted.stderr.contains("issuer"),
+        "the reason is named: {}",
+        untrusted.stderr
+    );
+
+    let trusted = run(wsprobe(home.path())
+        .args(["connect", &url, "--cacert"])
+        .arg(&cert_path)
+        .args(send));
+    assert_eq!(trusted.code, Some(0), "{}", trusted.stderr);
+    assert_eq!(trusted.stdout.trim(), "\"over TLS\"");
+
+    let insecure = run(wsprobe(home.path())
+        .args(["connect", &url, "-k"])
+        .args(send));
+    assert_eq!(insecure.code, Some(0), "{}", insecure.stderr);
+    assert_eq!(insecure.stdout.trim(), "\"over TLS\"");
+    assert!(
+        insecure.stderr.to_lowercase().contains("warning"),
+        "-k warns: {}",
+        insecure.stderr
+    );
+    runtime.block_on(server.shutdown());
+}
