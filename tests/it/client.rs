@@ -26,7 +26,7 @@ use wsprobe::cli::ConnectionArgs;
 use wsprobe::client::{self, ClientConfig, ConnectError, Connection, TlsProblem};
 use wsprobe::session::{Ending, Frame, Outgoing, Session, SessionError, WaitError};
 
-use crate::support::start_proxy;
+use crate::support::{start_proxy, within};
 
 /// Long enough for anything on loopback to happen; a broken test fails after it.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -946,6 +946,40 @@ async fn pings_get_pongs_both_ways() {
         .await
         .unwrap();
     assert_eq!(pong.frame, Frame::Pong(b"hello?".to_vec()));
+}
+
+/// A server that never reads: once the socket is full, even the close frame cannot be
+/// written, and `close` must still give up after its `within`.
+#[tokio::test]
+async fn closing_gives_up_in_time_when_the_server_stopped_reading() {
+    let server = start_server(
+        None,
+        Answer::Accept { subprotocol: None },
+        |socket| async move {
+            std::future::pending::<()>().await;
+            drop(socket);
+        },
+    )
+    .await;
+    let session = Session::start(connect(&server.url("ws"), &config(&[])).await.unwrap());
+    let big = "x".repeat(1024 * 1024);
+    // Fill the socket until a send stalls (a timed-out send stays queued).
+    within("the socket to fill", async {
+        while tokio::time::timeout(
+            Duration::from_millis(200),
+            session.send(Outgoing::Text(big.clone())),
+        )
+        .await
+        .is_ok()
+        {}
+    })
+    .await;
+    let ending = within(
+        "close to give up",
+        session.close(1000, "done", Duration::from_millis(200)),
+    )
+    .await;
+    assert_eq!(ending, None);
 }
 
 #[tokio::test]
