@@ -714,16 +714,21 @@ impl Session {
     }
 
     /// Ends the connection politely: sends a close frame with `code` and `reason` (unless
-    /// it has ended already) and waits up to `within` for the server's answer. Returns how
-    /// the connection ended, or `None` if the server did not answer in time.
+    /// it has ended already) and waits for the server's answer, all of it within `within`.
+    /// Returns how the connection ended, or `None` if the server did not answer in time
+    /// (or did not even read the close frame).
     pub async fn close(mut self, code: u16, reason: &str, within: Duration) -> Option<Ending> {
+        let deadline = Instant::now() + within;
         if !self.is_closed() {
             let frame = Outgoing::Close(Some((code, reason.to_owned())));
-            if self.send(frame).await.is_err() && !self.is_closed() {
-                return None;
+            match tokio::time::timeout(within, self.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) if self.is_closed() => {}
+                Ok(Err(_)) | Err(_) => return None,
             }
         }
-        match self.wait_for(within, |m| m.frame.is_ending()).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.wait_for(left, |m| m.frame.is_ending()).await {
             Ok(found) => found.frame.ending(),
             Err(WaitError::Closed { ending, .. }) => Some(ending),
             Err(WaitError::Timeout { .. }) => None,

@@ -123,8 +123,10 @@ impl ConnectError {
                 "the server failed while accepting the connection (e.g. its $connect handler)".into(),
             ),
             Self::Refused { .. } => Some("is the server running, and is the port right?".into()),
+            // The proxy may come from --proxy, a stage profile or the environment.
             Self::Proxy { .. } => Some(
-                "the proxy comes from https_proxy, http_proxy or all_proxy; list the host in no_proxy to connect directly"
+                "check the proxy (--proxy, a stage's `proxy`, or https_proxy, http_proxy, all_proxy); \
+                 --no-proxy connects directly"
                     .into(),
             ),
             Self::Dns { .. } => Some("check the host name in the URL".into()),
@@ -191,6 +193,18 @@ mod tests {
             headers: Box::default(),
         };
         assert_eq!(bare.to_string(), "handshake rejected: 401 Unauthorized");
+    }
+
+    #[test]
+    fn the_proxy_hint_names_every_place_a_proxy_comes_from() {
+        let error = ConnectError::Proxy {
+            proxy: "127.0.0.1:3128".into(),
+            reason: "it refused the tunnel".into(),
+        };
+        let hint = error.hint().unwrap();
+        for place in ["--proxy", "`proxy`", "https_proxy", "--no-proxy"] {
+            assert!(hint.contains(place), "{hint}");
+        }
     }
 
     #[test]

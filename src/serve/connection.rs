@@ -2,11 +2,14 @@
 //! `@connections` API and broadcasts queue for it, and enforces API Gateway's limits —
 //! 1009 for a frame or message too big, 1003 for a binary frame, 1007 for invalid UTF-8,
 //! 1001 "Going away" on idle timeout, maximum duration and shutdown, 1000 on
-//! `@connections` DELETE.
+//! `@connections` DELETE. These end a connection even while a write is stalled on a
+//! client that stopped reading.
 //!
 //! After it sends a close frame the task half-closes the socket and reads until the
 //! client is done (briefly), so the close frame is never lost to a TCP reset.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Sleep;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -148,27 +152,43 @@ where
     // The idle timer is not pushed back on every message: when it fires, it is re-armed
     // from the last inbound message if that came later.
     let mut last_inbound = tokio::time::Instant::now();
+    // A write stalls for as long as the client does not read; what ends the connection
+    // must end it then too, or a client that stopped reading keeps it (and its task)
+    // forever.
+    macro_rules! ended {
+        () => {
+            server_end(
+                stop.as_mut(),
+                closed.as_mut(),
+                max_age.as_mut(),
+                idle.as_mut(),
+                last_inbound + config.idle_timeout,
+            )
+        };
+    }
+    macro_rules! unless_ended {
+        ($write:expr) => {
+            tokio::select! {
+                biased;
+                end = ended!() => break end,
+                written = $write => written,
+            }
+        };
+    }
 
     let end = loop {
         tokio::select! {
             // Signals first: a client flooding messages must not starve them.
             biased;
-            _ = &mut stop => break End::Close(1001, GOING_AWAY),
-            _ = &mut closed => break End::Close(1000, ""),
-            _ = &mut max_age => break End::Close(1001, GOING_AWAY),
-            _ = &mut idle => {
-                let due = last_inbound + config.idle_timeout;
-                if tokio::time::Instant::now() >= due {
-                    break End::Close(1001, GOING_AWAY);
-                }
-                idle.as_mut().reset(due);
-            }
+            end = ended!() => break end,
             queued = inbox.recv() => {
                 let sent = match queued {
-                    Some(Outbound::Text(text)) => {
-                        send_text(&mut ws, Utf8Bytes::from(text), config.max_frame_size).await
-                    }
-                    Some(Outbound::Binary(data)) => ws.send(Message::Binary(data)).await,
+                    Some(Outbound::Text(text)) => unless_ended!(send_text(
+                        &mut ws,
+                        Utf8Bytes::from(text),
+                        config.max_frame_size
+                    )),
+                    Some(Outbound::Binary(data)) => unless_ended!(ws.send(Message::Binary(data))),
                     // Every sender is gone: the registry dropped this connection.
                     None => break End::Close(1000, ""),
                 };
@@ -181,7 +201,9 @@ where
                 Some(Ok(Message::Text(text))) => {
                     last_inbound = tokio::time::Instant::now();
                     info.touch();
-                    if on_text(&mut ws, &state, &id, lambda.as_ref(), text).await.is_err() {
+                    let handled =
+                        unless_ended!(on_text(&mut ws, &state, &id, lambda.as_ref(), text));
+                    if handled.is_err() {
                         break End::Vanished;
                     }
                 }
@@ -218,6 +240,32 @@ where
     };
     drop(ws);
     finish(&state, &id, &info, lambda.as_ref(), code, &reason);
+}
+
+/// Resolves when the server ends the connection: on shutdown, `@connections` DELETE, the
+/// maximum duration, or when the idle timer fires after `idle_due` (the idle timer fires
+/// early when messages came in meanwhile; it is re-armed then).
+async fn server_end(
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+    mut closed: Pin<&mut impl Future<Output = ()>>,
+    mut max_age: Pin<&mut Sleep>,
+    mut idle: Pin<&mut Sleep>,
+    idle_due: tokio::time::Instant,
+) -> End {
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => return End::Close(1001, GOING_AWAY),
+            _ = &mut closed => return End::Close(1000, ""),
+            _ = &mut max_age => return End::Close(1001, GOING_AWAY),
+            _ = &mut idle => {
+                if tokio::time::Instant::now() >= idle_due {
+                    return End::Close(1001, GOING_AWAY);
+                }
+                idle.as_mut().reset(idle_due);
+            }
+        }
+    }
 }
 
 /// The close code a read error calls for.

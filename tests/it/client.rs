@@ -26,6 +26,8 @@ use wsprobe::cli::ConnectionArgs;
 use wsprobe::client::{self, ClientConfig, ConnectError, Connection, TlsProblem};
 use wsprobe::session::{Ending, Frame, Outgoing, Session, SessionError, WaitError};
 
+use crate::support::{start_proxy, within};
+
 /// Long enough for anything on loopback to happen; a broken test fails after it.
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -946,6 +948,40 @@ async fn pings_get_pongs_both_ways() {
     assert_eq!(pong.frame, Frame::Pong(b"hello?".to_vec()));
 }
 
+/// A server that never reads: once the socket is full, even the close frame cannot be
+/// written, and `close` must still give up after its `within`.
+#[tokio::test]
+async fn closing_gives_up_in_time_when_the_server_stopped_reading() {
+    let server = start_server(
+        None,
+        Answer::Accept { subprotocol: None },
+        |socket| async move {
+            std::future::pending::<()>().await;
+            drop(socket);
+        },
+    )
+    .await;
+    let session = Session::start(connect(&server.url("ws"), &config(&[])).await.unwrap());
+    let big = "x".repeat(1024 * 1024);
+    // Fill the socket until a send stalls (a timed-out send stays queued).
+    within("the socket to fill", async {
+        while tokio::time::timeout(
+            Duration::from_millis(200),
+            session.send(Outgoing::Text(big.clone())),
+        )
+        .await
+        .is_ok()
+        {}
+    })
+    .await;
+    let ending = within(
+        "close to give up",
+        session.close(1000, "done", Duration::from_millis(200)),
+    )
+    .await;
+    assert_eq!(ending, None);
+}
+
 #[tokio::test]
 async fn closing_politely_returns_the_servers_answer() {
     let server = plain_echo_server().await;
@@ -1161,69 +1197,6 @@ async fn small_buffers_still_carry_large_messages() {
 
 // ---------------------------------------------------------------------------------------
 // Proxies
-
-/// What the test proxy saw of one CONNECT request.
-#[derive(Debug)]
-struct ProxiedRequest {
-    request_line: String,
-    proxy_authorization: Option<String>,
-}
-
-/// An HTTP CONNECT proxy on loopback. With `refuse`, it answers with that status line
-/// instead of opening the tunnel.
-async fn start_proxy(
-    refuse: Option<&'static str>,
-) -> (
-    SocketAddr,
-    mpsc::UnboundedReceiver<ProxiedRequest>,
-    JoinHandle<()>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (record, requests) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                // Byte by byte, so nothing after the head is read by mistake.
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8(head).unwrap();
-                let mut lines = head.lines();
-                let request_line = lines.next().unwrap().to_owned();
-                let proxy_authorization = lines
-                    .find_map(|l| l.strip_prefix("Proxy-Authorization: "))
-                    .map(str::to_owned);
-                let target = request_line.split(' ').nth(1).unwrap().to_owned();
-                let _ = record.send(ProxiedRequest {
-                    request_line,
-                    proxy_authorization,
-                });
-                if let Some(status_line) = refuse {
-                    let answer = format!("{status_line}\r\nContent-Length: 0\r\n\r\n");
-                    let _ = client.write_all(answer.as_bytes()).await;
-                    return;
-                }
-                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
-                    return;
-                };
-                client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
-    (addr, requests, task)
-}
 
 fn through_proxy(
     config: ClientConfig,

@@ -655,6 +655,27 @@ async fn the_maximum_duration_closes_with_1001_even_when_busy() {
     assert_eq!(close, 1001);
 }
 
+/// A client that sends but never reads fills the socket until the server's writes stall;
+/// the maximum duration must still end the connection (and its task).
+#[tokio::test]
+async fn the_maximum_duration_ends_a_connection_whose_client_stopped_reading() {
+    let config = ServeConfig {
+        max_connection_duration: Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let server = spawn_server(config).await;
+    let mut events = server.events();
+    let (ws, id) = connect_and_id(&server).await;
+    let (mut sink, _never_read) = ws.split();
+    let message = format!(r#"{{"action":"send","body":"{}"}}"#, "x".repeat(30_000));
+    let flood = tokio::spawn(async move {
+        // Ends when the server drops the connection.
+        while sink.send(Message::text(message.clone())).await.is_ok() {}
+    });
+    assert_eq!(disconnect_code(&mut events, &id).await, 1001);
+    within("the flood to end", flood).await.unwrap();
+}
+
 #[tokio::test]
 async fn pings_are_answered_with_pongs() {
     let server = spawn_default_server().await;

@@ -2,8 +2,6 @@
 //! `--proxy` through an HTTP CONNECT proxy written here, stage profiles (`wsprobe.toml`),
 //! and Lambda integrations served by a small HTTP endpoint written here.
 
-use std::net::SocketAddr;
-
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -13,7 +11,7 @@ use wsprobe::cli::ConnectionArgs;
 use wsprobe::client::{self, ClientConfig, ConnectError};
 use wsprobe::session::{Frame, Outgoing, Session};
 
-use crate::support::{ServeProcess, TIMEOUT, within};
+use crate::support::{ServeProcess, TIMEOUT, start_proxy, within};
 
 /// The connection options alone, parsed like the real command line.
 #[derive(Debug, Parser)]
@@ -151,60 +149,9 @@ async fn a_wss_round_trip_against_a_self_signed_server_with_cacert() {
 // ---------------------------------------------------------------------------------------
 // Proxies
 
-/// What the test proxy saw of one CONNECT request.
-#[derive(Debug)]
-struct Tunnel {
-    request_line: String,
-    proxy_authorization: Option<String>,
-}
-
-/// An HTTP CONNECT proxy on loopback that records each tunnel it opens.
-async fn start_proxy() -> (SocketAddr, mpsc::UnboundedReceiver<Tunnel>, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (record, tunnels) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                // Byte by byte, so nothing after the head is read by mistake.
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8(head).unwrap();
-                let mut lines = head.lines();
-                let request_line = lines.next().unwrap().to_owned();
-                let proxy_authorization = lines
-                    .find_map(|l| l.strip_prefix("Proxy-Authorization: "))
-                    .map(str::to_owned);
-                let target = request_line.split(' ').nth(1).unwrap().to_owned();
-                let _ = record.send(Tunnel {
-                    request_line,
-                    proxy_authorization,
-                });
-                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
-                    return;
-                };
-                client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
-    (addr, tunnels, task)
-}
-
 #[tokio::test]
 async fn an_explicit_proxy_tunnels_even_loopback_with_basic_auth_from_its_url() {
-    let (proxy, mut tunnels, proxy_task) = start_proxy().await;
+    let (proxy, mut tunnels, proxy_task) = start_proxy(None).await;
     let server = crate::support::spawn_default_server().await;
     // Loopback targets go direct when the proxy comes from the environment; a proxy
     // given with --proxy applies to every connection, so this one is tunnelled.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::broadcast;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -476,4 +476,67 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What the test proxy saw of one CONNECT request.
+#[derive(Debug)]
+pub struct ProxiedRequest {
+    pub request_line: String,
+    pub proxy_authorization: Option<String>,
+}
+
+/// An HTTP CONNECT proxy on loopback. With `refuse`, it answers with that status line
+/// instead of opening the tunnel.
+pub async fn start_proxy(
+    refuse: Option<&'static str>,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<ProxiedRequest>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (record, requests) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                // Byte by byte, so nothing after the head is read by mistake.
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let mut lines = head.lines();
+                let request_line = lines.next().unwrap().to_owned();
+                let proxy_authorization = lines
+                    .find_map(|l| l.strip_prefix("Proxy-Authorization: "))
+                    .map(str::to_owned);
+                let target = request_line.split(' ').nth(1).unwrap().to_owned();
+                let _ = record.send(ProxiedRequest {
+                    request_line,
+                    proxy_authorization,
+                });
+                if let Some(status_line) = refuse {
+                    let answer = format!("{status_line}\r\nContent-Length: 0\r\n\r\n");
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, requests, task)
 }
