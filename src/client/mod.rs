@@ -781,6 +781,10 @@ fn handshake_error(error: tungstenite::Error, url: &Url, config: &ClientConfig) 
                 None => other(format!("during the WebSocket handshake: {e}")),
             }
         }
+        // A TLS server answers a plain request with bytes that are not HTTP at all.
+        tungstenite::Error::Protocol(ProtocolError::HttparseError(_)) if url.scheme() == "ws" => {
+            other("the server's reply is not HTTP: is it a TLS endpoint? try wss://".into())
+        }
         tungstenite::Error::Protocol(e) => other(format!(
             "the server's reply is not a valid WebSocket handshake ({e})"
         )),

@@ -1156,7 +1156,8 @@ fn calls_at_the_prompt_are_signed_like_the_handshake() {
 }
 
 #[test]
-fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k() {
+fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k_and_ws_gets_a_hint()
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1177,6 +1178,11 @@ fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k()
         "the reason is named: {}",
         untrusted.stderr
     );
+
+    let plain = url.replacen("wss://", "ws://", 1);
+    let not_tls = run(wsprobe(home.path()).args(["connect", &plain]).args(send));
+    assert_eq!(not_tls.code, Some(3), "{}", not_tls.stderr);
+    assert!(not_tls.stderr.contains("try wss://"), "{}", not_tls.stderr);
 
     let trusted = run(wsprobe(home.path())
         .args(["connect", &url, "--cacert"])
