@@ -586,9 +586,18 @@ pub(crate) async fn open_transport(
                 Ok(std::net::IpAddr::V6(ip)) => Host::Ipv6(ip),
                 Err(_) => Host::Domain(via.host.as_str()),
             };
-            let addresses = resolve(&proxy_host, via.port, config.dns_cache.as_ref()).await?;
+            // Failing to reach the proxy is the proxy's problem, not the server's.
+            let unreachable = |error: ConnectError| ConnectError::Proxy {
+                proxy: format!("{}:{}", via.host, via.port),
+                reason: format!("cannot reach it ({error})"),
+            };
+            let addresses = resolve(&proxy_host, via.port, config.dns_cache.as_ref())
+                .await
+                .map_err(unreachable)?;
             let left = config.connect_timeout.saturating_sub(started.elapsed());
-            let (mut tcp, peer) = connect_tcp(&addresses, &proxy_host, via.port, left).await?;
+            let (mut tcp, peer) = connect_tcp(&addresses, &proxy_host, via.port, left)
+                .await
+                .map_err(unreachable)?;
             let target = match &host {
                 Host::Domain(name) => (*name).to_owned(),
                 Host::Ipv4(ip) => ip.to_string(),

@@ -1203,3 +1203,30 @@ fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k_a
     );
     runtime.block_on(server.shutdown());
 }
+
+#[test]
+fn an_unreachable_proxy_is_named_as_the_problem() {
+    let home = temp_home();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let proxy = format!("http://127.0.0.1:{closed_port}");
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        "ws://server.invalid/dev",
+        "--proxy",
+        &proxy,
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    assert!(
+        result.stderr.contains(&format!(
+            "proxy 127.0.0.1:{closed_port} failed: cannot reach it"
+        )),
+        "{}",
+        result.stderr
+    );
+    assert!(result.stderr.contains("--no-proxy"), "{}", result.stderr);
+}
