@@ -198,6 +198,9 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         hdr_log,
         monitor_stopped,
     ));
+    // Registered before the first worker starts, so no Ctrl-C falls back to the default
+    // action (killing the process without a report).
+    let interrupts = Interrupts::register();
     let mut stop_senders = Vec::with_capacity(plan.connections);
     let mut workers = JoinSet::new();
     for index in 0..plan.connections {
@@ -205,7 +208,8 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         stop_senders.push(stop_sender);
         workers.spawn(worker::run(shared.clone(), index, worker::Stop::new(stop)));
     }
-    let (ends, interrupted_at) = wait_for_workers(&mut workers, &shared.stats, stop_senders).await;
+    let (ends, interrupted_at) =
+        wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
     let _ = stop_monitor.send(());
     let (collector, hdr_result) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
@@ -283,6 +287,7 @@ async fn wait_for_workers(
     workers: &mut JoinSet<WorkerEnd>,
     stats: &Stats,
     mut stop_senders: Vec<oneshot::Sender<()>>,
+    mut interrupts: Interrupts,
 ) -> (Vec<WorkerEnd>, Option<u64>) {
     let mut ends = Vec::with_capacity(workers.len());
     let mut interrupted_at = None;
@@ -294,8 +299,8 @@ async fn wait_for_workers(
                 Some(Err(_)) => {}
                 None => break,
             },
-            signal = tokio::signal::ctrl_c() => {
-                if signal.is_err() {
+            signal = interrupts.next() => {
+                if signal.is_none() {
                     // No signal handling on this platform: just wait for the workers.
                     while let Some(joined) = workers.join_next().await {
                         if let Ok(end) = joined {
@@ -316,6 +321,34 @@ async fn wait_for_workers(
         }
     }
     (ends, interrupted_at)
+}
+
+/// Ctrl-C, listened for from [`Interrupts::register`] on: a signal that comes while the
+/// listener is not being polled is kept for the next [`Interrupts::next`], not lost.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn register() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next Ctrl-C; `None` when this platform cannot listen for it.
+    async fn next(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        {
+            self.signal.as_mut()?.recv().await
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.ok()
+        }
+    }
 }
 
 /// Every tick: gathers the histograms and redraws the progress line (rate and p50/p99
@@ -609,6 +642,23 @@ mod tests {
                 "{line:?}"
             );
         }
+    }
+
+    /// A Ctrl-C that comes before the run waits for one (while the workers start) is kept;
+    /// before, it killed the process with no report and no exit code 130.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_ctrl_c_before_the_first_wait_is_kept() {
+        let mut interrupts = Interrupts::register();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), interrupts.next())
+            .await
+            .expect("the Ctrl-C sent before the wait arrives")
+            .expect("Ctrl-C can be listened for");
     }
 
     #[test]
