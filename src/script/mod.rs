@@ -213,8 +213,14 @@ fn load(
 fn read_script(path: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(bytes)
-        .map_err(|_| Error::usage(format!("{} is not UTF-8 text", path.display())))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::usage(format!("{} is not UTF-8 text", path.display())))?;
+    // Editors on Windows start UTF-8 files with a byte order mark; it is not part of the
+    // first command.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
 }
 
 fn parse_management_url(text: &str) -> Result<url::Url, Error> {
