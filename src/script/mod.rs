@@ -58,6 +58,7 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     }
 
     let scripts = load(&args.files, &vars, &options, color)?;
+    let report_files = create_reports(&args.reports)?;
 
     let mut secrets = Secrets::new(!context.show_secrets);
     if let Some(auth) = &args.connection.auth {
@@ -141,7 +142,7 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     let _ = stdout.flush();
     drop(stdout);
 
-    write_reports(&args.reports, &result)?;
+    write_reports(report_files, &result)?;
 
     if interrupted {
         return Ok(Outcome::Interrupted);
@@ -234,9 +235,32 @@ fn parse_management_url(text: &str) -> Result<url::Url, Error> {
     Ok(url)
 }
 
-fn write_reports(targets: &[ReportTarget], result: &ScriptResult) -> Result<(), Error> {
-    for target in targets {
-        let (path, text) = match target {
+/// A report file, created before anything connects (so a bad path is a usage error then,
+/// not a failure after the whole run), and the target it is for.
+struct ReportFile {
+    target: ReportTarget,
+    file: std::fs::File,
+}
+
+fn create_reports(targets: &[ReportTarget]) -> Result<Vec<ReportFile>, Error> {
+    targets
+        .iter()
+        .map(|target| {
+            let (ReportTarget::Junit(path) | ReportTarget::Json(path)) = target;
+            let file = std::fs::File::create(path).map_err(|e| {
+                Error::usage(format!("cannot write the report {}: {e}", path.display()))
+            })?;
+            Ok(ReportFile {
+                target: target.clone(),
+                file,
+            })
+        })
+        .collect()
+}
+
+fn write_reports(files: Vec<ReportFile>, result: &ScriptResult) -> Result<(), Error> {
+    for ReportFile { target, mut file } in files {
+        let (path, text) = match &target {
             ReportTarget::Junit(path) => {
                 let xml = report::junit::render(result).map_err(|e| {
                     Error::Other(anyhow::anyhow!("cannot write the JUnit report: {e}"))
@@ -252,7 +276,7 @@ fn write_reports(targets: &[ReportTarget], result: &ScriptResult) -> Result<(), 
                 (path, text)
             }
         };
-        std::fs::write(path, text)
+        file.write_all(text.as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
