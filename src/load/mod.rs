@@ -44,6 +44,10 @@ use worker::{Shared, WorkerEnd};
 /// How long a run sends for when neither `-d` nor `-n` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
+/// Far more connections than one client address can hold (each needs a local port, and
+/// there are 65535); a larger count would only overflow the per-connection bookkeeping.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// tungstenite's read buffer per connection: small, so 10,000 idle connections fit.
 const READ_BUFFER: usize = 4 * 1024;
 
@@ -95,6 +99,12 @@ impl Plan {
     pub fn from_args(args: &LoadArgs) -> Result<Self, Error> {
         if args.connections == 0 {
             return Err(Error::usage("-c/--connections must be at least 1"));
+        }
+        if args.connections > MAX_CONNECTIONS {
+            return Err(Error::usage(format!(
+                "-c/--connections must be at most {MAX_CONNECTIONS} (each connection takes a \
+                 local port: one client address cannot hold more than 65535 to one server)"
+            )));
         }
         if args.count == Some(0) {
             return Err(Error::usage("-n/--count must be at least 1"));
@@ -632,6 +642,8 @@ mod tests {
     fn impossible_plans_are_usage_errors() {
         for line in [
             &["-c", "0"][..],
+            &["-c", "1000001"],
+            &["-c", "18446744073709551615"],
             &["-n", "0"],
             &["--echo", "off"],
             &["--route-field", "x", "--body-field", "x"],
