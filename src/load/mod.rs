@@ -106,6 +106,12 @@ impl Plan {
                  local port: one client address cannot hold more than 65535 to one server)"
             )));
         }
+        if args.size > ping::MAX_SIZE {
+            return Err(Error::usage(format!(
+                "--size must be at most {} (16MiB, the largest WebSocket frame wsprobe reads)",
+                ping::MAX_SIZE
+            )));
+        }
         if args.count == Some(0) {
             return Err(Error::usage("-n/--count must be at least 1"));
         }
@@ -644,6 +650,8 @@ mod tests {
             &["-c", "0"][..],
             &["-c", "1000001"],
             &["-c", "18446744073709551615"],
+            &["--size", "16777217"],
+            &["--size", "18446744073709551615"],
             &["-n", "0"],
             &["--echo", "off"],
             &["--route-field", "x", "--body-field", "x"],
