@@ -35,6 +35,25 @@ async fn load(args: Vec<String>) -> Output {
     .expect("the runner thread")
 }
 
+/// Runs `wsprobe load ARGS… --report-json FILE` and returns its output and the report,
+/// checked by [`read_report`].
+async fn load_report(mut args: Vec<String>) -> (Output, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    args.extend([
+        "--report-json".to_owned(),
+        json.to_str().unwrap().to_owned(),
+    ]);
+    let output = load(args).await;
+    assert!(
+        json.metadata().is_ok_and(|file| file.len() > 0),
+        "no report was written: {}",
+        describe(&output)
+    );
+    let report = read_report(&json);
+    (output, report)
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -128,9 +147,7 @@ fn assert_clean(report: &Value, sent: u64) {
 async fn a_closed_run_with_a_count_echoes_every_ping() {
     let server = support::spawn_default_server().await;
     let mut events = server.events();
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &server.ws_url(),
         "-c",
         "3",
@@ -138,12 +155,9 @@ async fn a_closed_run_with_a_count_echoes_every_ping() {
         "60",
         "--size",
         "100",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(report["model"], "closed");
     assert_eq!(report["target_rate"], Value::Null);
     assert_eq!(count(&report, "connections", "opened"), 3);
@@ -206,9 +220,7 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
         ..ServeConfig::default()
     };
     let server = support::spawn_server(config).await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &server.ws_url(),
         "-c",
         "3",
@@ -216,12 +228,9 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
         "10",
         "--connect-rate",
         "1000/s",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(count(&report, "connections", "opened"), 0);
     assert_eq!(count(&report, "connections", "failed"), 3);
     assert_eq!(report["connections"]["failures"]["403"], 3, "{report}");
@@ -235,7 +244,7 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
     );
 
     // With the key, every connection opens.
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &server.ws_url(),
         "-c",
         "3",
@@ -245,20 +254,13 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
         "1000/s",
         "--api-key",
         "right-key",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(count(&report, "connections", "opened"), 3);
     assert_clean(&report, 10);
     assert!(!stdout(&output).contains("right-key"));
-    assert!(
-        !std::fs::read_to_string(&json)
-            .unwrap()
-            .contains("right-key")
-    );
+    assert!(!report.to_string().contains("right-key"));
 }
 
 /// A server that echoes whole frames, except that, counting messages per connection
@@ -312,9 +314,7 @@ async fn spawn_misbehaving_server() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_duplicated_corrupted_and_error_echoes_are_counted_exactly() {
     let url = spawn_misbehaving_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &url,
         "-c",
         "1",
@@ -328,12 +328,9 @@ async fn lost_duplicated_corrupted_and_error_echoes_are_counted_exactly() {
         "300ms",
         "--threshold",
         "errors==0",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    let report = read_report(&json);
     let messages = &report["messages"];
     // Of 40: 8 dropped (5, 10, …, 40); 4 duplicated (7, 14, 21, 28; 35 was dropped);
     // 3 answered by an error frame (11, 22, 33); 3 damaged (13, 26, 39).
@@ -427,10 +424,7 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
     let server = support::spawn_default_server().await;
     let mut events = server.events();
     let url = server.ws_url();
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let json_arg = json.to_str().unwrap().to_owned();
-    let run = tokio::spawn(load(args(&[
+    let run = tokio::spawn(load_report(args(&[
         &url,
         "-c",
         "2",
@@ -440,8 +434,6 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
         "5s",
         "--connect-rate",
         "1000/s",
-        "--report-json",
-        &json_arg,
     ])));
     for _ in 0..2 {
         support::wait_event(&mut events, |event| {
@@ -451,9 +443,8 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
     }
     // Both connections are open and pinging: the server shuts down (close 1001).
     server.shutdown().await;
-    let output = support::within("the load run", run).await.unwrap();
+    let (output, report) = support::within("the load run", run).await.unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
     assert_eq!(report["connections"]["close_codes"]["1001"], 2, "{report}");
     assert!(count(&report, "messages", "errors") >= 2, "{report}");
@@ -528,9 +519,7 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_closed_model_moves_on_after_a_timeout_and_counts_exactly() {
     let url = spawn_misbehaving_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &url,
         "-c",
         "1",
@@ -540,12 +529,9 @@ async fn the_closed_model_moves_on_after_a_timeout_and_counts_exactly() {
         "full",
         "--timeout",
         "200ms",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     let messages = &report["messages"];
     // Of 12, one at a time: 5 and 10 dropped (each waited for 200 ms, then the next
     // ping went), 7 echoed twice, 11 answered by an error frame.
