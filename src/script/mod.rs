@@ -76,6 +76,9 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     if let Some(key) = &args.connection.api_key {
         secrets.add(key.expose());
     }
+    for header in &args.connection.headers {
+        secrets.add_header(&header.name, &header.value);
+    }
     for (name, value) in &args.vars {
         if looks_secret(name) {
             secrets.add(value);
