@@ -451,13 +451,15 @@ fn build_report(
     } else {
         sent as f64 * 1e6 / sending_us as f64
     };
-    let mut shown_url = url.clone();
-    if shown_url.password().is_some() && !context.show_secrets {
-        let _ = shown_url.set_password(Some(crate::secret::REDACTED));
-    }
+    // Query tokens (custom authorizers, presigned SigV4) are as secret as a password.
+    let shown_url = if context.show_secrets {
+        url.to_string()
+    } else {
+        client::redacted_url(url)
+    };
     LoadReport {
         schema: report::SCHEMA,
-        url: shown_url.to_string(),
+        url: shown_url,
         model: match shared.plan.mode {
             WorkMode::Open(_) => Model::Open,
             WorkMode::Closed => Model::Closed,

@@ -263,6 +263,24 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
     assert!(!report.to_string().contains("right-key"));
 }
 
+/// A token in the URL's query (a custom authorizer's) or its password is as secret as
+/// `--auth`: neither the table nor the JSON report shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_the_url_are_redacted_in_the_report() {
+    let server = support::spawn_default_server().await;
+    let url = server.ws_url().replace("ws://", "ws://user:url-password@") + "?token=query-token";
+    let (output, report) = load_report(args(&[&url, "-c", "1", "-n", "1"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for secret in ["url-password", "query-token"] {
+        assert!(!stdout(&output).contains(secret), "{}", describe(&output));
+        assert!(!report.to_string().contains(secret), "{report}");
+    }
+    assert!(
+        report["url"].as_str().unwrap().contains("token="),
+        "{report}"
+    );
+}
+
 /// A server that echoes whole frames, except that, counting messages per connection
 /// from 1: every 5th is dropped, every 7th is echoed twice, every 11th gets a gateway
 /// error frame instead, and every 13th comes back with its last padding byte changed.
