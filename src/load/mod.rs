@@ -224,8 +224,11 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         stop_senders.push(stop_sender);
         workers.spawn(worker::run(shared.clone(), index, worker::Stop::new(stop)));
     }
-    let (ends, interrupted_at) =
-        wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
+    let Joined {
+        ends,
+        interrupted_at,
+        crashed,
+    } = wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
     let _ = stop_monitor.send(());
     let (collector, hdr_result) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
@@ -269,6 +272,13 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         return Err(Error::Other(anyhow::anyhow!("cannot write --hdr-log: {e}")));
     }
 
+    if crashed > 0 {
+        return Err(Error::Other(anyhow::anyhow!(
+            "{crashed} of {} connection workers crashed (a bug in wsprobe; the panic is \
+             above), so the report leaves out what they measured",
+            plan.connections
+        )));
+    }
     if report.interrupted {
         return Ok(Outcome::Interrupted);
     }
@@ -296,37 +306,45 @@ fn shard_count() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
 }
 
+/// How the workers ended.
+struct Joined {
+    /// What each worker that finished reported.
+    ends: Vec<WorkerEnd>,
+    /// When the run was interrupted (µs since the start), if it was.
+    interrupted_at: Option<u64>,
+    /// Workers that panicked (a bug; aborted ones, after a second Ctrl-C, do not count).
+    crashed: usize,
+}
+
 /// Waits for every worker. The first Ctrl-C stops the sending (workers then wait for the
 /// echoes in flight, up to the timeout); a second one stops the workers at once.
-/// Returns what the workers reported and when the run was interrupted (µs since start).
 async fn wait_for_workers(
     workers: &mut JoinSet<WorkerEnd>,
     stats: &Stats,
     mut stop_senders: Vec<oneshot::Sender<()>>,
     mut interrupts: Interrupts,
-) -> (Vec<WorkerEnd>, Option<u64>) {
-    let mut ends = Vec::with_capacity(workers.len());
-    let mut interrupted_at = None;
+) -> Joined {
+    let mut joined = Joined {
+        ends: Vec::with_capacity(workers.len()),
+        interrupted_at: None,
+        crashed: 0,
+    };
+    let mut listening = true;
     loop {
         tokio::select! {
-            joined = workers.join_next() => match joined {
-                Some(Ok(end)) => ends.push(end),
-                // A worker that panicked or was aborted has nothing to report.
-                Some(Err(_)) => {}
+            next = workers.join_next() => match next {
+                Some(Ok(end)) => joined.ends.push(end),
+                Some(Err(error)) => joined.crashed += usize::from(error.is_panic()),
                 None => break,
             },
-            signal = interrupts.next() => {
+            signal = interrupts.next(), if listening => {
                 if signal.is_none() {
                     // No signal handling on this platform: just wait for the workers.
-                    while let Some(joined) = workers.join_next().await {
-                        if let Ok(end) = joined {
-                            ends.push(end);
-                        }
-                    }
-                    break;
+                    listening = false;
+                    continue;
                 }
-                if interrupted_at.is_none() {
-                    interrupted_at = Some(stats.now_us());
+                if joined.interrupted_at.is_none() {
+                    joined.interrupted_at = Some(stats.now_us());
                     for stop in stop_senders.drain(..) {
                         let _ = stop.send(());
                     }
@@ -336,7 +354,7 @@ async fn wait_for_workers(
             }
         }
     }
-    (ends, interrupted_at)
+    joined
 }
 
 /// Ctrl-C, listened for from [`Interrupts::register`] on: a signal that comes while the
@@ -681,6 +699,28 @@ mod tests {
             .await
             .expect("the Ctrl-C sent before the wait arrives")
             .expect("Ctrl-C can be listened for");
+    }
+
+    /// A worker that panics is counted (the run then fails), not silently left out.
+    #[tokio::test]
+    async fn a_crashed_worker_is_counted() {
+        let mut workers = JoinSet::new();
+        workers.spawn(async { panic!("a bug in a worker") });
+        workers.spawn(async {
+            WorkerEnd {
+                last_send_us: Some(1),
+                stopped_sending_us: Some(2),
+            }
+        });
+        let stats = Stats::new(Instant::now(), 1);
+        let joined = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait_for_workers(&mut workers, &stats, Vec::new(), Interrupts::register()),
+        )
+        .await
+        .expect("the workers are joined");
+        assert_eq!(joined.crashed, 1);
+        assert_eq!(joined.ends.len(), 1);
     }
 
     #[test]
