@@ -347,7 +347,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate)]
     pub connect_rate: f64,
 
-    /// Size of each ping message in bytes (padding is added up to it)
+    /// Size of each ping message in bytes (padding is added up to it; at most 16MiB)
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = values::parse_size)]
     pub size: u64,
 

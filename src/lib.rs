@@ -22,7 +22,7 @@ pub mod serve;
 pub mod session;
 pub mod values;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use cli::{Cli, Command};
 pub use error::{Error, Outcome};
@@ -67,12 +67,21 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
             manage::run(args, context).await
         }
         Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut command = Cli::command();
-            clap_complete::generate(shell, &mut command, "wsprobe", &mut std::io::stdout());
+            // A closed stdout (`| head`) is not a failure.
+            let _ = write_completions(shell, &mut std::io::stdout().lock());
             Ok(Outcome::Success)
         }
     }
+}
+
+/// Writes the completion script for `shell`. It is generated in memory first: clap_complete
+/// panics when its writer fails, and stdout may be a closed pipe.
+fn write_completions(shell: clap_complete::Shell, out: &mut impl Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "wsprobe", &mut script);
+    out.write_all(&script)?;
+    out.flush()
 }
 
 /// Decides once, at start-up, whether output is coloured: never with `--no-color`,
@@ -81,5 +90,33 @@ pub fn init_color(no_color_flag: bool) {
     let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     if no_color_flag || no_color_env || !std::io::stdout().is_terminal() {
         colored::control::set_override(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose reader is gone, like stdout piped into `head` after it exits.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn completions_into_a_closed_pipe_are_an_error_not_a_panic() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh] {
+            let error = write_completions(shell, &mut ClosedPipe).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
+        }
+        let mut script = Vec::new();
+        write_completions(clap_complete::Shell::Bash, &mut script).unwrap();
+        assert!(String::from_utf8(script).unwrap().contains("wsprobe"));
     }
 }

@@ -68,12 +68,22 @@ impl fmt::Display for FrameView<'_> {
     }
 }
 
+/// `text` cut at [`SHOWN_CHARS`], with control characters escaped (`\n`, `\u{1b}`): it
+/// comes from the network, and goes on one line of a terminal, where a newline would break
+/// the layout and an escape sequence could restyle or clear the screen.
 fn shorten(text: &str) -> String {
-    if text.chars().count() <= SHOWN_CHARS {
-        return text.to_owned();
+    let mut shown = String::with_capacity(text.len().min(SHOWN_CHARS));
+    for c in text.chars().take(SHOWN_CHARS) {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
     }
-    let cut: String = text.chars().take(SHOWN_CHARS).collect();
-    format!("{cut}… ({} bytes)", text.len())
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        shown.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    shown
 }
 
 fn bytes_shown(data: &[u8]) -> String {
@@ -772,6 +782,19 @@ error: undefined variable `NOPE`
             FrameView::Text(&long)
                 .to_string()
                 .ends_with("… (400 bytes)")
+        );
+        // What the network sends cannot break the line or restyle the terminal.
+        assert_eq!(
+            FrameView::Text("a\nb\u{1b}[2Jé\u{1}").to_string(),
+            "text a\\nb\\u{1b}[2Jé\\u{1}"
+        );
+        assert_eq!(
+            FrameView::Close {
+                code: Some(4000),
+                reason: "x\ry"
+            }
+            .to_string(),
+            "close 4000 x\\ry"
         );
     }
 }

@@ -44,6 +44,10 @@ use worker::{Shared, WorkerEnd};
 /// How long a run sends for when neither `-d` nor `-n` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
+/// Far more connections than one client address can hold (each needs a local port, and
+/// there are 65535); a larger count would only overflow the per-connection bookkeeping.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// tungstenite's read buffer per connection: small, so 10,000 idle connections fit.
 const READ_BUFFER: usize = 4 * 1024;
 
@@ -95,6 +99,18 @@ impl Plan {
     pub fn from_args(args: &LoadArgs) -> Result<Self, Error> {
         if args.connections == 0 {
             return Err(Error::usage("-c/--connections must be at least 1"));
+        }
+        if args.connections > MAX_CONNECTIONS {
+            return Err(Error::usage(format!(
+                "-c/--connections must be at most {MAX_CONNECTIONS} (each connection takes a \
+                 local port: one client address cannot hold more than 65535 to one server)"
+            )));
+        }
+        if args.size > ping::MAX_SIZE {
+            return Err(Error::usage(format!(
+                "--size must be at most {} (16MiB, the largest WebSocket frame wsprobe reads)",
+                ping::MAX_SIZE
+            )));
         }
         if args.count == Some(0) {
             return Err(Error::usage("-n/--count must be at least 1"));
@@ -198,6 +214,9 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         hdr_log,
         monitor_stopped,
     ));
+    // Registered before the first worker starts, so no Ctrl-C falls back to the default
+    // action (killing the process without a report).
+    let interrupts = Interrupts::register();
     let mut stop_senders = Vec::with_capacity(plan.connections);
     let mut workers = JoinSet::new();
     for index in 0..plan.connections {
@@ -205,7 +224,11 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         stop_senders.push(stop_sender);
         workers.spawn(worker::run(shared.clone(), index, worker::Stop::new(stop)));
     }
-    let (ends, interrupted_at) = wait_for_workers(&mut workers, &shared.stats, stop_senders).await;
+    let Joined {
+        ends,
+        interrupted_at,
+        crashed,
+    } = wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
     let _ = stop_monitor.send(());
     let (collector, hdr_result) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
@@ -249,6 +272,13 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         return Err(Error::Other(anyhow::anyhow!("cannot write --hdr-log: {e}")));
     }
 
+    if crashed > 0 {
+        return Err(Error::Other(anyhow::anyhow!(
+            "{crashed} of {} connection workers crashed (a bug in wsprobe; the panic is \
+             above), so the report leaves out what they measured",
+            plan.connections
+        )));
+    }
     if report.interrupted {
         return Ok(Outcome::Interrupted);
     }
@@ -276,36 +306,45 @@ fn shard_count() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
 }
 
+/// How the workers ended.
+struct Joined {
+    /// What each worker that finished reported.
+    ends: Vec<WorkerEnd>,
+    /// When the run was interrupted (µs since the start), if it was.
+    interrupted_at: Option<u64>,
+    /// Workers that panicked (a bug; aborted ones, after a second Ctrl-C, do not count).
+    crashed: usize,
+}
+
 /// Waits for every worker. The first Ctrl-C stops the sending (workers then wait for the
 /// echoes in flight, up to the timeout); a second one stops the workers at once.
-/// Returns what the workers reported and when the run was interrupted (µs since start).
 async fn wait_for_workers(
     workers: &mut JoinSet<WorkerEnd>,
     stats: &Stats,
     mut stop_senders: Vec<oneshot::Sender<()>>,
-) -> (Vec<WorkerEnd>, Option<u64>) {
-    let mut ends = Vec::with_capacity(workers.len());
-    let mut interrupted_at = None;
+    mut interrupts: Interrupts,
+) -> Joined {
+    let mut joined = Joined {
+        ends: Vec::with_capacity(workers.len()),
+        interrupted_at: None,
+        crashed: 0,
+    };
+    let mut listening = true;
     loop {
         tokio::select! {
-            joined = workers.join_next() => match joined {
-                Some(Ok(end)) => ends.push(end),
-                // A worker that panicked or was aborted has nothing to report.
-                Some(Err(_)) => {}
+            next = workers.join_next() => match next {
+                Some(Ok(end)) => joined.ends.push(end),
+                Some(Err(error)) => joined.crashed += usize::from(error.is_panic()),
                 None => break,
             },
-            signal = tokio::signal::ctrl_c() => {
-                if signal.is_err() {
+            signal = interrupts.next(), if listening => {
+                if signal.is_none() {
                     // No signal handling on this platform: just wait for the workers.
-                    while let Some(joined) = workers.join_next().await {
-                        if let Ok(end) = joined {
-                            ends.push(end);
-                        }
-                    }
-                    break;
+                    listening = false;
+                    continue;
                 }
-                if interrupted_at.is_none() {
-                    interrupted_at = Some(stats.now_us());
+                if joined.interrupted_at.is_none() {
+                    joined.interrupted_at = Some(stats.now_us());
                     for stop in stop_senders.drain(..) {
                         let _ = stop.send(());
                     }
@@ -315,7 +354,35 @@ async fn wait_for_workers(
             }
         }
     }
-    (ends, interrupted_at)
+    joined
+}
+
+/// Ctrl-C, listened for from [`Interrupts::register`] on: a signal that comes while the
+/// listener is not being polled is kept for the next [`Interrupts::next`], not lost.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn register() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next Ctrl-C; `None` when this platform cannot listen for it.
+    async fn next(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        {
+            self.signal.as_mut()?.recv().await
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.ok()
+        }
+    }
 }
 
 /// Every tick: gathers the histograms and redraws the progress line (rate and p50/p99
@@ -403,13 +470,15 @@ fn build_report(
     } else {
         sent as f64 * 1e6 / sending_us as f64
     };
-    let mut shown_url = url.clone();
-    if shown_url.password().is_some() && !context.show_secrets {
-        let _ = shown_url.set_password(Some(crate::secret::REDACTED));
-    }
+    // Query tokens (custom authorizers, presigned SigV4) are as secret as a password.
+    let shown_url = if context.show_secrets {
+        url.to_string()
+    } else {
+        client::redacted_url(url)
+    };
     LoadReport {
         schema: report::SCHEMA,
-        url: shown_url.to_string(),
+        url: shown_url,
         model: match shared.plan.mode {
             WorkMode::Open(_) => Model::Open,
             WorkMode::Closed => Model::Closed,
@@ -600,6 +669,10 @@ mod tests {
     fn impossible_plans_are_usage_errors() {
         for line in [
             &["-c", "0"][..],
+            &["-c", "1000001"],
+            &["-c", "18446744073709551615"],
+            &["--size", "16777217"],
+            &["--size", "18446744073709551615"],
             &["-n", "0"],
             &["--echo", "off"],
             &["--route-field", "x", "--body-field", "x"],
@@ -610,6 +683,45 @@ mod tests {
                 "{line:?}"
             );
         }
+    }
+
+    /// A Ctrl-C that comes before the run waits for one (while the workers start) is kept;
+    /// before, it killed the process with no report and no exit code 130.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_ctrl_c_before_the_first_wait_is_kept() {
+        let mut interrupts = Interrupts::register();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), interrupts.next())
+            .await
+            .expect("the Ctrl-C sent before the wait arrives")
+            .expect("Ctrl-C can be listened for");
+    }
+
+    /// A worker that panics is counted (the run then fails), not silently left out.
+    #[tokio::test]
+    async fn a_crashed_worker_is_counted() {
+        let mut workers = JoinSet::new();
+        workers.spawn(async { panic!("a bug in a worker") });
+        workers.spawn(async {
+            WorkerEnd {
+                last_send_us: Some(1),
+                stopped_sending_us: Some(2),
+            }
+        });
+        let stats = Stats::new(Instant::now(), 1);
+        let joined = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait_for_workers(&mut workers, &stats, Vec::new(), Interrupts::register()),
+        )
+        .await
+        .expect("the workers are joined");
+        assert_eq!(joined.crashed, 1);
+        assert_eq!(joined.ends.len(), 1);
     }
 
     #[test]

@@ -31,6 +31,10 @@ const TAG: &str = "wsp1:";
 /// The padding alphabet; 64 bytes, all plain ASCII that JSON never escapes.
 const PATTERN: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
 
+/// The largest `--size`: 16 MiB, tungstenite's largest frame, so a ping and its echo
+/// each go in one frame.
+pub const MAX_SIZE: u64 = 16 << 20;
+
 /// How pings of one run are written and their echoes read.
 #[derive(Clone, Debug)]
 pub struct PingFormat {
@@ -72,8 +76,9 @@ impl PingFormat {
             json(&fields.body_field)
         )
         .into_bytes();
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        let longest_padding = size.saturating_sub(prefix.len()).min(1 << 24);
+        // `Plan::from_args` refuses more than MAX_SIZE; the cap keeps this total anyway.
+        let size = usize::try_from(size.min(MAX_SIZE)).unwrap_or(usize::MAX);
+        let longest_padding = size.saturating_sub(prefix.len());
         let padding_source = PATTERN
             .iter()
             .copied()

@@ -181,7 +181,11 @@ pub fn parse(text: &str) -> Result<Threshold, String> {
                 .parse::<f64>()
                 .ok()
                 .filter(|p| *p > 0.0 && *p <= 100.0)
-                .ok_or_else(|| bad(&format!("`{name}` is not a percentile between p0 and p100")))?;
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "`{name}` is not a percentile above p0 and up to p100"
+                    ))
+                })?;
             (
                 Metric::Percentile(percentile),
                 parse_latency(value).map_err(|e| bad(&e))?,
@@ -411,7 +415,7 @@ mod tests {
             ("p99<50", "no unit"),
             ("p99<50 parsecs", "not a time unit"),
             ("p101<5ms", "not a percentile"),
-            ("p0<5ms", "not a percentile"),
+            ("p0<5ms", "not a percentile above p0 and up to p100"),
             ("latency<5ms", "not a metric"),
             ("errors<1.5", "not a count"),
             ("errors<x%", "not a percentage"),

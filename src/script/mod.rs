@@ -40,6 +40,15 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     }
     let vars = Vars::new(cli_vars);
 
+    // Checked here, as a script's own URLs are: a bad --url is a usage error before
+    // anything runs, not a failure of the first test that connects.
+    if let Some(url) = &args.url {
+        if let Err(crate::client::ConnectError::InvalidUrl { reason, .. }) =
+            crate::client::parse_url(url)
+        {
+            return Err(Error::usage(format!("invalid --url: {reason}")));
+        }
+    }
     let management_url = match &args.management_url {
         Some(text) => Some(parse_management_url(text)?),
         None => None,
@@ -58,6 +67,7 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     }
 
     let scripts = load(&args.files, &vars, &options, color)?;
+    let report_files = create_reports(&args.reports)?;
 
     let mut secrets = Secrets::new(!context.show_secrets);
     if let Some(auth) = &args.connection.auth {
@@ -65,6 +75,9 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     }
     if let Some(key) = &args.connection.api_key {
         secrets.add(key.expose());
+    }
+    for header in &args.connection.headers {
+        secrets.add_header(&header.name, &header.value);
     }
     for (name, value) in &args.vars {
         if looks_secret(name) {
@@ -141,7 +154,7 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
     let _ = stdout.flush();
     drop(stdout);
 
-    write_reports(&args.reports, &result)?;
+    write_reports(report_files, &result)?;
 
     if interrupted {
         return Ok(Outcome::Interrupted);
@@ -213,8 +226,14 @@ fn load(
 fn read_script(path: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(bytes)
-        .map_err(|_| Error::usage(format!("{} is not UTF-8 text", path.display())))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::usage(format!("{} is not UTF-8 text", path.display())))?;
+    // Editors on Windows start UTF-8 files with a byte order mark; it is not part of the
+    // first command.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
 }
 
 fn parse_management_url(text: &str) -> Result<url::Url, Error> {
@@ -228,9 +247,32 @@ fn parse_management_url(text: &str) -> Result<url::Url, Error> {
     Ok(url)
 }
 
-fn write_reports(targets: &[ReportTarget], result: &ScriptResult) -> Result<(), Error> {
-    for target in targets {
-        let (path, text) = match target {
+/// A report file, created before anything connects (so a bad path is a usage error then,
+/// not a failure after the whole run), and the target it is for.
+struct ReportFile {
+    target: ReportTarget,
+    file: std::fs::File,
+}
+
+fn create_reports(targets: &[ReportTarget]) -> Result<Vec<ReportFile>, Error> {
+    targets
+        .iter()
+        .map(|target| {
+            let (ReportTarget::Junit(path) | ReportTarget::Json(path)) = target;
+            let file = std::fs::File::create(path).map_err(|e| {
+                Error::usage(format!("cannot write the report {}: {e}", path.display()))
+            })?;
+            Ok(ReportFile {
+                target: target.clone(),
+                file,
+            })
+        })
+        .collect()
+}
+
+fn write_reports(files: Vec<ReportFile>, result: &ScriptResult) -> Result<(), Error> {
+    for ReportFile { target, mut file } in files {
+        let (path, text) = match &target {
             ReportTarget::Junit(path) => {
                 let xml = report::junit::render(result).map_err(|e| {
                     Error::Other(anyhow::anyhow!("cannot write the JUnit report: {e}"))
@@ -246,7 +288,7 @@ fn write_reports(targets: &[ReportTarget], result: &ScriptResult) -> Result<(), 
                 (path, text)
             }
         };
-        std::fs::write(path, text)
+        file.write_all(text.as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())

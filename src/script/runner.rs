@@ -493,11 +493,7 @@ impl FileRun<'_> {
                 }
                 ConnectOption::Header { name, value } => {
                     let value = self.resolve(value)?;
-                    if name.eq_ignore_ascii_case("authorization") {
-                        self.secrets.add_authorization(&value);
-                    } else if name.eq_ignore_ascii_case("x-api-key") {
-                        self.secrets.add(&value);
-                    }
+                    self.secrets.add_header(name, &value);
                     config.headers.push(Header {
                         name: name.clone(),
                         value,

@@ -123,6 +123,16 @@ impl Secrets {
         }
     }
 
+    /// Adds the value of a handshake header if it carries a credential (`Authorization`
+    /// or `X-API-Key`, in any case).
+    pub fn add_header(&mut self, name: &str, value: &str) {
+        if name.eq_ignore_ascii_case("authorization") {
+            self.add_authorization(value);
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            self.add(value);
+        }
+    }
+
     /// `text` with every known secret replaced by the redaction marker.
     pub fn redact(&self, text: &str) -> String {
         crate::secret::redact_all(text, &self.values)
@@ -176,6 +186,14 @@ mod tests {
         assert_eq!(
             secrets.redact("sent Bearer abcdefgh, then abcdefgh and abcd"),
             "sent <redacted>, then <redacted> and <redacted>"
+        );
+        let mut headers = Secrets::new(true);
+        headers.add_header("AUTHORIZATION", "Bearer tok-123");
+        headers.add_header("x-api-key", "key-456");
+        headers.add_header("X-Trace", "trace-789");
+        assert_eq!(
+            headers.redact("tok-123 key-456 trace-789"),
+            "<redacted> <redacted> trace-789"
         );
         let mut shown = Secrets::new(false);
         shown.add("abcd");

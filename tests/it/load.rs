@@ -3,9 +3,6 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -36,6 +33,25 @@ async fn load(args: Vec<String>) -> Output {
     )
     .await
     .expect("the runner thread")
+}
+
+/// Runs `wsprobe load ARGS… --report-json FILE` and returns its output and the report,
+/// checked by [`read_report`].
+async fn load_report(mut args: Vec<String>) -> (Output, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    args.extend([
+        "--report-json".to_owned(),
+        json.to_str().unwrap().to_owned(),
+    ]);
+    let output = load(args).await;
+    assert!(
+        json.metadata().is_ok_and(|file| file.len() > 0),
+        "no report was written: {}",
+        describe(&output)
+    );
+    let report = read_report(&json);
+    (output, report)
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -131,9 +147,7 @@ fn assert_clean(report: &Value, sent: u64) {
 async fn a_closed_run_with_a_count_echoes_every_ping() {
     let server = support::spawn_default_server().await;
     let mut events = server.events();
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &server.ws_url(),
         "-c",
         "3",
@@ -141,12 +155,9 @@ async fn a_closed_run_with_a_count_echoes_every_ping() {
         "60",
         "--size",
         "100",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(report["model"], "closed");
     assert_eq!(report["target_rate"], Value::Null);
     assert_eq!(count(&report, "connections", "opened"), 3);
@@ -209,9 +220,7 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
         ..ServeConfig::default()
     };
     let server = support::spawn_server(config).await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &server.ws_url(),
         "-c",
         "3",
@@ -219,12 +228,9 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
         "10",
         "--connect-rate",
         "1000/s",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(count(&report, "connections", "opened"), 0);
     assert_eq!(count(&report, "connections", "failed"), 3);
     assert_eq!(report["connections"]["failures"]["403"], 3, "{report}");
@@ -238,7 +244,7 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
     );
 
     // With the key, every connection opens.
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &server.ws_url(),
         "-c",
         "3",
@@ -248,19 +254,30 @@ async fn a_missing_api_key_is_counted_as_403_and_exits_3() {
         "1000/s",
         "--api-key",
         "right-key",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(count(&report, "connections", "opened"), 3);
     assert_clean(&report, 10);
     assert!(!stdout(&output).contains("right-key"));
+    assert!(!report.to_string().contains("right-key"));
+}
+
+/// A token in the URL's query (a custom authorizer's) or its password is as secret as
+/// `--auth`: neither the table nor the JSON report shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_the_url_are_redacted_in_the_report() {
+    let server = support::spawn_default_server().await;
+    let url = server.ws_url().replace("ws://", "ws://user:url-password@") + "?token=query-token";
+    let (output, report) = load_report(args(&[&url, "-c", "1", "-n", "1"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for secret in ["url-password", "query-token"] {
+        assert!(!stdout(&output).contains(secret), "{}", describe(&output));
+        assert!(!report.to_string().contains(secret), "{report}");
+    }
     assert!(
-        !std::fs::read_to_string(&json)
-            .unwrap()
-            .contains("right-key")
+        report["url"].as_str().unwrap().contains("token="),
+        "{report}"
     );
 }
 
@@ -315,9 +332,7 @@ async fn spawn_misbehaving_server() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_duplicated_corrupted_and_error_echoes_are_counted_exactly() {
     let url = spawn_misbehaving_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &url,
         "-c",
         "1",
@@ -331,12 +346,9 @@ async fn lost_duplicated_corrupted_and_error_echoes_are_counted_exactly() {
         "300ms",
         "--threshold",
         "errors==0",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    let report = read_report(&json);
     let messages = &report["messages"];
     // Of 40: 8 dropped (5, 10, …, 40); 4 duplicated (7, 14, 21, 28; 35 was dropped);
     // 3 answered by an error frame (11, 22, 33); 3 damaged (13, 26, 39).
@@ -430,10 +442,7 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
     let server = support::spawn_default_server().await;
     let mut events = server.events();
     let url = server.ws_url();
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let json_arg = json.to_str().unwrap().to_owned();
-    let run = tokio::spawn(load(args(&[
+    let run = tokio::spawn(load_report(args(&[
         &url,
         "-c",
         "2",
@@ -443,22 +452,17 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
         "5s",
         "--connect-rate",
         "1000/s",
-        "--report-json",
-        &json_arg,
     ])));
-    let opened = Arc::new(AtomicUsize::new(0));
     for _ in 0..2 {
         support::wait_event(&mut events, |event| {
             matches!(event, ServeEvent::Connected { .. }).then_some(())
         })
         .await;
-        opened.fetch_add(1, Ordering::Relaxed);
     }
     // Both connections are open and pinging: the server shuts down (close 1001).
     server.shutdown().await;
-    let output = support::within("the load run", run).await.unwrap();
+    let (output, report) = support::within("the load run", run).await.unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
     assert_eq!(report["connections"]["close_codes"]["1001"], 2, "{report}");
     assert!(count(&report, "messages", "errors") >= 2, "{report}");
@@ -474,7 +478,7 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
     let mut events = server.events();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("load.json");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
         .args([
             "load",
             &server.ws_url(),
@@ -508,14 +512,7 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
     assert!(status.success());
     let output = support::within(
         "wsprobe load to stop after Ctrl-C",
-        tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + TIMEOUT;
-            while child.try_wait().unwrap().is_none() {
-                assert!(std::time::Instant::now() < deadline, "still running");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            child.wait_with_output().unwrap()
-        }),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
     )
     .await
     .unwrap();
@@ -540,9 +537,7 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_closed_model_moves_on_after_a_timeout_and_counts_exactly() {
     let url = spawn_misbehaving_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &url,
         "-c",
         "1",
@@ -552,12 +547,9 @@ async fn the_closed_model_moves_on_after_a_timeout_and_counts_exactly() {
         "full",
         "--timeout",
         "200ms",
-        "--report-json",
-        json.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     let messages = &report["messages"];
     // Of 12, one at a time: 5 and 10 dropped (each waited for 200 ms, then the next
     // ping went), 7 echoed twice, 11 answered by an error frame.

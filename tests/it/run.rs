@@ -60,8 +60,9 @@ fn cases_dir() -> PathBuf {
 
 /// Runs the real binary with `args` in `dir`, off the runtime's worker threads, with a
 /// deadline so a hanging run fails the test.
-async fn wsprobe(dir: &Path, args: Vec<String>) -> Output {
+async fn wsprobe<S: AsRef<str>>(dir: &Path, args: &[S]) -> Output {
     let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|arg| arg.as_ref().to_owned()).collect();
     let run = tokio::task::spawn_blocking(move || {
         let child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
             .args(&args)
@@ -129,7 +130,7 @@ async fn snapshot_cases() {
     for dir in names {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let mut events = server.events();
-        let output = wsprobe(&dir, case_args(&dir, &url)).await;
+        let output = wsprobe(&dir, &case_args(&dir, &url)).await;
         let stdout = redact(&String::from_utf8_lossy(&output.stdout), &url);
         let stderr = redact(&String::from_utf8_lossy(&output.stderr), &url);
         let code = output.status.code().expect("an exit code").to_string();
@@ -191,7 +192,7 @@ async fn reports_count_tests_and_redact_secrets() {
         "connect\n  auth Bearer ${TOKEN}\nsend send 2\nexpect echo\n",
     )
     .unwrap();
-    let args: Vec<String> = [
+    let args = [
         "run",
         "reported.wsp",
         "second.wsp",
@@ -205,11 +206,8 @@ async fn reports_count_tests_and_redact_secrets() {
         "junit=junit.xml",
         "--report",
         "json=report.json",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let output = wsprobe(dir.path(), args).await;
+    ];
+    let output = wsprobe(dir.path(), &args).await;
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains(TOKEN), "{stdout}");
@@ -269,7 +267,7 @@ async fn show_secrets_shows_them() {
     let url = server.ws_url();
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("reported.wsp"), REPORTED_SCRIPT).unwrap();
-    let args: Vec<String> = [
+    let args = [
         "--show-secrets",
         "run",
         "reported.wsp",
@@ -279,11 +277,8 @@ async fn show_secrets_shows_them() {
         &format!("TOKEN={TOKEN}"),
         "--api-key",
         API_KEY,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let output = wsprobe(dir.path(), args).await;
+    ];
+    let output = wsprobe(dir.path(), &args).await;
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("the token is tok-5ecret-123"), "{stdout}");
@@ -309,7 +304,7 @@ async fn every_file_is_checked_before_anything_connects() {
     )
     .unwrap();
     let args = ["run", "good.wsp", "bad1.wsp", "bad2.wsp", "--url", &url];
-    let output = wsprobe(dir.path(), args.iter().map(|s| (*s).to_owned()).collect()).await;
+    let output = wsprobe(dir.path(), &args).await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(" --> bad1.wsp:2:1"), "{stderr}");
