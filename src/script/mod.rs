@@ -42,12 +42,11 @@ pub async fn run(args: RunArgs, context: Context) -> Result<Outcome, Error> {
 
     // Checked here, as a script's own URLs are: a bad --url is a usage error before
     // anything runs, not a failure of the first test that connects.
-    if let Some(url) = &args.url {
-        if let Err(crate::client::ConnectError::InvalidUrl { reason, .. }) =
+    if let Some(url) = &args.url
+        && let Err(crate::client::ConnectError::InvalidUrl { reason, .. }) =
             crate::client::parse_url(url)
-        {
-            return Err(Error::usage(format!("invalid --url: {reason}")));
-        }
+    {
+        return Err(Error::usage(format!("invalid --url: {reason}")));
     }
     let management_url = match &args.management_url {
         Some(text) => Some(parse_management_url(text)?),
