@@ -140,6 +140,28 @@ fn run(command: &mut assert_cmd::Command) -> Run {
     }
 }
 
+impl Run {
+    /// Fails the test, showing stderr, unless stderr contains `needle`.
+    #[track_caller]
+    fn assert_stderr_has(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "no {needle:?} in stderr:\n{}",
+            self.stderr
+        );
+    }
+
+    /// Fails the test, showing stdout, unless stdout contains `needle`.
+    #[track_caller]
+    fn assert_stdout_has(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "no {needle:?} in stdout:\n{}",
+            self.stdout
+        );
+    }
+}
+
 /// `wsprobe connect` at a pseudo-terminal.
 struct Pty {
     session: expectrl::session::OsSession,
@@ -582,7 +604,7 @@ fn execute_runs_commands_in_order_and_expectations_count() {
         "/expect pong abc within 2s",
     ]));
     assert_eq!(passing.code, Some(0), "{}", passing.stderr);
-    assert!(passing.stderr.contains("✓ expect"), "{}", passing.stderr);
+    passing.assert_stderr_has("✓ expect");
 
     let failing = run(wsprobe(home.path()).args([
         "connect",
@@ -595,16 +617,8 @@ fn execute_runs_commands_in_order_and_expectations_count() {
         r#"/expect json "two" within 300ms"#,
     ]));
     assert_eq!(failing.code, Some(1), "{}", failing.stderr);
-    assert!(
-        failing.stderr.contains(r#"✗ expect json "two""#),
-        "{}",
-        failing.stderr
-    );
-    assert!(
-        failing.stderr.contains(r#"received: text "one""#),
-        "{}",
-        failing.stderr
-    );
+    failing.assert_stderr_has(r#"✗ expect json "two""#);
+    failing.assert_stderr_has(r#"received: text "one""#);
 }
 
 #[test]
@@ -624,11 +638,7 @@ fn a_failed_echo_check_exits_1() {
         "/send send x",
     ]));
     assert_eq!(result.code, Some(1), "{}", result.stderr);
-    assert!(
-        result.stderr.contains("✗ echo mismatch"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("✗ echo mismatch");
     assert_eq!(result.stdout, "\"x\"\n");
 }
 
@@ -648,11 +658,7 @@ fn silence_is_a_timed_out_echo_check() {
         "/send send x",
     ]));
     assert_eq!(result.code, Some(1), "{}", result.stderr);
-    assert!(
-        result.stderr.contains("✗ no echo within 200ms"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("✗ no echo within 200ms");
 }
 
 #[test]
@@ -662,13 +668,7 @@ fn an_abnormal_close_exits_1_with_the_code_shown() {
     let home = temp_home();
     let result = run(wsprobe(home.path()).args(["connect", &server.url, "-x", "boom", "-w", "5s"]));
     assert_eq!(result.code, Some(1), "{}", result.stderr);
-    assert!(
-        result
-            .stderr
-            .contains("connection closed by the server: 1011 scripted"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("connection closed by the server: 1011 scripted");
 }
 
 #[test]
@@ -680,12 +680,8 @@ fn a_refused_handshake_shows_status_and_body_and_exits_3() {
     let home = temp_home();
     let result = run(wsprobe(home.path()).args(["connect", &backend.url(), "-x", "hi"]));
     assert_eq!(result.code, Some(3), "{}", result.stderr);
-    assert!(result.stderr.contains("401"), "{}", result.stderr);
-    assert!(
-        result.stderr.contains(r#"{"message":"Unauthorized"}"#),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("401");
+    result.assert_stderr_has(r#"{"message":"Unauthorized"}"#);
     // A wrong token is refused the same way, and never printed.
     let result = run(wsprobe(home.path()).args([
         "connect",
@@ -714,16 +710,11 @@ fn failing_to_connect_exits_3_with_its_own_message() {
         "hi",
     ]));
     assert_eq!(refused.code, Some(3), "{}", refused.stderr);
-    assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
+    refused.assert_stderr_has("refused");
 
     let dns = run(wsprobe(home.path()).args(["connect", "ws://nowhere.invalid/dev", "-x", "hi"]));
     assert_eq!(dns.code, Some(3), "{}", dns.stderr);
-    assert!(
-        dns.stderr
-            .contains("could not resolve host `nowhere.invalid`"),
-        "{}",
-        dns.stderr
-    );
+    dns.assert_stderr_has("could not resolve host `nowhere.invalid`");
 }
 
 #[test]
@@ -740,13 +731,7 @@ fn a_handshake_that_never_completes_times_out_with_exit_3() {
         "hi",
     ]));
     assert_eq!(result.code, Some(3), "{}", result.stderr);
-    assert!(
-        result
-            .stderr
-            .contains("timed out after 300ms connecting to"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("timed out after 300ms connecting to");
 }
 
 #[test]
@@ -754,15 +739,11 @@ fn usage_errors_exit_2_before_connecting() {
     let home = temp_home();
     let no_scheme = run(wsprobe(home.path()).args(["connect", "127.0.0.1:9/dev", "-x", "hi"]));
     assert_eq!(no_scheme.code, Some(2), "{}", no_scheme.stderr);
-    assert!(
-        no_scheme.stderr.contains("ws://127.0.0.1:9/dev"),
-        "{}",
-        no_scheme.stderr
-    );
+    no_scheme.assert_stderr_has("ws://127.0.0.1:9/dev");
     let syntax =
         run(wsprobe(home.path()).args(["connect", "ws://127.0.0.1:9/dev", "-x", "/sned x"]));
     assert_eq!(syntax.code, Some(2), "{}", syntax.stderr);
-    assert!(syntax.stderr.contains('^'), "{}", syntax.stderr);
+    syntax.assert_stderr_has("^");
 }
 
 #[test]
@@ -776,15 +757,9 @@ fn without_a_url_the_bundled_backend_answers() {
         r#"/send send "Hello World!""#,
     ]));
     assert_eq!(result.code, Some(0), "{}", result.stderr);
-    assert!(
-        result
-            .stderr
-            .contains("started the bundled backend at ws://127.0.0.1:"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("started the bundled backend at ws://127.0.0.1:");
     assert_eq!(result.stdout, "\"Hello World!\"\n");
-    assert!(result.stderr.contains("✓ echo"), "{}", result.stderr);
+    result.assert_stderr_has("✓ echo");
 }
 
 #[test]
@@ -887,11 +862,7 @@ fn a_capture_fills_later_lines_before_the_environment() {
         "{}",
         result.stderr
     );
-    assert!(
-        result.stderr.contains("✓ capture ${id} = c-7"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("✓ capture ${id} = c-7");
 }
 
 #[test]
@@ -910,19 +881,9 @@ fn a_capture_that_finds_nothing_fails_and_an_undefined_variable_is_reported() {
             "/send send ${nope}",
         ]));
     assert_eq!(result.code, Some(1), "{}", result.stderr);
-    assert!(
-        result
-            .stderr
-            .contains("✗ capture id = json $.id: nothing matched within 300ms"),
-        "{}",
-        result.stderr
-    );
-    assert!(
-        result.stderr.contains(r#"received: text "no id here""#),
-        "{}",
-        result.stderr
-    );
-    assert!(result.stderr.contains("nope"), "{}", result.stderr);
+    result.assert_stderr_has("✗ capture id = json $.id: nothing matched within 300ms");
+    result.assert_stderr_has(r#"received: text "no id here""#);
+    result.assert_stderr_has("nope");
     // The line with the undefined variable was not sent.
     assert_eq!(result.stdout, "\"no id here\"\n", "{}", result.stderr);
 }
@@ -962,11 +923,7 @@ fn post_to_my_own_id_arrives_on_stdout() {
         "{}",
         result.stderr
     );
-    assert!(
-        result.stderr.contains("> POST http://127.0.0.1:"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("> POST http://127.0.0.1:");
 }
 
 #[test]
@@ -993,18 +950,8 @@ fn delete_of_my_own_id_closes_with_1000() {
     );
     // 1000 is a normal close: not a failure, and it ends the session before -w is up.
     assert_eq!(result.code, Some(0), "{}", result.stderr);
-    assert!(
-        result
-            .stderr
-            .contains("connection closed by the server: 1000"),
-        "{}",
-        result.stderr
-    );
-    assert!(
-        result.stderr.contains("← 204 No Content"),
-        "{}",
-        result.stderr
-    );
+    result.assert_stderr_has("connection closed by the server: 1000");
+    result.assert_stderr_has("← 204 No Content");
 }
 
 #[test]
@@ -1067,16 +1014,8 @@ fn post_to_a_closed_connection_is_410_gone() {
         r#"/expect response json $.message == "Gone""#,
     ]));
     assert_eq!(passing.code, Some(0), "{}", passing.stderr);
-    assert!(
-        passing.stderr.contains("← 410 Gone GoneException"),
-        "{}",
-        passing.stderr
-    );
-    assert!(
-        passing.stderr.contains("✓ expect status 410"),
-        "{}",
-        passing.stderr
-    );
+    passing.assert_stderr_has("← 410 Gone GoneException");
+    passing.assert_stderr_has("✓ expect status 410");
 
     let failing = run(wsprobe(home.path()).args([
         "connect",
@@ -1091,20 +1030,8 @@ fn post_to_a_closed_connection_is_410_gone() {
         "/expect status 200",
     ]));
     assert_eq!(failing.code, Some(1), "{}", failing.stderr);
-    assert!(
-        failing
-            .stderr
-            .contains("✗ expect status 200: no /post, /get or /delete answered"),
-        "{}",
-        failing.stderr
-    );
-    assert!(
-        failing
-            .stderr
-            .contains(r#"✗ expect status 200: the status is 410"#),
-        "{}",
-        failing.stderr
-    );
+    failing.assert_stderr_has("✗ expect status 200: no /post, /get or /delete answered");
+    failing.assert_stderr_has(r#"✗ expect status 200: the status is 410"#);
 }
 
 #[test]
@@ -1172,7 +1099,7 @@ fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k_a
 
     let untrusted = run(wsprobe(home.path()).args(["connect", &url]).args(send));
     assert_eq!(untrusted.code, Some(3), "{}", untrusted.stderr);
-    assert!(untrusted.stderr.contains("TLS"), "{}", untrusted.stderr);
+    untrusted.assert_stderr_has("TLS");
     assert!(
         untrusted.stderr.contains("self-signed") || untrusted.stderr.contains("issuer"),
         "the reason is named: {}",
@@ -1182,7 +1109,7 @@ fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k_a
     let plain = url.replacen("wss://", "ws://", 1);
     let not_tls = run(wsprobe(home.path()).args(["connect", &plain]).args(send));
     assert_eq!(not_tls.code, Some(3), "{}", not_tls.stderr);
-    assert!(not_tls.stderr.contains("try wss://"), "{}", not_tls.stderr);
+    not_tls.assert_stderr_has("try wss://");
 
     let trusted = run(wsprobe(home.path())
         .args(["connect", &url, "--cacert"])
@@ -1221,12 +1148,8 @@ fn an_unreachable_proxy_is_named_as_the_problem() {
         "hi",
     ]));
     assert_eq!(result.code, Some(3), "{}", result.stderr);
-    assert!(
-        result.stderr.contains(&format!(
-            "proxy 127.0.0.1:{closed_port} failed: cannot reach it"
-        )),
-        "{}",
-        result.stderr
-    );
-    assert!(result.stderr.contains("--no-proxy"), "{}", result.stderr);
+    result.assert_stderr_has(&format!(
+        "proxy 127.0.0.1:{closed_port} failed: cannot reach it"
+    ));
+    result.assert_stderr_has("--no-proxy");
 }
