@@ -150,16 +150,6 @@ impl Run {
             self.stderr
         );
     }
-
-    /// Fails the test, showing stdout, unless stdout contains `needle`.
-    #[track_caller]
-    fn assert_stdout_has(&self, needle: &str) {
-        assert!(
-            self.stdout.contains(needle),
-            "no {needle:?} in stdout:\n{}",
-            self.stdout
-        );
-    }
 }
 
 /// `wsprobe connect` at a pseudo-terminal.
