@@ -216,15 +216,15 @@ impl ServeConfig {
                 None => None,
             },
         };
-        let iam_keys = non_empty(&args.iam_keys)
+        let iam_keys = non_empty("--iam-key (or WSPROBE_SERVE_IAM_KEYS)", &args.iam_keys)?
             .iter()
             .map(|key| IamKey::parse(key.expose()).map_err(crate::Error::Usage))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             stage: stage.to_owned(),
             iam_keys,
-            api_keys: non_empty(&args.api_keys),
-            tokens: non_empty(&args.tokens),
+            api_keys: non_empty("--api-key (or WSPROBE_SERVE_API_KEYS)", &args.api_keys)?,
+            tokens: non_empty("--token (or WSPROBE_SERVE_TOKENS)", &args.tokens)?,
             route_selection_expression,
             routes,
             default_route,
@@ -325,10 +325,17 @@ pub fn self_signed_path(given: Option<&Path>) -> PathBuf {
     }
 }
 
-/// An empty value (e.g. from `WSPROBE_SERVE_TOKENS=""`) would accept an empty header,
-/// which nobody means.
-fn non_empty(secrets: &[Secret]) -> Vec<Secret> {
-    secrets.iter().filter(|s| !s.is_empty()).cloned().collect()
+/// An empty value is almost always an unset shell variable (`--token "$TOKEN"`): ignoring
+/// it would quietly run an open server, and accepting it would match an empty header, so
+/// it is refused.
+fn non_empty(flag: &str, secrets: &[Secret]) -> Result<Vec<Secret>, crate::Error> {
+    if secrets.iter().any(Secret::is_empty) {
+        return Err(crate::Error::usage(format!(
+            "{flag} was given an empty value (is its variable unset?); give a value or leave \
+             the flag out"
+        )));
+    }
+    Ok(secrets.to_vec())
 }
 
 fn size_limit(flag: &str, value: u64) -> Result<usize, crate::Error> {
@@ -483,9 +490,19 @@ mod tests {
     }
 
     #[test]
-    fn empty_secrets_are_ignored() {
-        let config = ServeConfig::from_args(&args(&["--token", "", "--api-key", "k1"])).unwrap();
-        assert!(config.tokens.is_empty());
+    fn empty_secrets_are_refused_not_ignored() {
+        for flag in ["--token", "--api-key", "--iam-key"] {
+            match ServeConfig::from_args(&args(&[flag, "", "--api-key", "k1"])) {
+                Err(crate::Error::Usage(message)) => {
+                    assert!(
+                        message.contains(flag) && message.contains("empty"),
+                        "{message}"
+                    )
+                }
+                other => panic!("{flag} '': expected a usage error, got {other:?}"),
+            }
+        }
+        let config = ServeConfig::from_args(&args(&["--api-key", "k1"])).unwrap();
         assert_eq!(config.api_keys.len(), 1);
     }
 }
