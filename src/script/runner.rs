@@ -445,8 +445,23 @@ impl FileRun<'_> {
         target: Option<usize>,
         frame: Outgoing,
     ) -> Result<(), Failure> {
+        let limit = self.options.timeout;
         let conn = self.conn(statement, target)?;
-        let sent = conn.session.send(frame).await;
+        // A server that stopped reading would block the write forever once the socket's
+        // buffers fill; like every wait, a send gives up after the default timeout.
+        let Ok(sent) = tokio::time::timeout(limit, conn.session.send(frame)).await else {
+            return Err(self
+                .failure(
+                    FailureKind::Error,
+                    format!(
+                        "could not {} within {}: the server is not reading",
+                        statement.command.keyword(),
+                        humantime::format_duration(limit)
+                    ),
+                    statement.keyword,
+                )
+                .hint("raise --timeout if the server is just slow"));
+        };
         let ending = conn.session.ending().map(ToString::to_string);
         sent.map_err(|error| {
             let failure = self.failure(

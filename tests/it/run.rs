@@ -456,3 +456,44 @@ async fn ctrl_c_reports_the_finished_tests() {
     assert_eq!(report["files"][0]["tests"][0]["name"], "slow");
     server.shutdown().await;
 }
+
+/// A server that completes the handshake and then never reads: sends pile up in the
+/// socket buffers until a write blocks. The run must give up after `--timeout`, not hang.
+#[tokio::test]
+async fn a_send_to_a_server_that_stopped_reading_gives_up_after_the_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    // A small receive buffer makes the client's writes block sooner.
+    socket.set_recv_buffer_size(4096).expect("a small buffer");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let listener = socket.listen(8).expect("listen");
+    let url = format!("ws://{}/dev", listener.local_addr().unwrap());
+    let (holder, mut release) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("a client");
+        let ws = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("a handshake");
+        // Hold the connection open, unread, until the test ends.
+        let _ = (&mut release).await;
+        drop(ws);
+    });
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let line = format!("text {}\n", "x".repeat(60_000));
+    let script = format!("connect {url}\n{}", line.repeat(400));
+    std::fs::write(dir.path().join("flood.wsp"), script).expect("writing the script");
+    let started = std::time::Instant::now();
+    let output = wsprobe(dir.path(), &["run", "flood.wsp", "--timeout", "500ms"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("could not text within 500ms: the server is not reading"),
+        "{stdout}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it gave up in time"
+    );
+    drop(holder);
+    let _ = server.await;
+}
