@@ -783,3 +783,49 @@ async fn run_scripts_sign_the_upgrade_and_their_management_calls() {
     .await;
     assert_ne!(run.code, Some(0), "{}", run.all());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_signs_every_connection() {
+    let server = spawn_server(iam_config()).await;
+    let url = server.ws_url();
+    let env = key_env();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let report = dir.path().join("load.json");
+    let report_arg = report.to_string_lossy().into_owned();
+    let load = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "load",
+            url.as_str(),
+            "-c",
+            "3",
+            "-n",
+            "30",
+            "--no-progress",
+            "--report-json",
+            report_arg.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    for flag in ["--sigv4", "--sigv4-query"] {
+        let args = load(if flag == "--sigv4" {
+            &["--sigv4"]
+        } else {
+            &["--sigv4-query"]
+        });
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = wsprobe(&args, &env).await;
+        assert_eq!(run.code, Some(0), "{flag}: {}", run.all());
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("JSON");
+        assert_eq!(json["connections"]["opened"], 3, "{flag}: {json}");
+        assert_eq!(json["messages"]["echoed"], 30, "{flag}: {json}");
+        assert_no_secret(&run);
+    }
+    // Unsigned, every connection is refused with 403 and nothing opens: exit 3.
+    let args = load(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = wsprobe(&args, &env).await;
+    assert_eq!(run.code, Some(3), "{}", run.all());
+    assert!(run.all().contains("403"), "{}", run.all());
+}
