@@ -143,6 +143,16 @@ fn assert_clean(report: &Value, sent: u64) {
     assert_eq!(report["round_trip_ms"]["count"], sent);
 }
 
+/// Waits until the server has seen `n` connections open.
+async fn wait_connected(events: &mut tokio::sync::broadcast::Receiver<ServeEvent>, n: usize) {
+    for _ in 0..n {
+        support::wait_event(events, |event| {
+            matches!(event, ServeEvent::Connected { .. }).then_some(())
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_run_with_a_count_echoes_every_ping() {
     let server = support::spawn_default_server().await;
@@ -181,9 +191,8 @@ async fn a_closed_run_with_a_count_echoes_every_ping() {
 async fn an_open_run_sends_on_the_timetable_and_counts_exactly() {
     let server = support::spawn_default_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
     let hdr = dir.path().join("rtt.hlog");
-    let output = load(args(&[
+    let (output, report) = load_report(args(&[
         &server.ws_url(),
         "-c",
         "4",
@@ -193,14 +202,11 @@ async fn an_open_run_sends_on_the_timetable_and_counts_exactly() {
         "100",
         "--echo",
         "body",
-        "--report-json",
-        json.to_str().unwrap(),
         "--hdr-log",
         hdr.to_str().unwrap(),
     ]))
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let report = read_report(&json);
     assert_eq!(report["model"], "open");
     assert_eq!(report["target_rate"], 400.0);
     assert_clean(&report, 100);
@@ -453,12 +459,7 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
         "--connect-rate",
         "1000/s",
     ])));
-    for _ in 0..2 {
-        support::wait_event(&mut events, |event| {
-            matches!(event, ServeEvent::Connected { .. }).then_some(())
-        })
-        .await;
-    }
+    wait_connected(&mut events, 2).await;
     // Both connections are open and pinging: the server shuts down (close 1001).
     server.shutdown().await;
     let (output, report) = support::within("the load run", run).await.unwrap();
@@ -494,12 +495,7 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..2 {
-        support::wait_event(&mut events, |event| {
-            matches!(event, ServeEvent::Connected { .. }).then_some(())
-        })
-        .await;
-    }
+    wait_connected(&mut events, 2).await;
     // Some pings must be out before the interrupt: wait for a message to be routed.
     support::wait_event(&mut events, |event| {
         matches!(event, ServeEvent::Message { .. }).then_some(())
