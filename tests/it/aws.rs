@@ -89,12 +89,18 @@ async fn echo_round_trip(connection: &mut client::Connection, body: &str) -> Str
     within("a send", connection.stream.send(Message::text(message)))
         .await
         .expect("sending");
-    within("the echo", async {
+    next_text_message(connection, "the echo").await
+}
+
+/// The next text message on the connection (others are skipped); `what` names it in a
+/// failure.
+async fn next_text_message(connection: &mut client::Connection, what: &str) -> String {
+    within(what, async {
         loop {
             match connection.stream.next().await {
                 Some(Ok(Message::Text(text))) => return text.to_string(),
                 Some(Ok(_)) => continue,
-                other => panic!("no echo: {other:?}"),
+                other => panic!("no text message ({what}): {other:?}"),
             }
         }
     })
@@ -110,6 +116,18 @@ fn assert_forbidden(result: Result<client::Connection, ConnectError>) {
         Ok(_) => panic!("the handshake was accepted; 403 was expected"),
         Err(other) => panic!("expected a 403, got {other}"),
     }
+}
+
+/// A handshake request for the server's URL, signed now with the session token.
+fn signed_request(
+    server: &RunningServer,
+    mode: SignatureMode,
+) -> tungstenite::handshake::client::Request {
+    let mut request = server.ws_url().into_client_request().expect("a request");
+    signer(mode, SECRET, Some(SESSION_TOKEN))
+        .sign(&mut request, b"")
+        .expect("signing");
+    request
 }
 
 #[tokio::test]
@@ -176,10 +194,7 @@ async fn the_session_token_is_carried_and_signed() {
         "{authorization}"
     );
     // A different token under the same signature is refused.
-    let mut request = server.ws_url().into_client_request().expect("a request");
-    signer(SignatureMode::Headers, SECRET, Some(SESSION_TOKEN))
-        .sign(&mut request, b"")
-        .expect("signing");
+    let mut request = signed_request(&server, SignatureMode::Headers);
     request.headers_mut().insert(
         "x-amz-security-token",
         "another-token".parse().expect("a value"),
@@ -320,10 +335,7 @@ async fn log_lines_hold_no_signature_key_or_token() {
     let mut events = server.events();
     let mut signatures = Vec::new();
     for mode in [SignatureMode::Headers, SignatureMode::Query] {
-        let mut request = server.ws_url().into_client_request().expect("a request");
-        signer(mode, SECRET, Some(SESSION_TOKEN))
-            .sign(&mut request, b"")
-            .expect("signing");
+        let request = signed_request(&server, mode);
         let signed = format!(
             "{} {}",
             request
@@ -538,16 +550,7 @@ async fn manage_signs_with_a_profile_from_the_shared_files() {
     .await;
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert_no_secret(&run);
-    let received = within("the posted message", async {
-        loop {
-            match connection.stream.next().await {
-                Some(Ok(Message::Text(text))) => return text.to_string(),
-                Some(Ok(_)) => continue,
-                other => panic!("no message: {other:?}"),
-            }
-        }
-    })
-    .await;
+    let received = next_text_message(&mut connection, "the posted message").await;
     assert_eq!(received, "signed");
 
     // Presigned, the profile from AWS_PROFILE.
@@ -763,16 +766,7 @@ async fn run_scripts_sign_the_upgrade_and_their_management_calls() {
         .await;
         assert_eq!(run.code, Some(0), "{flag}: {}", run.all());
         assert_no_secret(&run);
-        let received = within("the posted message", async {
-            loop {
-                match target.stream.next().await {
-                    Some(Ok(Message::Text(text))) => return text.to_string(),
-                    Some(Ok(_)) => continue,
-                    other => panic!("no message: {other:?}"),
-                }
-            }
-        })
-        .await;
+        let received = next_text_message(&mut target, "the posted message").await;
         assert_eq!(received, "from-the-script");
     }
     // Unsigned, the script cannot even connect.
@@ -792,29 +786,24 @@ async fn load_signs_every_connection() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let report = dir.path().join("load.json");
     let report_arg = report.to_string_lossy().into_owned();
-    let load = |extra: &'static [&'static str]| {
+    let (url, report_arg) = (url.as_str(), report_arg.as_str());
+    let load = move |flag: Option<&'static str>| {
         let mut args = vec![
             "load",
-            url.as_str(),
+            url,
             "-c",
             "3",
             "-n",
             "30",
             "--no-progress",
             "--report-json",
-            report_arg.as_str(),
+            report_arg,
         ];
-        args.extend_from_slice(extra);
-        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        args.extend(flag);
+        args
     };
     for flag in ["--sigv4", "--sigv4-query"] {
-        let args = load(if flag == "--sigv4" {
-            &["--sigv4"]
-        } else {
-            &["--sigv4-query"]
-        });
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = wsprobe(&args, &env).await;
+        let run = wsprobe(&load(Some(flag)), &env).await;
         assert_eq!(run.code, Some(0), "{flag}: {}", run.all());
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("JSON");
@@ -823,9 +812,7 @@ async fn load_signs_every_connection() {
         assert_no_secret(&run);
     }
     // Unsigned, every connection is refused with 403 and nothing opens: exit 3.
-    let args = load(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = wsprobe(&args, &env).await;
+    let run = wsprobe(&load(None), &env).await;
     assert_eq!(run.code, Some(3), "{}", run.all());
     assert!(run.all().contains("403"), "{}", run.all());
 }
