@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use wsprobe::secret::Secret;
 use wsprobe::serve::{
-    LogFormat, LogSink, RouteBehaviour, RouteTable, SelectionExpression, ServeConfig, ServeEvent,
+    LogFormat, LogSink, RouteBehaviour, RouteTable, RunningServer, SelectionExpression,
+    ServeConfig, ServeEvent,
 };
 
 use crate::support::*;
@@ -22,6 +23,39 @@ fn is_aws_id(id: &str) -> bool {
         && id[..15]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Sends `method` with `body` to the `@connections` URL of connection `id`.
+async fn connections_call(
+    server: &RunningServer,
+    method: &str,
+    id: &str,
+    body: &[u8],
+) -> HttpResponse {
+    http(
+        server.addr(),
+        method,
+        &connection_path(server, id),
+        &[],
+        body,
+    )
+    .await
+}
+
+/// Sends one message (a raw frame, a binary message) and waits for it to be written.
+async fn send_message(ws: &mut Ws, message: Message) {
+    within("a send", ws.send(message)).await.unwrap();
+}
+
+/// Sends one text message over TLS and returns the text message that answers it.
+async fn tls_echo(ws: &mut TlsWs, message: &str) -> String {
+    within("a send", ws.send(Message::text(message.to_owned())))
+        .await
+        .unwrap();
+    match within("the echo", ws.next()).await {
+        Some(Ok(Message::Text(text))) => text.to_string(),
+        other => panic!("{other:?}"),
+    }
 }
 
 // 1. Stage path, other paths, plain GET, URLs.
@@ -392,14 +426,7 @@ async fn connections_post_delivers_big_messages_in_frames_of_at_most_32k() {
     let server = spawn_default_server().await;
     let (mut ws, id) = connect_and_id(&server).await;
     let body = "x".repeat(100_000);
-    let response = http(
-        server.addr(),
-        "POST",
-        &connection_path(&server, &id),
-        &[],
-        body.as_bytes(),
-    )
-    .await;
+    let response = connections_call(&server, "POST", &id, body.as_bytes()).await;
     assert_eq!(response.status, 200);
     assert_eq!(next_text(&mut ws).await, body);
 }
@@ -409,28 +436,14 @@ async fn connections_post_over_128k_gets_413() {
     let server = spawn_default_server().await;
     let (_ws, id) = connect_and_id(&server).await;
     let body = vec![b'x'; 131_073];
-    let response = http(
-        server.addr(),
-        "POST",
-        &connection_path(&server, &id),
-        &[],
-        &body,
-    )
-    .await;
+    let response = connections_call(&server, "POST", &id, &body).await;
     assert_eq!(response.status, 413);
     assert_eq!(
         response.header("x-amzn-errortype"),
         Some("PayloadTooLargeException")
     );
     let exactly = vec![b'x'; 131_072];
-    let response = http(
-        server.addr(),
-        "POST",
-        &connection_path(&server, &id),
-        &[],
-        &exactly,
-    )
-    .await;
+    let response = connections_call(&server, "POST", &id, &exactly).await;
     assert_eq!(response.status, 200);
 }
 
@@ -440,14 +453,7 @@ async fn connections_get_describes_the_connection() {
     let mut events = server.events();
     let _ws = connect_with(&server.ws_url(), &[("User-Agent", "probe-test/1.0")]).await;
     let id = next_connection_id(&mut events).await;
-    let response = http(
-        server.addr(),
-        "GET",
-        &connection_path(&server, &id),
-        &[],
-        b"",
-    )
-    .await;
+    let response = connections_call(&server, "GET", &id, b"").await;
     assert_eq!(response.status, 200);
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
     assert_eq!(body["identity"]["sourceIp"], "127.0.0.1");
@@ -472,14 +478,7 @@ async fn connections_delete_closes_with_1000_and_the_id_is_gone_after() {
     assert_eq!(expect_close(&mut ws).await.0, 1000);
     assert_eq!(disconnect_code(&mut events, &id).await, 1000);
     for method in ["GET", "POST", "DELETE"] {
-        let response = http(
-            server.addr(),
-            method,
-            &connection_path(&server, &id),
-            &[],
-            b"x",
-        )
-        .await;
+        let response = connections_call(&server, method, &id, b"x").await;
         assert_eq!(response.status, 410, "{method}");
         assert_eq!(
             response.header("x-amzn-errortype"),
@@ -513,14 +512,7 @@ async fn a_connection_closed_by_its_client_is_gone() {
     let (mut ws, id) = connect_and_id(&server).await;
     within("the close", ws.close(None)).await.unwrap();
     assert_eq!(disconnect_code(&mut events, &id).await, 1005);
-    let response = http(
-        server.addr(),
-        "POST",
-        &connection_path(&server, &id),
-        &[],
-        b"x",
-    )
-    .await;
+    let response = connections_call(&server, "POST", &id, b"x").await;
     assert_eq!(response.status, 410);
 }
 
@@ -550,14 +542,10 @@ async fn a_message_over_the_limit_in_small_frames_closes_with_1009() {
     let server = spawn_server(config).await;
     let mut ws = connect(&server.ws_url()).await;
     let first = Frame::message(vec![b'a'; 1000], OpCode::Data(Data::Text), false);
-    within("a send", ws.send(Message::Frame(first)))
-        .await
-        .unwrap();
+    send_message(&mut ws, Message::Frame(first)).await;
     for _ in 0..4 {
         let more = Frame::message(vec![b'a'; 1000], OpCode::Data(Data::Continue), false);
-        within("a send", ws.send(Message::Frame(more)))
-            .await
-            .unwrap();
+        send_message(&mut ws, Message::Frame(more)).await;
     }
     assert_eq!(expect_close(&mut ws).await.0, 1009);
 }
@@ -566,9 +554,7 @@ async fn a_message_over_the_limit_in_small_frames_closes_with_1009() {
 async fn a_binary_frame_closes_with_1003() {
     let server = spawn_default_server().await;
     let mut ws = connect(&server.ws_url()).await;
-    within("a send", ws.send(Message::binary(vec![1, 2, 3])))
-        .await
-        .unwrap();
+    send_message(&mut ws, Message::binary(vec![1, 2, 3])).await;
     assert_eq!(expect_close(&mut ws).await.0, 1003);
 }
 
@@ -577,9 +563,7 @@ async fn invalid_utf8_text_closes_with_1007() {
     let server = spawn_default_server().await;
     let mut ws = connect(&server.ws_url()).await;
     let frame = Frame::message(vec![b'a', 0xff, 0xfe], OpCode::Data(Data::Text), true);
-    within("a send", ws.send(Message::Frame(frame)))
-        .await
-        .unwrap();
+    send_message(&mut ws, Message::Frame(frame)).await;
     assert_eq!(expect_close(&mut ws).await.0, 1007);
 }
 
@@ -797,14 +781,7 @@ async fn every_event_is_logged_once_without_secrets() {
     let id = next_connection_id(&mut events).await;
     send_text(&mut ws, r#"{"action":"send","body":"token-abc"}"#).await;
     next_text(&mut ws).await;
-    let response = http(
-        server.addr(),
-        "GET",
-        &connection_path(&server, &id),
-        &[],
-        b"",
-    )
-    .await;
+    let response = connections_call(&server, "GET", &id, b"").await;
     assert_eq!(response.status, 200);
     within("the close", ws.close(None)).await.unwrap();
     disconnect_code(&mut events, &id).await;
@@ -924,16 +901,10 @@ async fn serves_wss_with_a_certificate() {
     assert!(server.ws_url().starts_with("wss://127.0.0.1:"));
     assert!(server.connections_url().starts_with("https://127.0.0.1:"));
     let mut ws = connect_tls(&server.ws_url(), &certificate).await.unwrap();
-    within(
-        "a send",
-        ws.send(Message::text(r#"{"action":"send","body":"secure"}"#)),
-    )
-    .await
-    .unwrap();
-    match within("the echo", ws.next()).await {
-        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), r#""secure""#),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        tls_echo(&mut ws, r#"{"action":"send","body":"secure"}"#).await,
+        r#""secure""#
+    );
     // A client that does not trust the certificate fails the TLS handshake.
     let stranger = TestCertificate::new();
     assert!(connect_tls(&server.ws_url(), &stranger).await.is_err());
@@ -953,14 +924,8 @@ async fn the_binary_serves_tls_from_pem_files() {
     ]);
     assert!(process.ws_url.starts_with("wss://"), "{}", process.ws_url);
     let mut ws = connect_tls(&process.ws_url, &certificate).await.unwrap();
-    within(
-        "a send",
-        ws.send(Message::text(r#"{"action":"send","body":1}"#)),
-    )
-    .await
-    .unwrap();
-    match within("the echo", ws.next()).await {
-        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "1"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        tls_echo(&mut ws, r#"{"action":"send","body":1}"#).await,
+        "1"
+    );
 }
