@@ -17,27 +17,9 @@ RUNS=${RUNS:-20}
 cargo build --release --quiet --bin wsprobe
 WSPROBE=target/release/wsprobe
 
-WORK=$(mktemp -d)
-SERVER=
-cleanup() {
-    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$WSPROBE" serve --listen 127.0.0.1:0 --quiet >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVER=$!
-URL=
-for _ in $(seq 100); do
-    URL=$(head -n1 "$WORK/serve.out" 2>/dev/null || true)
-    [ -n "$URL" ] && break
-    sleep 0.1
-done
-if [ -z "$URL" ]; then
-    echo "wsprobe serve did not print its URL" >&2
-    cat "$WORK/serve.err" >&2
-    exit 1
-fi
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+start_server serve "$WSPROBE" serve --listen 127.0.0.1:0 --quiet
 
 # median_ms COMMAND...: runs COMMAND RUNS times (output discarded, exit code checked) and
 # prints the median wall time in milliseconds.

@@ -33,26 +33,8 @@ BIN=target/release/wsprobe
 ECHO_SERVER=target/release/examples/bench_echo_server
 PING_LOOP=target/release/examples/bench_ping_loop
 
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# Starts a server that prints its URL as the first line of stdout; sets URL.
-start_server() {
-    local out="$WORK/server.$RANDOM"
-    "$@" >"$out" 2>/dev/null &
-    PIDS+=("$!")
-    for _ in $(seq 100); do
-        if [[ -s "$out" ]]; then break; fi
-        sleep 0.05
-    done
-    URL="$(head -n 1 "$out")"
-    [[ "$URL" == ws://* ]] || { echo "server did not start: $*" >&2; exit 1; }
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # Runs `wsprobe load` and prints the path of its JSON report.
 run_load() {
@@ -103,7 +85,7 @@ peak_rss_kib() {
 }
 
 echo "machine: $(nproc) cores; shared with other builds: figures are indicative"
-start_server "$ECHO_SERVER"
+start_server echo "$ECHO_SERVER"
 ECHO_URL="$URL"
 echo "echo server: $ECHO_URL"
 echo
@@ -133,7 +115,7 @@ echo "per connection: $per_connection KiB (goal < 16)"
 echo "failures: $(jq -c '.connections.failures' "$WORK/idle.json")"
 echo
 
-start_server "$BIN" serve --listen 127.0.0.1:0 --quiet --idle-timeout 10m
+start_server serve "$BIN" serve --listen 127.0.0.1:0 --quiet --idle-timeout 10m
 SERVE_URL="$URL"
 echo "wsprobe serve: $SERVE_URL"
 closed_model_against "$SERVE_URL" body "wsprobe serve"

@@ -21,23 +21,9 @@ cargo build --release --quiet --features bench --bin wsprobe --example bench_cli
 WSPROBE=target/release/wsprobe
 CLIENT=target/release/examples/bench_client
 
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$WSPROBE" serve --listen 127.0.0.1:0 --quiet >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVER_PID=$!
-URL=
-for _ in $(seq 100); do
-    URL=$(head -n1 "$WORK/serve.out" 2>/dev/null || true)
-    [ -n "$URL" ] && break
-    sleep 0.1
-done
-if [ -z "$URL" ]; then echo "wsprobe serve did not print its URL" >&2; cat "$WORK/serve.err" >&2; exit 1; fi
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+start_server serve "$WSPROBE" serve --listen 127.0.0.1:0 --quiet
 
 {
     echo "connect"

@@ -33,30 +33,8 @@ WSPROBE=target/release/wsprobe
 BASELINE=target/release/examples/bench_echo_server
 CLIENT=target/release/examples/bench_client
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# start NAME COMMAND...: runs a server in the background, waits for its URL line, and
-# sets URL and PID.
-start() {
-    local name=$1; shift
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 100); do
-        URL=$(head -n1 "$WORK/$name.out" 2>/dev/null || true)
-        [ -n "$URL" ] && return 0
-        sleep 0.1
-    done
-    echo "$name did not print its URL" >&2
-    cat "$WORK/$name.err" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
@@ -90,11 +68,11 @@ idle_kib() {
 
 SEND='{"action":"send","body":"Hello World!"}'
 
-start baseline "$BASELINE" 127.0.0.1:0
+start_server baseline "$BASELINE" 127.0.0.1:0
 BASELINE_URL=$URL BASELINE_PID=$PID
-start serve "$WSPROBE" serve --listen 127.0.0.1:0 --quiet
+start_server serve "$WSPROBE" serve --listen 127.0.0.1:0 --quiet
 SERVE_URL=$URL SERVE_PID=$PID
-start serve-log "$WSPROBE" serve --listen 127.0.0.1:0
+start_server serve-log "$WSPROBE" serve --listen 127.0.0.1:0
 SERVE_LOG_URL=$URL SERVE_LOG_PID=$PID
 # The logging server writes its lines to a file like a real access log would.
 

@@ -19,35 +19,11 @@ fi
 TOKEN=ci-example-token
 API_KEY=ci-example-key
 
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$WSPROBE" serve --listen 127.0.0.1:0 \
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+start_server serve "$WSPROBE" serve --listen 127.0.0.1:0 \
     --token "$TOKEN" --api-key "$API_KEY" \
-    --route sendmessage=broadcast --route whoami=whoami \
-    >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVER_PID=$!
-
-URL=
-for _ in $(seq 100); do
-    URL=$(head -n1 "$WORK/serve.out" 2>/dev/null || true)
-    [ -n "$URL" ] && break
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
-    sleep 0.1
-done
-if [ -z "$URL" ]; then
-    echo "wsprobe serve did not print its URL:" >&2
-    cat "$WORK/serve.err" >&2
-    exit 1
-fi
+    --route sendmessage=broadcast --route whoami=whoami
 
 mkdir -p target
 status=0
