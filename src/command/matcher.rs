@@ -35,6 +35,24 @@ pub enum FrameView<'a> {
     },
 }
 
+impl<'a> From<&'a crate::session::Frame> for FrameView<'a> {
+    /// A received frame as matchers see it: the REPL and the script runner both use this.
+    fn from(frame: &'a crate::session::Frame) -> Self {
+        use crate::session::{Frame, NO_STATUS};
+        match frame {
+            Frame::Text(text) => FrameView::Text(text),
+            Frame::Binary(data) => FrameView::Binary(data),
+            Frame::Ping(data) => FrameView::Ping(data),
+            Frame::Pong(data) => FrameView::Pong(data),
+            Frame::Close { code, reason } => FrameView::Close {
+                code: (*code != NO_STATUS).then_some(*code),
+                reason,
+            },
+            Frame::Dropped { reason } => FrameView::Close { code: None, reason },
+        }
+    }
+}
+
 impl FrameView<'_> {
     /// Whether this is a data message (text or binary), which `expect nothing` counts.
     pub fn is_message(&self) -> bool {

@@ -828,21 +828,7 @@ impl Driver {
 
 /// The frame as the command language's matchers see it.
 pub(super) fn view(frame: &Frame) -> crate::command::FrameView<'_> {
-    use crate::command::FrameView;
-    match frame {
-        Frame::Text(text) => FrameView::Text(text),
-        Frame::Binary(data) => FrameView::Binary(data),
-        Frame::Ping(data) => FrameView::Ping(data),
-        Frame::Pong(data) => FrameView::Pong(data),
-        Frame::Close { code, reason } => FrameView::Close {
-            code: (*code != crate::session::NO_STATUS).then_some(*code),
-            reason,
-        },
-        Frame::Dropped { .. } => FrameView::Close {
-            code: None,
-            reason: "",
-        },
-    }
+    frame.into()
 }
 
 fn connected_text(connection: &Connection) -> String {

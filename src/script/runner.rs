@@ -867,18 +867,7 @@ impl FileRun<'_> {
 
 /// A received frame as the matchers see it.
 fn view(frame: &Frame) -> FrameView<'_> {
-    match frame {
-        Frame::Text(text) => FrameView::Text(text),
-        Frame::Binary(data) => FrameView::Binary(data),
-        Frame::Ping(data) => FrameView::Ping(data),
-        Frame::Pong(data) => FrameView::Pong(data),
-        // 1005 is "no status code" (RFC 6455): the frame had none.
-        Frame::Close { code, reason } => FrameView::Close {
-            code: (*code != 1005).then_some(*code),
-            reason,
-        },
-        Frame::Dropped { reason } => FrameView::Close { code: None, reason },
-    }
+    frame.into()
 }
 
 /// A received frame in a failure's list.
