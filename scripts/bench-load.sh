@@ -27,7 +27,7 @@ REPEAT="${REPEAT:-3}"
 SIZE=64
 IDLE_CONNECTIONS=10000
 
-cargo build --release --features bench --bin wsprobe \
+cargo build --release -p wsprobe --features bench --bin wsprobe \
     --example bench_echo_server --example bench_ping_loop
 BIN=target/release/wsprobe
 ECHO_SERVER=target/release/examples/bench_echo_server

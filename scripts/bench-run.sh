@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 PAIRS=${PAIRS:-1000}
 ROUNDS=${ROUNDS:-5}
 
-cargo build --release --quiet --features bench --bin wsprobe --example bench_client
+cargo build --release --quiet -p wsprobe --features bench --bin wsprobe --example bench_client
 WSPROBE=target/release/wsprobe
 CLIENT=target/release/examples/bench_client
 

@@ -28,7 +28,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE + 512)) ]; th
     exit 1
 fi
 
-cargo build --release --quiet --features bench --bin wsprobe --example bench_echo_server --example bench_client
+cargo build --release --quiet -p wsprobe --features bench --bin wsprobe --example bench_echo_server --example bench_client
 WSPROBE=target/release/wsprobe
 BASELINE=target/release/examples/bench_echo_server
 CLIENT=target/release/examples/bench_client

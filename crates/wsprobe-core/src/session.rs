@@ -1,0 +1,855 @@
+//! One live connection: a reader task feeding an inbox, sending, and waiting for messages.
+//!
+//! [`Session::start`] takes an open [`Connection`] and spawns a reader task. Every frame
+//! that arrives becomes an [`Incoming`] (stamped with its arrival time) in the session's
+//! inbox; pings are answered with pongs by tungstenite as they are read. Front-ends use it
+//! in two ways, over the same type:
+//!
+//! - a script runner calls [`Session::wait_for`] with a matcher: buffered messages are
+//!   scanned in arrival order, then new arrivals, until the deadline; the first match is
+//!   consumed and the others stay buffered for later expectations;
+//! - a REPL also wants to *see* everything as it arrives: [`Session::start_watched`]
+//!   returns a [`Watch`] that receives a copy of every frame the moment it is read,
+//!   independently of what `wait_for` consumes. [`Session::split`] separates the cloneable
+//!   [`SessionSender`] from the [`Inbox`] so sending and waiting can live in different tasks.
+//!
+//! Every wait has a deadline. A failed wait ([`WaitError`]) tells a timeout from a closed
+//! connection and carries the messages that arrived and were not consumed, so a failure
+//! report can show what the server actually said.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use wsprobe_core::client::{self, ClientConfig};
+//! use wsprobe_core::session::{Outgoing, Session};
+//!
+//! let url = client::parse_url("ws://127.0.0.1:8080/dev")?;
+//! let mut session = Session::start(client::connect(&url, &ClientConfig::default()).await?);
+//! session.send(Outgoing::Text(r#"{"action":"send","body":"hi"}"#.into())).await?;
+//! let echo = session
+//!     .wait_for(Duration::from_secs(2), |m| m.frame.as_text() == Some("\"hi\""))
+//!     .await?;
+//! println!("echo after {:?}", echo.at.elapsed());
+//! session.close(1000, "bye", Duration::from_secs(1)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use url::Url;
+
+use crate::client::{Connection, Stream};
+
+/// The close code reported when a close frame carries no status (RFC 6455 §7.1.5).
+pub const NO_STATUS: u16 = 1005;
+/// The close code of a connection that ended without a close frame (RFC 6455 §7.1.5).
+pub const ABNORMAL: u16 = 1006;
+
+/// How long the reader keeps the socket after a close frame, so that tungstenite can
+/// send its reply and the server can end TCP cleanly.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// A frame to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// A ping with its payload (at most 125 bytes).
+    Ping(Vec<u8>),
+    /// A close frame, with a code and reason (at most 123 bytes) or without a status.
+    Close(Option<(u16, String)>),
+}
+
+/// A frame that arrived, or the abnormal end of the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// A ping from the server (already answered with a pong).
+    Ping(Vec<u8>),
+    /// A pong, e.g. the answer to our ping.
+    Pong(Vec<u8>),
+    /// A close frame: the server's, or its answer to ours. `code` is 1005 when the frame
+    /// carried no status.
+    Close {
+        /// The close code.
+        code: u16,
+        /// The close reason, possibly empty.
+        reason: String,
+    },
+    /// The connection ended without a close frame (close code 1006): reset, EOF, or a
+    /// protocol error.
+    Dropped {
+        /// What happened, in plain words.
+        reason: String,
+    },
+}
+
+impl Frame {
+    /// The text of a text frame.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Frame::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a text or binary message (not a control frame or an ending).
+    pub fn is_data(&self) -> bool {
+        matches!(self, Frame::Text(_) | Frame::Binary(_))
+    }
+
+    /// Whether this frame ends the connection (close or dropped): nothing follows it.
+    pub fn is_ending(&self) -> bool {
+        matches!(self, Frame::Close { .. } | Frame::Dropped { .. })
+    }
+
+    /// How the connection ended, for an ending frame.
+    pub fn ending(&self) -> Option<Ending> {
+        match self {
+            Frame::Close { code, reason } => Some(Ending::Closed {
+                code: *code,
+                reason: reason.clone(),
+            }),
+            Frame::Dropped { reason } => Some(Ending::Dropped {
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A short name of the frame's kind: `text`, `binary`, `ping`, `pong`, `close`, `dropped`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Text(_) => "text",
+            Frame::Binary(_) => "binary",
+            Frame::Ping(_) => "ping",
+            Frame::Pong(_) => "pong",
+            Frame::Close { .. } => "close",
+            Frame::Dropped { .. } => "dropped",
+        }
+    }
+}
+
+impl fmt::Display for Frame {
+    /// For failure reports: text as is, binary and control payloads by their size, the
+    /// ending with its code and reason.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Frame::Text(text) => f.write_str(text),
+            Frame::Binary(bytes) => write!(f, "<binary, {} bytes>", bytes.len()),
+            Frame::Ping(bytes) => write!(f, "<ping, {} bytes>", bytes.len()),
+            Frame::Pong(bytes) => write!(f, "<pong, {} bytes>", bytes.len()),
+            Frame::Close { code, reason } if reason.is_empty() => write!(f, "<close {code}>"),
+            Frame::Close { code, reason } => write!(f, "<close {code} {reason}>"),
+            Frame::Dropped { reason } => write!(f, "<dropped: {reason}>"),
+        }
+    }
+}
+
+/// A frame and when it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// When the reader task read it.
+    pub at: Instant,
+    /// What arrived.
+    pub frame: Frame,
+}
+
+impl Incoming {
+    /// The text of a text frame.
+    pub fn text(&self) -> Option<&str> {
+        self.frame.as_text()
+    }
+}
+
+/// How a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A close frame arrived (the server's, or its answer to ours).
+    Closed {
+        /// The close code (1005 when the frame had no status).
+        code: u16,
+        /// The close reason, possibly empty.
+        reason: String,
+    },
+    /// The connection ended without a close frame (code 1006).
+    Dropped {
+        /// What happened, in plain words.
+        reason: String,
+    },
+}
+
+impl Ending {
+    /// The close code: the frame's, or 1006 for a dropped connection.
+    pub fn code(&self) -> u16 {
+        match self {
+            Ending::Closed { code, .. } => *code,
+            Ending::Dropped { .. } => ABNORMAL,
+        }
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::Closed { code, reason } if reason.is_empty() => {
+                write!(f, "closed with code {code}")
+            }
+            Ending::Closed { code, reason } => write!(f, "closed with code {code} ({reason})"),
+            Ending::Dropped { reason } => write!(f, "dropped without a close frame: {reason}"),
+        }
+    }
+}
+
+/// Why a frame could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The connection is closed or closing.
+    #[error("the connection is closed")]
+    Closed,
+    /// The frame itself is not allowed (ping payload too long, reserved close code, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// Writing to the socket failed.
+    #[error("sending failed: {0}")]
+    Io(String),
+}
+
+/// Why a wait ended without the message it waited for. Both variants carry `seen`: the
+/// messages that arrived and are still unconsumed (in arrival order), to show in a report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed.
+    #[error("nothing matched within {}", humantime::format_duration(*after))]
+    Timeout {
+        /// The wait's length.
+        after: Duration,
+        /// Unconsumed messages, in arrival order.
+        seen: Vec<Incoming>,
+    },
+    /// The connection ended first; nothing more can arrive.
+    #[error("the connection {ending} before anything matched")]
+    Closed {
+        /// How it ended.
+        ending: Ending,
+        /// Unconsumed messages, in arrival order (the ending frame among them unless it
+        /// was consumed earlier).
+        seen: Vec<Incoming>,
+    },
+}
+
+impl WaitError {
+    /// The unconsumed messages at the time the wait gave up.
+    pub fn seen(&self) -> &[Incoming] {
+        match self {
+            WaitError::Timeout { seen, .. } | WaitError::Closed { seen, .. } => seen,
+        }
+    }
+
+    /// Whether the wait ran out of time (rather than the connection ending).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WaitError::Timeout { .. })
+    }
+}
+
+/// What the handshake of a session's connection told us.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// The URL connected to.
+    pub url: Url,
+    /// The address connected to.
+    pub peer: SocketAddr,
+    /// HTTP status of the handshake response (101).
+    pub status: u16,
+    /// Headers of the handshake response.
+    pub headers: tokio_tungstenite::tungstenite::http::HeaderMap,
+    /// The subprotocol the server chose.
+    pub subprotocol: Option<String>,
+    /// DNS, TCP, TLS and the handshake together.
+    pub connect_time: Duration,
+}
+
+/// State the reader task shares with every handle.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set once, when the reader sees the connection end.
+    ending: OnceLock<Ending>,
+}
+
+type Sink = SplitSink<WebSocketStream<Stream>, Message>;
+
+/// The sending half of a session. Cheap to clone; clones send on the same connection.
+#[derive(Clone, Debug)]
+pub struct SessionSender {
+    sink: Arc<Mutex<Sink>>,
+    shared: Arc<Shared>,
+}
+
+impl SessionSender {
+    /// Sends one frame and flushes it.
+    pub async fn send(&self, frame: Outgoing) -> Result<(), SessionError> {
+        let message = to_message(frame)?;
+        if self.shared.ending.get().is_some() {
+            return Err(SessionError::Closed);
+        }
+        let mut sink = self.sink.lock().await;
+        sink.send(message).await.map_err(send_error)
+    }
+
+    /// Whether the connection has ended (a close frame arrived, or it dropped).
+    pub fn is_closed(&self) -> bool {
+        self.shared.ending.get().is_some()
+    }
+
+    /// How the connection ended, once it has.
+    pub fn ending(&self) -> Option<&Ending> {
+        self.shared.ending.get()
+    }
+}
+
+fn to_message(frame: Outgoing) -> Result<Message, SessionError> {
+    Ok(match frame {
+        Outgoing::Text(text) => Message::Text(text.into()),
+        Outgoing::Binary(bytes) => Message::Binary(bytes.into()),
+        Outgoing::Ping(payload) => {
+            if payload.len() > 125 {
+                return Err(SessionError::Invalid(format!(
+                    "a ping payload is at most 125 bytes, this one has {}",
+                    payload.len()
+                )));
+            }
+            Message::Ping(payload.into())
+        }
+        Outgoing::Close(None) => Message::Close(None),
+        Outgoing::Close(Some((code, reason))) => {
+            check_close_code(code)?;
+            if reason.len() > 123 {
+                return Err(SessionError::Invalid(format!(
+                    "a close reason is at most 123 bytes, this one has {}",
+                    reason.len()
+                )));
+            }
+            Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            }))
+        }
+    })
+}
+
+/// Codes an endpoint may send (RFC 6455 §7.4): 1000–1003, 1007–1014, and 3000–4999.
+fn check_close_code(code: u16) -> Result<(), SessionError> {
+    match code {
+        1000..=1003 | 1007..=1014 | 3000..=4999 => Ok(()),
+        1004..=1006 | 1015 => Err(SessionError::Invalid(format!(
+            "close code {code} is reserved and must not be sent"
+        ))),
+        _ => Err(SessionError::Invalid(format!(
+            "close code {code} is not allowed; use 1000-1003, 1007-1014 or 3000-4999"
+        ))),
+    }
+}
+
+fn send_error(error: tungstenite::Error) -> SessionError {
+    use tungstenite::Error as E;
+    use tungstenite::error::ProtocolError;
+    match error {
+        E::ConnectionClosed | E::AlreadyClosed | E::Protocol(ProtocolError::SendAfterClosing) => {
+            SessionError::Closed
+        }
+        E::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            SessionError::Closed
+        }
+        E::Capacity(e) => SessionError::Invalid(e.to_string()),
+        other => SessionError::Io(other.to_string()),
+    }
+}
+
+/// Where the reader task delivers frames.
+#[derive(Debug)]
+pub struct Inbox {
+    receiver: mpsc::UnboundedReceiver<Incoming>,
+    /// Read from the channel but not consumed yet, in arrival order.
+    buffered: VecDeque<Incoming>,
+    /// Set when the ending frame has come through the channel (or the channel closed):
+    /// nothing more will arrive.
+    finished: Option<Ending>,
+    shared: Arc<Shared>,
+    _reader: AbortOnDrop,
+}
+
+/// Stops the reader task when the inbox goes away, so a forgotten session does not keep
+/// its socket open forever.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Inbox {
+    /// The next message: the oldest buffered one, else the next to arrive, waiting as long
+    /// as it takes. `None` once the connection has ended and everything was delivered.
+    /// Cancel-safe, so it can sit in a `tokio::select!` loop.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        if let Some(message) = self.buffered.pop_front() {
+            return Some(message);
+        }
+        if self.finished.is_some() {
+            return None;
+        }
+        match self.receiver.recv().await {
+            Some(message) => {
+                self.note(&message);
+                Some(message)
+            }
+            None => {
+                self.channel_closed();
+                None
+            }
+        }
+    }
+
+    /// Strictly the next message (buffered first), within `within`.
+    pub async fn next(&mut self, within: Duration) -> Result<Incoming, WaitError> {
+        self.wait_for(within, |_| true).await
+    }
+
+    /// The first message, in arrival order, that `matcher` accepts: buffered ones first,
+    /// then new arrivals until `within` has passed. The match is consumed; the messages it
+    /// skipped stay buffered for later waits. The ending frame (close or dropped) can be
+    /// matched like any other; once it is buffered and unmatched, the wait fails at once
+    /// with [`WaitError::Closed`].
+    pub async fn wait_for(
+        &mut self,
+        within: Duration,
+        matcher: impl FnMut(&Incoming) -> bool,
+    ) -> Result<Incoming, WaitError> {
+        let index = self.find(within, matcher).await?;
+        // `find` returns the index of a buffered message.
+        Ok(self
+            .buffered
+            .remove(index)
+            .expect("find returns an index inside the buffer"))
+    }
+
+    /// Waits until no data frame (text or binary) arrives for the whole of `within`. If
+    /// one does, or one is already buffered, it is returned as the error and stays
+    /// buffered. Control frames and the connection's end do not count. For `expect nothing`.
+    pub async fn expect_silence(&mut self, within: Duration) -> Result<(), Incoming> {
+        match self.find(within, |m| m.frame.is_data()).await {
+            Ok(index) => Err(self.buffered[index].clone()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The index in the buffer of the first message `matcher` accepts, reading new
+    /// arrivals into the buffer until the deadline.
+    async fn find(
+        &mut self,
+        within: Duration,
+        mut matcher: impl FnMut(&Incoming) -> bool,
+    ) -> Result<usize, WaitError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut scanned = 0;
+        loop {
+            while scanned < self.buffered.len() {
+                if matcher(&self.buffered[scanned]) {
+                    return Ok(scanned);
+                }
+                scanned += 1;
+            }
+            if let Some(ending) = &self.finished {
+                return Err(WaitError::Closed {
+                    ending: ending.clone(),
+                    seen: self.buffered.iter().cloned().collect(),
+                });
+            }
+            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(Some(message)) => {
+                    self.note(&message);
+                    self.buffered.push_back(message);
+                }
+                Ok(None) => self.channel_closed(),
+                Err(_elapsed) => {
+                    return Err(WaitError::Timeout {
+                        after: within,
+                        seen: self.buffered.iter().cloned().collect(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The next message if one is already here, without waiting.
+    pub fn try_next(&mut self) -> Option<Incoming> {
+        self.pull_pending();
+        self.buffered.pop_front()
+    }
+
+    /// Every message that arrived and was not consumed yet, in arrival order.
+    pub fn received_so_far(&mut self) -> Vec<Incoming> {
+        self.pull_pending();
+        self.buffered.iter().cloned().collect()
+    }
+
+    /// Takes every message that arrived and was not consumed yet, in arrival order.
+    pub fn drain(&mut self) -> Vec<Incoming> {
+        self.pull_pending();
+        self.buffered.drain(..).collect()
+    }
+
+    /// Whether the connection has ended (a close frame arrived, or it dropped), even if
+    /// the ending frame is still buffered.
+    pub fn is_closed(&self) -> bool {
+        self.shared.ending.get().is_some() || self.finished.is_some()
+    }
+
+    /// How the connection ended, once it has.
+    pub fn ending(&self) -> Option<&Ending> {
+        self.shared.ending.get().or(self.finished.as_ref())
+    }
+
+    fn pull_pending(&mut self) {
+        while self.finished.is_none() {
+            match self.receiver.try_recv() {
+                Ok(message) => {
+                    self.note(&message);
+                    self.buffered.push_back(message);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.channel_closed(),
+            }
+        }
+    }
+
+    fn note(&mut self, message: &Incoming) {
+        if let Some(ending) = message.frame.ending() {
+            self.finished = Some(ending);
+        }
+    }
+
+    fn channel_closed(&mut self) {
+        // The reader always sends an ending frame before it stops; if it stopped without
+        // one (it panicked or was aborted), the connection is as good as dropped.
+        if self.finished.is_none() {
+            self.finished = Some(Ending::Dropped {
+                reason: "the reader stopped".into(),
+            });
+        }
+    }
+}
+
+/// A copy of every frame as it arrives, for display: see [`Session::start_watched`].
+#[derive(Debug)]
+pub struct Watch {
+    receiver: mpsc::UnboundedReceiver<Incoming>,
+}
+
+impl Watch {
+    /// The next frame to arrive; `None` once the ending frame (close or dropped, always
+    /// the last) has been delivered. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.receiver.recv().await
+    }
+
+    /// A frame that has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+/// One live connection: send frames, wait for messages.
+#[derive(Debug)]
+pub struct Session {
+    info: ConnectionInfo,
+    sender: SessionSender,
+    inbox: Inbox,
+}
+
+impl Session {
+    /// Starts the reader task on `connection`. Must run inside a tokio runtime.
+    pub fn start(connection: Connection) -> Session {
+        Self::spawn(connection, None)
+    }
+
+    /// Like [`Session::start`], and also returns a [`Watch`] that gets a copy of every
+    /// frame (data, control and the ending) the moment it is read, whatever the inbox's
+    /// waits consume: a REPL prints from it while scripts-style waits run on the session.
+    pub fn start_watched(connection: Connection) -> (Session, Watch) {
+        let (watch_sender, receiver) = mpsc::unbounded_channel();
+        (
+            Self::spawn(connection, Some(watch_sender)),
+            Watch { receiver },
+        )
+    }
+
+    fn spawn(connection: Connection, watch: Option<mpsc::UnboundedSender<Incoming>>) -> Session {
+        let Connection {
+            stream,
+            url,
+            peer,
+            status,
+            headers,
+            subprotocol,
+            connect_time,
+        } = connection;
+        let (sink, source) = stream.split();
+        let shared = Arc::new(Shared::default());
+        let (inbox_sender, receiver) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(source, inbox_sender, watch, shared.clone()));
+        Session {
+            info: ConnectionInfo {
+                url,
+                peer,
+                status,
+                headers,
+                subprotocol,
+                connect_time,
+            },
+            sender: SessionSender {
+                sink: Arc::new(Mutex::new(sink)),
+                shared: shared.clone(),
+            },
+            inbox: Inbox {
+                receiver,
+                buffered: VecDeque::new(),
+                finished: None,
+                shared,
+                _reader: AbortOnDrop(reader),
+            },
+        }
+    }
+
+    /// What the handshake told us.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// A handle for sending from another task.
+    pub fn sender(&self) -> SessionSender {
+        self.sender.clone()
+    }
+
+    /// The inbox, for the waits not mirrored here.
+    pub fn inbox(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
+
+    /// Separates sending from receiving, e.g. to wait in one task and send in another.
+    pub fn split(self) -> (SessionSender, Inbox) {
+        (self.sender, self.inbox)
+    }
+
+    /// Sends one frame and flushes it.
+    pub async fn send(&self, frame: Outgoing) -> Result<(), SessionError> {
+        self.sender.send(frame).await
+    }
+
+    /// Strictly the next message (buffered first), within `within`.
+    pub async fn next(&mut self, within: Duration) -> Result<Incoming, WaitError> {
+        self.inbox.next(within).await
+    }
+
+    /// The first message that `matcher` accepts, within `within`; see [`Inbox::wait_for`].
+    pub async fn wait_for(
+        &mut self,
+        within: Duration,
+        matcher: impl FnMut(&Incoming) -> bool,
+    ) -> Result<Incoming, WaitError> {
+        self.inbox.wait_for(within, matcher).await
+    }
+
+    /// Waits until no data frame arrives for the whole of `within`; see
+    /// [`Inbox::expect_silence`].
+    pub async fn expect_silence(&mut self, within: Duration) -> Result<(), Incoming> {
+        self.inbox.expect_silence(within).await
+    }
+
+    /// Every message that arrived and was not consumed yet, in arrival order.
+    pub fn received_so_far(&mut self) -> Vec<Incoming> {
+        self.inbox.received_so_far()
+    }
+
+    /// Takes every message that arrived and was not consumed yet.
+    pub fn drain(&mut self) -> Vec<Incoming> {
+        self.inbox.drain()
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inbox.is_closed()
+    }
+
+    /// How the connection ended, once it has.
+    pub fn ending(&self) -> Option<&Ending> {
+        self.inbox.ending()
+    }
+
+    /// Ends the connection politely: sends a close frame with `code` and `reason` (unless
+    /// it has ended already) and waits for the server's answer, all of it within `within`.
+    /// Returns how the connection ended, or `None` if the server did not answer in time
+    /// (or did not even read the close frame).
+    pub async fn close(mut self, code: u16, reason: &str, within: Duration) -> Option<Ending> {
+        let deadline = Instant::now() + within;
+        if !self.is_closed() {
+            let frame = Outgoing::Close(Some((code, reason.to_owned())));
+            match tokio::time::timeout(within, self.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) if self.is_closed() => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.wait_for(left, |m| m.frame.is_ending()).await {
+            Ok(found) => found.frame.ending(),
+            Err(WaitError::Closed { ending, .. }) => Some(ending),
+            Err(WaitError::Timeout { .. }) => None,
+        }
+    }
+}
+
+/// Reads frames until the connection ends, delivering each to the inbox (and the watch).
+/// The last frame delivered is always an ending (close or dropped).
+async fn read_loop(
+    mut source: SplitStream<WebSocketStream<Stream>>,
+    inbox: mpsc::UnboundedSender<Incoming>,
+    watch: Option<mpsc::UnboundedSender<Incoming>>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let next = source.next().await;
+        let at = Instant::now();
+        let frame = match next {
+            Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
+            Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
+            Some(Ok(Message::Ping(bytes))) => Frame::Ping(bytes.to_vec()),
+            Some(Ok(Message::Pong(bytes))) => Frame::Pong(bytes.to_vec()),
+            Some(Ok(Message::Close(close))) => match close {
+                Some(close) => Frame::Close {
+                    code: close.code.into(),
+                    reason: close.reason.as_str().to_owned(),
+                },
+                None => Frame::Close {
+                    code: NO_STATUS,
+                    reason: String::new(),
+                },
+            },
+            // Raw frames are never returned by a read.
+            Some(Ok(Message::Frame(_))) => continue,
+            Some(Err(error)) => Frame::Dropped {
+                reason: dropped_reason(error),
+            },
+            None => Frame::Dropped {
+                reason: "the connection ended without a close frame".into(),
+            },
+        };
+        let ending = frame.ending();
+        if let Some(ending) = &ending {
+            let _ = shared.ending.set(ending.clone());
+        }
+        let incoming = Incoming { at, frame };
+        if let Some(watch) = &watch {
+            let _ = watch.send(incoming.clone());
+        }
+        if inbox.send(incoming).is_err() && watch.as_ref().is_none_or(|w| w.is_closed()) {
+            // Nobody is listening any more.
+            return;
+        }
+        if ending.is_some() {
+            break;
+        }
+    }
+    // Nothing follows the ending frame: let the receivers see the end of their channels.
+    drop(inbox);
+    drop(watch);
+    // After a close frame, keep reading a little: this lets tungstenite send its answer
+    // to the server's close and see the TCP connection end cleanly.
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(_)) = source.next().await {}
+    })
+    .await;
+}
+
+fn dropped_reason(error: tungstenite::Error) -> String {
+    use tungstenite::Error as E;
+    use tungstenite::error::ProtocolError;
+    match error {
+        E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            "the server ended the connection without a close frame".into()
+        }
+        E::Io(e) => format!("the connection broke: {e}"),
+        E::Capacity(e) => format!("a message was too large: {e}"),
+        E::Utf8(_) => "a text message was not valid UTF-8".into(),
+        E::Protocol(e) => format!("WebSocket protocol error: {e}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_that_may_be_sent() {
+        for code in [1000, 1001, 1003, 1008, 1011, 3000, 4999] {
+            assert!(check_close_code(code).is_ok(), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            assert!(check_close_code(code).is_err(), "{code}");
+        }
+    }
+
+    #[test]
+    fn oversized_control_payloads_are_refused() {
+        assert!(to_message(Outgoing::Ping(vec![0; 125])).is_ok());
+        assert!(to_message(Outgoing::Ping(vec![0; 126])).is_err());
+        assert!(to_message(Outgoing::Close(Some((1000, "x".repeat(123))))).is_ok());
+        assert!(to_message(Outgoing::Close(Some((1000, "x".repeat(124))))).is_err());
+    }
+
+    #[test]
+    fn frames_display_on_one_line() {
+        assert_eq!(Frame::Text("hi".into()).to_string(), "hi");
+        assert_eq!(Frame::Binary(vec![1, 2]).to_string(), "<binary, 2 bytes>");
+        assert_eq!(
+            Frame::Close {
+                code: 1000,
+                reason: "bye".into()
+            }
+            .to_string(),
+            "<close 1000 bye>"
+        );
+        let ending = Ending::Dropped {
+            reason: "reset".into(),
+        };
+        assert_eq!(ending.code(), ABNORMAL);
+    }
+}

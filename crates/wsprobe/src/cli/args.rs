@@ -1,0 +1,584 @@
+//! The command line: clap definitions for every subcommand, and the connection flags
+//! shared by `connect`, `run`, `load` and `manage` (one struct, flattened into each).
+//! Nothing here has a default that a stage profile could set: those flags are `Option`s,
+//! and `lower.rs` fills them from the profile, then from the core's defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use wsprobe_core::secret::Secret;
+use wsprobe_core::values::{self, Header};
+
+const ABOUT: &str = "A WebSocket tester for API Gateway stages and other WebSocket APIs";
+
+const EXAMPLES: &str = "\
+Examples:
+  wsprobe connect                                   # REPL against the bundled backend
+  wsprobe connect wss://abc123.execute-api.eu-west-1.amazonaws.com/dev \\
+      --auth 'Bearer xyz' --api-key \"$API_KEY\"
+  wsprobe run scripts/echo.wsp --report junit=report.xml
+  wsprobe load ws://127.0.0.1:8080/dev -c 100 --rate 1000/s -d 30s --threshold 'p99<50ms'
+  wsprobe serve --api-key secret-key --token xyz
+
+Exit codes: 0 success, 1 a check failed, 2 usage or script error, 3 could not connect,
+130 interrupted.";
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(name = "wsprobe", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Never colour output (colour is also off when NO_COLOR is set or output is not a terminal)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// Print tokens, API keys and other secrets instead of redacting them
+    #[arg(long, global = true)]
+    pub show_secrets: bool,
+}
+
+/// The jobs wsprobe does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Interactive REPL: send text or route-tagged JSON, see what arrives, check echoes
+    Connect(ConnectArgs),
+    /// Run scripts of sends and expectations (for CI), with JUnit and JSON reports
+    Run(RunArgs),
+    /// Load-ping a stage: many connections, a target rate, exact latency percentiles
+    Load(LoadArgs),
+    /// Run the reference backend: an API Gateway WebSocket stage with the sample echo app
+    Serve(ServeArgs),
+    /// One @connections call: post data to a connection, get its details, or delete it
+    Manage(ManageArgs),
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What an echo of a route-tagged send looks like (`--echo`); lowered into
+/// [`wsprobe_core::options::EchoPolicy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EchoFlag {
+    /// The value of the body field, as JSON (the sample echo app's `send` route)
+    Body,
+    /// The whole message, as sent
+    Full,
+    /// No echo is expected
+    Off,
+}
+
+/// Options for opening a connection, shared by `connect`, `run` and `load`.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectionArgs {
+    /// Extra handshake header, repeatable
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = values::parse_header)]
+    pub headers: Vec<Header>,
+
+    /// Authorization header value, e.g. 'Bearer xyz'
+    #[arg(
+        long,
+        value_name = "VALUE",
+        env = "WSPROBE_AUTH",
+        hide_env_values = true
+    )]
+    pub auth: Option<Secret>,
+
+    /// X-API-Key header value
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "WSPROBE_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<Secret>,
+
+    /// Sec-WebSocket-Protocol to offer, repeatable
+    #[arg(short = 's', long = "subprotocol", value_name = "PROTOCOL")]
+    pub subprotocols: Vec<String>,
+
+    /// Origin header
+    #[arg(short = 'o', long, value_name = "URL")]
+    pub origin: Option<String>,
+
+    /// How long the TCP connect, TLS and WebSocket handshake may take [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Extra PEM root certificates to trust (besides the platform's)
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with --key)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of the client certificate (with --cert)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Do not verify the server's TLS certificate (dangerous; prints a warning)
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
+    /// JSON field that carries the route of a route-tagged send [default: action]
+    #[arg(long, value_name = "NAME")]
+    pub route_field: Option<String>,
+
+    /// JSON field that carries the payload of a route-tagged send [default: body]
+    #[arg(long, value_name = "NAME")]
+    pub body_field: Option<String>,
+
+    /// What the echo of a route-tagged send looks like [default: body]
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub echo: Option<EchoFlag>,
+
+    /// HTTP CONNECT proxy for every connection, loopback included: http://HOST:PORT or http://USER:PASS@HOST:PORT
+    /// (overrides HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY; '' connects directly)
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<Secret>,
+
+    /// Connect directly, ignoring the proxy environment variables
+    #[arg(long)]
+    pub no_proxy: bool,
+
+    /// Take the URL and connection options from this stage of wsprobe.toml (flags win)
+    #[arg(short = 'S', long, value_name = "NAME", env = "WSPROBE_STAGE")]
+    pub stage: Option<String>,
+
+    /// The stage profile file (default: ./wsprobe.toml, else wsprobe/wsprobe.toml in the
+    /// user's config directory)
+    #[arg(long = "config", value_name = "FILE", env = "WSPROBE_CONFIG")]
+    pub config_file: Option<PathBuf>,
+
+    /// Sign the handshake (and @connections calls) with AWS SigV4 for service execute-api, as IAM-protected stages require
+    #[arg(long)]
+    pub sigv4: bool,
+
+    /// Sign with a presigned URL (SigV4 in the query string) instead of headers
+    #[arg(long)]
+    pub sigv4_query: bool,
+
+    /// AWS region to sign for (default: from an execute-api host, AWS_REGION, or the profile)
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Profile of ~/.aws/credentials and ~/.aws/config to sign with (default: AWS_PROFILE, then `default`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+}
+
+/// `wsprobe connect`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe connect                         # starts the bundled backend and connects to it
+  wsprobe connect ws://127.0.0.1:8080/dev --auth 'Bearer xyz' --api-key k1
+  wsprobe connect URL -x '/send send \"Hello World!\"' -w 1s
+  echo hello | wsprobe connect URL        # pipe mode: one message a line
+
+At the prompt: a plain line is sent as a text frame; /help lists the commands.")]
+pub struct ConnectArgs {
+    /// ws:// or wss:// URL; without one, the bundled backend is started on a free port
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Run this command (or send this text) after connecting, repeatable; then exit
+    #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
+    pub execute: Vec<String>,
+
+    /// With -x or piped input: how long to wait for messages before exiting (0: leave as soon as echo checks settle)
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger)]
+    pub wait: Duration,
+
+    /// How long an echo check waits for the echo
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
+    pub echo_timeout: Duration,
+
+    /// Show control frames (ping, pong, close)
+    #[arg(short = 'P', long)]
+    pub show_control: bool,
+
+    /// Prefix each message with a timestamp
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+
+    /// Pretty-print JSON messages
+    #[arg(long)]
+    pub pretty: bool,
+
+    /// History file (default: wsprobe/history in the user's data directory; with --stage
+    /// NAME, wsprobe/history-NAME)
+    #[arg(long, value_name = "FILE")]
+    pub history_file: Option<PathBuf>,
+}
+
+/// `-w`: a duration, where a bare `0` (no wait at all) needs no unit.
+fn parse_linger(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        values::parse_duration(text)
+    }
+}
+
+/// A `--report FORMAT=PATH` of `wsprobe run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportTarget {
+    Junit(PathBuf),
+    Json(PathBuf),
+}
+
+fn parse_report_target(text: &str) -> Result<ReportTarget, String> {
+    match text.split_once('=') {
+        Some(("junit", path)) if !path.is_empty() => Ok(ReportTarget::Junit(path.into())),
+        Some(("json", path)) if !path.is_empty() => Ok(ReportTarget::Json(path.into())),
+        _ => Err(format!(
+            "`{text}` is not a report; write `junit=PATH` or `json=PATH`"
+        )),
+    }
+}
+
+/// `wsprobe run`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe run scripts/echo.wsp --url ws://127.0.0.1:8080/dev
+  wsprobe run tests/*.wsp --var TOKEN=\"$TOKEN\" --report junit=junit.xml --report json=run.json")]
+pub struct RunArgs {
+    /// Script files to run, in order
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Set a variable for ${NAME} interpolation, repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = values::parse_key_value)]
+    pub vars: Vec<(String, String)>,
+
+    /// URL for `connect` lines that name none (also available as ${WS_URL})
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Write a report: junit=PATH or json=PATH, repeatable
+    #[arg(long = "report", value_name = "FORMAT=PATH", value_parser = parse_report_target)]
+    pub reports: Vec<ReportTarget>,
+
+    /// Stop at the first failing test
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Default wait of an expectation without `within`
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
+    pub timeout: Duration,
+
+    /// Base URL of the @connections API for post/get/delete (default: derived from the
+    /// connection's URL, e.g. ws://host/dev -> http://host/dev/@connections)
+    #[arg(long, value_name = "URL")]
+    pub management_url: Option<String>,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `wsprobe load`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe load ws://127.0.0.1:8080/dev -c 50 -d 10s              # closed model: max rate
+  wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms' --threshold 'errors<0.1%'
+  wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json")]
+pub struct LoadArgs {
+    /// ws:// or wss:// URL of the stage (may come from --stage instead)
+    #[arg(
+        value_name = "URL",
+        required_unless_present = "stage",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub url: String,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Number of connections
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 10)]
+    pub connections: usize,
+
+    /// Target message rate over all connections (open model); without it, one ping in flight per connection
+    #[arg(long, value_name = "N/s", value_parser = values::parse_rate)]
+    pub rate: Option<f64>,
+
+    /// How long to send for, once every connection has tried to open [default: 10s]
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = values::parse_duration, conflicts_with = "count")]
+    pub duration: Option<Duration>,
+
+    /// How many pings to send in all
+    #[arg(short = 'n', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+
+    /// Spread connection opening over this long (never faster than --connect-rate)
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
+    pub ramp_up: Option<Duration>,
+
+    /// Maximum rate of new connections
+    #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate)]
+    pub connect_rate: f64,
+
+    /// Size of each ping message in bytes (padding is added up to it; at most 16MiB)
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = values::parse_size)]
+    pub size: u64,
+
+    /// Route of each ping
+    #[arg(long, value_name = "NAME", default_value = "send")]
+    pub route: String,
+
+    /// An echo that takes longer than this is counted as late
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
+    pub timeout: Duration,
+
+    /// Pass/fail condition, repeatable: p99<50ms, p99.9<200ms, errors<0.1%, connect_errors==0, rate>=950/s
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub thresholds: Vec<String>,
+
+    /// Write the report as JSON
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<PathBuf>,
+
+    /// Write round-trip latencies as an HdrHistogram interval log
+    #[arg(long, value_name = "PATH")]
+    pub hdr_log: Option<PathBuf>,
+
+    /// No live progress line
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// An `@connections` call of `wsprobe manage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManageAction {
+    /// PostToConnection: send DATA to the client
+    Post,
+    /// GetConnection: when it connected, from where, when it was last active
+    Get,
+    /// DeleteConnection: close the connection
+    Delete,
+}
+
+/// `wsprobe manage`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The URL is the stage (ws:// or wss://, as for connect) or its management endpoint
+(http(s)://HOST/STAGE or http(s)://HOST/STAGE/@connections).
+
+Examples:
+  wsprobe manage post R0oXAdfD0kwCH6w= '{\"hello\":1}' --url ws://127.0.0.1:8080/dev
+  echo hi | wsprobe manage post R0oXAdfD0kwCH6w= --url wss://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4
+  wsprobe manage get R0oXAdfD0kwCH6w= --url https://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4 --profile dev
+  wsprobe manage delete R0oXAdfD0kwCH6w= --url ws://127.0.0.1:8080/dev
+
+Exit codes: 0 on a 2xx answer, 1 on any other status (e.g. 410 GoneException), 3 if the
+endpoint cannot be reached.")]
+pub struct ManageArgs {
+    /// post, get or delete
+    #[arg(value_name = "ACTION", value_enum)]
+    pub action: ManageAction,
+
+    /// The connection id, e.g. R0oXAdfD0kwCH6w= (it may start with `-`)
+    #[arg(value_name = "CONNECTION_ID", allow_hyphen_values = true)]
+    pub connection_id: String,
+
+    /// For post: the data to send (without it, standard input is sent)
+    #[arg(value_name = "DATA", allow_hyphen_values = true)]
+    pub data: Option<String>,
+
+    /// The stage URL or its @connections endpoint (may come from --stage instead)
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "stage",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub url: String,
+
+    #[command(flatten, next_help_heading = "Connection options")]
+    pub connection: ConnectionArgs,
+}
+
+/// What `serve` does with a message no route matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DefaultRoute {
+    /// Echo the frame back (a plain echo server)
+    Echo,
+    /// No $default route: the client gets API Gateway's Forbidden error frame
+    None,
+}
+
+/// Log line format of `serve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One access-log-like line per event
+    Plain,
+    /// One JSON object per line
+    Json,
+}
+
+/// `wsprobe serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  wsprobe serve                                          # ws://127.0.0.1:8080/dev
+  wsprobe serve --route-selection-expression '$request.body.message'   # the blog's sample app
+  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --token xyz --route chat=broadcast")]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Stage name: clients connect to /STAGE
+    #[arg(long, value_name = "NAME", default_value = "dev")]
+    pub stage: String,
+
+    /// Require this x-api-key on $connect (403 otherwise), repeatable
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "WSPROBE_SERVE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<Secret>,
+
+    /// Require 'Authorization: Bearer TOKEN' on $connect (401 otherwise), repeatable
+    #[arg(
+        long = "token",
+        value_name = "TOKEN",
+        env = "WSPROBE_SERVE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<Secret>,
+
+    /// Route selection expression, $request.body.PATH
+    #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
+    pub route_selection_expression: String,
+
+    /// Add a route: NAME=echo-body|echo|broadcast|whoami|lambda|lambda:URL ($default=… sets
+    /// the default route; $connect and $disconnect take lambda only), repeatable
+    #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
+    pub routes: Vec<String>,
+
+    /// Lambda integration for $connect, $disconnect and $default (replacing the built-in
+    /// send route): POST each event to this Lambda-runtime URL, e.g.
+    /// http://127.0.0.1:9000/2015-03-31/functions/function/invocations
+    #[arg(long, value_name = "URL")]
+    pub integration: Option<String>,
+
+    /// Give route NAME a route response: its integration's body goes back to the caller,
+    /// repeatable
+    #[arg(long = "route-response", value_name = "NAME")]
+    pub route_responses: Vec<String>,
+
+    /// How long an integration may take before the client gets `Internal server error`
+    /// (502 on $connect)
+    #[arg(long, value_name = "DURATION", default_value = "29s", value_parser = values::parse_duration)]
+    pub integration_timeout: Duration,
+
+    /// What unmatched messages get
+    #[arg(long, value_name = "ROUTE", value_enum, default_value_t = DefaultRoute::None)]
+    pub default_route: DefaultRoute,
+
+    /// Close a connection with 1001 after this long without a message
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = values::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Close a connection with 1001 after this long in all
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = values::parse_duration)]
+    pub max_connection_duration: Duration,
+
+    /// Largest frame accepted (bigger closes with 1009)
+    #[arg(long, value_name = "BYTES", default_value = "32KiB", value_parser = values::parse_size)]
+    pub max_frame_size: u64,
+
+    /// Largest message accepted (bigger closes with 1009)
+    #[arg(long, value_name = "BYTES", default_value = "128KiB", value_parser = values::parse_size)]
+    pub max_message_size: u64,
+
+    /// PEM certificate chain: serve wss:// and https:// (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve wss:// and https:// with a certificate generated at start for localhost,
+    /// 127.0.0.1 and ::1; its PEM is written to PATH (default: a file in the temp dir,
+    /// printed on start) for clients' --cacert
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
+    pub tls_self_signed: Option<Option<PathBuf>>,
+
+    /// Require a SigV4 signature (service execute-api) by this key on $connect and @connections (403 otherwise), repeatable
+    #[arg(
+        long = "iam-key",
+        value_name = "ACCESS_KEY:SECRET",
+        env = "WSPROBE_SERVE_IAM_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub iam_keys: Vec<Secret>,
+
+    /// Log line format
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// No log lines
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn linger_accepts_a_bare_zero() {
+        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_linger("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_linger("5").is_err());
+    }
+
+    #[test]
+    fn report_targets() {
+        assert_eq!(
+            parse_report_target("junit=a.xml"),
+            Ok(ReportTarget::Junit("a.xml".into()))
+        );
+        assert_eq!(
+            parse_report_target("json=r.json"),
+            Ok(ReportTarget::Json("r.json".into()))
+        );
+        assert!(parse_report_target("xml=a").is_err());
+        assert!(parse_report_target("junit=").is_err());
+    }
+}

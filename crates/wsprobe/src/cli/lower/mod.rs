@@ -1,0 +1,330 @@
+//! The one lowering of the command line into the core's types: connection flags ⊕ the
+//! stage profile ⊕ the core's defaults → [`ConnectOptions`]. Precedence is plain because
+//! both the flags and the profile are partial (absent = not given): a flag wins, then the
+//! profile, then the default written once in `wsprobe_core::options`.
+
+mod serve;
+
+pub use serve::serve_config;
+
+use std::io::Write as _;
+
+use colored::Colorize;
+use wsprobe_core::client::ClientConfig;
+use wsprobe_core::message::RouteFields;
+use wsprobe_core::options::{
+    ConnectOptions, DEFAULT_BODY_FIELD, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ECHO, DEFAULT_ROUTE_FIELD,
+    EchoPolicy, ProxyChoice, SigningChoice, TlsFiles,
+};
+use wsprobe_core::values::Header;
+
+use super::profile::{self, StageProfile};
+use super::{ConnectionArgs, EchoFlag};
+use crate::Error;
+
+/// Connection flags lowered: the URL (from the command line or the stage), the options,
+/// and the stage profile used, if any (for what front-ends key on it, like REPL history).
+#[derive(Debug)]
+pub struct Lowered {
+    /// The URL to connect to: the one given, else the stage's.
+    pub url: Option<String>,
+    /// The connection options.
+    pub options: ConnectOptions,
+    /// The stage profile that filled what the flags left out.
+    pub stage: Option<StageProfile>,
+}
+
+/// Lowers the connection flags and `url` (as given, if at all), reading the stage profile
+/// when `--stage` names one. A stage without a URL, when none was given, is an error.
+pub fn connection(args: &ConnectionArgs, url: Option<String>) -> Result<Lowered, Error> {
+    let stage = match &args.stage {
+        Some(name) => Some(profile::read_stage(name, args.config_file.as_deref())?),
+        None => None,
+    };
+    let lowered = merge(args, url, stage)?;
+    if let (None, Some(stage)) = (&lowered.url, &lowered.stage) {
+        return Err(Error::usage(format!(
+            "{}: stage `{}` has no url, and none was given; add `url = \"wss://…\"` to [stages.{}]",
+            stage.file.display(),
+            stage.name,
+            stage.name
+        )));
+    }
+    Ok(lowered)
+}
+
+/// Flags first, then the profile, then the defaults.
+fn merge(
+    args: &ConnectionArgs,
+    url: Option<String>,
+    stage: Option<StageProfile>,
+) -> Result<Lowered, Error> {
+    let empty = StageProfile::default();
+    let profile = stage.as_ref().unwrap_or(&empty);
+    // `-H` replaces the profile's headers of the same name and adds to the others.
+    let mut headers: Vec<Header> = profile
+        .headers
+        .iter()
+        .filter(|h| {
+            !args
+                .headers
+                .iter()
+                .any(|given| given.name.eq_ignore_ascii_case(&h.name))
+        })
+        .cloned()
+        .collect();
+    headers.extend(args.headers.iter().cloned());
+    let subprotocols = if args.subprotocols.is_empty() {
+        profile.subprotocols.clone()
+    } else {
+        args.subprotocols.clone()
+    };
+    let client_identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => profile.client_identity.clone(),
+    };
+    let proxy = if args.no_proxy {
+        ProxyChoice::Direct
+    } else {
+        match args.proxy.clone().or_else(|| profile.proxy.clone()) {
+            // `--proxy ''` connects directly, as curl's `-x ""` does.
+            Some(url) if url.expose().trim().is_empty() => ProxyChoice::Direct,
+            Some(url) => ProxyChoice::Through(url),
+            None => ProxyChoice::FromEnvironment,
+        }
+    };
+    let auth = args.auth.clone().or_else(|| profile.auth.clone());
+    let signing = signing(args, profile, auth.is_some() || has_authorization(&headers))?;
+    let connect_timeout = args
+        .connect_timeout
+        .or(profile.connect_timeout)
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    if connect_timeout.is_zero() {
+        return Err(Error::usage("--connect-timeout must be longer than 0s"));
+    }
+    let echo = match args.echo {
+        Some(EchoFlag::Body) => EchoPolicy::Body,
+        Some(EchoFlag::Full) => EchoPolicy::Full,
+        Some(EchoFlag::Off) => EchoPolicy::Off,
+        None => profile.echo.unwrap_or(DEFAULT_ECHO),
+    };
+    let options = ConnectOptions {
+        headers,
+        auth,
+        api_key: args.api_key.clone().or_else(|| profile.api_key.clone()),
+        subprotocols,
+        origin: args.origin.clone().or_else(|| profile.origin.clone()),
+        connect_timeout,
+        tls: TlsFiles {
+            cacert: args.cacert.clone().or_else(|| profile.cacert.clone()),
+            client_identity,
+            insecure: args.insecure || profile.insecure,
+        },
+        proxy,
+        signing,
+        fields: RouteFields {
+            route_field: first(&args.route_field, &profile.route_field, DEFAULT_ROUTE_FIELD),
+            body_field: first(&args.body_field, &profile.body_field, DEFAULT_BODY_FIELD),
+        },
+        echo,
+    };
+    Ok(Lowered {
+        url: url.or_else(|| profile.url.clone()),
+        options,
+        stage,
+    })
+}
+
+/// The flag's value, else the profile's, else the default.
+fn first(flag: &Option<String>, profile: &Option<String>, default: &str) -> String {
+    flag.as_deref()
+        .or(profile.as_deref())
+        .unwrap_or(default)
+        .to_owned()
+}
+
+fn has_authorization(headers: &[Header]) -> bool {
+    headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("authorization"))
+}
+
+/// SigV4 signing as asked: `--sigv4`/`--sigv4-query` or the profile's `sigv4`/`sigv4_query`.
+/// `--region`/`--profile` without signing, and header signing beside an `Authorization`
+/// of the user's (which the signature would replace), are usage errors.
+fn signing(
+    args: &ConnectionArgs,
+    profile: &StageProfile,
+    authorization_given: bool,
+) -> Result<Option<SigningChoice>, Error> {
+    let headers = args.sigv4 || profile.sigv4 == Some(true);
+    let query = args.sigv4_query || profile.sigv4_query == Some(true);
+    let region = args.region.clone().or_else(|| profile.region.clone());
+    let aws_profile = args.profile.clone().or_else(|| profile.aws_profile.clone());
+    if !headers && !query {
+        if args.region.is_some() || args.profile.is_some() {
+            return Err(Error::usage(
+                "--region and --profile choose how to sign; add --sigv4 (or --sigv4-query)",
+            ));
+        }
+        return Ok(None);
+    }
+    if !query && authorization_given {
+        return Err(Error::usage(
+            "--sigv4 puts the signature in the Authorization header, which --auth (or WSPROBE_AUTH, \
+             or -H Authorization) also sets; use --sigv4-query to send both",
+        ));
+    }
+    Ok(Some(SigningChoice {
+        query,
+        region,
+        profile: aws_profile,
+    }))
+}
+
+/// The client configuration of `options`, with its warnings printed to stderr.
+pub fn client_config(options: &ConnectOptions) -> Result<ClientConfig, Error> {
+    let (config, warnings) = ClientConfig::from_options(options)?;
+    let mut stderr = std::io::stderr().lock();
+    for warning in warnings {
+        let _ = writeln!(
+            stderr,
+            "{} {}",
+            "warning:".yellow().bold(),
+            warning.to_string().yellow()
+        );
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(flags: &[&str]) -> ConnectionArgs {
+        let mut argv = vec!["wsprobe", "connect"];
+        argv.extend_from_slice(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Connect(connect) => connect.connection,
+            _ => panic!("not connect"),
+        }
+    }
+
+    fn stage() -> StageProfile {
+        StageProfile {
+            name: "dev".into(),
+            url: Some("wss://abc123.execute-api.eu-west-1.amazonaws.com/dev".into()),
+            auth: Some(wsprobe_core::secret::Secret::new("Bearer t0k")),
+            api_key: Some(wsprobe_core::secret::Secret::new("k1")),
+            headers: vec![
+                Header {
+                    name: "X-Trace".into(),
+                    value: "on".into(),
+                },
+                Header {
+                    name: "X-Tenant".into(),
+                    value: "acme".into(),
+                },
+            ],
+            connect_timeout: Some(Duration::from_secs(3)),
+            cacert: Some(PathBuf::from("conf/certs/ca.pem")),
+            route_field: Some("message".into()),
+            echo: Some(EchoPolicy::Full),
+            ..StageProfile::default()
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_profile_even_when_equal_to_the_defaults() {
+        let flags = args(&[
+            "--api-key",
+            "flag-key",
+            "-H",
+            "x-tenant: other",
+            "--route-field",
+            "action",
+            "--connect-timeout",
+            "10s",
+        ]);
+        let lowered = merge(&flags, Some("ws://127.0.0.1:9/dev".into()), Some(stage())).unwrap();
+        let options = lowered.options;
+        assert_eq!(lowered.url.as_deref(), Some("ws://127.0.0.1:9/dev"));
+        assert_eq!(options.auth.unwrap().expose(), "Bearer t0k");
+        assert_eq!(options.api_key.unwrap().expose(), "flag-key");
+        let headers: Vec<String> = options
+            .headers
+            .iter()
+            .map(|h| format!("{}: {}", h.name, h.value))
+            .collect();
+        assert_eq!(headers, ["X-Trace: on", "x-tenant: other"]);
+        assert_eq!(options.fields.route_field, "action");
+        assert_eq!(options.connect_timeout, Duration::from_secs(10));
+        // Not given: the profile's.
+        assert_eq!(options.echo, EchoPolicy::Full);
+    }
+
+    #[test]
+    fn the_profile_fills_what_the_flags_leave_out_and_defaults_the_rest() {
+        let lowered = merge(&args(&[]), None, Some(stage())).unwrap();
+        let options = lowered.options;
+        assert_eq!(
+            lowered.url.as_deref(),
+            Some("wss://abc123.execute-api.eu-west-1.amazonaws.com/dev")
+        );
+        assert_eq!(options.fields.route_field, "message");
+        assert_eq!(options.fields.body_field, DEFAULT_BODY_FIELD);
+        assert_eq!(options.connect_timeout, Duration::from_secs(3));
+        assert_eq!(options.tls.cacert, Some(PathBuf::from("conf/certs/ca.pem")));
+
+        let bare = merge(&args(&[]), None, None).unwrap().options;
+        assert_eq!(bare.fields, RouteFields::default());
+        assert_eq!(bare.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(bare.echo, DEFAULT_ECHO);
+        assert!(matches!(bare.proxy, ProxyChoice::FromEnvironment));
+        assert!(bare.signing.is_none());
+    }
+
+    #[test]
+    fn signing_and_proxy_choices() {
+        let signed = merge(
+            &args(&["--sigv4-query", "--region", "eu-west-1"]),
+            None,
+            None,
+        )
+        .unwrap()
+        .options;
+        assert_eq!(
+            signed.signing,
+            Some(SigningChoice {
+                query: true,
+                region: Some("eu-west-1".into()),
+                profile: None
+            })
+        );
+        for bad in [
+            &["--region", "eu-west-1"][..],
+            &["--sigv4", "--auth", "Bearer x"],
+            &["--sigv4", "-H", "Authorization: x"],
+            &["--connect-timeout", "0s"],
+        ] {
+            assert!(
+                matches!(merge(&args(bad), None, None), Err(Error::Usage(_))),
+                "{bad:?}"
+            );
+        }
+        let direct = merge(&args(&["--proxy", ""]), None, None).unwrap().options;
+        assert!(matches!(direct.proxy, ProxyChoice::Direct));
+        let direct = merge(&args(&["--no-proxy"]), None, None).unwrap().options;
+        assert!(matches!(direct.proxy, ProxyChoice::Direct));
+        let through = merge(&args(&["--proxy", "http://127.0.0.1:3128"]), None, None)
+            .unwrap()
+            .options;
+        assert!(matches!(through.proxy, ProxyChoice::Through(_)));
+    }
+}

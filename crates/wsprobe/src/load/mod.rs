@@ -1,0 +1,764 @@
+//! `wsprobe load`: load-ping a stage with many connections and read exact latency
+//! percentiles, error counts by cause, and a pass/fail against thresholds.
+//!
+//! [`run`] turns the command line into a [`Plan`] (open or closed [`WorkMode`], a
+//! duration or count [`Limit`]), checks every input before anything connects, starts one
+//! worker task per connection (`worker.rs`) and a monitor that gathers the histograms
+//! each tick (`stats.rs`), drives the progress line (`progress.rs`) and writes the
+//! `--hdr-log` (`report.rs`). When the workers are done it builds the [`LoadReport`],
+//! evaluates the thresholds (`threshold.rs`) and prints.
+//!
+//! The files: `schedule.rs` (when connections open and pings are due), `ping.rs` (ping
+//! encoding and echo decoding), `inflight.rs` (matching echoes by sequence).
+
+mod inflight;
+mod ping;
+mod progress;
+pub mod report;
+mod schedule;
+mod stats;
+pub mod threshold;
+mod worker;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::cli::LoadArgs;
+use crate::{Context, Error, Outcome};
+use wsprobe_core::client::{self, WebSocketConfig};
+use wsprobe_core::options::ConnectOptions;
+use wsprobe_core::options::EchoPolicy;
+
+use report::{ConnectionsReport, HdrLog, LatencySummary, MessagesReport};
+pub use report::{LoadReport, Model};
+use schedule::{Openings, Timetable};
+use stats::{Collector, Stats};
+use threshold::{Observed, Threshold};
+use worker::{Shared, WorkerEnd};
+
+/// How long a run sends for when neither `-d` nor `-n` is given.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Far more connections than one client address can hold (each needs a local port, and
+/// there are 65535); a larger count would only overflow the per-connection bookkeeping.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// tungstenite's read buffer per connection: small, so 10,000 idle connections fit.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Opening the connections for longer than this gets a note on stderr.
+const LONG_OPENING: Duration = Duration::from_secs(10);
+
+/// How often the monitor gathers histograms and redraws the progress line.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Length of an interval of the progress line's p50/p99 and of the `--hdr-log`.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// How pings are paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WorkMode {
+    /// `--rate`: every connection follows a fixed timetable.
+    Open(Timetable),
+    /// No `--rate`: one ping in flight per connection, the next as soon as its echo is in.
+    Closed,
+}
+
+/// When sending stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `-d`: pings due (open) or ready (closed) before this long after the start.
+    Duration(Duration),
+    /// `-n`: this many pings over all connections.
+    Count(u64),
+}
+
+/// What a load run does, decided from the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Open or closed model.
+    pub mode: WorkMode,
+    /// When sending stops.
+    pub limit: Limit,
+    /// `-c`.
+    pub connections: usize,
+    /// When each connection opens.
+    pub openings: Openings,
+    /// `--timeout`: an echo later than this is late; a ping not echoed by the end plus
+    /// this is lost.
+    pub timeout: Duration,
+}
+
+impl Plan {
+    /// Checks the numbers of the command line and decides the plan.
+    pub fn from_args(args: &LoadArgs, options: &ConnectOptions) -> Result<Self, Error> {
+        if args.connections == 0 {
+            return Err(Error::usage("-c/--connections must be at least 1"));
+        }
+        if args.connections > MAX_CONNECTIONS {
+            return Err(Error::usage(format!(
+                "-c/--connections must be at most {MAX_CONNECTIONS} (each connection takes a \
+                 local port: one client address cannot hold more than 65535 to one server)"
+            )));
+        }
+        if args.size > ping::MAX_SIZE {
+            return Err(Error::usage(format!(
+                "--size must be at most {} (16MiB, the largest WebSocket frame wsprobe reads)",
+                ping::MAX_SIZE
+            )));
+        }
+        if args.count == Some(0) {
+            return Err(Error::usage("-n/--count must be at least 1"));
+        }
+        if args.duration == Some(Duration::ZERO) {
+            return Err(Error::usage("-d/--duration must be longer than zero"));
+        }
+        if options.echo == EchoPolicy::Off {
+            return Err(Error::usage(
+                "`load` matches every ping with its echo, so --echo off cannot be used; \
+                 pick --echo body (the default) or --echo full",
+            ));
+        }
+        if options.fields.route_field == options.fields.body_field {
+            return Err(Error::usage(
+                "--route-field and --body-field must name different fields",
+            ));
+        }
+        if args.timeout.is_zero() {
+            return Err(Error::usage("--timeout must be longer than zero"));
+        }
+        let limit = match (args.count, args.duration) {
+            (Some(count), _) => Limit::Count(count),
+            (None, Some(duration)) => Limit::Duration(duration),
+            (None, None) => Limit::Duration(DEFAULT_DURATION),
+        };
+        let mode = match args.rate {
+            Some(rate) => WorkMode::Open(Timetable::new(args.connections, rate)),
+            None => WorkMode::Closed,
+        };
+        Ok(Self {
+            mode,
+            limit,
+            connections: args.connections,
+            openings: Openings::new(args.connections, args.connect_rate, args.ramp_up),
+            timeout: args.timeout,
+        })
+    }
+}
+
+/// Runs `wsprobe load`: prints the report, writes the files asked for, and comes out per
+/// the thresholds (exit 1 on a breach), Ctrl-C (130), or no connection at all (3).
+pub async fn run(
+    args: LoadArgs,
+    options: ConnectOptions,
+    context: Context,
+) -> Result<Outcome, Error> {
+    // Everything the user typed is checked before the first connection.
+    let thresholds = args
+        .thresholds
+        .iter()
+        .map(|text| threshold::parse(text))
+        .collect::<Result<Vec<Threshold>, String>>()
+        .map_err(Error::Usage)?;
+    let plan = Plan::from_args(&args, &options)?;
+    let url = client::parse_url(&args.url)?;
+    let mut client = crate::cli::lower::client_config(&options)?;
+    client.websocket = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Each ping is written out at once: no batching that would add latency.
+        .write_buffer_size(0);
+    let report_json = args
+        .report_json
+        .as_deref()
+        .map(|path| create_file(path, "--report-json"))
+        .transpose()?;
+    let started_wall = SystemTime::now();
+    let hdr_log = args
+        .hdr_log
+        .as_deref()
+        .map(|path| {
+            HdrLog::create(path, started_wall).map_err(|e| {
+                Error::usage(format!("cannot write --hdr-log {}: {e}", path.display()))
+            })
+        })
+        .transpose()?;
+    check_open_file_limit(plan.connections);
+    announce_long_opening(&plan);
+
+    let format = ping::PingFormat::new(&args.route, &options.fields, args.size, options.echo);
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        url: url.clone(),
+        client,
+        plan: plan.clone(),
+        format,
+        stats: Stats::new(start, shard_count()),
+        tickets: AtomicU64::new(match plan.limit {
+            Limit::Count(count) => count,
+            Limit::Duration(_) => 0,
+        }),
+        openings_left: AtomicUsize::new(plan.connections),
+        go: watch::channel(None).0,
+    });
+
+    let (stop_monitor, monitor_stopped) = oneshot::channel();
+    let monitor = tokio::spawn(monitor(
+        shared.clone(),
+        progress::Progress::new(!args.no_progress),
+        hdr_log,
+        monitor_stopped,
+    ));
+    // Registered before the first worker starts, so no Ctrl-C falls back to the default
+    // action (killing the process without a report).
+    let interrupts = Interrupts::register();
+    let mut stop_senders = Vec::with_capacity(plan.connections);
+    let mut workers = JoinSet::new();
+    for index in 0..plan.connections {
+        let (stop_sender, stop) = oneshot::channel();
+        stop_senders.push(stop_sender);
+        workers.spawn(worker::run(shared.clone(), index, worker::Stop::new(stop)));
+    }
+    let Joined {
+        ends,
+        interrupted_at,
+        crashed,
+    } = wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
+    let _ = stop_monitor.send(());
+    let (collector, hdr_result) = monitor.await.map_err(|e| {
+        Error::Other(anyhow::anyhow!(
+            "the load monitor stopped unexpectedly: {e}"
+        ))
+    })?;
+
+    let elapsed = start.elapsed();
+    let mut rare = shared.stats.take_rare();
+    let first_connect_error = rare.first_connect_error.take();
+    let mut report = build_report(
+        &shared,
+        &args,
+        &url,
+        &collector,
+        rare,
+        &ends,
+        interrupted_at,
+        elapsed,
+        context,
+    );
+    let observed = Observed {
+        round_trip: &collector.round_trip,
+        errors: report.messages.errors,
+        sent: report.messages.sent,
+        connect_errors: report.connections.failed,
+        connect_attempts: report.connections.opened + report.connections.failed,
+        rate: report.achieved_rate,
+    };
+    report.thresholds = thresholds.iter().map(|t| t.evaluate(&observed)).collect();
+
+    print_report(&report);
+    if let Some(hint) = too_many_files_hint(&report) {
+        let _ = writeln!(std::io::stderr(), "{hint}");
+    }
+    if let Some((path, mut file)) = report_json {
+        file.write_all(report::to_json(&report).as_bytes())
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+    }
+    if let Err(e) = hdr_result {
+        return Err(Error::Other(anyhow::anyhow!("cannot write --hdr-log: {e}")));
+    }
+
+    if crashed > 0 {
+        return Err(Error::Other(anyhow::anyhow!(
+            "{crashed} of {} connection workers crashed (a bug in wsprobe; the panic is \
+             above), so the report leaves out what they measured",
+            plan.connections
+        )));
+    }
+    if report.interrupted {
+        return Ok(Outcome::Interrupted);
+    }
+    if report.connections.opened == 0
+        && let Some(error) = first_connect_error
+    {
+        return Err(Error::Connect(error));
+    }
+    Ok(if report.breached() {
+        Outcome::ChecksFailed
+    } else {
+        Outcome::Success
+    })
+}
+
+/// Creates an output file now, so a bad path is a usage error before anything is sent.
+fn create_file(path: &Path, flag: &str) -> Result<(PathBuf, std::fs::File), Error> {
+    std::fs::File::create(path)
+        .map(|file| (path.to_owned(), file))
+        .map_err(|e| Error::usage(format!("cannot write {flag} {}: {e}", path.display())))
+}
+
+/// Histogram shards: enough that worker threads rarely contend, few enough to stay small.
+fn shard_count() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
+}
+
+/// How the workers ended.
+struct Joined {
+    /// What each worker that finished reported.
+    ends: Vec<WorkerEnd>,
+    /// When the run was interrupted (µs since the start), if it was.
+    interrupted_at: Option<u64>,
+    /// Workers that panicked (a bug; aborted ones, after a second Ctrl-C, do not count).
+    crashed: usize,
+}
+
+/// Waits for every worker. The first Ctrl-C stops the sending (workers then wait for the
+/// echoes in flight, up to the timeout); a second one stops the workers at once.
+async fn wait_for_workers(
+    workers: &mut JoinSet<WorkerEnd>,
+    stats: &Stats,
+    mut stop_senders: Vec<oneshot::Sender<()>>,
+    mut interrupts: Interrupts,
+) -> Joined {
+    let mut joined = Joined {
+        ends: Vec::with_capacity(workers.len()),
+        interrupted_at: None,
+        crashed: 0,
+    };
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            next = workers.join_next() => match next {
+                Some(Ok(end)) => joined.ends.push(end),
+                Some(Err(error)) => joined.crashed += usize::from(error.is_panic()),
+                None => break,
+            },
+            signal = interrupts.next(), if listening => {
+                if signal.is_none() {
+                    // No signal handling on this platform: just wait for the workers.
+                    listening = false;
+                    continue;
+                }
+                if joined.interrupted_at.is_none() {
+                    joined.interrupted_at = Some(stats.now_us());
+                    for stop in stop_senders.drain(..) {
+                        let _ = stop.send(());
+                    }
+                } else {
+                    workers.abort_all();
+                }
+            }
+        }
+    }
+    joined
+}
+
+/// Ctrl-C, listened for from [`Interrupts::register`] on: a signal that comes while the
+/// listener is not being polled is kept for the next [`Interrupts::next`], not lost.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn register() -> Self {
+        Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next Ctrl-C; `None` when this platform cannot listen for it.
+    async fn next(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        {
+            self.signal.as_mut()?.recv().await
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.ok()
+        }
+    }
+}
+
+/// Every tick: gathers the histograms and redraws the progress line (rate and p50/p99
+/// over the last second, rolling); every second: an interval in the `--hdr-log`.
+/// Returns the totals when told to stop.
+async fn monitor(
+    shared: Arc<Shared>,
+    progress: progress::Progress,
+    mut hdr_log: Option<HdrLog>,
+    mut stop: oneshot::Receiver<()>,
+) -> (Collector, std::io::Result<()>) {
+    let stats = &shared.stats;
+    let mut collector = Collector::default();
+    let ticks_per_interval = (INTERVAL.as_millis() / TICK.as_millis()).max(1) as usize;
+    let mut window = stats::Window::new(ticks_per_interval);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval_start = Duration::ZERO;
+    let mut last_sent = 0;
+    let mut snapshot = progress::Snapshot {
+        wanted: shared.plan.connections,
+        ..progress::Snapshot::default()
+    };
+    let mut log_result = Ok(());
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = &mut stop => true,
+        };
+        collector.drain(stats);
+        let elapsed = stats.start.elapsed();
+        let sent = stats.total(|c| &c.sent);
+        window.push(collector.take_tick(), sent - last_sent);
+        last_sent = sent;
+        if elapsed >= interval_start + INTERVAL || stopping {
+            let interval = collector.take_interval();
+            let length = elapsed - interval_start;
+            if let Some(log) = &mut hdr_log
+                && log_result.is_ok()
+                && !length.is_zero()
+            {
+                log_result = log.write_interval(&interval, interval_start, length);
+            }
+            interval_start = elapsed;
+        }
+        let recent = window.round_trip();
+        snapshot.elapsed = elapsed;
+        snapshot.rate = window.sent() as f64 / (window.ticks() as f64 * TICK.as_secs_f64());
+        snapshot.p50_us = (!recent.is_empty()).then(|| recent.value_at_quantile(0.5));
+        snapshot.p99_us = (!recent.is_empty()).then(|| recent.value_at_quantile(0.99));
+        snapshot.open = usize::try_from(stats.open_now()).unwrap_or(usize::MAX);
+        snapshot.errors = stats.errors() + stats.total(|c| &c.connect_failed);
+        progress.update(&snapshot);
+        if stopping {
+            break;
+        }
+    }
+    progress.finish();
+    if let Some(log) = hdr_log {
+        log_result = log_result.and(log.finish());
+    }
+    (collector, log_result)
+}
+
+/// The report of what ran.
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    shared: &Shared,
+    args: &LoadArgs,
+    url: &url::Url,
+    collector: &Collector,
+    rare: stats::Rare,
+    ends: &[WorkerEnd],
+    interrupted_at: Option<u64>,
+    elapsed: Duration,
+    context: Context,
+) -> LoadReport {
+    let stats = &shared.stats;
+    let sent = stats.total(|c| &c.sent);
+    // Every connection tried to open before the workers ended, so the go was given.
+    let go_us = shared.go.borrow().unwrap_or_else(|| stats.now_us());
+    let sending_us = sending_window_us(&shared.plan, go_us, ends, interrupted_at);
+    let achieved_rate = if sending_us == 0 {
+        0.0
+    } else {
+        sent as f64 * 1e6 / sending_us as f64
+    };
+    // Query tokens (custom authorizers, presigned SigV4) are as secret as a password.
+    let shown_url = if context.show_secrets {
+        url.to_string()
+    } else {
+        client::redacted_url(url)
+    };
+    LoadReport {
+        schema: report::SCHEMA,
+        url: shown_url,
+        model: match shared.plan.mode {
+            WorkMode::Open(_) => Model::Open,
+            WorkMode::Closed => Model::Closed,
+        },
+        target_rate: args.rate,
+        achieved_rate,
+        size: args.size,
+        route: args.route.clone(),
+        echo: match shared.format.policy() {
+            EchoPolicy::Full => "full".into(),
+            EchoPolicy::Body | EchoPolicy::Off => "body".into(),
+        },
+        elapsed_s: elapsed.as_secs_f64(),
+        opening_s: go_us as f64 / 1e6,
+        sending_s: sending_us as f64 / 1e6,
+        interrupted: interrupted_at.is_some(),
+        connections: ConnectionsReport {
+            requested: shared.plan.connections as u64,
+            opened: stats.total(|c| &c.opened),
+            failed: stats.total(|c| &c.connect_failed),
+            failures: rare.connect_failures,
+            dropped: stats.total(|c| &c.dropped),
+            close_codes: rare
+                .close_codes
+                .into_iter()
+                .map(|(code, count)| (code.to_string(), count))
+                .collect(),
+        },
+        messages: MessagesReport {
+            sent,
+            echoed: stats.total(|c| &c.echoed),
+            late: stats.total(|c| &c.late),
+            lost: stats.total(|c| &c.lost),
+            duplicated: stats.total(|c| &c.duplicated),
+            corrupted: stats.total(|c| &c.corrupted),
+            error_frames: stats.total(|c| &c.error_frames),
+            error_kinds: rare.error_kinds,
+            errors: stats.errors(),
+        },
+        round_trip_ms: LatencySummary::of(&collector.round_trip),
+        connect_ms: LatencySummary::of(&collector.connect),
+        thresholds: Vec::new(),
+    }
+}
+
+/// How long pings were being sent, in µs: what the achieved rate is measured over.
+/// Sending starts at the go (`go_us`, µs since the start), for every connection at once.
+///
+/// Closed model: from the go until the last worker stopped sending. Open model: the
+/// planned sending time (`-d`, or `-n / rate`; cut short by Ctrl-C), or longer if the
+/// sends fell behind the timetable (then up to the last send plus one slot).
+fn sending_window_us(
+    plan: &Plan,
+    go_us: u64,
+    ends: &[WorkerEnd],
+    interrupted_at: Option<u64>,
+) -> u64 {
+    let since_go = |us: u64| us.saturating_sub(go_us);
+    let stopped = ends
+        .iter()
+        .filter_map(|end| end.stopped_sending_us)
+        .max()
+        .map_or(0, since_go);
+    match plan.mode {
+        WorkMode::Closed => stopped,
+        WorkMode::Open(timetable) => {
+            let planned = match plan.limit {
+                Limit::Duration(duration) => {
+                    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+                }
+                Limit::Count(count) => timetable.global_due_us(count),
+            };
+            let planned = interrupted_at.map_or(planned, |at| planned.min(since_go(at)));
+            let last_send = ends.iter().filter_map(|end| end.last_send_us).max();
+            match last_send {
+                Some(last) => {
+                    planned.max(since_go(last).saturating_add(timetable.period_us().round() as u64))
+                }
+                None => planned,
+            }
+        }
+    }
+}
+
+/// Prints the table and the threshold lines on stdout; a closed stdout is not an error.
+fn print_report(report: &LoadReport) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(report::to_table(report).as_bytes());
+    if !report.thresholds.is_empty() {
+        let _ = writeln!(stdout);
+        let _ = stdout.write_all(report::threshold_lines(report).as_bytes());
+    }
+    let _ = stdout.flush();
+}
+
+fn too_many_files_hint(report: &LoadReport) -> Option<String> {
+    report
+        .connections
+        .failures
+        .contains_key("too_many_open_files")
+        .then(|| {
+            format!(
+                "hint: some connections failed with EMFILE (too many open files); raise the \
+                 limit with `ulimit -n {}` (and the hard limit if needed) or use fewer connections",
+                report.connections.requested + 64
+            )
+        })
+}
+
+/// Says so on stderr when opening the connections alone will take a while, since no
+/// ping is sent until every connection has tried to open.
+fn announce_long_opening(plan: &Plan) {
+    let opening = plan.openings.at(plan.connections.saturating_sub(1));
+    if opening >= LONG_OPENING {
+        let shown = humantime::format_duration(Duration::from_secs(opening.as_secs()));
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: opening {} connections (one every {:?}) takes {shown}; sending starts after",
+            plan.connections,
+            plan.openings.interval()
+        );
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, and warns when even that is
+/// too low for `connections` (each needs a socket, plus a few for the process itself).
+fn check_open_file_limit(connections: usize) {
+    let Some(limit) = raise_open_file_limit() else {
+        return;
+    };
+    let needed = connections as u64 + 64;
+    if limit < needed {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: this process may open only {limit} files, and {connections} connections \
+             need about {needed}; connections beyond the limit will fail (raise it with \
+             `ulimit -n {needed}`)"
+        );
+    }
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to the hard one; returns the soft limit now in force.
+#[cfg(unix)]
+fn raise_open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        // macOS refuses an unlimited soft limit; 10240 (OPEN_MAX) is its usual ceiling.
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(10_240), hard);
+    }
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(line: &[&str]) -> LoadArgs {
+        let mut argv = vec!["wsprobe", "load", "ws://127.0.0.1:1/dev"];
+        argv.extend_from_slice(line);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Load(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plans_follow_the_command_line() {
+        let plan = Plan::from_args(
+            &args(&["-c", "4", "--rate", "100/s", "-n", "50"]),
+            &ConnectOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.mode, WorkMode::Open(Timetable::new(4, 100.0)));
+        assert_eq!(plan.limit, Limit::Count(50));
+        let plan = Plan::from_args(&args(&["-c", "2"]), &ConnectOptions::default()).unwrap();
+        assert_eq!(plan.mode, WorkMode::Closed);
+        assert_eq!(plan.limit, Limit::Duration(DEFAULT_DURATION));
+        let plan = Plan::from_args(&args(&["-d", "3s"]), &ConnectOptions::default()).unwrap();
+        assert_eq!(plan.limit, Limit::Duration(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn impossible_plans_are_usage_errors() {
+        for line in [
+            &["-c", "0"][..],
+            &["-c", "1000001"],
+            &["-c", "18446744073709551615"],
+            &["--size", "16777217"],
+            &["--size", "18446744073709551615"],
+            &["-n", "0"],
+            &["--echo", "off"],
+            &["--route-field", "x", "--body-field", "x"],
+            &["--timeout", "0s"],
+        ] {
+            let args = args(line);
+            let options = crate::cli::lower::connection(&args.connection, None)
+                .unwrap()
+                .options;
+            assert!(
+                matches!(Plan::from_args(&args, &options), Err(Error::Usage(_))),
+                "{line:?}"
+            );
+        }
+    }
+
+    /// A Ctrl-C that comes before the run waits for one (while the workers start) is kept;
+    /// before, it killed the process with no report and no exit code 130.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_ctrl_c_before_the_first_wait_is_kept() {
+        let mut interrupts = Interrupts::register();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), interrupts.next())
+            .await
+            .expect("the Ctrl-C sent before the wait arrives")
+            .expect("Ctrl-C can be listened for");
+    }
+
+    /// A worker that panics is counted (the run then fails), not silently left out.
+    #[tokio::test]
+    async fn a_crashed_worker_is_counted() {
+        let mut workers = JoinSet::new();
+        workers.spawn(async { panic!("a bug in a worker") });
+        workers.spawn(async {
+            WorkerEnd {
+                last_send_us: Some(1),
+                stopped_sending_us: Some(2),
+            }
+        });
+        let stats = Stats::new(Instant::now(), 1);
+        let joined = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait_for_workers(&mut workers, &stats, Vec::new(), Interrupts::register()),
+        )
+        .await
+        .expect("the workers are joined");
+        assert_eq!(joined.crashed, 1);
+        assert_eq!(joined.ends.len(), 1);
+    }
+
+    #[test]
+    fn sending_windows() {
+        let open = Plan::from_args(
+            &args(&["-c", "2", "--rate", "1000/s", "-n", "100"]),
+            &ConnectOptions::default(),
+        )
+        .unwrap();
+        // Times since the start; the go came at 5 ms.
+        let go = 5_000;
+        let end = |last: u64| WorkerEnd {
+            last_send_us: Some(go + last),
+            stopped_sending_us: Some(go + last),
+        };
+        // On time: the planned 100 ms.
+        assert_eq!(
+            sending_window_us(&open, go, &[end(98_000), end(99_000)], None),
+            100_000
+        );
+        // Behind: up to the last send plus a slot.
+        assert_eq!(sending_window_us(&open, go, &[end(150_000)], None), 151_000);
+        // Interrupted early.
+        assert_eq!(
+            sending_window_us(&open, go, &[end(10_000)], Some(go + 20_000)),
+            20_000
+        );
+        let closed = Plan::from_args(&args(&["-n", "5"]), &ConnectOptions::default()).unwrap();
+        assert_eq!(sending_window_us(&closed, go, &[end(7), end(9)], None), 9);
+        assert_eq!(sending_window_us(&closed, go, &[], None), 0);
+    }
+}

@@ -1,0 +1,500 @@
+//! One task per connection: wait for its turn to open, connect, send pings (on the
+//! timetable, or one at a time), match echoes by sequence, then wait for the echoes in
+//! flight and close.
+//!
+//! A connection that cannot be opened is counted by cause and not retried: retrying in
+//! a loop would hammer a stage that is already refusing, and would blur what the run
+//! measured. The run goes on with the connections that opened. A connection the server
+//! closes (or that breaks) is counted as dropped, with its close code, and not reopened.
+//!
+//! The task reads and writes the WebSocket itself (no session task, no channels): one
+//! `select!` over the next incoming message, the next due send and the stop signal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use url::Url;
+
+use super::inflight::{EchoVerdict, InFlight};
+use super::ping::{Decoded, PingFormat};
+use super::schedule;
+use super::stats::Stats;
+use super::{Limit, Plan, WorkMode};
+use wsprobe_core::client::{self, ClientConfig, Stream};
+use wsprobe_core::message::parse_gateway_error;
+
+/// How early the open model wakes up for a slot, in µs. tokio's timer fires on the
+/// first millisecond tick at or after the deadline, so waking for the slot itself would
+/// add 0–1 ms of timer slack to every measured latency. Waking up to 1 ms early and
+/// measuring from the earlier of the slot and the actual send keeps the timetable's rate
+/// and leaves the slack out of the latencies.
+const TIMER_LEAD_US: u64 = 1_000;
+
+/// How long a worker waits for the server's reply to its close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// What every worker shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Where to connect.
+    pub url: Url,
+    /// How to connect (small tungstenite buffers).
+    pub client: ClientConfig,
+    /// What to do.
+    pub plan: Plan,
+    /// How pings look.
+    pub format: PingFormat,
+    /// Where measurements go.
+    pub stats: Stats,
+    /// Closed model with `-n`: pings left to send, taken one at a time by any worker.
+    pub tickets: AtomicU64,
+    /// Connections that have not yet tried to open; the last one to try starts the
+    /// sending for everyone.
+    pub openings_left: AtomicUsize,
+    /// When sending starts (µs since the start), once every connection has tried to open.
+    pub go: watch::Sender<Option<u64>>,
+}
+
+impl Shared {
+    /// This connection has tried to open (or will not): the last one gives the go.
+    fn opening_done(&self) {
+        if self.openings_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.go.send_replace(Some(self.stats.now_us()));
+        }
+    }
+
+    fn take_ticket(&self) -> bool {
+        self.tickets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+
+    /// The instant `us` after the start (far in the future rather than overflowing, for
+    /// absurd rates and durations).
+    fn at(&self, us: u64) -> Instant {
+        Instant::from_std(schedule::after(self.stats.start, Duration::from_micros(us)))
+    }
+}
+
+/// What a worker tells the run when it is done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerEnd {
+    /// When it sent its last ping (µs since the start), if it sent any.
+    pub last_send_us: Option<u64>,
+    /// When it stopped sending (µs since the start), if it opened.
+    pub stopped_sending_us: Option<u64>,
+}
+
+/// How a wait on the connection ended.
+enum Flow {
+    /// The connection is still open.
+    Continue,
+    /// The server closed the connection, or it broke; it has been counted as dropped.
+    Ended,
+}
+
+/// Runs connection `index` to its end: open at its turn, wait for the go (every
+/// connection has tried to open), send until the limit or a stop, drain, close.
+pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd {
+    let ws = open(&shared, index, &mut stop).await;
+    shared.opening_done();
+    let Some(ws) = ws else {
+        return WorkerEnd::default();
+    };
+    let plan = &shared.plan;
+    let mut worker = Worker {
+        index,
+        shared: &shared,
+        ws,
+        inflight: InFlight::new(u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX)),
+        buffer: BytesMut::new(),
+        end: WorkerEnd::default(),
+    };
+    let flow = match worker.wait_for_go(&mut stop).await {
+        Go::Start(go_us) => match plan.mode {
+            WorkMode::Open(_) => worker.open_loop(go_us, &mut stop).await,
+            WorkMode::Closed => worker.closed_loop(go_us, &mut stop).await,
+        },
+        Go::Stop => Flow::Continue,
+        Go::Ended => Flow::Ended,
+    };
+    worker.end.stopped_sending_us = Some(shared.stats.now_us());
+    if let Flow::Continue = flow
+        && let Flow::Continue = worker.drain().await
+    {
+        worker.close().await;
+    }
+    let stats = &shared.stats;
+    stats.add(index, |c| &c.lost, worker.inflight.lost());
+    stats.count(index, |c| &c.closed);
+    worker.end
+}
+
+/// Waits for this connection's turn and opens it; `None` if it failed (counted) or the
+/// run stopped first. Only the WebSocket is kept: the handshake's headers and the rest
+/// are dropped here, so an idle connection holds as little as possible.
+async fn open(shared: &Shared, index: usize, stop: &mut Stop) -> Option<WebSocketStream<Stream>> {
+    let opening = Instant::from_std(schedule::after(
+        shared.stats.start,
+        shared.plan.openings.at(index),
+    ));
+    tokio::select! {
+        _ = sleep_until(opening) => {}
+        () = stop.wait() => return None,
+    }
+    let result = tokio::select! {
+        result = client::connect(&shared.url, &shared.client) => result,
+        () = stop.wait() => return None,
+    };
+    match result {
+        Ok(connection) => {
+            let connect_us = u64::try_from(connection.connect_time.as_micros()).unwrap_or(u64::MAX);
+            shared.stats.record_connected(index, connect_us);
+            Some(connection.stream)
+        }
+        Err(error) => {
+            shared.stats.record_connect_failure(index, error);
+            None
+        }
+    }
+}
+
+/// How the wait for the go ended.
+enum Go {
+    /// Sending starts at this time (µs since the start).
+    Start(u64),
+    /// The run stopped before.
+    Stop,
+    /// The connection ended before (counted as dropped).
+    Ended,
+}
+
+/// The run's request to stop sending (Ctrl-C), as one worker sees it: its own oneshot
+/// channel, so checking and waiting touch nothing shared with other workers (a shared
+/// `watch` would take a lock on every turn of every worker's loop).
+#[derive(Debug)]
+pub struct Stop {
+    receiver: oneshot::Receiver<()>,
+    requested: bool,
+}
+
+impl Stop {
+    /// A stop requested by sending on (or dropping) the other end of `receiver`.
+    pub fn new(receiver: oneshot::Receiver<()>) -> Self {
+        Self {
+            receiver,
+            requested: false,
+        }
+    }
+
+    /// Whether a stop was requested (one atomic load).
+    fn requested(&mut self) -> bool {
+        if !self.requested {
+            self.requested = !matches!(self.receiver.try_recv(), Err(TryRecvError::Empty));
+        }
+        self.requested
+    }
+
+    /// Resolves when a stop is requested; at once if it was.
+    async fn wait(&mut self) {
+        if !self.requested {
+            // A dropped sender means the run is gone, which is a stop too.
+            let _ = (&mut self.receiver).await;
+            self.requested = true;
+        }
+    }
+}
+
+struct Worker<'a> {
+    index: usize,
+    shared: &'a Shared,
+    ws: WebSocketStream<Stream>,
+    inflight: InFlight,
+    /// Reused for every ping (see `ping.rs`).
+    buffer: BytesMut,
+    end: WorkerEnd,
+}
+
+impl Worker<'_> {
+    /// Waits, open and reading, until every connection has tried to open.
+    async fn wait_for_go(&mut self, stop: &mut Stop) -> Go {
+        let mut go = self.shared.go.subscribe();
+        loop {
+            if let Some(go_us) = *go.borrow_and_update() {
+                return Go::Start(go_us);
+            }
+            tokio::select! {
+                () = stop.wait() => return Go::Stop,
+                changed = go.changed() => {
+                    if changed.is_err() {
+                        return Go::Stop;
+                    }
+                }
+                incoming = self.ws.next() => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        return Go::Ended;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Open model: send on the timetable until the limit or a stop.
+    async fn open_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
+        let (WorkMode::Open(timetable), limit) = (self.shared.plan.mode, self.shared.plan.limit)
+        else {
+            return Flow::Continue;
+        };
+        let mut slot = 0;
+        let quota = match limit {
+            Limit::Count(count) => timetable.share_of(self.index, count),
+            Limit::Duration(_) => u64::MAX,
+        };
+        let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
+        let sleep = sleep_until(wake_at(
+            go_us.saturating_add(timetable.due_us(self.index, slot)),
+        ));
+        tokio::pin!(sleep);
+        loop {
+            let due_us = timetable.due_us(self.index, slot);
+            let within_limit = match limit {
+                Limit::Duration(duration) => Duration::from_micros(due_us) < duration,
+                Limit::Count(_) => slot < quota,
+            };
+            let due_us = go_us.saturating_add(due_us);
+            if !within_limit {
+                return Flow::Continue;
+            }
+            // Incoming first: echoes are bounded by the sends, so reading cannot starve
+            // sending, while a connection behind its timetable (its slot always due)
+            // would otherwise never read and inflate every latency it measures.
+            tokio::select! {
+                biased;
+                () = stop.wait() => return Flow::Continue,
+                incoming = self.ws.next() => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        return Flow::Ended;
+                    }
+                }
+                () = &mut sleep => {
+                    // Late, the latency counts from the slot (the wait counts); early
+                    // (by the timer lead), from the actual send.
+                    let now_us = self.shared.stats.now_us();
+                    if let Flow::Ended = self.send(due_us.min(now_us), now_us).await {
+                        return Flow::Ended;
+                    }
+                    self.inflight.expire(self.shared.stats.now_us());
+                    slot += 1;
+                    sleep
+                        .as_mut()
+                        .reset(wake_at(go_us.saturating_add(timetable.due_us(self.index, slot))));
+                }
+            }
+        }
+    }
+
+    /// Closed model: one ping in flight; the next goes as soon as the echo is in (or the
+    /// ping timed out).
+    async fn closed_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
+        let limit = self.shared.plan.limit;
+        // One timer for the whole loop, armed for the expiry of the ping waiting when it
+        // is armed. It may then fire for a ping already echoed (its expiry is earlier
+        // than the current one's), which costs one spurious wake-up per timeout period
+        // instead of a timer registered and cancelled for every ping.
+        let timer = sleep_until(self.shared.at(go_us));
+        tokio::pin!(timer);
+        let mut armed = false;
+        loop {
+            if self.inflight.waiting() == 0 {
+                if stop.requested() {
+                    return Flow::Continue;
+                }
+                let now_us = self.shared.stats.now_us();
+                let may_send = match limit {
+                    Limit::Duration(duration) => {
+                        Duration::from_micros(now_us.saturating_sub(go_us)) < duration
+                    }
+                    Limit::Count(_) => self.shared.take_ticket(),
+                };
+                if !may_send {
+                    return Flow::Continue;
+                }
+                if let Flow::Ended = self.send(now_us, now_us).await {
+                    return Flow::Ended;
+                }
+                continue;
+            }
+            if !armed {
+                let expiry = self.inflight.next_expiry().unwrap_or_default();
+                timer
+                    .as_mut()
+                    .reset(self.shared.at(expiry.saturating_add(1)));
+                armed = true;
+            }
+            tokio::select! {
+                biased;
+                () = stop.wait() => return Flow::Continue,
+                incoming = self.ws.next() => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        return Flow::Ended;
+                    }
+                }
+                () = &mut timer => {
+                    armed = false;
+                    self.inflight.expire(self.shared.stats.now_us());
+                }
+            }
+        }
+    }
+
+    /// After the last send: wait for the echoes in flight, each up to the timeout.
+    async fn drain(&mut self) -> Flow {
+        while let Some(expiry) = self.inflight.next_expiry() {
+            tokio::select! {
+                incoming = self.ws.next() => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        return Flow::Ended;
+                    }
+                }
+                () = sleep_until(self.shared.at(expiry.saturating_add(1))) => {
+                    self.inflight.expire(self.shared.stats.now_us());
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Closes with 1000 and waits briefly for the server's close frame.
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            let normal = CloseFrame {
+                code: CloseCode::Normal,
+                reason: Utf8Bytes::default(),
+            };
+            if self.ws.close(Some(normal)).await.is_ok() {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            }
+        })
+        .await;
+    }
+
+    /// Sends the next ping; its latency will count from `since_us`.
+    /// `now_us` is the time just before the send (one clock read serves both).
+    async fn send(&mut self, since_us: u64, now_us: u64) -> Flow {
+        let sequence = self.inflight.next_sequence();
+        let bytes = self
+            .shared
+            .format
+            .encode(&mut self.buffer, self.index as u64, sequence);
+        // The ping is built from JSON-escaped text and ASCII only, so it is UTF-8.
+        let text = Utf8Bytes::try_from(bytes).expect("pings are ASCII");
+        self.inflight.sent(since_us);
+        match self.ws.send(Message::Text(text)).await {
+            Ok(()) => {
+                self.shared.stats.count(self.index, |c| &c.sent);
+                self.end.last_send_us = Some(now_us);
+                Flow::Continue
+            }
+            Err(error) => {
+                // The ping never left: it cannot be lost.
+                self.inflight.unsend();
+                self.dropped(close_code_of(&error));
+                Flow::Ended
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, incoming: Option<Result<Message, tungstenite::Error>>) -> Flow {
+        match incoming {
+            Some(Ok(Message::Text(text))) => {
+                self.on_text(text.as_str());
+                Flow::Continue
+            }
+            Some(Ok(Message::Binary(_))) => {
+                self.shared.stats.count(self.index, |c| &c.corrupted);
+                Flow::Continue
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let code = frame.map_or(wsprobe_core::session::NO_STATUS, |f| u16::from(f.code));
+                self.dropped(code);
+                Flow::Ended
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
+            Some(Err(error)) => {
+                self.dropped(close_code_of(&error));
+                Flow::Ended
+            }
+            None => {
+                self.dropped(wsprobe_core::session::ABNORMAL);
+                Flow::Ended
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &str) {
+        let stats = &self.shared.stats;
+        let now_us = stats.now_us();
+        match self.shared.format.decode(text) {
+            Decoded::Echo {
+                connection,
+                sequence,
+            } if connection == self.index as u64 => match self.inflight.echo(sequence, now_us) {
+                EchoVerdict::OnTime(latency) => {
+                    stats.count(self.index, |c| &c.echoed);
+                    stats.record_round_trip(self.index, latency);
+                }
+                EchoVerdict::Late(latency) => {
+                    stats.count(self.index, |c| &c.late);
+                    stats.record_round_trip(self.index, latency);
+                }
+                EchoVerdict::Duplicate => stats.count(self.index, |c| &c.duplicated),
+                EchoVerdict::Unknown => stats.count(self.index, |c| &c.corrupted),
+            },
+            Decoded::Damaged {
+                connection,
+                sequence,
+            } => {
+                stats.count(self.index, |c| &c.corrupted);
+                // It came back, damaged: counted as corrupted, not lost as well.
+                if connection == self.index as u64 {
+                    self.inflight.settle(sequence);
+                }
+            }
+            Decoded::Echo { .. } | Decoded::Corrupted => stats.count(self.index, |c| &c.corrupted),
+            // Off the hot path: a full parse to recognise a gateway error frame.
+            Decoded::NotAnEcho => match parse_gateway_error(text) {
+                Some(error) => {
+                    stats.record_error_frame(self.index, &error.message);
+                    self.inflight.answer_oldest();
+                }
+                None => stats.count(self.index, |c| &c.corrupted),
+            },
+        }
+    }
+
+    fn dropped(&mut self, code: u16) {
+        self.shared.stats.record_dropped(self.index, code);
+    }
+}
+
+/// The close code to count for a connection that broke with `error`.
+fn close_code_of(error: &tungstenite::Error) -> u16 {
+    match error {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            wsprobe_core::session::NO_STATUS
+        }
+        _ => wsprobe_core::session::ABNORMAL,
+    }
+}

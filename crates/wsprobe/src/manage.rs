@@ -1,0 +1,259 @@
+//! `wsprobe manage post|get|delete CONNECTION_ID [DATA] --url URL`: one `@connections`
+//! call (PostToConnection, GetConnection, DeleteConnection), SigV4-signed with `--sigv4`
+//! as real stages require. Prints the status line (with AWS's error type) and the body.
+//!
+//! [`request`] is the signed form of [`wsprobe_core::client::http::request`]: the `post`, `get`
+//! and `delete` script commands use it too, so a signed connection's calls are signed.
+
+use std::io::{IsTerminal, Read, Write};
+
+use bytes::Bytes;
+use colored::Colorize;
+use hyper::Method;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+use crate::cli::{ManageAction, ManageArgs};
+use crate::{Context, Error, Outcome};
+use wsprobe_core::aws::SignError;
+use wsprobe_core::client::http::HttpResponse;
+use wsprobe_core::client::{ClientConfig, ConnectError, redacted_url};
+use wsprobe_core::options::ConnectOptions;
+
+/// The largest message a stage accepts (PostToConnection's `Data` limit); standard input
+/// is read up to one byte more, so the server can say 413.
+const MAX_POST: usize = 128 * 1024;
+
+/// Runs `wsprobe manage`.
+pub async fn run(
+    args: ManageArgs,
+    options: ConnectOptions,
+    _context: Context,
+) -> Result<Outcome, Error> {
+    let config = crate::cli::lower::client_config(&options)?;
+    let base = management_base(&args.url)?;
+    if args.connection_id.trim().is_empty() {
+        return Err(Error::usage("the connection id is empty"));
+    }
+    let url = connection_url(&base, args.connection_id.trim());
+    let (method, body) = match args.action {
+        ManageAction::Post => (Method::POST, post_data(args.data)?),
+        ManageAction::Get | ManageAction::Delete if args.data.is_some() => {
+            return Err(Error::usage(
+                "only `manage post` takes DATA; get and delete send no body",
+            ));
+        }
+        ManageAction::Get => (Method::GET, Bytes::new()),
+        ManageAction::Delete => (Method::DELETE, Bytes::new()),
+    };
+    let mut headers = HeaderMap::new();
+    for given in &config.headers {
+        let name = HeaderName::from_bytes(given.name.as_bytes())
+            .map_err(|_| Error::usage(format!("`{}` is not a valid header name", given.name)))?;
+        let value = HeaderValue::from_bytes(given.value.as_bytes()).map_err(|_| {
+            Error::usage(format!(
+                "the value of header `{}` contains a character not allowed in a header",
+                given.name
+            ))
+        })?;
+        headers.append(name, value);
+    }
+    let response = request(method, &url, headers, body, &config).await?;
+    print_response(&response);
+    Ok(if response.is_success() {
+        Outcome::Success
+    } else {
+        Outcome::ChecksFailed
+    })
+}
+
+/// Sends one HTTP request like [`wsprobe_core::client::http::request`], SigV4-signed first
+/// when `config.signer` is set (headers, or a presigned URL). A region that cannot be
+/// told is an [`ConnectError::InvalidUrl`] (a usage error).
+pub async fn request(
+    method: Method,
+    url: &Url,
+    headers: HeaderMap,
+    body: impl Into<Bytes>,
+    config: &ClientConfig,
+) -> Result<HttpResponse, ConnectError> {
+    let body = body.into();
+    let Some(signer) = &config.signer else {
+        return wsprobe_core::client::http::request(method, url, headers, body, config).await;
+    };
+    let sign_error = |e: SignError| match e {
+        SignError::NoRegion { .. } => ConnectError::InvalidUrl {
+            url: redacted_url(url),
+            reason: e.to_string(),
+        },
+        SignError::Invalid(_) => ConnectError::Other {
+            url: redacted_url(url),
+            reason: e.to_string(),
+        },
+    };
+    let mut signed = http::Request::builder()
+        .method(method.clone())
+        .uri(url.as_str())
+        .body(())
+        .map_err(|e| sign_error(SignError::Invalid(e.to_string())))?;
+    *signed.headers_mut() = headers;
+    signer.sign(&mut signed, &body).map_err(sign_error)?;
+    let (parts, ()) = signed.into_parts();
+    // A presigned call carries its signature in the URL.
+    let signed_url = Url::parse(&parts.uri.to_string())
+        .map_err(|e| sign_error(SignError::Invalid(e.to_string())))?;
+    wsprobe_core::client::http::request(method, &signed_url, parts.headers, body, config).await
+}
+
+/// The `@connections` endpoint for what the user gave: a stage URL (`ws(s)://HOST/STAGE`,
+/// via [`wsprobe_core::message::management_url`]), an endpoint (`http(s)://HOST/STAGE`, as SDKs
+/// take it) or the `@connections` URL itself.
+pub fn management_base(text: &str) -> Result<Url, Error> {
+    let text = text.trim();
+    let invalid = |reason: &str| {
+        Error::Connect(ConnectError::InvalidUrl {
+            url: text.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    let url = Url::parse(text).map_err(|_| {
+        invalid("write the stage (wss://HOST/STAGE) or its endpoint (https://HOST/STAGE)")
+    })?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host"));
+    }
+    match url.scheme() {
+        "ws" | "wss" => Ok(wsprobe_core::message::management_url(&url)),
+        "http" | "https" => {
+            let path = url.path().trim_end_matches('/');
+            let last = path.rsplit('/').next().unwrap_or_default();
+            let mut base = url.clone();
+            base.set_query(None);
+            base.set_fragment(None);
+            if last == "@connections" || last.eq_ignore_ascii_case("%40connections") {
+                base.set_path(path);
+            } else {
+                base.set_path(&format!("{path}/@connections"));
+            }
+            Ok(base)
+        }
+        _ => Err(invalid(
+            "use ws://, wss:// (the stage) or http://, https:// (its endpoint)",
+        )),
+    }
+}
+
+/// `BASE/{id}`, the id percent-encoded as the SDKs send it (`=` → `%3D`).
+pub fn connection_url(base: &Url, connection_id: &str) -> Url {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let mut url = base.clone();
+    let path = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        utf8_percent_encode(connection_id, UNRESERVED)
+    );
+    url.set_path(&path);
+    url
+}
+
+/// DATA, or standard input when it is not a terminal.
+fn post_data(data: Option<String>) -> Result<Bytes, Error> {
+    if let Some(data) = data {
+        return Ok(Bytes::from(data));
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(Error::usage(
+            "`manage post` needs DATA, as an argument or on standard input",
+        ));
+    }
+    let mut buffer = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_POST as u64 + 1)
+        .read_to_end(&mut buffer)
+        .map_err(|e| Error::usage(format!("cannot read standard input: {e}")))?;
+    Ok(Bytes::from(buffer))
+}
+
+/// `200 OK`, or `410 Gone (GoneException)`, then the body if any.
+fn print_response(response: &HttpResponse) {
+    let mut status = format!("{} {}", response.status, response.reason);
+    if let Some(kind) = response.aws_error_type() {
+        status.push_str(&format!(" ({kind})"));
+    }
+    let status = status.trim_end().to_owned();
+    let shown = if response.is_success() {
+        status.green().bold()
+    } else {
+        status.red().bold()
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not an error.
+    let _ = writeln!(stdout, "{shown}");
+    if !response.body.is_empty() {
+        let body = response.text();
+        let _ = writeln!(stdout, "{}", body.trim_end());
+    }
+    let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(text: &str) -> String {
+        management_base(text).unwrap().to_string()
+    }
+
+    #[test]
+    fn management_bases() {
+        assert_eq!(
+            base("ws://127.0.0.1:8080/dev"),
+            "http://127.0.0.1:8080/dev/@connections"
+        );
+        assert_eq!(
+            base("wss://abc.execute-api.eu-west-1.amazonaws.com/prod/"),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/@connections"
+        );
+        assert_eq!(
+            base("https://abc.execute-api.eu-west-1.amazonaws.com/prod"),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/@connections"
+        );
+        assert_eq!(
+            base("http://127.0.0.1:1/dev/@connections/"),
+            "http://127.0.0.1:1/dev/@connections"
+        );
+        assert_eq!(
+            base("http://127.0.0.1:1/dev/%40connections?x=1"),
+            "http://127.0.0.1:1/dev/%40connections"
+        );
+        for bad in ["127.0.0.1:8080/dev", "ftp://h/dev", ""] {
+            assert!(
+                matches!(
+                    management_base(bad),
+                    Err(Error::Connect(ConnectError::InvalidUrl { .. }))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_ids_are_encoded() {
+        let base = management_base("ws://h:1/dev").unwrap();
+        assert_eq!(
+            connection_url(&base, "R0oXAdfD0kwCH6w=").as_str(),
+            "http://h:1/dev/@connections/R0oXAdfD0kwCH6w%3D"
+        );
+        assert_eq!(
+            connection_url(&base, "a/b c").as_str(),
+            "http://h:1/dev/@connections/a%2Fb%20c"
+        );
+    }
+}

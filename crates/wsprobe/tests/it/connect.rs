@@ -1,0 +1,1145 @@
+//! Integration tests: `wsprobe connect`, the real binary. At a pseudo-terminal (expectrl)
+//! for the prompt; with piped stdin and `-x` (assert_cmd) for the non-interactive modes.
+//! The server is the real `serve` in-process on port 0, or, for behaviours it does not
+//! have (a slow handshake, silence, an odd close code), a tiny WebSocket server here.
+//! Every wait has a timeout; HOME and XDG_DATA_HOME point at a temporary directory so no
+//! test touches the real history file.
+
+use std::path::Path;
+use std::process::Command as StdCommand;
+use std::time::{Duration, Instant};
+
+use expectrl::{ControlCode, Expect as _};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use wsprobe_core::secret::Secret;
+use wsprobe_serve::{RunningServer, ServeConfig, ServeEvent};
+
+use crate::support::{self, TIMEOUT};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A server running on a runtime of its own, so the test thread can block on the binary.
+struct Backend {
+    runtime: tokio::runtime::Runtime,
+    server: Option<RunningServer>,
+}
+
+impl Backend {
+    fn start(config: ServeConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let server = runtime.block_on(support::spawn_server(config));
+        Self {
+            runtime,
+            server: Some(server),
+        }
+    }
+
+    /// The sample echo app with its defaults.
+    fn sample() -> Self {
+        Self::start(ServeConfig::default())
+    }
+
+    /// The sample echo app plus the `whoami` route (`{"connectionId": …}`).
+    fn with_whoami() -> Self {
+        let mut config = ServeConfig::default();
+        config
+            .routes
+            .insert("whoami", wsprobe_serve::RouteBehaviour::Whoami);
+        Self::start(config)
+    }
+
+    fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("the server runs until drop")
+    }
+
+    fn url(&self) -> String {
+        self.server().ws_url()
+    }
+
+    fn events(&self) -> broadcast::Receiver<ServeEvent> {
+        self.server().events()
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The id and handshake headers of the next connection.
+    fn next_connection(
+        &self,
+        events: &mut broadcast::Receiver<ServeEvent>,
+    ) -> (String, Vec<(String, String)>) {
+        self.block_on(support::wait_event(events, |event| match event {
+            ServeEvent::Connected {
+                connection_id,
+                headers,
+                ..
+            } => Some((connection_id.clone(), headers.clone())),
+            _ => None,
+        }))
+    }
+
+    /// Sends `body` to a connection through the @connections API.
+    fn push(&self, connection_id: &str, body: &str) {
+        let server = self.server();
+        let path = support::connection_path(server, connection_id);
+        let response = self.block_on(support::http(
+            server.addr(),
+            "POST",
+            &path,
+            &[],
+            body.as_bytes(),
+        ));
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}
+
+/// The real binary with a clean environment: no colour, no credentials from the
+/// environment, and a temporary home.
+fn wsprobe(home: &Path) -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+    command
+        .env("NO_COLOR", "1")
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
+        .timeout(TIMEOUT);
+    command
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(command: &mut assert_cmd::Command) -> Run {
+    let output = command.output().expect("running wsprobe");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl Run {
+    /// Fails the test, showing stderr, unless stderr contains `needle`.
+    #[track_caller]
+    fn assert_stderr_has(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "no {needle:?} in stderr:\n{}",
+            self.stderr
+        );
+    }
+}
+
+/// `wsprobe connect` at a pseudo-terminal.
+struct Pty {
+    session: expectrl::session::OsSession,
+}
+
+impl Pty {
+    fn spawn(home: &Path, args: &[&str], color: bool) -> Self {
+        let mut command = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"));
+        command
+            .arg("connect")
+            .args(args)
+            .env("TERM", "xterm")
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env_remove("WSPROBE_AUTH")
+            .env_remove("WSPROBE_API_KEY");
+        if color {
+            command.env_remove("NO_COLOR");
+        } else {
+            command.env("NO_COLOR", "1");
+        }
+        let mut session = expectrl::Session::spawn(command).expect("spawning in a pty");
+        session.set_expect_timeout(Some(TIMEOUT));
+        Self { session }
+    }
+
+    /// Waits for the first prompt: from then on the editor owns the terminal, so keys
+    /// such as Ctrl-C reach it as keys (before, the terminal would turn Ctrl-C into
+    /// SIGINT). Nothing printed before the first prompt contains `> `.
+    fn wait_prompt(&mut self) {
+        self.expect("> ");
+    }
+
+    /// Waits for `connected to …` and the prompt drawn after it. Whichever comes first,
+    /// the first prompt or the line, exactly one prompt follows the line, so nothing
+    /// printed later can be mistaken for a fresh prompt.
+    fn wait_connected(&mut self) {
+        self.expect("connected to");
+        self.wait_prompt();
+    }
+
+    fn expect(&mut self, needle: &str) -> String {
+        match self.session.expect(needle) {
+            Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
+            Err(e) => panic!("waiting for {needle:?}: {e}"),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.session.send_line(line).expect("typing");
+    }
+
+    fn control(&mut self, code: ControlCode) {
+        self.session.send(code).expect("sending a control key");
+    }
+
+    /// Whether the terminal is in canonical (line) mode, as it was given to wsprobe: the
+    /// line editor turns it off while it owns the terminal.
+    fn canonical(&self) -> bool {
+        let master = self
+            .session
+            .get_process()
+            .get_raw_handle()
+            .expect("the terminal's master side");
+        let mode = nix::sys::termios::tcgetattr(&master).expect("reading the terminal's mode");
+        mode.local_flags
+            .contains(nix::sys::termios::LocalFlags::ICANON)
+    }
+
+    /// The exit code, waiting at most [`TIMEOUT`] (reading output so the child never
+    /// blocks on a full terminal).
+    fn exit_code(&mut self) -> i32 {
+        use expectrl::process::unix::WaitStatus;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let mut sink = [0u8; 4096];
+            let _ = self.session.try_read(&mut sink);
+            match self.session.get_process().status() {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, signal, _)) => panic!("killed by {signal:?}"),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "wsprobe did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a scripted test server does with a connection.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Reads everything, answers nothing.
+    Silent,
+    /// Echoes every text frame.
+    Echo,
+    /// Closes with this code when a text frame arrives.
+    CloseWith(u16),
+}
+
+/// A WebSocket server for behaviours `serve` does not have. Its handshake waits for
+/// `release` (if kept) before answering.
+struct Scripted {
+    url: String,
+    release: Option<oneshot::Sender<()>>,
+}
+
+fn scripted(backend: &Backend, part: Part, hold_handshake: bool) -> Scripted {
+    let listener = backend
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .expect("binding port 0");
+    let url = format!("ws://{}/dev", listener.local_addr().expect("address"));
+    let (release, released) = oneshot::channel::<()>();
+    backend.runtime.spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        if hold_handshake {
+            let _ = released.await;
+        }
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        while let Some(Ok(message)) = ws.next().await {
+            match (part, message) {
+                (Part::Echo, Message::Text(text)) => {
+                    let _ = ws.send(Message::Text(text)).await;
+                }
+                (Part::CloseWith(code), Message::Text(_)) => {
+                    let _ = ws
+                        .send(Message::Close(Some(CloseFrame {
+                            code: code.into(),
+                            reason: "scripted".into(),
+                        })))
+                        .await;
+                }
+                _ => {}
+            }
+        }
+    });
+    Scripted {
+        url,
+        release: Some(release),
+    }
+}
+
+fn temp_home() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+// ---------------------------------------------------------------------------------------
+// At the prompt
+
+#[test]
+fn prompt_sends_headers_shows_the_echo_and_quits_with_1000_on_ctrl_d() {
+    let backend = Backend::start(ServeConfig {
+        api_keys: vec![Secret::new("key-one")],
+        tokens: vec![Secret::new("token-abc")],
+        ..ServeConfig::default()
+    });
+    let mut events = backend.events();
+    let home = temp_home();
+    let history = home.path().join("hist").join("history");
+    let history_arg = history.to_string_lossy().into_owned();
+    let url = backend.url();
+    let mut pty = Pty::spawn(
+        home.path(),
+        &[
+            &url,
+            "--auth",
+            "Bearer token-abc",
+            "--api-key",
+            "key-one",
+            "-H",
+            "X-Custom: yes",
+            "--history-file",
+            &history_arg,
+        ],
+        false,
+    );
+    let (id, headers) = backend.next_connection(&mut events);
+    let has = |name: &str, value: &str| headers.iter().any(|(n, v)| n == name && v == value);
+    assert!(has("authorization", "Bearer token-abc"), "{headers:?}");
+    assert!(has("x-api-key", "key-one"), "{headers:?}");
+    assert!(has("x-custom", "yes"), "{headers:?}");
+
+    pty.wait_connected();
+    pty.type_line(r#"/send send "Hello World!""#);
+    pty.expect(r#"> {"action":"send","body":"Hello World!"}"#);
+    pty.expect(r#"< "Hello World!""#);
+    pty.expect("✓ echo");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+    let code = backend.block_on(support::disconnect_code(&mut events, &id));
+    assert_eq!(code, 1000);
+    let saved = std::fs::read_to_string(&history).expect("the history file was written");
+    assert!(saved.contains(r#"/send send "Hello World!""#), "{saved}");
+}
+
+#[test]
+fn a_line_being_typed_survives_a_message_arriving() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    let (id, _) = backend.next_connection(&mut events);
+    pty.wait_connected();
+    pty.session.send(r#"/send send "typed"#).expect("typing");
+    // Wait until the editor has echoed what was typed, then make a message arrive.
+    pty.expect("typed");
+    backend.push(&id, "pushed meanwhile");
+    pty.expect("< pushed meanwhile");
+    pty.session.send(" line\"\r").expect("typing the rest");
+    pty.expect(r#"< "typed line""#);
+    pty.expect("✓ echo");
+    pty.type_line("/quit");
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn a_mismatching_echo_is_reported_with_expected_and_actual() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(
+        home.path(),
+        &[&url, "--echo", "full", "--echo-timeout", "300ms"],
+        false,
+    );
+    pty.wait_connected();
+    pty.type_line("/send send x");
+    pty.expect("✗ echo mismatch");
+    pty.expect(r#"expected: {"action":"send","body":"x"}"#);
+    pty.expect(r#"actual:   "x""#);
+    // A message no route takes gets API Gateway's error frame, shown as an error.
+    pty.type_line("not routed");
+    pty.expect("< gateway error: Forbidden (connectionId ");
+    pty.expect(", requestId ");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn ctrl_c_clears_the_line_and_tab_completes_commands() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    backend.next_connection(&mut events);
+    pty.wait_connected();
+    pty.session.send("never sent").expect("typing");
+    pty.expect("never sent");
+    pty.control(ControlCode::EndOfText);
+    // A fresh prompt (what was typed after Ctrl-C in the same burst is dropped, as in
+    // a shell).
+    pty.wait_prompt();
+    // Completion: `/se` + Tab becomes `/send `.
+    pty.session.send("/se\t").expect("typing");
+    pty.session.send("send \"tab\"\r").expect("typing");
+    pty.expect(r#"< "tab""#);
+    pty.expect("✓ echo");
+    // The cleared line never reached the server: the first message it saw is the send.
+    let route = backend.block_on(support::wait_event(&mut events, |event| match event {
+        ServeEvent::Message { route_key, .. } => Some(route_key.clone()),
+        _ => None,
+    }));
+    assert_eq!(route.as_deref(), Some("send"));
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn lines_typed_before_the_handshake_completes_are_sent_after_it() {
+    let backend = Backend::sample();
+    let mut server = scripted(&backend, Part::Echo, true);
+    let home = temp_home();
+    let url = server.url.clone();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.wait_prompt();
+    pty.type_line("early bird");
+    pty.expect("early bird");
+    let _ = server.release.take().map(|release| release.send(()));
+    pty.expect("connected to");
+    pty.expect("< early bird");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn the_server_closing_at_the_prompt_is_shown_and_sets_the_exit_code() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::CloseWith(4001), false);
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[&server.url], false);
+    pty.wait_connected();
+    pty.type_line("please close");
+    pty.expect("connection closed by the server: 4001 scripted");
+    assert_eq!(pty.exit_code(), 1);
+}
+
+#[test]
+fn without_a_url_the_prompt_talks_to_the_bundled_backend() {
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[], false);
+    pty.expect("started the bundled backend at ws://127.0.0.1:");
+    pty.wait_connected();
+    pty.type_line(r#"/send send "Hello World!""#);
+    pty.expect(r#"< "Hello World!""#);
+    pty.expect("✓ echo");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn colour_is_on_at_a_terminal_without_no_color() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], true);
+    pty.wait_connected();
+    pty.type_line("/send send hi");
+    // Sent in cyan, the echo check in green.
+    pty.expect("\x1b[36m> {\"action\":\"send\",\"body\":\"hi\"}");
+    pty.expect("\x1b[32m✓ echo");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn whoami_capture_and_post_to_myself_at_the_prompt() {
+    // The bundled backend has the whoami route.
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[], false);
+    pty.wait_connected();
+    pty.type_line("/send whoami");
+    pty.expect(r#"< {"connectionId":""#);
+    pty.type_line("/capture me = json $.connectionId");
+    pty.expect("✓ capture ${me} = ");
+    pty.type_line("/post ${me} hello from myself");
+    // The pushed message and the answer of the call race; the status is checked after.
+    pty.expect("< hello from myself");
+    pty.type_line("/expect status 200");
+    pty.expect("✓ expect status 200");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn sigterm_at_the_prompt_gives_the_terminal_back_and_closes_with_1001() {
+    use expectrl::process::unix::Signal;
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.wait_connected();
+    let (id, _) = backend.next_connection(&mut events);
+    assert!(
+        !pty.canonical(),
+        "the editor should have the terminal in raw mode"
+    );
+    pty.session
+        .get_process_mut()
+        .kill(Signal::SIGTERM)
+        .expect("sending SIGTERM");
+    assert_eq!(pty.exit_code(), 130);
+    assert!(pty.canonical(), "the terminal was not given back");
+    assert_eq!(
+        backend.block_on(support::disconnect_code(&mut events, &id)),
+        1001
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Piped stdin and -x
+
+#[test]
+fn piped_lines_are_sent_and_messages_come_out_one_per_line() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .args(["connect", &backend.url(), "-w", "0"])
+        .write_stdin("/send send \"Hello World!\"\n/send send {\"body\": [1, 2]}\n\n"));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert_eq!(result.stdout, "\"Hello World!\"\n[1,2]\n");
+    assert_eq!(
+        result.stderr.matches("✓ echo").count(),
+        2,
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn a_plain_line_is_a_text_frame_and_a_double_slash_escapes() {
+    let backend = Backend::start(ServeConfig {
+        default_route: Some(wsprobe_serve::RouteBehaviour::Echo),
+        ..ServeConfig::default()
+    });
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .args(["connect", &backend.url(), "-w", "0"])
+        .args([
+            "-x",
+            "plain text",
+            "-x",
+            "//not a command",
+            "-x",
+            "/text /raw",
+        ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    // The bundled $default echo sends frames back unchanged, in order.
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["plain text", "/not a command", "/raw"],
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn execute_runs_commands_in_order_and_expectations_count() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let passing = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "-w",
+        "0",
+        "-x",
+        r#"/send send "one""#,
+        "-x",
+        r#"/expect json "one" within 2s"#,
+        "-x",
+        "/ping abc",
+        "-x",
+        "/expect pong abc within 2s",
+    ]));
+    assert_eq!(passing.code, Some(0), "{}", passing.stderr);
+    passing.assert_stderr_has("✓ expect");
+
+    let failing = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "-w",
+        "0",
+        "-x",
+        r#"/send send "one""#,
+        "-x",
+        r#"/expect json "two" within 300ms"#,
+    ]));
+    assert_eq!(failing.code, Some(1), "{}", failing.stderr);
+    failing.assert_stderr_has(r#"✗ expect json "two""#);
+    failing.assert_stderr_has(r#"received: text "one""#);
+}
+
+#[test]
+fn a_failed_echo_check_exits_1() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "--echo",
+        "full",
+        "--echo-timeout",
+        "300ms",
+        "-w",
+        "0",
+        "-x",
+        "/send send x",
+    ]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    result.assert_stderr_has("✗ echo mismatch");
+    assert_eq!(result.stdout, "\"x\"\n");
+}
+
+#[test]
+fn silence_is_a_timed_out_echo_check() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::Silent, false);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &server.url,
+        "--echo-timeout",
+        "200ms",
+        "-w",
+        "0",
+        "-x",
+        "/send send x",
+    ]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    result.assert_stderr_has("✗ no echo within 200ms");
+}
+
+#[test]
+fn an_abnormal_close_exits_1_with_the_code_shown() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::CloseWith(1011), false);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["connect", &server.url, "-x", "boom", "-w", "5s"]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    result.assert_stderr_has("connection closed by the server: 1011 scripted");
+}
+
+#[test]
+fn a_refused_handshake_shows_status_and_body_and_exits_3() {
+    let backend = Backend::start(ServeConfig {
+        tokens: vec![Secret::new("token-abc")],
+        ..ServeConfig::default()
+    });
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["connect", &backend.url(), "-x", "hi"]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    result.assert_stderr_has("401");
+    result.assert_stderr_has(r#"{"message":"Unauthorized"}"#);
+    // A wrong token is refused the same way, and never printed.
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "--auth",
+        "Bearer wrong-token",
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(result.code, Some(3));
+    assert!(!result.stderr.contains("wrong-token"), "{}", result.stderr);
+}
+
+#[test]
+fn failing_to_connect_exits_3_with_its_own_message() {
+    let home = temp_home();
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let refused = run(wsprobe(home.path()).args([
+        "connect",
+        &format!("ws://127.0.0.1:{port}/dev"),
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(refused.code, Some(3), "{}", refused.stderr);
+    refused.assert_stderr_has("refused");
+
+    let dns = run(wsprobe(home.path()).args(["connect", "ws://nowhere.invalid/dev", "-x", "hi"]));
+    assert_eq!(dns.code, Some(3), "{}", dns.stderr);
+    dns.assert_stderr_has("could not resolve host `nowhere.invalid`");
+}
+
+#[test]
+fn a_handshake_that_never_completes_times_out_with_exit_3() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::Echo, true);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &server.url,
+        "--connect-timeout",
+        "300ms",
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    result.assert_stderr_has("timed out after 300ms connecting to");
+}
+
+#[test]
+fn usage_errors_exit_2_before_connecting() {
+    let home = temp_home();
+    let no_scheme = run(wsprobe(home.path()).args(["connect", "127.0.0.1:9/dev", "-x", "hi"]));
+    assert_eq!(no_scheme.code, Some(2), "{}", no_scheme.stderr);
+    no_scheme.assert_stderr_has("ws://127.0.0.1:9/dev");
+    let syntax =
+        run(wsprobe(home.path()).args(["connect", "ws://127.0.0.1:9/dev", "-x", "/sned x"]));
+    assert_eq!(syntax.code, Some(2), "{}", syntax.stderr);
+    syntax.assert_stderr_has("^");
+}
+
+#[test]
+fn without_a_url_the_bundled_backend_answers() {
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        "-w",
+        "0",
+        "-x",
+        r#"/send send "Hello World!""#,
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    result.assert_stderr_has("started the bundled backend at ws://127.0.0.1:");
+    assert_eq!(result.stdout, "\"Hello World!\"\n");
+    result.assert_stderr_has("✓ echo");
+}
+
+#[test]
+fn ctrl_c_outside_the_prompt_exits_130() {
+    stopped_by_a_signal_exits_130("-INT");
+}
+
+#[test]
+fn sigterm_outside_the_prompt_exits_130() {
+    stopped_by_a_signal_exits_130("-TERM");
+}
+
+/// `kill SIGNAL` during a `-x` wait closes with 1001 and exits 130.
+fn stopped_by_a_signal_exits_130(signal: &str) {
+    use std::io::BufRead as _;
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(["connect", &backend.url(), "-x", "/wait 1m"])
+        .env("NO_COLOR", "1")
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running wsprobe");
+    // stderr is read on a thread: its lines say when the client has seen the handshake
+    // complete (the server's event comes earlier, while the client may still be reading
+    // the 101 answer, and a signal then ends the attempt without a close frame).
+    let (lines, stderr_lines) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stderr = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !stderr.contains("connected to") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stderr_lines.recv_timeout(left) {
+            Ok(line) => stderr.push_str(&format!("{line}\n")),
+            Err(e) => panic!("no `connected to` line ({e}): {stderr}"),
+        }
+    }
+    let (id, _) = backend.next_connection(&mut events);
+    let status = StdCommand::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wsprobe did not stop on {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stderr.extend(stderr_lines.try_iter().map(|line| format!("{line}\n")));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(
+        backend.block_on(support::disconnect_code(&mut events, &id)),
+        1001,
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Captures and the @connections API, as in scripts
+
+#[test]
+fn a_capture_fills_later_lines_before_the_environment() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .env("id", "from-the-environment")
+        .env("GREETING", "hi")
+        .args(["connect", &backend.url(), "-w", "0"])
+        .args([
+            "-x",
+            r#"/send send "${id}""#,
+            "-x",
+            r#"/send send {"body": {"id": "c-7"}}"#,
+            "-x",
+            "/capture id = json $.id within 2s",
+            "-x",
+            r#"/send send "${id} ${GREETING}""#,
+            "-x",
+            r#"/expect json "c-7 hi" within 2s"#,
+        ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert_eq!(
+        result.stdout, "\"from-the-environment\"\n{\"id\":\"c-7\"}\n\"c-7 hi\"\n",
+        "{}",
+        result.stderr
+    );
+    result.assert_stderr_has("✓ capture ${id} = c-7");
+}
+
+#[test]
+fn a_capture_that_finds_nothing_fails_and_an_undefined_variable_is_reported() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .env_remove("nope")
+        .args(["connect", &backend.url(), "-w", "0"])
+        .args([
+            "-x",
+            r#"/send send "no id here""#,
+            "-x",
+            "/capture id = json $.id within 300ms",
+            "-x",
+            "/send send ${nope}",
+        ]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    result.assert_stderr_has("✗ capture id = json $.id: nothing matched within 300ms");
+    result.assert_stderr_has(r#"received: text "no id here""#);
+    result.assert_stderr_has("nope");
+    // The line with the undefined variable was not sent.
+    assert_eq!(result.stdout, "\"no id here\"\n", "{}", result.stderr);
+}
+
+#[test]
+fn post_to_my_own_id_arrives_on_stdout() {
+    let backend = Backend::with_whoami();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        "/send whoami",
+        "-x",
+        "/capture me = json $.connectionId",
+        "-x",
+        "/post ${me} pushed to myself",
+        "-x",
+        "/expect status 200",
+        "-x",
+        "/expect text \"pushed to myself\" within 2s",
+        "-x",
+        r#"/post ${me} {"push": 1}"#,
+        "-x",
+        "/expect json $.push == 1 within 2s",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", result.stdout);
+    assert!(lines[0].starts_with(r#"{"connectionId":""#), "{}", lines[0]);
+    assert_eq!(lines[1..], ["pushed to myself", r#"{"push":1}"#]);
+    assert_eq!(
+        result.stderr.matches("← 200 OK").count(),
+        2,
+        "{}",
+        result.stderr
+    );
+    result.assert_stderr_has("> POST http://127.0.0.1:");
+}
+
+#[test]
+fn delete_of_my_own_id_closes_with_1000() {
+    let backend = Backend::with_whoami();
+    let mut events = backend.events();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "5s",
+        "-x",
+        "/send whoami",
+        "-x",
+        "/capture me = json $.connectionId",
+        "-x",
+        "/delete ${me}",
+    ]));
+    let (id, _) = backend.next_connection(&mut events);
+    assert_eq!(
+        backend.block_on(support::disconnect_code(&mut events, &id)),
+        1000
+    );
+    // 1000 is a normal close: not a failure, and it ends the session before -w is up.
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    result.assert_stderr_has("connection closed by the server: 1000");
+    result.assert_stderr_has("← 204 No Content");
+}
+
+#[test]
+fn get_prints_the_connection_as_json() {
+    let backend = Backend::with_whoami();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        "/send whoami",
+        "-x",
+        "/capture me = json $.connectionId",
+        "-x",
+        "/get ${me}",
+        "-x",
+        "/expect status 200",
+        "-x",
+        r#"/expect response json $.identity.sourceIp == "127.0.0.1""#,
+        "-x",
+        "/expect response json $.connectedAt exists",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    let answer = result
+        .stderr
+        .lines()
+        .skip_while(|line| !line.starts_with("← 200 OK"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no answer in {}", result.stderr));
+    let json: serde_json::Value = serde_json::from_str(answer).expect("the body is JSON");
+    assert_eq!(json["identity"]["sourceIp"], "127.0.0.1");
+    // stdout carries only received messages: the whoami answer.
+    assert_eq!(result.stdout.lines().count(), 1, "{}", result.stdout);
+}
+
+#[test]
+fn post_to_a_closed_connection_is_410_gone() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let closed_id = backend.block_on(async {
+        let (mut ws, id) = support::connect_and_id(backend.server()).await;
+        ws.close(None).await.expect("closing");
+        support::disconnect_code(&mut events, &id).await;
+        id
+    });
+    let home = temp_home();
+    let post = format!("/post {closed_id} anyone there?");
+    let passing = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        &post,
+        "-x",
+        "/expect status 410",
+        "-x",
+        r#"/expect response json $.message == "Gone""#,
+    ]));
+    assert_eq!(passing.code, Some(0), "{}", passing.stderr);
+    passing.assert_stderr_has("← 410 Gone GoneException");
+    passing.assert_stderr_has("✓ expect status 410");
+
+    let failing = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        "/expect status 200",
+        "-x",
+        &post,
+        "-x",
+        "/expect status 200",
+    ]));
+    assert_eq!(failing.code, Some(1), "{}", failing.stderr);
+    failing.assert_stderr_has("✗ expect status 200: no /post, /get or /delete answered");
+    failing.assert_stderr_has(r#"✗ expect status 200: the status is 410"#);
+}
+
+#[test]
+fn calls_at_the_prompt_are_signed_like_the_handshake() {
+    const ACCESS_KEY: &str = "AKIDWSPROBEREPL";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+replEXAMPLEKEY";
+    let mut config = ServeConfig {
+        iam_keys: vec![
+            wsprobe_core::aws::IamKey::parse(&format!("{ACCESS_KEY}:{SECRET}")).expect("a key"),
+        ],
+        ..ServeConfig::default()
+    };
+    config
+        .routes
+        .insert("whoami", wsprobe_serve::RouteBehaviour::Whoami);
+    let backend = Backend::start(config);
+    let home = temp_home();
+    let mut command = wsprobe(home.path());
+    for name in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SESSION_TOKEN"] {
+        command.env_remove(name);
+    }
+    let result = run(command
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("none"))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .args(["connect", &backend.url(), "--sigv4", "-w", "0"])
+        .args([
+            "-x",
+            "/send whoami",
+            "-x",
+            "/capture me = json $.connectionId",
+            "-x",
+            "/post ${me} signed push",
+            "-x",
+            "/expect status 200",
+            "-x",
+            "/expect text \"signed push\" within 2s",
+        ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert!(
+        result.stdout.ends_with("signed push\n"),
+        "{}",
+        result.stdout
+    );
+    for output in [&result.stdout, &result.stderr] {
+        assert!(!output.contains(SECRET), "{output}");
+    }
+}
+
+#[test]
+fn a_self_signed_server_is_refused_with_a_reason_then_trusted_with_cacert_or_k_and_ws_gets_a_hint()
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (server, certificate) = runtime.block_on(support::spawn_tls_server(ServeConfig::default()));
+    let url = server.ws_url();
+    assert!(url.starts_with("wss://"), "{url}");
+    let home = temp_home();
+    let (cert_path, _key_path) = certificate.write_to(home.path());
+    let send = ["-x", "/send send \"over TLS\"", "-w", "0"];
+
+    let untrusted = run(wsprobe(home.path()).args(["connect", &url]).args(send));
+    assert_eq!(untrusted.code, Some(3), "{}", untrusted.stderr);
+    untrusted.assert_stderr_has("TLS");
+    assert!(
+        untrusted.stderr.contains("self-signed") || untrusted.stderr.contains("issuer"),
+        "the reason is named: {}",
+        untrusted.stderr
+    );
+
+    let plain = url.replacen("wss://", "ws://", 1);
+    let not_tls = run(wsprobe(home.path()).args(["connect", &plain]).args(send));
+    assert_eq!(not_tls.code, Some(3), "{}", not_tls.stderr);
+    not_tls.assert_stderr_has("try wss://");
+
+    let trusted = run(wsprobe(home.path())
+        .args(["connect", &url, "--cacert"])
+        .arg(&cert_path)
+        .args(send));
+    assert_eq!(trusted.code, Some(0), "{}", trusted.stderr);
+    assert_eq!(trusted.stdout.trim(), "\"over TLS\"");
+
+    let insecure = run(wsprobe(home.path())
+        .args(["connect", &url, "-k"])
+        .args(send));
+    assert_eq!(insecure.code, Some(0), "{}", insecure.stderr);
+    assert_eq!(insecure.stdout.trim(), "\"over TLS\"");
+    assert!(
+        insecure.stderr.to_lowercase().contains("warning"),
+        "-k warns: {}",
+        insecure.stderr
+    );
+    runtime.block_on(server.shutdown());
+}
+
+#[test]
+fn an_unreachable_proxy_is_named_as_the_problem() {
+    let home = temp_home();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let proxy = format!("http://127.0.0.1:{closed_port}");
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        "ws://server.invalid/dev",
+        "--proxy",
+        &proxy,
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    result.assert_stderr_has(&format!(
+        "proxy 127.0.0.1:{closed_port} failed: cannot reach it"
+    ));
+    result.assert_stderr_has("--no-proxy");
+}

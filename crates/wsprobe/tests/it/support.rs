@@ -1,0 +1,550 @@
+//! Shared test helpers: starting the server on port 0, talking WebSocket and raw HTTP to
+//! it, waiting for its events, and running the real binary. Every wait has a timeout
+//! ([`TIMEOUT`]), so a broken test fails instead of hanging.
+
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wsprobe_serve::{RunningServer, ServeConfig, ServeEvent};
+
+/// How long any single wait in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client connection as the tests use it.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Starts a server with `config` on 127.0.0.1, port 0.
+pub async fn spawn_server(config: ServeConfig) -> RunningServer {
+    wsprobe_serve::spawn(config, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("the server starts on port 0")
+}
+
+/// Starts a server with the default configuration (stage `dev`, sample echo app).
+pub async fn spawn_default_server() -> RunningServer {
+    spawn_server(ServeConfig::default()).await
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, as PEM.
+pub struct TestCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCertificate {
+    pub fn new() -> Self {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .expect("a self-signed certificate");
+        Self {
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+        }
+    }
+
+    /// Writes the certificate and key into `dir` and returns their paths.
+    pub fn write_to(&self, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &self.cert_pem).expect("writing the certificate");
+        std::fs::write(&key, &self.key_pem).expect("writing the key");
+        (cert, key)
+    }
+}
+
+/// Starts a `wss://` server with `config` and a fresh self-signed certificate, which is
+/// returned so clients can trust it.
+pub async fn spawn_tls_server(mut config: ServeConfig) -> (RunningServer, TestCertificate) {
+    let certificate = TestCertificate::new();
+    config.tls = Some(
+        ServeConfig::tls_from_pem(
+            certificate.cert_pem.as_bytes(),
+            certificate.key_pem.as_bytes(),
+        )
+        .expect("a TLS configuration"),
+    );
+    (spawn_server(config).await, certificate)
+}
+
+/// Opens a `wss://` connection to a server that uses `certificate`.
+pub async fn connect_tls(
+    url: &str,
+    certificate: &TestCertificate,
+) -> Result<TlsWs, tungstenite::Error> {
+    use std::sync::Arc;
+    let request = url.into_client_request()?;
+    let host = request.uri().host().expect("a host").to_owned();
+    let port = request.uri().port_u16().expect("a port");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut certificate.cert_pem.as_bytes()) {
+        roots.add(cert.expect("PEM")).expect("a root certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).expect("a server name");
+    within("the TLS connection", async {
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        let tls = connector.connect(name, tcp).await?;
+        let (ws, _) = tokio_tungstenite::client_async(request, tls).await?;
+        Ok(ws)
+    })
+    .await
+}
+
+/// A client connection over TLS.
+pub type TlsWs = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Fails the test if `future` takes longer than [`TIMEOUT`].
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(TIMEOUT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// Opens a WebSocket connection, with extra handshake headers; the error tells why not
+/// (`tungstenite::Error::Http(response)` for a refused handshake).
+pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        let name: tungstenite::http::HeaderName = name.parse().expect("header name");
+        request
+            .headers_mut()
+            .append(name, HeaderValue::from_str(value).expect("header value"));
+    }
+    let (ws, _) = within("the handshake", tokio_tungstenite::connect_async(request)).await?;
+    Ok(ws)
+}
+
+/// Opens a WebSocket connection that must succeed.
+pub async fn connect(url: &str) -> Ws {
+    connect_with(url, &[]).await
+}
+
+/// Opens a WebSocket connection with headers that must succeed.
+pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Ws {
+    match try_connect(url, headers).await {
+        Ok(ws) => ws,
+        Err(e) => panic!("connecting to {url} failed: {e}"),
+    }
+}
+
+/// The HTTP status of a handshake that must be refused, and the body sent with it.
+pub async fn refused(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    match try_connect(url, headers).await {
+        Ok(_) => panic!("the handshake to {url} succeeded; a refusal was expected"),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (response.status().as_u16(), body)
+        }
+        Err(e) => panic!("the handshake failed without an HTTP status: {e}"),
+    }
+}
+
+/// Sends a text message.
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    within("a send", ws.send(Message::text(text)))
+        .await
+        .expect("sending a text message");
+}
+
+/// The next data or close message (pings and pongs are skipped).
+pub async fn next_message(ws: &mut Ws) -> Message {
+    within("a message", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) => return message,
+                Some(Err(e)) => panic!("reading a message failed: {e}"),
+                None => panic!("the connection ended while a message was expected"),
+            }
+        }
+    })
+    .await
+}
+
+/// The next message, which must be text.
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next_message(ws).await {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Reads until the server's close frame and returns its code and reason.
+pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
+    within("a close frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("the connection failed before a close frame: {e}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    })
+    .await
+}
+
+/// Waits for the first event that `pick` accepts and returns what it made of it.
+pub async fn wait_event<T>(
+    events: &mut broadcast::Receiver<ServeEvent>,
+    mut pick: impl FnMut(&ServeEvent) -> Option<T>,
+) -> T {
+    within("a server event", async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(found) = pick(&event) {
+                        return found;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await
+}
+
+/// The connection id of the next CONNECT.
+pub async fn next_connection_id(events: &mut broadcast::Receiver<ServeEvent>) -> String {
+    wait_event(events, |event| match event {
+        ServeEvent::Connected { connection_id, .. } => Some(connection_id.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Opens a connection and returns it with its connection id.
+pub async fn connect_and_id(server: &RunningServer) -> (Ws, String) {
+    let mut events = server.events();
+    let ws = connect(&server.ws_url()).await;
+    let id = next_connection_id(&mut events).await;
+    (ws, id)
+}
+
+/// The code of the DISCONNECT of `connection_id`.
+pub async fn disconnect_code(
+    events: &mut broadcast::Receiver<ServeEvent>,
+    connection_id: &str,
+) -> u16 {
+    wait_event(events, |event| match event {
+        ServeEvent::Disconnected {
+            connection_id: id,
+            code,
+            ..
+        } if id == connection_id => Some(*code),
+        _ => None,
+    })
+    .await
+}
+
+/// An HTTP response as the raw client read it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 request (with `Connection: close`) and reads the whole response.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    raw_http(addr, &bytes).await
+}
+
+/// Sends raw bytes and parses what comes back as an HTTP response (read to the end of
+/// the connection). Write errors are ignored: a server may answer before reading all.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    within("an HTTP response", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connecting");
+        let _ = stream.write_all(request).await;
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    raw.extend_from_slice(&chunk[..n]);
+                    if response_complete(&raw) {
+                        break;
+                    }
+                }
+                Err(_) if !raw.is_empty() => break,
+                Err(e) => panic!("reading the HTTP response failed: {e}"),
+            }
+        }
+        parse_response(&raw)
+    })
+    .await
+}
+
+fn head_end(raw: &[u8]) -> Option<usize> {
+    raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Whether a response with a Content-Length has arrived whole (so keep-alive servers
+/// need not close first).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = head_end(raw) else {
+        return false;
+    };
+    let response = parse_response(raw);
+    match response
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(length) => raw.len() >= end + length,
+        None => false,
+    }
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let end = head_end(raw).unwrap_or_else(|| {
+        panic!(
+            "no complete HTTP response head in {:?}",
+            String::from_utf8_lossy(raw)
+        )
+    });
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[end..].to_vec(),
+    }
+}
+
+/// The path of `/{stage}/@connections/{id}` on `server`.
+pub fn connection_path(server: &RunningServer, id: &str) -> String {
+    format!("/{}/@connections/{id}", server.state().config().stage)
+}
+
+/// The real `wsprobe` binary running `serve`, with the URLs it printed. Killed on drop.
+pub struct ServeProcess {
+    pub child: Child,
+    pub ws_url: String,
+    pub connections_url: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServeProcess {
+    /// Runs `wsprobe serve --listen 127.0.0.1:0 ARGS…` and reads the two URL lines.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`ServeProcess::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsprobe"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("WSPROBE_SERVE_TOKENS")
+            .env_remove("WSPROBE_SERVE_API_KEYS")
+            .env_remove("WSPROBE_SERVE_IAM_KEYS");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("running wsprobe serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            ws_url: String::new(),
+            connections_url: String::new(),
+            lines,
+        };
+        process.ws_url = process.next_line();
+        process.connections_url = process.next_line();
+        assert!(process.ws_url.starts_with("ws"), "{}", process.ws_url);
+        process
+    }
+
+    /// The next line of its standard output.
+    pub fn next_line(&mut self) -> String {
+        self.lines
+            .recv_timeout(TIMEOUT)
+            .expect("a line from wsprobe serve within the timeout")
+    }
+
+    /// Sends a signal (`TERM`, `INT`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for wsprobe") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wsprobe serve did not exit within {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the test proxy saw of one CONNECT request.
+#[derive(Debug)]
+pub struct ProxiedRequest {
+    pub request_line: String,
+    pub proxy_authorization: Option<String>,
+}
+
+/// An HTTP CONNECT proxy on loopback. With `refuse`, it answers with that status line
+/// instead of opening the tunnel.
+pub async fn start_proxy(
+    refuse: Option<&'static str>,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<ProxiedRequest>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (record, requests) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                // Byte by byte, so nothing after the head is read by mistake.
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let mut lines = head.lines();
+                let request_line = lines.next().unwrap().to_owned();
+                let proxy_authorization = lines
+                    .find_map(|l| l.strip_prefix("Proxy-Authorization: "))
+                    .map(str::to_owned);
+                let target = request_line.split(' ').nth(1).unwrap().to_owned();
+                let _ = record.send(ProxiedRequest {
+                    request_line,
+                    proxy_authorization,
+                });
+                if let Some(status_line) = refuse {
+                    let answer = format!("{status_line}\r\nContent-Length: 0\r\n\r\n");
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, requests, task)
+}
+
+/// The client configuration of connection flags, lowered as the binary lowers them.
+pub fn lowered_config(
+    args: &wsprobe::cli::ConnectionArgs,
+) -> Result<wsprobe_core::client::ClientConfig, wsprobe::Error> {
+    let lowered = wsprobe::cli::lower::connection(args, None)?;
+    wsprobe::cli::lower::client_config(&lowered.options)
+}
