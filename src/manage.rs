@@ -2,8 +2,9 @@
 //! call (PostToConnection, GetConnection, DeleteConnection), SigV4-signed with `--sigv4`
 //! as real stages require. Prints the status line (with AWS's error type) and the body.
 //!
-//! [`request`] is the signed form of [`crate::client::http::request`]: the `post`, `get`
-//! and `delete` script commands use it too, so a signed connection's calls are signed.
+//! The call goes through the one `@connections` client ([`crate::client::management`]),
+//! which scripts and the prompt use too: the same URL for an id, signed whenever a signer
+//! is configured.
 
 use std::io::{IsTerminal, Read, Write};
 
@@ -13,10 +14,10 @@ use hyper::Method;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
-use crate::aws::SignError;
 use crate::cli::{ManageAction, ManageArgs};
 use crate::client::http::HttpResponse;
-use crate::client::{ClientConfig, ConnectError, redacted_url};
+use crate::client::management::{connection_url, request};
+use crate::client::{ClientConfig, ConnectError};
 use crate::{Context, Error, Outcome};
 
 /// The largest message a stage accepts (PostToConnection's `Data` limit); standard input
@@ -30,7 +31,11 @@ pub async fn run(args: ManageArgs, _context: Context) -> Result<Outcome, Error> 
     if args.connection_id.trim().is_empty() {
         return Err(Error::usage("the connection id is empty"));
     }
-    let url = connection_url(&base, args.connection_id.trim());
+    let Some(url) = connection_url(&base, args.connection_id.trim()) else {
+        return Err(Error::usage(format!(
+            "`{base}` cannot take a connection id"
+        )));
+    };
     let (method, body) = match args.action {
         ManageAction::Post => (Method::POST, post_data(args.data)?),
         ManageAction::Get | ManageAction::Delete if args.data.is_some() => {
@@ -60,44 +65,6 @@ pub async fn run(args: ManageArgs, _context: Context) -> Result<Outcome, Error> 
     } else {
         Outcome::ChecksFailed
     })
-}
-
-/// Sends one HTTP request like [`crate::client::http::request`], SigV4-signed first
-/// when `config.signer` is set (headers, or a presigned URL). A region that cannot be
-/// told is an [`ConnectError::InvalidUrl`] (a usage error).
-pub async fn request(
-    method: Method,
-    url: &Url,
-    headers: HeaderMap,
-    body: impl Into<Bytes>,
-    config: &ClientConfig,
-) -> Result<HttpResponse, ConnectError> {
-    let body = body.into();
-    let Some(signer) = &config.signer else {
-        return crate::client::http::request(method, url, headers, body, config).await;
-    };
-    let sign_error = |e: SignError| match e {
-        SignError::NoRegion { .. } => ConnectError::InvalidUrl {
-            url: redacted_url(url),
-            reason: e.to_string(),
-        },
-        SignError::Invalid(_) => ConnectError::Other {
-            url: redacted_url(url),
-            reason: e.to_string(),
-        },
-    };
-    let mut signed = http::Request::builder()
-        .method(method.clone())
-        .uri(url.as_str())
-        .body(())
-        .map_err(|e| sign_error(SignError::Invalid(e.to_string())))?;
-    *signed.headers_mut() = headers;
-    signer.sign(&mut signed, &body).map_err(sign_error)?;
-    let (parts, ()) = signed.into_parts();
-    // A presigned call carries its signature in the URL.
-    let signed_url = Url::parse(&parts.uri.to_string())
-        .map_err(|e| sign_error(SignError::Invalid(e.to_string())))?;
-    crate::client::http::request(method, &signed_url, parts.headers, body, config).await
 }
 
 /// The `@connections` endpoint for what the user gave: a stage URL (`ws(s)://HOST/STAGE`,
@@ -136,24 +103,6 @@ pub fn management_base(text: &str) -> Result<Url, Error> {
             "use ws://, wss:// (the stage) or http://, https:// (its endpoint)",
         )),
     }
-}
-
-/// `BASE/{id}`, the id percent-encoded as the SDKs send it (`=` → `%3D`).
-pub fn connection_url(base: &Url, connection_id: &str) -> Url {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let mut url = base.clone();
-    let path = format!(
-        "{}/{}",
-        base.path().trim_end_matches('/'),
-        utf8_percent_encode(connection_id, UNRESERVED)
-    );
-    url.set_path(&path);
-    url
 }
 
 /// DATA, or standard input when it is not a terminal.
@@ -242,13 +191,14 @@ mod tests {
     #[test]
     fn connection_ids_are_encoded() {
         let base = management_base("ws://h:1/dev").unwrap();
+        let id_url = |id| connection_url(&base, id).map(String::from);
         assert_eq!(
-            connection_url(&base, "R0oXAdfD0kwCH6w=").as_str(),
-            "http://h:1/dev/@connections/R0oXAdfD0kwCH6w%3D"
+            id_url("R0oXAdfD0kwCH6w=").as_deref(),
+            Some("http://h:1/dev/@connections/R0oXAdfD0kwCH6w%3D")
         );
         assert_eq!(
-            connection_url(&base, "a/b c").as_str(),
-            "http://h:1/dev/@connections/a%2Fb%20c"
+            id_url("a/b c").as_deref(),
+            Some("http://h:1/dev/@connections/a%2Fb%20c")
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Where `${NAME}` gets its value in a script run — a capture made earlier in the file,
+//! Where `${NAME}` gets its value in a script run or at the prompt — a capture made earlier in the file,
 //! then `--var`, then the environment — and which values are secrets to redact from every output.
 
 use std::collections::HashMap;
