@@ -271,6 +271,13 @@ impl Driver {
         let mut sigterm = terminate_signal();
 
         let finish = loop {
+            // Take every line already given (all of `-x`, what a pipe has delivered), so
+            // that lines given before the connection ended still run after it.
+            while self.accepting
+                && let Ok(line) = input.try_recv()
+            {
+                self.on_input(Some(line));
+            }
             if self.connected {
                 self.start_queued();
             }
@@ -316,15 +323,7 @@ impl Driver {
                     self.watch = Some(watch);
                     self.connected = true;
                 }
-                line = input.recv(), if self.accepting => match line {
-                    Some(Input::Line(line)) => self.queue.push_back(line),
-                    Some(Input::Interrupted) => self.interrupt(),
-                    Some(Input::Note(text)) => self.output.note(text),
-                    Some(Input::End) | None => {
-                        self.accepting = false;
-                        self.end_of_input();
-                    }
-                },
+                line = input.recv(), if self.accepting => self.on_input(line),
                 () = sleep_until(deadline) => self.on_timer(Instant::now()),
             }
         };
@@ -337,6 +336,18 @@ impl Driver {
             finish,
             failed_checks: self.failed_checks,
         })
+    }
+
+    fn on_input(&mut self, input: Option<Input>) {
+        match input {
+            Some(Input::Line(line)) => self.queue.push_back(line),
+            Some(Input::Interrupted) => self.interrupt(),
+            Some(Input::Note(text)) => self.output.note(text),
+            Some(Input::End) | None => {
+                self.accepting = false;
+                self.end_of_input();
+            }
+        }
     }
 
     /// Starts queued lines while connected and not busy.
