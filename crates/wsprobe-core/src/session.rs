@@ -526,6 +526,14 @@ impl Inbox {
         self.buffered.drain(..).collect()
     }
 
+    /// Keeps at most the `limit` newest unconsumed messages, dropping the oldest: for a
+    /// front-end whose user may never wait for what arrives (the prompt).
+    pub fn trim_to(&mut self, limit: usize) {
+        self.pull_pending();
+        let excess = self.buffered.len().saturating_sub(limit);
+        self.buffered.drain(..excess);
+    }
+
     /// Whether the connection has ended (a close frame arrived, or it dropped), even if
     /// the ending frame is still buffered.
     pub fn is_closed(&self) -> bool {

@@ -2,8 +2,9 @@
 //! call (PostToConnection, GetConnection, DeleteConnection), SigV4-signed with `--sigv4`
 //! as real stages require. Prints the status line (with AWS's error type) and the body.
 //!
-//! [`request`] is the signed form of [`wsprobe_core::client::http::request`]: the `post`, `get`
-//! and `delete` script commands use it too, so a signed connection's calls are signed.
+//! The call goes through the one `@connections` client ([`wsprobe_core::client::management`]),
+//! which scripts and the prompt use too: the same URL for an id, signed whenever a signer
+//! is configured.
 
 use std::io::{IsTerminal, Read, Write};
 
@@ -15,9 +16,9 @@ use url::Url;
 
 use crate::cli::{ManageAction, ManageArgs};
 use crate::{Context, Error, Outcome};
-use wsprobe_core::aws::SignError;
+use wsprobe_core::client::ConnectError;
 use wsprobe_core::client::http::HttpResponse;
-use wsprobe_core::client::{ClientConfig, ConnectError, redacted_url};
+use wsprobe_core::client::management::{connection_url, request};
 use wsprobe_core::options::ConnectOptions;
 
 /// The largest message a stage accepts (PostToConnection's `Data` limit); standard input
@@ -35,7 +36,11 @@ pub async fn run(
     if args.connection_id.trim().is_empty() {
         return Err(Error::usage("the connection id is empty"));
     }
-    let url = connection_url(&base, args.connection_id.trim());
+    let Some(url) = connection_url(&base, args.connection_id.trim()) else {
+        return Err(Error::usage(format!(
+            "`{base}` cannot take a connection id"
+        )));
+    };
     let (method, body) = match args.action {
         ManageAction::Post => (Method::POST, post_data(args.data)?),
         ManageAction::Get | ManageAction::Delete if args.data.is_some() => {
@@ -65,44 +70,6 @@ pub async fn run(
     } else {
         Outcome::ChecksFailed
     })
-}
-
-/// Sends one HTTP request like [`wsprobe_core::client::http::request`], SigV4-signed first
-/// when `config.signer` is set (headers, or a presigned URL). A region that cannot be
-/// told is an [`ConnectError::InvalidUrl`] (a usage error).
-pub async fn request(
-    method: Method,
-    url: &Url,
-    headers: HeaderMap,
-    body: impl Into<Bytes>,
-    config: &ClientConfig,
-) -> Result<HttpResponse, ConnectError> {
-    let body = body.into();
-    let Some(signer) = &config.signer else {
-        return wsprobe_core::client::http::request(method, url, headers, body, config).await;
-    };
-    let sign_error = |e: SignError| match e {
-        SignError::NoRegion { .. } => ConnectError::InvalidUrl {
-            url: redacted_url(url),
-            reason: e.to_string(),
-        },
-        SignError::Invalid(_) => ConnectError::Other {
-            url: redacted_url(url),
-            reason: e.to_string(),
-        },
-    };
-    let mut signed = http::Request::builder()
-        .method(method.clone())
-        .uri(url.as_str())
-        .body(())
-        .map_err(|e| sign_error(SignError::Invalid(e.to_string())))?;
-    *signed.headers_mut() = headers;
-    signer.sign(&mut signed, &body).map_err(sign_error)?;
-    let (parts, ()) = signed.into_parts();
-    // A presigned call carries its signature in the URL.
-    let signed_url = Url::parse(&parts.uri.to_string())
-        .map_err(|e| sign_error(SignError::Invalid(e.to_string())))?;
-    wsprobe_core::client::http::request(method, &signed_url, parts.headers, body, config).await
 }
 
 /// The `@connections` endpoint for what the user gave: a stage URL (`ws(s)://HOST/STAGE`,
@@ -141,24 +108,6 @@ pub fn management_base(text: &str) -> Result<Url, Error> {
             "use ws://, wss:// (the stage) or http://, https:// (its endpoint)",
         )),
     }
-}
-
-/// `BASE/{id}`, the id percent-encoded as the SDKs send it (`=` → `%3D`).
-pub fn connection_url(base: &Url, connection_id: &str) -> Url {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let mut url = base.clone();
-    let path = format!(
-        "{}/{}",
-        base.path().trim_end_matches('/'),
-        utf8_percent_encode(connection_id, UNRESERVED)
-    );
-    url.set_path(&path);
-    url
 }
 
 /// DATA, or standard input when it is not a terminal.
@@ -247,13 +196,14 @@ mod tests {
     #[test]
     fn connection_ids_are_encoded() {
         let base = management_base("ws://h:1/dev").unwrap();
+        let id_url = |id| connection_url(&base, id).map(String::from);
         assert_eq!(
-            connection_url(&base, "R0oXAdfD0kwCH6w=").as_str(),
-            "http://h:1/dev/@connections/R0oXAdfD0kwCH6w%3D"
+            id_url("R0oXAdfD0kwCH6w=").as_deref(),
+            Some("http://h:1/dev/@connections/R0oXAdfD0kwCH6w%3D")
         );
         assert_eq!(
-            connection_url(&base, "a/b c").as_str(),
-            "http://h:1/dev/@connections/a%2Fb%20c"
+            id_url("a/b c").as_deref(),
+            Some("http://h:1/dev/@connections/a%2Fb%20c")
         );
     }
 }

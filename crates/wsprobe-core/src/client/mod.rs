@@ -9,6 +9,7 @@
 
 mod error;
 pub mod http;
+pub mod management;
 mod proxy;
 mod stream;
 mod tls;

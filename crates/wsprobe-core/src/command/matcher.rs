@@ -308,10 +308,15 @@ impl ResolvedMatcher {
                     Err(format!("a {} frame, not a message", frame_kind(frame)))
                 }
             }
+            // The one echo verdict (`message::echo_matches`), which the prompt's background
+            // echo checks use too: a raw-text `Hello` is the echo of the body `"Hello"`.
             Check::Echo(expected) => {
-                let actual = json_of(frame)?;
-                ensure(json_equal(expected, &actual), || {
-                    format!("the message is {actual}, not the echo {expected}")
+                let text = text_of(frame)?;
+                ensure(crate::message::echo_matches(expected, text), || {
+                    format!(
+                        "the message is {}, not the echo {expected}",
+                        shorten(text.trim())
+                    )
                 })
             }
             Check::Json(expected) => {
@@ -718,7 +723,9 @@ mod tests {
     #[test]
     fn echo_needs_an_expected_value() {
         assert!(text_matches("echo", r#""Hello World!""#));
-        assert!(!text_matches("echo", "Hello World!"));
+        // An app that echoes the body unquoted: the same verdict as the prompt's echo check.
+        assert!(text_matches("echo", "Hello World!"));
+        assert!(!text_matches("echo", "Hello"));
         let error = matcher("echo").resolve(&NoVariables, None).unwrap_err();
         assert!(matches!(error, ResolveError::NoEcho { .. }));
     }

@@ -11,12 +11,14 @@
 
 mod assemble;
 mod ast;
+pub mod engine;
 mod error;
 mod help;
 mod matcher;
 mod parse;
 mod reader;
 mod template;
+pub mod vars;
 
 pub use ast::{
     Capture, CaptureSource, Command, CompareOp, Connect, ConnectOption, EchoPolicy, Expect,

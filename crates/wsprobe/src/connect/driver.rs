@@ -2,47 +2,46 @@
 //! the prompt, from `-x`, or piped on stdin), frames arrive, timers fire, and one task
 //! reacts to each in turn.
 //!
+//! - Every command runs on the command engine ([`wsprobe_core::command::engine`]), the one
+//!   `wsprobe run` uses: the engine future is driven from the loop's `select!` beside the
+//!   input, Ctrl-C, SIGTERM and the timers, and is simply dropped to cancel it (it is
+//!   cancel-safe). While it runs the loop is *busy*: frames go on being shown, lines queue
+//!   up behind it.
+//! - Frames are shown from the session's watch (a copy of each frame as it is read): the
+//!   prompt only *looks* at them. They stay in the session's inbox until an `/expect` or
+//!   `/capture` consumes them, as in a script.
+//! - Echo ticks ([`super::echo`]) observe the same frames with the same echo verdict.
 //! - The connection is opened concurrently: lines given before the handshake completes
 //!   are queued and run once it has.
-//! - A `/wait`, `/expect`, `/capture` or `@connections` call (`/post`, `/get`, `/delete`)
-//!   keeps the loop *busy*: messages go on being shown, and lines given meanwhile queue up
-//!   behind it. Ctrl-C at the prompt cancels it.
-//! - Echo checks run in the background ([`super::echo`]); results are printed as they
-//!   settle.
-//! - Every wait has a deadline; the loop ends when the user quits, when the input has
-//!   ended and everything has settled, when the connection ends, or on Ctrl-C or SIGTERM.
+//! - Every wait has a deadline, and the loop only sleeps until a deadline still to come;
+//!   it ends when the user quits, when the input has ended and everything has settled,
+//!   when the connection ends, or on Ctrl-C or SIGTERM.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{Mutex, mpsc};
 use url::Url;
 
 use super::display::{self, DisplayOptions, Painter, Tone};
-use super::echo::{EchoOutcome, EchoResult, EchoTracker};
+use super::echo::{EchoOutcome, EchoTicks};
 use super::prompt::Printer;
-use crate::run::management;
-use crate::run::vars::Vars;
 use wsprobe_core::client::{ClientConfig, ConnectError, Connection};
-use wsprobe_core::command::{CaptureSource, ResolvedMatcher};
+use wsprobe_core::command::engine::{Done, Engine, Fault};
+use wsprobe_core::command::{EchoPolicy, Statement};
 use wsprobe_core::message::RouteFields;
-use wsprobe_core::options::EchoPolicy;
-use wsprobe_core::session::{Ending, Frame, Inbox, Incoming, Outgoing, Session, SessionSender};
+use wsprobe_core::session::{Ending, Frame, Incoming, Outgoing, Session, Watch};
 
-/// How many received frames are kept for `/expect` to look back at.
-const BACKLOG: usize = 1000;
+/// The key of the prompt's one connection in the engine.
+pub(super) const SESSION: usize = 0;
 
-/// How long a send may wait for the socket to take the frame (a server that stops
-/// reading must not hang the session).
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a polite close waits for the server's answer.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How many unconsumed frames the session's inbox keeps at the prompt (the oldest go
+/// first): a long session that never `/expect`s must not grow without bound.
+const INBOX_LIMIT: usize = 1000;
 
 /// Something from the line source.
 #[derive(Debug)]
@@ -62,11 +61,11 @@ pub enum Input {
 pub struct Settings {
     /// Route and body fields of route-tagged sends.
     pub fields: RouteFields,
-    /// What an echo looks like; `/echo` changes it.
+    /// What an echo looks like at the start; `/echo` changes it.
     pub echo: EchoPolicy,
-    /// How long each echo check waits.
+    /// How long each echo tick waits.
     pub echo_timeout: Duration,
-    /// The default `within` of `/expect`.
+    /// The default `within` of `/expect` and `/capture`, and the longest a send may block.
     pub expect_timeout: Duration,
     /// How things are shown; `/pretty` changes it.
     pub display: DisplayOptions,
@@ -76,16 +75,9 @@ pub struct Settings {
     pub interactive: bool,
     /// `--show-secrets`: show captured values even when their names look secret.
     pub show_secrets: bool,
-    /// Where `/post`, `/get` and `/delete` go, and with which client settings.
-    pub management: ManagementTarget,
-}
-
-/// The stage's `@connections` API as the session reaches it.
-#[derive(Clone, Debug)]
-pub struct ManagementTarget {
-    /// The base URL (`http://host/dev/@connections`), derived from the connect URL.
-    pub base: Url,
-    /// The connection options (TLS, proxies, timeout) the calls are made with.
+    /// The URL connected to: `/post`, `/get` and `/delete` go to its stage.
+    pub url: Url,
+    /// The connection options (TLS, proxies, timeout, signer) of `@connections` calls.
     pub client: ClientConfig,
 }
 
@@ -187,155 +179,25 @@ pub enum Finish {
 pub struct Report {
     /// Why it ended.
     pub finish: Finish,
-    /// Echo checks and expectations that failed.
+    /// Echo ticks, expectations and commands that failed.
     pub failed_checks: usize,
 }
 
-/// What the loop is waiting for before it runs the next line.
-#[derive(Debug)]
-pub(super) enum Busy {
-    /// `/wait DUR`.
-    Sleep { until: Instant },
-    /// `/expect …` or `/capture …`.
-    Expect(Waiting),
-    /// `/post`, `/get` or `/delete` (bounded by the client's connect timeout).
-    Call(Call),
-}
+/// The engine future of the command in flight.
+type EngineFuture = Pin<Box<dyn Future<Output = Result<Done, Fault>> + Send>>;
 
-/// An `@connections` call in flight.
-#[derive(Debug)]
-pub(super) struct Call {
-    /// The request, running on its own task so frames keep being shown meanwhile.
-    pub task: JoinHandle<Result<management::Response, ConnectError>>,
-    /// What was called, e.g. `POST …/@connections/abc=`, for messages.
+/// A command running on the engine.
+pub(super) struct Running {
+    /// The engine working on it; dropping it cancels the command.
+    pub future: EngineFuture,
+    /// What runs, for "… cancelled": `wait`, `expect`, `POST http://…`.
     pub what: String,
-}
-
-/// What a running `/expect` or `/capture` waits for.
-#[derive(Debug)]
-pub(super) enum Want {
-    /// `expect MATCHER`: a message the matcher accepts.
-    Message(ResolvedMatcher),
-    /// `expect nothing`: no text or binary message.
-    Nothing,
-    /// `capture NAME = SOURCE`: a message the source takes a value from.
-    Capture {
-        /// The variable to set.
-        name: String,
-        /// Where the value comes from.
-        source: CaptureSource,
-    },
-}
-
-impl Want {
-    /// The command as shown in results: `expect json $.a == 1`, `capture me = json $.id`.
-    fn label(&self) -> String {
-        match self {
-            Want::Message(matcher) => format!("expect {}", matcher.describe()),
-            Want::Nothing => "expect nothing".to_owned(),
-            Want::Capture { name, source } => format!("capture {name} = {source}"),
-        }
-    }
-}
-
-/// How the frames kept so far settle a running `/expect` or `/capture`.
-#[derive(Debug, PartialEq)]
-enum Verdict {
-    /// The frame at `index` satisfies it (and provides `value`, for a capture).
-    Found { index: usize, value: Option<String> },
-    /// It failed because of the frame at `index` (consumed when `consume`).
-    Failed {
-        index: usize,
-        why: String,
-        consume: bool,
-    },
-}
-
-/// A running `/expect` or `/capture`.
-#[derive(Debug)]
-pub(super) struct Waiting {
-    /// What is waited for.
-    pub want: Want,
-    /// `next`: only the first message counts.
-    pub next: bool,
-    /// When it started, for the time it took.
-    pub started: Instant,
-    /// When it gives up.
-    pub deadline: Instant,
-    /// Its `within`, for the failure message.
-    pub within: Duration,
-}
-
-impl Busy {
-    /// When it gives up by itself (a call has its own timeout).
-    fn deadline(&self) -> Option<Instant> {
-        match self {
-            Busy::Sleep { until } => Some(*until),
-            Busy::Expect(waiting) => Some(waiting.deadline),
-            Busy::Call(_) => None,
-        }
-    }
-}
-
-impl Waiting {
-    /// Whether the frames kept so far (oldest first) settle the wait, and how. Mirrors the
-    /// script runner: a scan takes the first frame that satisfies it, `next` only the next
-    /// message (a text, binary or pong frame, or the connection's end).
-    fn decide(&self, backlog: &VecDeque<Incoming>) -> Option<Verdict> {
-        let next_message = || {
-            backlog.iter().position(|m| {
-                m.frame.is_data() || m.frame.is_ending() || matches!(m.frame, Frame::Pong(_))
-            })
-        };
-        match &self.want {
-            Want::Nothing => {
-                backlog
-                    .iter()
-                    .position(|m| m.frame.is_data())
-                    .map(|index| Verdict::Failed {
-                        index,
-                        why: format!("a message arrived: {}", view(&backlog[index].frame)),
-                        consume: false,
-                    })
-            }
-            Want::Message(matcher) if self.next => {
-                let index = next_message()?;
-                let frame = view(&backlog[index].frame);
-                Some(match matcher.check(&frame) {
-                    Ok(()) => Verdict::Found { index, value: None },
-                    Err(why) => Verdict::Failed {
-                        index,
-                        why: format!("the next message did not match: {why}"),
-                        consume: true,
-                    },
-                })
-            }
-            Want::Message(matcher) => backlog
-                .iter()
-                .position(|m| matcher.matches(&view(&m.frame)))
-                .map(|index| Verdict::Found { index, value: None }),
-            Want::Capture { source, .. } if self.next => {
-                let index = next_message()?;
-                Some(match source.extract(&view(&backlog[index].frame)) {
-                    Some(value) => Verdict::Found {
-                        index,
-                        value: Some(value),
-                    },
-                    None => Verdict::Failed {
-                        index,
-                        why: format!("the next message has no {source}"),
-                        consume: true,
-                    },
-                })
-            }
-            Want::Capture { source, .. } => backlog.iter().enumerate().find_map(|(index, m)| {
-                source.extract(&view(&m.frame)).map(|value| Verdict::Found {
-                    index,
-                    value: Some(value),
-                })
-            }),
-        }
-    }
+    /// The line as typed, to point at in error messages.
+    pub line: String,
+    /// Whether the frame it sends is shown (a plain typed line is already on screen).
+    pub show_sent: bool,
+    /// An `@connections` call, whose answer is still shown when the session ends.
+    pub is_call: bool,
 }
 
 /// The state of one session.
@@ -343,23 +205,21 @@ pub struct Driver {
     pub(super) settings: Settings,
     pub(super) painter: Painter,
     pub(super) output: Output,
-    /// Set once the handshake has completed.
-    pub(super) sender: Option<SessionSender>,
-    pub(super) tracker: EchoTracker,
-    /// The echo the last route-tagged send should produce, for `/expect echo`.
-    pub(super) last_echo: Option<Value>,
-    /// `${NAME}`: captured values, then the environment.
-    pub(super) vars: Vars,
-    /// The answer of the last `/post`, `/get` or `/delete`, for `/expect status|response`.
-    pub(super) last_response: Option<management::Response>,
-    /// Frames not yet consumed by an `/expect`, oldest first (at most [`BACKLOG`]).
-    pub(super) backlog: VecDeque<Incoming>,
-    pub(super) busy: Option<Busy>,
+    /// Runs every command; shared with the future of the command in flight.
+    pub(super) engine: Arc<Mutex<Engine>>,
+    pub(super) running: Option<Running>,
+    /// Copies of the frames as they arrive, for display; set once connected.
+    watch: Option<Watch>,
+    pub(super) ticks: EchoTicks,
     /// Lines waiting for the handshake or for a busy command to finish.
     pub(super) queue: VecDeque<String>,
     pub(super) failed_checks: usize,
     /// Whether the close handshake was started by us (`/close`).
     pub(super) we_closed: bool,
+    /// Set once the handshake has completed.
+    connected: bool,
+    /// How the connection ended, once it has.
+    ended: Option<Ending>,
     /// When the input ended (`-x` or a pipe), if it has.
     input_ended: bool,
     /// When the last line had run after the input ended: `-w` counts from here.
@@ -373,22 +233,21 @@ pub struct Driver {
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
 
 impl Driver {
-    /// A session that has not connected yet.
-    pub fn new(settings: Settings, output: Output) -> Self {
+    /// A session that has not connected yet; `engine` runs its commands.
+    pub fn new(settings: Settings, output: Output, engine: Engine) -> Self {
         Self {
             settings,
             painter: Painter::from_environment(),
             output,
-            sender: None,
-            tracker: EchoTracker::new(),
-            last_echo: None,
-            vars: Vars::new(std::collections::HashMap::new()),
-            last_response: None,
-            backlog: VecDeque::new(),
-            busy: None,
+            engine: Arc::new(Mutex::new(engine)),
+            running: None,
+            watch: None,
+            ticks: EchoTicks::new(),
             queue: VecDeque::new(),
             failed_checks: 0,
             we_closed: false,
+            connected: false,
+            ended: None,
             input_ended: false,
             drain_started: None,
             quit: false,
@@ -404,7 +263,6 @@ impl Driver {
         mut input: mpsc::UnboundedReceiver<Input>,
     ) -> Result<Report, ConnectError> {
         let mut connecting = Some(connecting);
-        let mut inbox: Option<Inbox> = None;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         // SIGTERM ends the session like Ctrl-C: close with 1001, give the terminal back
@@ -413,8 +271,15 @@ impl Driver {
         let mut sigterm = terminate_signal();
 
         let finish = loop {
-            if inbox.is_some() {
-                self.run_queue().await;
+            // Take every line already given (all of `-x`, what a pipe has delivered), so
+            // that lines given before the connection ended still run after it.
+            while self.accepting
+                && let Ok(line) = input.try_recv()
+            {
+                self.on_input(Some(line));
+            }
+            if self.connected {
+                self.start_queued();
             }
             if self.quit {
                 break Finish::Quit;
@@ -422,7 +287,7 @@ impl Driver {
             if self.output.stdout_closed() {
                 break Finish::Drained;
             }
-            if let Some(finish) = self.drained(Instant::now(), inbox.is_some()) {
+            if let Some(finish) = self.finished(Instant::now()) {
                 break finish;
             }
             let deadline = self.next_deadline();
@@ -430,48 +295,42 @@ impl Driver {
                 biased;
                 _ = &mut ctrl_c => break Finish::Interrupted,
                 () = terminated(&mut sigterm) => break Finish::Interrupted,
-                answer = call_answer(&mut self.busy) => self.on_answer(answer),
-                incoming = next_frame(&mut inbox) => match incoming {
-                    Some(incoming) => {
-                        if let Some(ending) = self.on_frame(incoming) {
-                            break self.closed(ending);
-                        }
+                result = engine_done(&mut self.running) => {
+                    if let Some(running) = self.running.take() {
+                        self.on_done(result, &running);
                     }
+                }
+                incoming = next_frame(&mut self.watch) => match incoming {
+                    Some(incoming) => self.on_frame(incoming),
                     None => {
-                        let ending = inbox
-                            .as_ref()
-                            .and_then(|i| i.ending().cloned())
-                            .unwrap_or(Ending::Dropped { reason: "the reader stopped".into() });
-                        break self.closed(ending);
+                        // The reader always delivers the ending first; if it stopped
+                        // without one, the connection is as good as dropped.
+                        self.watch = None;
+                        if self.ended.is_none() {
+                            self.on_ending(Ending::Dropped {
+                                reason: "the reader stopped".into(),
+                            });
+                        }
                     }
                 },
                 result = connected(&mut connecting) => {
                     connecting = None;
                     let connection = result?;
                     self.note(Tone::Good, &connected_text(&connection));
-                    let session = Session::start(connection);
-                    let (sender, session_inbox) = session.split();
-                    self.sender = Some(sender);
-                    inbox = Some(session_inbox);
+                    let (session, watch) = Session::start_watched(connection);
+                    // Nothing runs before the handshake: the engine is free.
+                    self.engine.lock().await.open(SESSION, session);
+                    self.watch = Some(watch);
+                    self.connected = true;
                 }
-                line = input.recv(), if self.accepting => match line {
-                    Some(Input::Line(line)) => self.queue.push_back(line),
-                    Some(Input::Interrupted) => self.interrupt(),
-                    Some(Input::Note(text)) => self.output.note(text),
-                    Some(Input::End) | None => {
-                        self.accepting = false;
-                        self.end_of_input();
-                    }
-                },
-                _ = sleep_until(deadline) => self.on_timer(Instant::now()),
+                line = input.recv(), if self.accepting => self.on_input(line),
+                () = sleep_until(deadline) => self.on_timer(Instant::now()),
             }
         };
 
-        self.settle_call(&finish).await;
-        if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted)
-            && let Some(inbox) = inbox.as_mut()
-        {
-            self.close_politely(inbox, &finish).await;
+        self.settle(&finish).await;
+        if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted) {
+            self.close_politely(&finish).await;
         }
         Ok(Report {
             finish,
@@ -479,29 +338,85 @@ impl Driver {
         })
     }
 
-    /// Runs queued lines while connected and not busy.
-    async fn run_queue(&mut self) {
-        while self.busy.is_none() && !self.quit {
+    fn on_input(&mut self, input: Option<Input>) {
+        match input {
+            Some(Input::Line(line)) => self.queue.push_back(line),
+            Some(Input::Interrupted) => self.interrupt(),
+            Some(Input::Note(text)) => self.output.note(text),
+            Some(Input::End) | None => {
+                self.accepting = false;
+                self.end_of_input();
+            }
+        }
+    }
+
+    /// Starts queued lines while connected and not busy.
+    fn start_queued(&mut self) {
+        while self.running.is_none() && !self.quit {
             let Some(line) = self.queue.pop_front() else {
                 break;
             };
-            self.execute(line).await;
+            self.execute(line);
         }
     }
 
-    /// The end of the loop when the input has ended and everything has settled: the last
-    /// line has run, every echo check is settled, and `-w` has passed since.
-    fn drained(&mut self, now: Instant, connected: bool) -> Option<Finish> {
-        if !self.input_ended || !connected || !self.queue.is_empty() || self.busy.is_some() {
+    /// Starts `statement` on the engine (see [`Running`]).
+    pub(super) fn start(&mut self, statement: Statement, what: String, line: String) {
+        let engine = self.engine.clone();
+        let is_call = matches!(
+            statement.command,
+            wsprobe_core::command::Command::Post { .. }
+                | wsprobe_core::command::Command::Get { .. }
+                | wsprobe_core::command::Command::Delete { .. }
+        );
+        let future = Box::pin(async move {
+            let mut engine = engine.lock_owned().await;
+            engine.execute(&statement, Some(SESSION)).await
+        });
+        self.running = Some(Running {
+            future,
+            what,
+            line,
+            show_sent: true,
+            is_call,
+        });
+    }
+
+    /// Whether the loop is over (other than by an event): the connection ended and what
+    /// was running has settled, or the input ended and everything settled.
+    fn finished(&mut self, now: Instant) -> Option<Finish> {
+        if let Some(ending) = &self.ended {
+            // With `-x` or a pipe the lines already given still run (and fail, or check
+            // the close), as they would in a script; at the prompt the session is over.
+            let queued = !self.settings.interactive && !self.queue.is_empty();
+            if self.running.is_none() && !queued {
+                return Some(Finish::Closed {
+                    ending: ending.clone(),
+                    we_closed: self.we_closed,
+                });
+            }
+            return None;
+        }
+        if !self.input_ended || !self.connected || !self.queue.is_empty() || self.running.is_some()
+        {
             return None;
         }
         let started = *self.drain_started.get_or_insert(now);
-        (self.tracker.is_empty() && now >= started + self.settings.linger)
-            .then_some(Finish::Drained)
+        (self.ticks.is_empty() && now >= started + self.settings.linger).then_some(Finish::Drained)
+    }
+
+    /// The next moment something is due: an echo tick's deadline, or the end of `-w` once
+    /// every tick has settled. Never a moment already handled, so the loop cannot spin.
+    fn next_deadline(&self) -> Option<Instant> {
+        let drain = self
+            .drain_started
+            .filter(|_| self.input_ended && self.ticks.is_empty())
+            .map(|started| started + self.settings.linger);
+        self.ticks.next_deadline().into_iter().chain(drain).min()
     }
 
     /// `/quit`: at the prompt, close and leave; with `-x` or a pipe, stop taking lines
-    /// and leave as soon as the echo checks have settled (no `-w` wait).
+    /// and leave as soon as the echo ticks have settled (no `-w` wait).
     pub(super) fn quit(&mut self) {
         if self.settings.interactive {
             self.quit = true;
@@ -521,59 +436,29 @@ impl Driver {
         }
     }
 
-    /// Ctrl-C at the prompt: cancels a running `/wait` or `/expect` (the editor has
-    /// already cleared the line).
+    /// Ctrl-C at the prompt: cancels the command in flight (the editor has already
+    /// cleared the line). Dropping the engine future is safe: nothing it read is lost.
     fn interrupt(&mut self) {
-        if let Some(busy) = self.busy.take() {
-            let what = match busy {
-                Busy::Sleep { .. } => "wait".to_owned(),
-                Busy::Expect(Waiting {
-                    want: Want::Capture { .. },
-                    ..
-                }) => "capture".to_owned(),
-                Busy::Expect(_) => "expect".to_owned(),
-                Busy::Call(call) => {
-                    call.task.abort();
-                    call.what
-                }
-            };
-            self.note(Tone::Info, &format!("{what} cancelled"));
+        if let Some(running) = self.running.take() {
+            self.note(Tone::Info, &format!("{} cancelled", running.what));
         }
     }
 
-    /// A call still in flight when the loop ends (e.g. `/delete` of this very connection,
-    /// whose close can arrive before the answer): its answer is still shown, unless the
-    /// session was interrupted.
-    async fn settle_call(&mut self, finish: &Finish) {
-        if !matches!(self.busy, Some(Busy::Call(_))) {
+    /// What runs when the loop ends: an `@connections` call still shows its answer (e.g.
+    /// `/delete` of this very connection, whose close can arrive first), unless the
+    /// session was interrupted; anything else is cancelled.
+    async fn settle(&mut self, finish: &Finish) {
+        let Some(mut running) = self.running.take() else {
             return;
+        };
+        if running.is_call && *finish != Finish::Interrupted {
+            let result = (&mut running.future).await;
+            self.on_done(result, &running);
         }
-        if *finish == Finish::Interrupted {
-            self.interrupt();
-            return;
-        }
-        let answer = call_answer(&mut self.busy).await;
-        self.on_answer(answer);
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let drain = self
-            .drain_started
-            .filter(|_| self.input_ended)
-            .map(|started| started + self.settings.linger);
-        [
-            self.tracker.next_deadline(),
-            self.busy.as_ref().and_then(Busy::deadline),
-            drain,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Shows a frame, offers it to the echo checks and a running `/expect`, and keeps it
-    /// for later `/expect`s. Returns how the connection ended if this frame ended it.
-    fn on_frame(&mut self, incoming: Incoming) -> Option<Ending> {
+    /// Shows a frame, lets the echo ticks look at it, and notes the connection's end.
+    fn on_frame(&mut self, incoming: Incoming) {
         if let Some(line) = display::received_line(
             &incoming.frame,
             incoming.at,
@@ -582,70 +467,36 @@ impl Driver {
         ) {
             self.output.message(&incoming, &self.settings.display, line);
         }
-        let verdict = self.tracker.on_frame(&incoming);
-        if let Some(result) = verdict.matched {
-            self.report_echo(result);
+        if let Some(outcome) = self.ticks.observe(&incoming) {
+            self.report_echo(outcome);
         }
-        self.backlog.push_back(incoming.clone());
-        if self.backlog.len() > BACKLOG {
-            self.backlog.pop_front();
+        if let Some(ending) = incoming.frame.ending() {
+            self.on_ending(ending);
+        } else if self.running.is_none()
+            && let Ok(mut engine) = self.engine.try_lock()
+        {
+            engine.trim_inbox(SESSION, INBOX_LIMIT);
         }
-        self.check_waiting();
-        let ending = incoming.frame.ending()?;
+    }
+
+    fn on_ending(&mut self, ending: Ending) {
         let line = display::ending_line(&ending, self.we_closed, &self.painter);
         self.output.note(line);
-        for result in self.tracker.close(&ending) {
-            self.report_echo(result);
+        for outcome in self.ticks.close(&ending) {
+            self.report_echo(outcome);
         }
-        if matches!(self.busy, Some(Busy::Expect(_)))
-            && let Some(Busy::Expect(waiting)) = self.busy.take()
-        {
-            self.fail_expect(&waiting, "the connection ended first");
-        }
-        Some(ending)
+        self.ended = Some(ending);
     }
 
-    fn closed(&self, ending: Ending) -> Finish {
-        Finish::Closed {
-            ending,
-            we_closed: self.we_closed,
-        }
-    }
-
-    /// Fails the echo checks and the `/expect` whose time is up; ends a `/wait`.
+    /// Fails the echo ticks whose time is up.
     fn on_timer(&mut self, now: Instant) {
-        for result in self.tracker.expire(now) {
-            self.report_echo(result);
-        }
-        let due = self
-            .busy
-            .as_ref()
-            .and_then(Busy::deadline)
-            .is_some_and(|deadline| deadline <= now);
-        if due {
-            match self.busy.take() {
-                Some(Busy::Expect(waiting)) if matches!(waiting.want, Want::Nothing) => {
-                    let took = display::human_duration(waiting.within);
-                    self.note(Tone::Good, &format!("✓ expect nothing: silence for {took}"));
-                }
-                Some(Busy::Expect(waiting)) => {
-                    let why = format!(
-                        "nothing matched within {}",
-                        display::human_duration(waiting.within)
-                    );
-                    self.fail_expect(&waiting, &why);
-                }
-                Some(Busy::Sleep { .. } | Busy::Call(_)) | None => {}
-            }
+        for outcome in self.ticks.expire(now) {
+            self.report_echo(outcome);
         }
     }
 
-    /// Prints the result of an echo check, and counts a failure.
-    fn report_echo(&mut self, result: EchoResult) {
-        let outcome = result.outcome;
-        if !outcome.passed() {
-            self.failed_checks += 1;
-        }
+    /// Prints the result of an echo tick, and counts a failure.
+    pub(super) fn report_echo(&mut self, outcome: EchoOutcome) {
         let text = match outcome {
             EchoOutcome::Matched { latency } => {
                 self.note(
@@ -665,6 +516,7 @@ impl Driver {
                 format!("✗ no echo: the connection {ending} first (expected {expected})")
             }
         };
+        self.failed_checks += 1;
         self.note(Tone::Bad, &text);
     }
 
@@ -680,128 +532,10 @@ impl Driver {
         self.output.note(line);
     }
 
-    /// Sends a frame; a failure is shown, not fatal (the connection's end arrives as a
-    /// frame and ends the session).
-    pub(super) async fn send(&mut self, frame: Outgoing) -> bool {
-        let Some(sender) = self.sender.clone() else {
-            return false;
-        };
-        match tokio::time::timeout(SEND_TIMEOUT, sender.send(frame)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                self.note(Tone::Bad, &format!("✗ not sent: {error}"));
-                false
-            }
-            Err(_elapsed) => {
-                let after = display::human_duration(SEND_TIMEOUT);
-                self.note(
-                    Tone::Bad,
-                    &format!("✗ not sent: the server took nothing for {after}"),
-                );
-                false
-            }
-        }
-    }
-
-    /// Sends a text frame and, when `sent` is a route-tagged message, starts its echo
-    /// check under the current policy.
-    pub(super) async fn send_tagged(&mut self, text: String, sent: &Value) {
-        let expected =
-            wsprobe_core::message::expected_echo(sent, self.settings.echo, &self.settings.fields);
-        self.last_echo = expected.clone();
-        let at = Instant::now();
-        let check = expected.map(|expected| {
-            self.tracker
-                .expect(expected, at, self.settings.echo_timeout)
-        });
-        let frame = Outgoing::Text(text);
-        self.show_sent(&frame, at);
-        if !self.send(frame).await
-            && let Some(id) = check
-        {
-            self.tracker.cancel(id);
-        }
-    }
-
-    /// Starts an `/expect`: looks at the frames already here, then waits.
-    pub(super) fn start_expect(&mut self, waiting: Waiting) {
-        self.busy = Some(Busy::Expect(waiting));
-        self.check_waiting();
-    }
-
-    /// Settles a running `/expect` or `/capture` if the frames kept so far decide it.
-    fn check_waiting(&mut self) {
-        let Some(Busy::Expect(waiting)) = &self.busy else {
-            return;
-        };
-        let Some(verdict) = waiting.decide(&self.backlog) else {
-            return;
-        };
-        let Some(Busy::Expect(waiting)) = self.busy.take() else {
-            return;
-        };
-        match verdict {
-            Verdict::Found { index, value } => {
-                let found = self.backlog.remove(index);
-                let when = match found {
-                    Some(m) if m.at >= waiting.started => {
-                        display::short_duration(m.at.duration_since(waiting.started))
-                    }
-                    _ => "already received".to_owned(),
-                };
-                match (&waiting.want, value) {
-                    (Want::Capture { name, .. }, Some(value)) => {
-                        let shown = if !self.settings.show_secrets
-                            && crate::run::vars::looks_secret(name)
-                        {
-                            wsprobe_core::secret::REDACTED.to_owned()
-                        } else {
-                            value.clone()
-                        };
-                        self.vars.capture(name, value);
-                        self.note(
-                            Tone::Good,
-                            &format!("✓ capture ${{{name}}} = {shown} ({when})"),
-                        );
-                    }
-                    (want, _) => {
-                        self.note(Tone::Good, &format!("✓ {} ({when})", want.label()));
-                    }
-                }
-            }
-            Verdict::Failed {
-                index,
-                why,
-                consume,
-            } => {
-                if consume {
-                    self.backlog.remove(index);
-                }
-                self.fail_expect(&waiting, &why);
-            }
-        }
-    }
-
-    fn fail_expect(&mut self, waiting: &Waiting, why: &str) {
-        self.failed_checks += 1;
-        let mut text = format!("✗ {}: {why}", waiting.want.label());
-        if !matches!(waiting.want, Want::Nothing) {
-            // The backlog holds what arrived since the last send: what the user saw.
-            let seen = self
-                .backlog
-                .iter()
-                .filter(|m| m.frame.is_data())
-                .take(5)
-                .map(|m| format!("\n    received: {}", view(&m.frame)));
-            text.extend(seen);
-        }
-        self.note(Tone::Bad, &text);
-    }
-
-    /// Closes with 1000 (1001 on Ctrl-C) and waits briefly for the server's answer,
-    /// showing what arrives meanwhile.
-    async fn close_politely(&mut self, inbox: &mut Inbox, finish: &Finish) {
-        if inbox.is_closed() {
+    /// Closes with 1000 (1001 on Ctrl-C) and waits briefly for the server's answer, then
+    /// shows what arrived meanwhile (the answer says how it ended).
+    async fn close_politely(&mut self, finish: &Finish) {
+        if !self.connected || self.ended.is_some() {
             return;
         }
         let code = if *finish == Finish::Interrupted {
@@ -810,25 +544,11 @@ impl Driver {
             1000
         };
         self.we_closed = true;
-        if !self
-            .send(Outgoing::Close(Some((code, String::new()))))
-            .await
-        {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
-        while let Ok(Some(incoming)) = tokio::time::timeout_at(deadline, inbox.recv()).await {
-            // Late messages are still shown, and the server's answer says how it ended.
-            if self.on_frame(incoming).is_some() {
-                break;
-            }
+        self.engine.lock().await.close(SESSION, code).await;
+        while let Some(incoming) = self.watch.as_mut().and_then(Watch::try_recv) {
+            self.on_frame(incoming);
         }
     }
-}
-
-/// The frame as the command language's matchers see it.
-pub(super) fn view(frame: &Frame) -> wsprobe_core::command::FrameView<'_> {
-    frame.into()
 }
 
 fn connected_text(connection: &Connection) -> String {
@@ -843,9 +563,18 @@ fn connected_text(connection: &Connection) -> String {
     text
 }
 
-async fn next_frame(inbox: &mut Option<Inbox>) -> Option<Incoming> {
-    match inbox {
-        Some(inbox) => inbox.recv().await,
+/// The outcome of the command in flight; never resolves when there is none. Cancel-safe:
+/// the future stays in `running` until it completes.
+async fn engine_done(running: &mut Option<Running>) -> Result<Done, Fault> {
+    match running {
+        Some(running) => (&mut running.future).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_frame(watch: &mut Option<Watch>) -> Option<Incoming> {
+    match watch {
+        Some(watch) => watch.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -854,18 +583,6 @@ async fn connected(connecting: &mut Option<Connecting>) -> Result<Connection, Co
     match connecting {
         Some(future) => future.await,
         None => std::future::pending().await,
-    }
-}
-
-/// The answer of the call in flight; never resolves when there is none. The task is
-/// finished when this returns: the caller takes the call out of `busy`.
-async fn call_answer(busy: &mut Option<Busy>) -> Result<management::Response, String> {
-    match busy {
-        Some(Busy::Call(call)) => match (&mut call.task).await {
-            Ok(answer) => answer.map_err(|error| error.to_string()),
-            Err(join_error) => Err(format!("the call did not finish: {join_error}")),
-        },
-        _ => std::future::pending().await,
     }
 }
 
@@ -904,127 +621,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use wsprobe_core::command::{Command, Expectation, NoVariables, ReplInput, parse_repl_line};
-
-    fn backlog(frames: &[Frame]) -> VecDeque<Incoming> {
-        frames
-            .iter()
-            .map(|frame| Incoming {
-                at: Instant::now(),
-                frame: frame.clone(),
-            })
-            .collect()
-    }
-
-    fn text(text: &str) -> Frame {
-        Frame::Text(text.to_owned())
-    }
-
-    /// The wait a typed `/expect …` or `/capture …` line starts.
-    fn waiting(line: &str) -> Waiting {
-        let Ok(ReplInput::Command(statement)) = parse_repl_line(line) else {
-            panic!("not a command: {line}");
-        };
-        let (want, next) = match statement.command {
-            Command::Capture(capture) => (
-                Want::Capture {
-                    name: capture.name.value,
-                    source: capture.source.value,
-                },
-                capture.next,
-            ),
-            Command::Expect(expect) => match expect.expectation {
-                Expectation::Nothing => (Want::Nothing, expect.next),
-                Expectation::Message(matcher) => (
-                    Want::Message(matcher.resolve(&NoVariables, None).expect("resolves")),
-                    expect.next,
-                ),
-                other => panic!("not a message expectation: {other:?}"),
-            },
-            other => panic!("not a wait: {other:?}"),
-        };
-        let now = Instant::now();
-        Waiting {
-            want,
-            next,
-            started: now,
-            deadline: now + Duration::from_secs(1),
-            within: Duration::from_secs(1),
-        }
-    }
-
-    #[test]
-    fn a_capture_takes_the_first_message_that_has_the_value() {
-        let frames = backlog(&[text("hello"), text(r#"{"id":"c-1"}"#), text(r#"{"id":2}"#)]);
-        let capture = waiting("/capture id = json $.id");
-        assert_eq!(
-            capture.decide(&frames),
-            Some(Verdict::Found {
-                index: 1,
-                value: Some("c-1".into())
-            })
-        );
-        assert_eq!(capture.decide(&backlog(&[text("hello")])), None);
-        assert_eq!(capture.want.label(), "capture id = json $.id");
-    }
-
-    #[test]
-    fn capture_next_looks_at_the_next_message_only() {
-        let capture = waiting("/capture next id = json $.id");
-        let frames = backlog(&[Frame::Ping(vec![]), text("hello"), text(r#"{"id":1}"#)]);
-        assert_eq!(
-            capture.decide(&frames),
-            Some(Verdict::Failed {
-                index: 1,
-                why: "the next message has no json $.id".into(),
-                consume: true
-            })
-        );
-        let frames = backlog(&[text(r#"{"id":1}"#)]);
-        assert_eq!(
-            capture.decide(&frames),
-            Some(Verdict::Found {
-                index: 0,
-                value: Some("1".into())
-            })
-        );
-    }
-
-    #[test]
-    fn expectations_scan_or_take_the_next_message() {
-        let frames = backlog(&[text("a"), text("b")]);
-        assert_eq!(
-            waiting("/expect text b").decide(&frames),
-            Some(Verdict::Found {
-                index: 1,
-                value: None
-            })
-        );
-        assert!(matches!(
-            waiting("/expect next text b").decide(&frames),
-            Some(Verdict::Failed {
-                index: 0,
-                consume: true,
-                ..
-            })
-        ));
-        assert!(matches!(
-            waiting("/expect nothing").decide(&frames),
-            Some(Verdict::Failed {
-                index: 0,
-                consume: false,
-                ..
-            })
-        ));
-        assert_eq!(
-            waiting("/expect nothing").decide(&backlog(&[Frame::Pong(vec![])])),
-            None
-        );
     }
 }

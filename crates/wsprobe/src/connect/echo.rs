@@ -1,26 +1,28 @@
-//! Background echo checks: after a route-tagged send, the echo expected under the current
-//! policy ([`wsprobe_core::message::expected_echo`]) is awaited while the user goes on typing.
+//! Background echo ticks: after a route-tagged send, the echo expected under the current
+//! policy is watched for while the user goes on typing, and reported as `✓ echo 0.8 ms`,
+//! `✗ echo mismatch` or `✗ no echo within 5s`.
 //!
-//! How frames and checks are correlated (the same verdict `expect echo within T` gives in
-//! a script, which scans the messages that arrive for the first that matches):
+//! Ticks only *observe* the frames the prompt displays: they consume nothing, so an
+//! `/expect echo` afterwards still finds the echo in the session's inbox. Whether a frame
+//! is the echo is decided by the one echo verdict, [`wsprobe_core::message::echo_matches`], which
+//! `expect echo` uses too: a tick and an `/expect` cannot disagree about a frame.
 //!
-//! - Pending checks form a FIFO, oldest first; each has its own deadline (`--echo-timeout`
-//!   after its send).
-//! - Each text or binary frame that arrives goes to the *oldest* pending check it matches
-//!   ([`wsprobe_core::message::echo_matches`]: equal as JSON). That check passes and the frame is
-//!   consumed (no other check can claim it). Only frames read after the check's send and
-//!   no later than its deadline count.
-//! - A frame that matches no pending check is an *unrelated message*: it is shown like any
-//!   other and breaks nothing, but it becomes the *candidate* (the "actual" of a
-//!   mismatch) of the oldest pending check that has none yet — unrelated frames are
-//!   handed out in order, one per check, as echoes would be. When a check passes, its
-//!   candidate is dropped: it was noise before that echo, not the answer to a later send.
-//! - At its deadline, a check that saw no match fails: `✗ echo mismatch` with its
-//!   candidate as "actual" if any frame arrived meanwhile, else `✗ no echo within T`.
-//!   If the connection ends first, the check fails at once.
+//! How frames and ticks are correlated:
 //!
-//! Control frames (ping, pong, close) never take part. The tracker is pure logic on
-//! instants, so it is tested without sockets.
+//! - Pending ticks form a FIFO, oldest first; each has its own deadline (`--echo-timeout`
+//!   after its send). Only frames read after the tick's send and no later than its
+//!   deadline count for it.
+//! - Each text frame that arrives is the echo of the *oldest* pending tick it matches; one
+//!   frame settles at most one tick, so two identical sends need two echoes.
+//! - A data frame that settles no tick is *unrelated* (a push, a broadcast): it becomes the
+//!   *candidate* (the "actual" of a mismatch) of the oldest pending tick that has none yet.
+//! - At its deadline, a tick that saw no echo fails: a mismatch with its candidate, or a
+//!   timeout when nothing arrived. If the connection ends first, it fails at once.
+//!
+//! The echo of a send can be read before the front-end learns that the send completed, so
+//! the last few data frames are kept and looked at when a tick starts.
+//!
+//! Pure logic on instants: tested without sockets.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -30,26 +32,27 @@ use serde_json::Value;
 use wsprobe_core::message::echo_matches;
 use wsprobe_core::session::{Ending, Frame, Incoming};
 
+/// How many recent data frames are kept for ticks that start after their echo arrived.
+const RECENT: usize = 64;
+
 /// One awaited echo.
 #[derive(Clone, Debug)]
-struct Pending {
-    id: u64,
+struct Tick {
     expected: Value,
     sent_at: Instant,
     deadline: Instant,
     timeout: Duration,
-    /// The unrelated data frame handed to this check, with its arrival: "actual".
-    candidate: Option<(Instant, String)>,
+    /// The first unrelated data frame handed to this tick: "actual" of a mismatch.
+    candidate: Option<String>,
 }
 
-impl Pending {
-    /// Whether a frame read at `at` can be this check's echo (or its candidate).
+impl Tick {
     fn in_window(&self, at: Instant) -> bool {
         at >= self.sent_at && at <= self.deadline
     }
 }
 
-/// How an echo check ended.
+/// How a tick ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EchoOutcome {
     /// The echo arrived this long after the send.
@@ -61,14 +64,14 @@ pub enum EchoOutcome {
     Mismatch {
         /// The echo that was expected.
         expected: Value,
-        /// The first message that arrived after the send and matched no check.
+        /// The first unrelated message that arrived after the send.
         actual: String,
     },
     /// Nothing arrived within the timeout.
     Timeout {
         /// The echo that was expected.
         expected: Value,
-        /// The check's timeout.
+        /// The tick's timeout.
         after: Duration,
     },
     /// The connection ended before the echo arrived.
@@ -81,166 +84,150 @@ pub enum EchoOutcome {
 }
 
 impl EchoOutcome {
-    /// Whether the check passed.
+    /// Whether the tick passed.
     pub fn passed(&self) -> bool {
         matches!(self, EchoOutcome::Matched { .. })
     }
 }
 
-/// A finished check: which one, and how it ended.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EchoResult {
-    /// The id [`EchoTracker::expect`] gave it.
-    pub id: u64,
-    /// How it ended.
-    pub outcome: EchoOutcome,
+/// A data frame seen recently, and whether it already settled a tick.
+#[derive(Debug)]
+struct Seen {
+    at: Instant,
+    frame: Frame,
+    claimed: bool,
 }
 
-/// The pending echo checks of one connection.
+/// The pending echo ticks of the prompt's connection.
 #[derive(Debug, Default)]
-pub struct EchoTracker {
-    pending: VecDeque<Pending>,
-    next_id: u64,
+pub struct EchoTicks {
+    pending: VecDeque<Tick>,
+    recent: VecDeque<Seen>,
 }
 
-/// What the tracker made of a received frame.
-#[derive(Debug, Default, PartialEq)]
-pub struct FrameVerdict {
-    /// The check the frame was the echo of, if any.
-    pub matched: Option<EchoResult>,
-}
-
-impl FrameVerdict {
-    /// Whether the frame was an echo (consumed by its check).
-    pub fn consumed(&self) -> bool {
-        self.matched.is_some()
-    }
-}
-
-impl EchoTracker {
-    /// A tracker with no pending checks.
+impl EchoTicks {
+    /// No ticks.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Starts a check for a message sent at `sent_at` whose echo should be `expected`,
-    /// failing after `timeout`. Register it *before* sending, so that an echo faster than
-    /// the send's return is not missed. Returns the check's id.
-    pub fn expect(&mut self, expected: Value, sent_at: Instant, timeout: Duration) -> u64 {
-        self.next_id += 1;
-        self.pending.push_back(Pending {
-            id: self.next_id,
+    /// Starts a tick for a message sent at `sent_at` whose echo should be `expected`,
+    /// failing after `timeout`. Frames already seen since `sent_at` count: the tick may
+    /// pass at once (the returned outcome).
+    pub fn expect(
+        &mut self,
+        expected: Value,
+        sent_at: Instant,
+        timeout: Duration,
+    ) -> Option<EchoOutcome> {
+        let mut tick = Tick {
             expected,
             sent_at,
             deadline: sent_at + timeout,
             timeout,
             candidate: None,
-        });
-        self.next_id
+        };
+        for seen in self.recent.iter_mut() {
+            if seen.claimed || !tick.in_window(seen.at) {
+                continue;
+            }
+            if is_echo(&tick.expected, &seen.frame) {
+                seen.claimed = true;
+                return Some(EchoOutcome::Matched {
+                    latency: seen.at.saturating_duration_since(sent_at),
+                });
+            }
+            if tick.candidate.is_none() {
+                tick.candidate = Some(seen.frame.to_string());
+            }
+        }
+        self.pending.push_back(tick);
+        None
     }
 
-    /// Forgets a check whose message could not be sent.
-    pub fn cancel(&mut self, id: u64) {
-        self.pending.retain(|p| p.id != id);
-    }
-
-    /// Whether any check is still waiting.
+    /// Whether no tick is waiting.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
 
-    /// Whether the check `id` is still waiting.
-    pub fn is_pending(&self, id: u64) -> bool {
-        self.pending.iter().any(|p| p.id == id)
-    }
-
-    /// The earliest deadline of a waiting check.
+    /// The earliest deadline of a waiting tick.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.deadline).min()
+        self.pending.iter().map(|tick| tick.deadline).min()
     }
 
-    /// Offers a received frame to the waiting checks (see the module doc).
-    pub fn on_frame(&mut self, incoming: &Incoming) -> FrameVerdict {
-        let text = match &incoming.frame {
-            Frame::Text(text) => text.clone(),
-            Frame::Binary(data) => match std::str::from_utf8(data) {
-                Ok(text) => text.to_owned(),
-                Err(_) => incoming.frame.to_string(),
-            },
-            _ => return FrameVerdict::default(),
-        };
+    /// Looks at a frame that arrived (see the module doc); returns the tick it settled.
+    pub fn observe(&mut self, incoming: &Incoming) -> Option<EchoOutcome> {
+        if !incoming.frame.is_data() {
+            return None;
+        }
         let at = incoming.at;
         let position = self
             .pending
             .iter()
-            .position(|p| p.in_window(at) && echo_matches(&p.expected, &text));
-        if let Some(index) = position
-            && let Some(pending) = self.pending.remove(index)
+            .position(|tick| tick.in_window(at) && is_echo(&tick.expected, &incoming.frame));
+        let settled = position
+            .and_then(|index| self.pending.remove(index))
+            .map(|tick| EchoOutcome::Matched {
+                latency: at.saturating_duration_since(tick.sent_at),
+            });
+        if settled.is_none()
+            && let Some(tick) = self
+                .pending
+                .iter_mut()
+                .find(|tick| tick.candidate.is_none() && tick.in_window(at))
         {
-            return FrameVerdict {
-                matched: Some(EchoResult {
-                    id: pending.id,
-                    outcome: EchoOutcome::Matched {
-                        latency: incoming.at.saturating_duration_since(pending.sent_at),
-                    },
-                }),
-            };
+            tick.candidate = Some(incoming.frame.to_string());
         }
-        self.hand_out(at, incoming.frame.to_string());
-        FrameVerdict::default()
+        self.recent.push_back(Seen {
+            at,
+            frame: incoming.frame.clone(),
+            claimed: settled.is_some(),
+        });
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+        settled
     }
 
-    /// Gives an unrelated frame to the oldest check that has no candidate and was sent
-    /// before it arrived.
-    fn hand_out(&mut self, at: Instant, text: String) {
-        if let Some(pending) = self
-            .pending
-            .iter_mut()
-            .find(|p| p.candidate.is_none() && p.in_window(at))
-        {
-            pending.candidate = Some((at, text));
-        }
-    }
-
-    /// Fails every check whose deadline is before `now`, oldest first.
-    pub fn expire(&mut self, now: Instant) -> Vec<EchoResult> {
+    /// Fails every tick whose deadline has come (at or before `now`), oldest first.
+    pub fn expire(&mut self, now: Instant) -> Vec<EchoOutcome> {
         let mut done = Vec::new();
-        self.pending.retain(|p| {
-            if p.deadline < now {
-                done.push(EchoResult {
-                    id: p.id,
-                    outcome: match &p.candidate {
-                        Some((_, actual)) => EchoOutcome::Mismatch {
-                            expected: p.expected.clone(),
-                            actual: actual.clone(),
-                        },
-                        None => EchoOutcome::Timeout {
-                            expected: p.expected.clone(),
-                            after: p.timeout,
-                        },
-                    },
-                });
-                false
-            } else {
-                true
+        self.pending.retain(|tick| {
+            if tick.deadline > now {
+                return true;
             }
+            done.push(match &tick.candidate {
+                Some(actual) => EchoOutcome::Mismatch {
+                    expected: tick.expected.clone(),
+                    actual: actual.clone(),
+                },
+                None => EchoOutcome::Timeout {
+                    expected: tick.expected.clone(),
+                    after: tick.timeout,
+                },
+            });
+            false
         });
         done
     }
 
-    /// Fails every waiting check: the connection ended.
-    pub fn close(&mut self, ending: &Ending) -> Vec<EchoResult> {
+    /// Fails every waiting tick: the connection ended.
+    pub fn close(&mut self, ending: &Ending) -> Vec<EchoOutcome> {
         self.pending
             .drain(..)
-            .map(|p| EchoResult {
-                id: p.id,
-                outcome: EchoOutcome::Closed {
-                    expected: p.expected,
-                    ending: ending.clone(),
-                },
+            .map(|tick| EchoOutcome::Closed {
+                expected: tick.expected,
+                ending: ending.clone(),
             })
             .collect()
     }
+}
+
+/// The one echo verdict, on a frame: only a text frame can be an echo.
+fn is_echo(expected: &Value, frame: &Frame) -> bool {
+    frame
+        .as_text()
+        .is_some_and(|text| echo_matches(expected, text))
 }
 
 #[cfg(test)]
@@ -258,145 +245,78 @@ mod tests {
     }
 
     #[test]
-    fn an_echo_passes_with_its_latency() {
+    fn an_echo_passes_with_its_latency_quoted_or_raw() {
         let start = Instant::now();
-        let mut tracker = EchoTracker::new();
-        let id = tracker.expect(json!("Hello World!"), start, TIMEOUT);
-        let verdict = tracker.on_frame(&text(start + Duration::from_millis(3), "\"Hello World!\""));
+        let mut ticks = EchoTicks::new();
+        assert_eq!(ticks.expect(json!("Hello"), start, TIMEOUT), None);
+        let ms3 = start + Duration::from_millis(3);
         assert_eq!(
-            verdict.matched,
-            Some(EchoResult {
-                id,
-                outcome: EchoOutcome::Matched {
-                    latency: Duration::from_millis(3)
-                }
+            ticks.observe(&text(ms3, "Hello")),
+            Some(EchoOutcome::Matched {
+                latency: Duration::from_millis(3)
             })
         );
-        assert!(tracker.is_empty());
+        assert!(ticks.is_empty());
     }
 
     #[test]
-    fn unrelated_messages_do_not_break_a_check() {
+    fn an_echo_seen_before_the_tick_started_counts_once() {
         let start = Instant::now();
-        let mut tracker = EchoTracker::new();
-        tracker.expect(json!("x"), start, TIMEOUT);
-        let pushed = tracker.on_frame(&text(start + Duration::from_millis(1), "broadcast"));
-        assert!(!pushed.consumed());
-        let echo = tracker.on_frame(&text(start + Duration::from_millis(2), "\"x\""));
-        assert!(echo.matched.unwrap().outcome.passed());
-    }
-
-    #[test]
-    fn checks_are_correlated_in_order_and_each_frame_is_used_once() {
-        let start = Instant::now();
-        let mut tracker = EchoTracker::new();
-        let first = tracker.expect(json!("same"), start, TIMEOUT);
-        let second = tracker.expect(json!("same"), start, TIMEOUT);
-        let a = tracker.on_frame(&text(start, "\"same\""));
-        assert_eq!(a.matched.unwrap().id, first);
-        let b = tracker.on_frame(&text(start, "\"same\""));
-        assert_eq!(b.matched.unwrap().id, second);
-        // A lost echo does not make the next one fail: the frame goes to the check it matches.
-        let lost = tracker.expect(json!("lost"), start, TIMEOUT);
-        let found = tracker.expect(json!("found"), start, TIMEOUT);
-        let c = tracker.on_frame(&text(start, "\"found\""));
-        assert_eq!(c.matched.unwrap().id, found);
-        assert!(tracker.is_pending(lost));
-    }
-
-    #[test]
-    fn a_check_with_other_messages_fails_as_a_mismatch_at_its_deadline() {
-        let start = Instant::now();
-        let mut tracker = EchoTracker::new();
-        tracker.expect(json!({"action": "send", "body": "x"}), start, TIMEOUT);
-        tracker.on_frame(&text(start + Duration::from_millis(1), "\"x\""));
-        tracker.on_frame(&text(start + Duration::from_millis(2), "later"));
+        let mut ticks = EchoTicks::new();
+        ticks.observe(&text(start + Duration::from_millis(1), "\"x\""));
         assert!(
-            tracker.expire(start + TIMEOUT).is_empty(),
-            "not before the deadline"
+            ticks
+                .expect(json!("x"), start, TIMEOUT)
+                .is_some_and(|o| o.passed())
         );
-        let done = tracker.expire(start + TIMEOUT + Duration::from_millis(1));
+        // The same frame cannot be the echo of a second send.
+        assert_eq!(ticks.expect(json!("x"), start, TIMEOUT), None);
+        // A frame read before the send does not count.
+        let later = start + Duration::from_secs(1);
+        let mut fresh = EchoTicks::new();
+        fresh.observe(&text(start, "\"y\""));
+        assert_eq!(fresh.expect(json!("y"), later, TIMEOUT), None);
+    }
+
+    #[test]
+    fn unrelated_frames_become_the_actual_of_a_mismatch() {
+        let start = Instant::now();
+        let mut ticks = EchoTicks::new();
+        ticks.expect(json!({"action": "send", "body": "x"}), start, TIMEOUT);
+        assert_eq!(ticks.observe(&text(start, "\"x\"")), None);
+        assert!(ticks.expire(start + TIMEOUT / 2).is_empty());
+        assert_eq!(ticks.next_deadline(), Some(start + TIMEOUT));
         assert_eq!(
-            done[0].outcome,
-            EchoOutcome::Mismatch {
+            ticks.expire(start + TIMEOUT),
+            vec![EchoOutcome::Mismatch {
                 expected: json!({"action": "send", "body": "x"}),
                 actual: "\"x\"".into()
-            }
-        );
-        assert!(tracker.is_empty());
-    }
-
-    #[test]
-    fn unrelated_frames_are_handed_out_in_order() {
-        let start = Instant::now();
-        let later = start + TIMEOUT + Duration::from_millis(1);
-        let mut tracker = EchoTracker::new();
-        let first = tracker.expect(json!("a"), start, TIMEOUT);
-        let second = tracker.expect(json!({"action": "send", "body": "b"}), start, TIMEOUT);
-        // An error frame for something sent earlier, then the first echo, then the bare
-        // body where the whole message was expected.
-        tracker.on_frame(&text(start, "Forbidden"));
-        assert_eq!(
-            tracker.on_frame(&text(start, "\"a\"")).matched.unwrap().id,
-            first
-        );
-        tracker.on_frame(&text(start, "\"b\""));
-        let done = tracker.expire(later);
-        assert_eq!(done[0].id, second);
-        assert_eq!(
-            done[0].outcome,
-            EchoOutcome::Mismatch {
-                expected: json!({"action": "send", "body": "b"}),
-                actual: "\"b\"".into()
-            }
+            }]
         );
     }
 
     #[test]
-    fn silence_is_a_timeout_and_old_frames_do_not_count() {
+    fn silence_is_a_timeout_and_a_close_fails_at_once() {
         let start = Instant::now();
-        let mut tracker = EchoTracker::new();
-        let sent = start + Duration::from_millis(10);
-        tracker.expect(json!("x"), sent, TIMEOUT);
-        // Read before the send: neither an echo nor a candidate.
-        assert!(!tracker.on_frame(&text(start, "\"x\"")).consumed());
+        let mut ticks = EchoTicks::new();
+        ticks.expect(json!(1), start, TIMEOUT);
         // Control frames take no part.
-        tracker.on_frame(&Incoming {
-            at: sent,
+        ticks.observe(&Incoming {
+            at: start,
             frame: Frame::Pong(vec![]),
         });
-        assert_eq!(tracker.next_deadline(), Some(sent + TIMEOUT));
-        let done = tracker.expire(sent + TIMEOUT * 2);
         assert_eq!(
-            done[0].outcome,
-            EchoOutcome::Timeout {
-                expected: json!("x"),
+            ticks.expire(start + TIMEOUT * 2),
+            vec![EchoOutcome::Timeout {
+                expected: json!(1),
                 after: TIMEOUT
-            }
+            }]
         );
-    }
-
-    #[test]
-    fn a_closed_connection_fails_every_check() {
-        let start = Instant::now();
-        let mut tracker = EchoTracker::new();
-        tracker.expect(json!(1), start, TIMEOUT);
-        tracker.expect(json!(2), start, TIMEOUT);
+        ticks.expect(json!(2), start, TIMEOUT);
         let ending = Ending::Dropped {
             reason: "reset".into(),
         };
-        let done = tracker.close(&ending);
-        assert_eq!(done.len(), 2);
-        assert!(done.iter().all(|r| !r.outcome.passed()));
-        assert!(tracker.is_empty());
-    }
-
-    #[test]
-    fn cancelled_checks_are_forgotten() {
-        let mut tracker = EchoTracker::new();
-        let id = tracker.expect(json!(1), Instant::now(), TIMEOUT);
-        tracker.cancel(id);
-        assert!(tracker.is_empty());
-        assert_eq!(tracker.next_deadline(), None);
+        assert!(ticks.close(&ending).iter().all(|o| !o.passed()));
+        assert!(ticks.is_empty());
     }
 }

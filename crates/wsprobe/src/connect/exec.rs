@@ -1,35 +1,54 @@
 //! Running one line: it is parsed by the command language ([`wsprobe_core::command::parse_repl_line`],
-//! the same parser `wsprobe run` uses) and the resulting command is carried out on the
-//! session with the semantics it has in a script (`/capture` waits like `/expect` and sets
-//! `${NAME}`; `/post`, `/get`, `/delete` call the `@connections` API, see [`super::calls`]).
-//! `/connect` and `@name` get a clear message (one connection per prompt); `/echo`,
-//! `/pretty`, `/help` and `/quit` act on the REPL itself.
+//! the same parser `wsprobe run` uses) and the statement goes to the command engine, the
+//! one scripts run on; what it did comes back as data and is shown here. Only what belongs
+//! to the prompt is handled here: `/pretty`, `/help`, `/quit`, and a clear message for
+//! `/connect` and `@name` (one connection per prompt).
 
 use std::time::Instant;
 
-use crate::run::management::Method;
-use wsprobe_core::command::{Command, Expectation, Payload, ReplInput, Statement, parse_repl_line};
+use wsprobe_core::command::engine::{Done, Failed, Fault};
+use wsprobe_core::command::{
+    Command, EchoPolicy, Payload, ReplInput, Span, Statement, Template, TemplatePart,
+    parse_repl_line,
+};
 use wsprobe_core::session::Outgoing;
 
-use super::display::Tone;
-use super::driver::{Busy, Driver, Waiting, Want};
+use super::calls::status_line;
+use super::display::{self, Tone};
+use super::driver::{Driver, Running, SESSION};
+
+/// At most this many received messages are listed under a failure.
+const SHOWN_RECEIVED: usize = 5;
 
 impl Driver {
     /// Runs or sends one line (see the module doc).
-    pub(super) async fn execute(&mut self, line: String) {
+    pub(super) fn execute(&mut self, line: String) {
         match parse_repl_line(&line) {
             Err(error) => {
-                self.failed_checks += usize::from(!self.settings.interactive);
+                self.failed_checks += 1;
                 let rendered = error.render_line(&line, self.painter_enabled());
                 self.output.note(rendered.trim_end().to_owned());
             }
             Ok(ReplInput::Empty) => {}
             Ok(ReplInput::Text(text)) => {
-                self.backlog.clear();
-                // The typed line is already on screen (or in the user's input): not repeated.
-                self.send(Outgoing::Text(text)).await;
+                // Sent as typed: no `${…}`, and not shown again (it is on screen already).
+                let span = Span::new(1, 1, text.chars().count());
+                let statement = Statement {
+                    target: None,
+                    command: Command::Text(Template {
+                        parts: vec![TemplatePart::Literal(text.clone())],
+                        source: text,
+                        span,
+                    }),
+                    keyword: span,
+                    span,
+                };
+                self.start(statement, "send".into(), line);
+                if let Some(running) = &mut self.running {
+                    running.show_sent = false;
+                }
             }
-            Ok(ReplInput::Command(statement)) => self.run_command(statement, &line).await,
+            Ok(ReplInput::Command(statement)) => self.run_command(statement, line),
         }
     }
 
@@ -37,8 +56,9 @@ impl Driver {
         colored::control::SHOULD_COLORIZE.should_colorize()
     }
 
-    async fn run_command(&mut self, statement: Statement, line: &str) {
+    fn run_command(&mut self, statement: Statement, line: String) {
         if let Some(target) = &statement.target {
+            self.failed_checks += 1;
             self.note(
                 Tone::Bad,
                 &format!(
@@ -48,101 +68,10 @@ impl Driver {
             );
             return;
         }
-        let keyword = statement.command.keyword();
-        match statement.command {
-            Command::Send { route, payload } => {
-                let route = match route.resolve(&self.vars) {
-                    Ok(route) => route,
-                    Err(error) => return self.resolve_failed(&error, line),
-                };
-                let payload_json = match payload {
-                    None => None,
-                    Some(Payload::Json(json)) => match json.resolve(&self.vars) {
-                        Ok(value) => Some(value.to_string()),
-                        Err(error) => return self.resolve_failed(&error, line),
-                    },
-                    // Text is a string body as written, even if it looks like a number.
-                    Some(Payload::Text(text)) => match text.resolve(&self.vars) {
-                        Ok(text) => Some(serde_json::Value::String(text).to_string()),
-                        Err(error) => return self.resolve_failed(&error, line),
-                    },
-                };
-                let message = wsprobe_core::message::route_tagged(
-                    &route,
-                    payload_json.as_deref(),
-                    &self.settings.fields,
-                );
-                self.backlog.clear();
-                self.send_tagged(message.to_string(), &message).await;
-            }
-            Command::Text(text) => match text.resolve(&self.vars) {
-                Ok(text) => self.send_shown(Outgoing::Text(text)).await,
-                Err(error) => self.resolve_failed(&error, line),
-            },
-            Command::Binary(data) => self.send_shown(Outgoing::Binary(data)).await,
-            Command::Ping(data) => {
-                let data = match data.map(|d| d.resolve(&self.vars)).transpose() {
-                    Ok(data) => data.unwrap_or_default(),
-                    Err(error) => return self.resolve_failed(&error, line),
-                };
-                self.send_shown(Outgoing::Ping(data.into_bytes())).await;
-            }
-            Command::Close { code, reason } => {
-                let reason = match reason.map(|r| r.resolve(&self.vars)).transpose() {
-                    Ok(reason) => reason.unwrap_or_default(),
-                    Err(error) => return self.resolve_failed(&error, line),
-                };
-                let code = code.map_or(1000, |c| c.value);
-                self.we_closed = true;
-                self.send_shown(Outgoing::Close(Some((code, reason)))).await;
-            }
-            Command::Expect(expect) => {
-                let within = expect
-                    .within
-                    .map_or(self.settings.expect_timeout, |w| w.value);
-                let started = Instant::now();
-                let want = match expect.expectation {
-                    Expectation::Nothing => Want::Nothing,
-                    Expectation::Message(matcher) => {
-                        match matcher.resolve(&self.vars, self.last_echo.as_ref()) {
-                            Ok(resolved) => Want::Message(resolved),
-                            Err(error) => return self.resolve_failed(&error, line),
-                        }
-                    }
-                    Expectation::Status(status) => return self.expect_status(status.value),
-                    Expectation::Response(matcher) => {
-                        return self.expect_response(&matcher, line);
-                    }
-                };
-                self.start_expect(Waiting {
-                    want,
-                    next: expect.next,
-                    started,
-                    deadline: started + within,
-                    within,
-                });
-            }
-            Command::Sleep(duration) => {
-                self.busy = Some(Busy::Sleep {
-                    until: Instant::now() + duration.value,
-                });
-            }
-            Command::Echo(policy) => {
-                self.settings.echo = policy.value;
-                let name = match policy.value {
-                    wsprobe_core::options::EchoPolicy::Body => {
-                        "body: the echo of /send is its body field"
-                    }
-                    wsprobe_core::options::EchoPolicy::Full => {
-                        "full: the echo of /send is the whole message"
-                    }
-                    wsprobe_core::options::EchoPolicy::Off => "off: /send expects no echo",
-                };
-                self.note(Tone::Info, &format!("echo {name}"));
-            }
+        match &statement.command {
             Command::Pretty(on) => {
-                self.settings.display.pretty = on;
-                let state = if on { "on" } else { "off" };
+                self.settings.display.pretty = *on;
+                let state = if *on { "on" } else { "off" };
                 self.note(Tone::Info, &format!("pretty JSON {state}"));
             }
             Command::Help(topic) => {
@@ -157,69 +86,220 @@ impl Driver {
                 self.output.note(text.trim_end().to_owned());
             }
             Command::Quit => self.quit(),
-            Command::Connect(_) => self.script_only(
-                keyword,
-                "the prompt has one connection; run another `wsprobe connect URL` beside this one",
-            ),
-            Command::Capture(capture) => {
-                let within = capture.timeout(self.settings.expect_timeout);
-                let started = Instant::now();
-                self.start_expect(Waiting {
-                    want: Want::Capture {
-                        name: capture.name.value,
-                        source: capture.source.value,
-                    },
-                    next: capture.next,
-                    started,
-                    deadline: started + within,
-                    within,
-                });
+            Command::Connect(_) => {
+                self.failed_checks += 1;
+                self.note(
+                    Tone::Bad,
+                    "`/connect` works in scripts only (`wsprobe run`): the prompt has one connection; run another `wsprobe connect URL` beside this one",
+                );
             }
+            Command::Close { .. } => {
+                // Set first: the server's answer can arrive before the send returns.
+                self.we_closed = true;
+                self.start(statement, "close".into(), line);
+            }
+            Command::Sleep(_) => self.start(statement, "wait".into(), line),
             Command::Post {
                 connection_id,
                 payload,
             } => {
-                // As in a script: text is posted as written, JSON as JSON.
-                let body = match payload {
-                    None => Ok(String::new()),
-                    Some(Payload::Text(text)) => text.resolve(&self.vars),
-                    Some(Payload::Json(json)) => json.resolve(&self.vars).map(|v| v.to_string()),
-                };
-                match body {
-                    Ok(body) => self.start_call(Method::Post, &connection_id, Some(body), line),
-                    Err(error) => self.resolve_failed(&error, line),
-                }
+                let what = self.show_call("POST", connection_id, payload.as_ref());
+                self.start(statement, what, line);
             }
             Command::Get { connection_id } => {
-                self.start_call(Method::Get, &connection_id, None, line);
+                let what = self.show_call("GET", connection_id, None);
+                self.start(statement, what, line);
             }
             Command::Delete { connection_id } => {
-                self.start_call(Method::Delete, &connection_id, None, line);
+                let what = self.show_call("DELETE", connection_id, None);
+                self.start(statement, what, line);
+            }
+            command => {
+                let what = command.keyword().to_owned();
+                self.start(statement, what, line);
             }
         }
     }
 
-    /// Sends a frame a command built, and shows it.
-    async fn send_shown(&mut self, frame: Outgoing) {
-        self.backlog.clear();
-        self.show_sent(&frame, Instant::now());
-        self.send(frame).await;
-    }
-
-    fn script_only(&mut self, keyword: &str, why: &str) {
-        self.note(
-            Tone::Bad,
-            &format!("`/{keyword}` works in scripts only (`wsprobe run`): {why}"),
-        );
-    }
-
-    pub(super) fn resolve_failed(
+    /// Shows the `@connections` call about to be made (`> POST http://…/@connections/id
+    /// body`) and returns what it is, for "… cancelled". When its variables cannot be
+    /// filled in, nothing is shown: the engine reports why.
+    fn show_call(
         &mut self,
-        error: &wsprobe_core::command::ResolveError,
-        line: &str,
-    ) {
-        self.failed_checks += usize::from(!self.settings.interactive);
-        let rendered = error.render(line, "<prompt>", self.painter_enabled());
-        self.output.note(rendered.trim_end().to_owned());
+        verb: &str,
+        connection_id: &Template,
+        payload: Option<&Payload>,
+    ) -> String {
+        let described = match self.engine.try_lock() {
+            Ok(engine) => {
+                let url = connection_id
+                    .resolve(&engine.vars)
+                    .ok()
+                    .and_then(|id| engine.connection_url(Some(SESSION), &id));
+                let body = match payload {
+                    Some(Payload::Text(text)) => text.resolve(&engine.vars).ok(),
+                    Some(Payload::Json(json)) => {
+                        json.resolve(&engine.vars).ok().map(|v| v.to_string())
+                    }
+                    None => None,
+                };
+                url.map(|url| (format!("{verb} {url}"), body))
+            }
+            Err(_) => None,
+        };
+        let Some((what, body)) = described else {
+            return verb.to_owned();
+        };
+        let shown = match body {
+            Some(body) if !body.is_empty() => format!("{what} {body}"),
+            _ => what.clone(),
+        };
+        let stamp = self.stamp(Instant::now());
+        self.note(Tone::Sent, &format!("{stamp}> {shown}"));
+        what
     }
+
+    /// Shows what a command did (or why it failed).
+    pub(super) fn on_done(&mut self, result: Result<Done, Fault>, running: &Running) {
+        match result {
+            Ok(done) => self.show_done(done, running),
+            Err(Fault::Resolve(error)) => {
+                self.failed_checks += 1;
+                let rendered = error.render(&running.line, "<prompt>", self.painter_enabled());
+                self.output.note(rendered.trim_end().to_owned());
+            }
+            Err(Fault::Failed(failed)) => {
+                self.failed_checks += 1;
+                let text = failed_text(&failed);
+                self.note(Tone::Bad, &text);
+            }
+        }
+    }
+
+    fn show_done(&mut self, done: Done, running: &Running) {
+        match done {
+            Done::Sent { frame, at, echo } => {
+                if running.show_sent {
+                    self.show_sent(&frame, at);
+                }
+                if let Some(expected) = echo
+                    && let Some(outcome) =
+                        self.ticks.expect(expected, at, self.settings.echo_timeout)
+                {
+                    self.report_echo(outcome);
+                }
+                if matches!(frame, Outgoing::Close(_)) {
+                    self.we_closed = true;
+                }
+            }
+            Done::Matched {
+                what,
+                frame,
+                started,
+            } => {
+                let when = when(frame.at, started);
+                self.note(Tone::Good, &format!("✓ {what} ({when})"));
+            }
+            Done::Captured {
+                name,
+                value,
+                frame,
+                started,
+            } => {
+                let shown = if !self.settings.show_secrets
+                    && wsprobe_core::command::vars::looks_secret(&name)
+                {
+                    wsprobe_core::secret::REDACTED.to_owned()
+                } else {
+                    value
+                };
+                let when = when(frame.at, started);
+                self.note(
+                    Tone::Good,
+                    &format!("✓ capture ${{{name}}} = {shown} ({when})"),
+                );
+            }
+            Done::Silence { within } => {
+                let took = display::human_duration(within);
+                self.note(Tone::Good, &format!("✓ expect nothing: silence for {took}"));
+            }
+            Done::Checked { what } => self.note(Tone::Good, &format!("✓ {what}")),
+            Done::Answered { response, .. } => {
+                let tone = if (200..300).contains(&response.status) {
+                    Tone::Good
+                } else {
+                    Tone::Bad
+                };
+                let stamp = self.stamp(Instant::now());
+                let mut text = format!("{stamp}{}", status_line(&response));
+                if !response.body.is_empty() {
+                    text.push('\n');
+                    text.push_str(&display::message_text(
+                        &response.body,
+                        self.settings.display.pretty,
+                    ));
+                }
+                self.note(tone, &text);
+            }
+            Done::Echo(policy) => {
+                let name = match policy {
+                    EchoPolicy::Body => "body: the echo of /send is its body field",
+                    EchoPolicy::Full => "full: the echo of /send is the whole message",
+                    EchoPolicy::Off => "off: /send expects no echo",
+                };
+                self.note(Tone::Info, &format!("echo {name}"));
+            }
+            Done::Slept | Done::NotMine => {}
+        }
+    }
+
+    /// The `-t` time-of-day prefix, or nothing.
+    fn stamp(&self, at: Instant) -> String {
+        if !self.settings.display.timestamps {
+            return String::new();
+        }
+        let wall = std::time::SystemTime::now()
+            .checked_sub(at.elapsed())
+            .unwrap_or_else(std::time::SystemTime::now);
+        format!("{} ", display::time_of_day(wall))
+    }
+}
+
+/// `0.4 ms` after the wait started, or `already received` for a frame that was waiting
+/// in the inbox.
+fn when(arrived: Instant, started: Instant) -> String {
+    if arrived >= started {
+        display::short_duration(arrived.duration_since(started))
+    } else {
+        "already received".to_owned()
+    }
+}
+
+/// A failure as the prompt shows it: `✗ expect json "two": nothing matched within 2s`,
+/// then what was received, the answer checked, and a hint.
+fn failed_text(failed: &Failed) -> String {
+    let mut text = format!("✗ {}", failed.command);
+    match &failed.label {
+        Some(label) => text.push_str(&format!(": {label}")),
+        None => {
+            // The headline says what went wrong when there is no short reason.
+            let why = failed
+                .message
+                .split_once(": ")
+                .map_or(failed.message.as_str(), |(_, why)| why);
+            text.push_str(&format!(": {why}"));
+        }
+    }
+    if let Some(received) = &failed.received {
+        for message in received.iter().take(SHOWN_RECEIVED) {
+            text.push_str(&format!("\n    received: {message}"));
+        }
+    }
+    if let Some(response) = &failed.response {
+        text.push_str(&format!("\n    answer: {response}"));
+    }
+    if let Some(hint) = &failed.hint {
+        text.push_str(&format!("\n    hint: {hint}"));
+    }
+    text
 }

@@ -7,10 +7,10 @@
 //! - a stdin that is not a terminal ([`pipe`]): each line is sent (or run if it is a
 //!   `/command`), each received message goes to stdout, one a line, undecorated.
 //!
-//! Lines are parsed by the shared command language ([`wsprobe_core::command`]) and run by
-//! [`exec`] with the semantics they have in a script (`/capture` sets `${NAME}`; `/post`,
-//! `/get`, `/delete` call the stage's `@connections` API through [`calls`]); echo checks
-//! ([`echo`]) and what is shown ([`display`]) live beside them.
+//! Lines are parsed by the shared command language ([`wsprobe_core::command`]) and run on the
+//! command engine ([`wsprobe_core::command::engine`]), the one `wsprobe run` uses, so a line does
+//! what it does in a script; [`exec`] shows what it did. Echo ticks ([`echo`]) and what is
+//! shown ([`display`], [`calls`]) are the prompt's own.
 //!
 //! Exit codes: 0; 1 when an echo check or `/expect` failed in `-x` or pipe mode, or the
 //! server closed abnormally (anything but 1000, 1001 or 1005, or a dropped connection);
@@ -32,17 +32,19 @@ use std::time::Duration;
 
 pub use display::{DisplayOptions, is_normal_close};
 pub use driver::{Finish, Report};
-pub use echo::{EchoOutcome, EchoResult, EchoTracker};
+pub use echo::{EchoOutcome, EchoTicks};
 pub use prompt::default_history_file;
 
 use crate::cli::ConnectArgs;
 use crate::{Context, Error, Outcome};
 use wsprobe_core::client::{self};
+use wsprobe_core::command::engine::{Engine, EngineOptions};
+use wsprobe_core::command::vars::Vars;
 use wsprobe_core::command::{ReplInput, parse_repl_line};
 use wsprobe_core::options::ConnectOptions;
 use wsprobe_serve::{RouteBehaviour, RunningServer, ServeConfig};
 
-use driver::{Driver, ManagementTarget, Output, Settings};
+use driver::{Driver, Output, Settings};
 
 /// The default `within` of an `/expect` typed at the prompt.
 const EXPECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,16 +106,28 @@ pub async fn run(
         linger: args.wait,
         interactive,
         show_secrets: context.show_secrets,
-        management: ManagementTarget {
-            base: wsprobe_core::message::management_url(&url),
-            client: config.clone(),
-        },
+        url: url.clone(),
+        client: config.clone(),
     };
+    let engine = || {
+        let options = EngineOptions {
+            timeout: settings.expect_timeout,
+            fields: settings.fields.clone(),
+            echo: settings.echo,
+            management_url: None,
+            stage_url: None,
+            client: settings.client.clone(),
+        };
+        let mut engine = Engine::new(options, Vars::new(std::collections::HashMap::new()));
+        engine.set_url(driver::SESSION, settings.url.clone());
+        engine
+    };
+    let engine = engine();
     let connecting = Box::pin(async move { client::connect(&url, &config).await });
 
     let report = match prompt {
         Some((prompt, lines, printer)) => {
-            let result = Driver::new(settings, Output::Prompt(printer))
+            let result = Driver::new(settings, Output::Prompt(printer), engine)
                 .run(connecting, lines)
                 .await;
             // The driver and its printers are gone: the terminal can be given back.
@@ -126,7 +140,7 @@ pub async fn run(
             } else {
                 pipe::commands(args.execute)
             };
-            Driver::new(settings, Output::plain())
+            Driver::new(settings, Output::plain(), engine)
                 .run(connecting, lines)
                 .await?
         }

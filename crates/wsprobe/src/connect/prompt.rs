@@ -182,9 +182,13 @@ impl Prompt {
                                     Err(_) => break,
                                 }
                             }
+                            // Every text ends its own line. Between two `readline`s (the
+                            // editor not in raw mode) rustyline writes the text as is, so
+                            // without this newline the next prompt would be drawn over it.
+                            text.push('\n');
                             if external.print(text.clone()).is_err() {
                                 let mut stdout = std::io::stdout().lock();
-                                let _ = writeln!(stdout, "{text}");
+                                let _ = write!(stdout, "{text}");
                                 let _ = stdout.flush();
                             }
                         }

@@ -7,11 +7,12 @@
 //! finishes, and the reports are written from the [`ScriptResult`]. Ctrl-C stops the run,
 //! prints the totals and writes the reports of the tests that finished, and exits 130.
 
-pub mod management;
 pub mod report;
 pub mod result;
 pub mod runner;
-pub mod vars;
+
+/// Variables and secrets live with the command language, which the engine runs.
+pub use wsprobe_core::command::vars;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -14,29 +14,22 @@
 // trip: the size of the error variant costs nothing measurable, boxing would cost noise.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use url::Url;
 
 use wsprobe_core::client::{self, ClientConfig, ConnectError};
+use wsprobe_core::command::engine::{CLOSE_WAIT, Engine, EngineOptions, Failed, FailedKind, Fault};
 use wsprobe_core::command::{
-    Capture, Command, Connect, ConnectOption, Diagnostic, Expect, Expectation, FrameView, Matcher,
-    Payload, ResolveError, Script, Span, Spanned, Statement,
+    Command, Connect, ConnectOption, Diagnostic, EchoPolicy, ResolveError, Script, Span, Statement,
 };
-use wsprobe_core::message::{self, RouteFields};
-use wsprobe_core::options::EchoPolicy;
-use wsprobe_core::session::{Frame, Incoming, Outgoing, Session, WaitError};
+use wsprobe_core::message::RouteFields;
+use wsprobe_core::session::Session;
 use wsprobe_core::values::Header;
 
-use super::management::{self, Method};
 use super::result::Failure;
 use super::result::{FailureKind, FileResult, TestResult};
 use super::vars::{Secrets, Vars};
-
-/// How long closing a connection at the end of a test may wait for the server's answer.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Everything the runner needs from the command line.
 #[derive(Clone, Debug)]
@@ -198,26 +191,14 @@ fn check_connect_url(
     }
 }
 
-/// One open (or ended) connection of the run.
-struct Conn {
-    session: Session,
-    /// The last route-tagged message sent on it, for `expect echo`.
-    last_sent: Option<Value>,
-}
-
 /// The state of one file's run.
 struct FileRun<'a> {
     script: &'a Script,
     plan: &'a Plan,
     options: &'a RunOptions,
-    vars: Vars,
     secrets: &'a mut Secrets,
-    /// Open connections, by index into the plan's connects.
-    sessions: HashMap<usize, Conn>,
-    /// The URL each connect used (kept after it closes), for post/get/delete.
-    urls: HashMap<usize, Url>,
-    echo: EchoPolicy,
-    last_response: Option<management::Response>,
+    /// Runs every statement but `connect`: sessions are keyed by plan index.
+    engine: Engine,
     /// The first connect that failed where a connection was expected (for exit code 3).
     connect_error: Option<ConnectError>,
     /// The connects (plan indexes) that failed: commands on them fail as connect failures.
@@ -236,16 +217,24 @@ pub async fn run_file(
     progress: &mut dyn Progress,
 ) -> (FileResult, Option<ConnectError>) {
     let started = Instant::now();
+    let engine_options = EngineOptions {
+        timeout: options.timeout,
+        fields: options.fields.clone(),
+        echo: options.echo,
+        management_url: options.management_url.clone(),
+        // Without a connect above it, a call goes to the stage of --url.
+        stage_url: options
+            .url
+            .as_deref()
+            .and_then(|url| client::parse_url(url).ok()),
+        client: options.client.clone(),
+    };
     let mut run = FileRun {
         script,
         plan,
         options,
-        vars,
         secrets,
-        sessions: HashMap::new(),
-        urls: HashMap::new(),
-        echo: options.echo,
-        last_response: None,
+        engine: Engine::new(engine_options, vars),
         connect_error: None,
         failed_connects: Vec::new(),
     };
@@ -294,85 +283,16 @@ impl FileRun<'_> {
         statement: &Statement,
         target: Option<usize>,
     ) -> Result<(), Failure> {
-        match &statement.command {
-            Command::Connect(connect) => self.connect(statement, connect).await,
-            Command::Send { route, payload } => {
-                let route = self.resolve(route)?;
-                let body = match payload {
-                    Some(payload) => Some(
-                        payload
-                            .resolve(&self.vars)
-                            .map_err(|e| self.resolve_failure(&e))?,
-                    ),
-                    None => None,
-                };
-                let body_text = body.as_ref().map(Value::to_string);
-                let message =
-                    message::route_tagged(&route, body_text.as_deref(), &self.options.fields);
-                let text = message.to_string();
-                let conn = self.conn(statement, target)?;
-                conn.last_sent = Some(message);
-                self.send(statement, target, Outgoing::Text(text)).await
-            }
-            Command::Text(text) => {
-                let text = self.resolve(text)?;
-                self.send(statement, target, Outgoing::Text(text)).await
-            }
-            Command::Binary(data) => {
-                self.send(statement, target, Outgoing::Binary(data.clone()))
-                    .await
-            }
-            Command::Ping(data) => {
-                let data = match data {
-                    Some(data) => self.resolve(data)?.into_bytes(),
-                    None => Vec::new(),
-                };
-                self.send(statement, target, Outgoing::Ping(data)).await
-            }
-            Command::Close { code, reason } => {
-                let code = code.as_ref().map_or(1000, |code| code.value);
-                let reason = match reason {
-                    Some(reason) => self.resolve(reason)?,
-                    None => String::new(),
-                };
-                self.send(statement, target, Outgoing::Close(Some((code, reason))))
-                    .await
-            }
-            Command::Expect(expect) => self.expect(statement, target, expect).await,
-            Command::Capture(capture) => self.capture(statement, target, capture).await,
-            Command::Sleep(duration) => {
-                tokio::time::sleep(duration.value).await;
-                Ok(())
-            }
-            Command::Post {
-                connection_id,
-                payload,
-            } => {
-                let body = match payload {
-                    Some(Payload::Text(text)) => self.resolve(text)?,
-                    Some(Payload::Json(json)) => json
-                        .resolve(&self.vars)
-                        .map_err(|e| self.resolve_failure(&e))?
-                        .to_string(),
-                    None => String::new(),
-                };
-                self.manage(statement, target, Method::Post, connection_id, Some(body))
-                    .await
-            }
-            Command::Get { connection_id } => {
-                self.manage(statement, target, Method::Get, connection_id, None)
-                    .await
-            }
-            Command::Delete { connection_id } => {
-                self.manage(statement, target, Method::Delete, connection_id, None)
-                    .await
-            }
-            Command::Echo(policy) => {
-                self.echo = policy.value;
-                Ok(())
-            }
-            // Prompt-only commands are syntax errors in a script; nothing to do.
-            Command::Pretty(_) | Command::Help(_) | Command::Quit => Ok(()),
+        if let Command::Connect(connect) = &statement.command {
+            return self.connect(statement, connect).await;
+        }
+        if statement.command.uses_connection() {
+            self.check_open(statement, target)?;
+        }
+        match self.engine.execute(statement, target).await {
+            Ok(_done) => Ok(()),
+            Err(Fault::Resolve(error)) => Err(self.resolve_failure(&error)),
+            Err(Fault::Failed(failed)) => Err(self.failed(failed, target)),
         }
     }
 
@@ -386,6 +306,27 @@ impl FileRun<'_> {
         )
     }
 
+    /// A failure the engine reported, placed in the script.
+    fn failed(&self, failed: Failed, target: Option<usize>) -> Failure {
+        let kind = match failed.kind {
+            FailedKind::Expectation => FailureKind::Expectation,
+            FailedKind::Error => FailureKind::Error,
+        };
+        let mut failure = self.failure(kind, failed.message, failed.span);
+        failure.label = failed.label;
+        failure.hint = failed.hint;
+        if let Some(expected) = failed.expected {
+            failure = failure.expected(expected);
+        }
+        if let Some(received) = failed.received {
+            failure = failure.received(&self.label_of(target), received);
+        }
+        if let Some(response) = failed.response {
+            failure = failure.response(response);
+        }
+        failure
+    }
+
     fn resolve_failure(&self, error: &ResolveError) -> Failure {
         let mut failure = self.failure(FailureKind::Error, error.to_string(), error.span());
         failure.hint = error.hint();
@@ -394,7 +335,7 @@ impl FileRun<'_> {
 
     fn resolve(&self, template: &wsprobe_core::command::Template) -> Result<String, Failure> {
         template
-            .resolve(&self.vars)
+            .resolve(&self.engine.vars)
             .map_err(|e| self.resolve_failure(&e))
     }
 
@@ -404,8 +345,9 @@ impl FileRun<'_> {
             .map_or_else(|| "no connection".to_owned(), PlannedConnect::label)
     }
 
-    /// The open connection a command acts on.
-    fn conn(&mut self, statement: &Statement, target: Option<usize>) -> Result<&mut Conn, Failure> {
+    /// Fails a command whose connection is not open, saying why (a failed `connect` makes
+    /// it a connect failure, for exit code 3).
+    fn check_open(&self, statement: &Statement, target: Option<usize>) -> Result<(), Failure> {
         let Some(target) = target else {
             return Err(self.failure(
                 FailureKind::Error,
@@ -413,67 +355,26 @@ impl FileRun<'_> {
                 statement.keyword,
             ));
         };
-        if !self.sessions.contains_key(&target) {
-            let label = self.label_of(Some(target));
-            let line = self.plan.connects[target].line;
-            // A command on a connection whose connect failed fails for the same reason.
-            let kind = if self.failed_connects.contains(&target) {
-                FailureKind::Connect
-            } else {
-                FailureKind::Error
-            };
-            return Err(self
-                .failure(
-                    kind,
-                    format!("{label} is not open"),
-                    statement
-                        .target
-                        .as_ref()
-                        .map_or(statement.keyword, |t| t.span),
-                )
-                .hint(format!("its `connect` (line {line}) did not succeed")));
+        if self.engine.is_open(target) {
+            return Ok(());
         }
-        Ok(self
-            .sessions
-            .get_mut(&target)
-            .expect("checked just above that the session is there"))
-    }
-
-    async fn send(
-        &mut self,
-        statement: &Statement,
-        target: Option<usize>,
-        frame: Outgoing,
-    ) -> Result<(), Failure> {
-        let limit = self.options.timeout;
-        let conn = self.conn(statement, target)?;
-        // A server that stopped reading would block the write forever once the socket's
-        // buffers fill; like every wait, a send gives up after the default timeout.
-        let Ok(sent) = tokio::time::timeout(limit, conn.session.send(frame)).await else {
-            return Err(self
-                .failure(
-                    FailureKind::Error,
-                    format!(
-                        "could not {} within {}: the server is not reading",
-                        statement.command.keyword(),
-                        humantime::format_duration(limit)
-                    ),
-                    statement.keyword,
-                )
-                .hint("raise --timeout if the server is just slow"));
+        let label = self.label_of(Some(target));
+        let line = self.plan.connects[target].line;
+        let kind = if self.failed_connects.contains(&target) {
+            FailureKind::Connect
+        } else {
+            FailureKind::Error
         };
-        let ending = conn.session.ending().map(ToString::to_string);
-        sent.map_err(|error| {
-            let failure = self.failure(
-                FailureKind::Error,
-                format!("could not {}: {error}", statement.command.keyword()),
-                statement.keyword,
-            );
-            match ending {
-                Some(ending) => failure.hint(format!("the connection {ending}")),
-                None => failure,
-            }
-        })
+        Err(self
+            .failure(
+                kind,
+                format!("{label} is not open"),
+                statement
+                    .target
+                    .as_ref()
+                    .map_or(statement.keyword, |t| t.span),
+            )
+            .hint(format!("its `connect` (line {line}) did not succeed")))
     }
 
     async fn connect(&mut self, statement: &Statement, connect: &Connect) -> Result<(), Failure> {
@@ -521,17 +422,11 @@ impl FileRun<'_> {
                 ConnectOption::Origin(value) => config.origin = Some(self.resolve(value)?),
             }
         }
-        self.urls.insert(index, url.clone());
+        self.engine.set_url(index, url.clone());
         let outcome = client::connect(&url, &config).await;
         match (&connect.expect_refused, outcome) {
             (None, Ok(connection)) => {
-                self.sessions.insert(
-                    index,
-                    Conn {
-                        session: Session::start(connection),
-                        last_sent: None,
-                    },
-                );
+                self.engine.open(index, Session::start(connection));
                 Ok(())
             }
             (None, Err(error)) => {
@@ -597,312 +492,17 @@ impl FileRun<'_> {
         }
     }
 
-    async fn expect(
-        &mut self,
-        statement: &Statement,
-        target: Option<usize>,
-        expect: &Expect,
-    ) -> Result<(), Failure> {
-        let within = expect.timeout(self.options.timeout);
-        match &expect.expectation {
-            Expectation::Message(matcher) => {
-                self.expect_message(statement, target, expect.next, matcher, within)
-                    .await
-            }
-            Expectation::Nothing => {
-                let label = self.label_of(target);
-                let conn = self.conn(statement, target)?;
-                match conn.session.expect_silence(within).await {
-                    Ok(()) => Ok(()),
-                    Err(arrived) => {
-                        let mut seen = conn.session.received_so_far();
-                        seen.retain(|m| m.frame.is_data());
-                        Err(self
-                            .failure(
-                                FailureKind::Expectation,
-                                "expectation failed: nothing",
-                                statement.keyword,
-                            )
-                            .label(format!("a message arrived: {}", describe(&arrived.frame)))
-                            .received(&label, seen.iter().map(|m| describe(&m.frame)).collect()))
-                    }
-                }
-            }
-            Expectation::Status(status) => {
-                let Some(response) = &self.last_response else {
-                    return Err(self.no_response(statement));
-                };
-                if response.status == status.value {
-                    Ok(())
-                } else {
-                    Err(self
-                        .failure(
-                            FailureKind::Expectation,
-                            format!("expectation failed: status {}", status.value),
-                            status.span,
-                        )
-                        .label(format!("the status is {}", response.status))
-                        .response(response_text(response)))
-                }
-            }
-            Expectation::Response(matcher) => {
-                let Some(response) = self.last_response.clone() else {
-                    return Err(self.no_response(statement));
-                };
-                let resolved = matcher
-                    .resolve(&self.vars, None)
-                    .map_err(|e| self.resolve_failure(&e))?;
-                match resolved.check(&FrameView::Text(&response.body)) {
-                    Ok(()) => Ok(()),
-                    Err(why) => Err(self
-                        .failure(
-                            FailureKind::Expectation,
-                            format!("expectation failed: response {}", resolved.describe()),
-                            matcher.span,
-                        )
-                        .label(why)
-                        .response(response_text(&response))),
-                }
-            }
-        }
-    }
-
-    fn no_response(&self, statement: &Statement) -> Failure {
-        self.failure(
-            FailureKind::Error,
-            "no `post`, `get` or `delete` before this line to check",
-            statement.keyword,
-        )
-    }
-
-    async fn expect_message(
-        &mut self,
-        statement: &Statement,
-        target: Option<usize>,
-        next: bool,
-        matcher: &Spanned<Matcher>,
-        within: Duration,
-    ) -> Result<(), Failure> {
-        let label = self.label_of(target);
-        let echo_policy = self.echo;
-        let fields = self.options.fields.clone();
-        let expected_echo = {
-            let conn = self.conn(statement, target)?;
-            conn.last_sent
-                .as_ref()
-                .and_then(|sent| message::expected_echo(sent, echo_policy, &fields))
-        };
-        // `expect echo` compares as the echo policy says (`echo_matches`: JSON equality, or
-        // the raw text of an unquoted echo); every other matcher is the language's own.
-        let resolved = match &matcher.value {
-            Matcher::Echo => None,
-            _ => Some(
-                matcher
-                    .resolve(&self.vars, expected_echo.as_ref())
-                    .map_err(|e| self.resolve_failure(&e))?,
-            ),
-        };
-        let description = match (&resolved, &expected_echo) {
-            (Some(resolved), _) => resolved.describe().to_owned(),
-            (None, Some(echo)) => format!("echo {echo}"),
-            (None, None) => {
-                return Err(self.resolve_failure(&ResolveError::NoEcho { span: matcher.span }));
-            }
-        };
-        let check = |incoming: &Incoming| -> Result<(), String> {
-            match (&resolved, &expected_echo) {
-                (Some(resolved), _) => resolved.check(&view(&incoming.frame)),
-                (None, Some(echo)) => match incoming.text() {
-                    Some(text) if message::echo_matches(echo, text) => Ok(()),
-                    Some(text) => Err(format!("the message is {text}, not the echo {echo}")),
-                    None => Err(format!("a {} frame, not the echo", incoming.frame.kind())),
-                },
-                (None, None) => Err("no echo to expect".into()),
-            }
-        };
-        let conn = self.conn(statement, target)?;
-        let outcome = if next {
-            match conn.session.next(within).await {
-                Ok(incoming) => check(&incoming).map_err(|why| (why, vec![incoming])),
-                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
-            }
-        } else {
-            match conn.session.wait_for(within, |m| check(m).is_ok()).await {
-                Ok(_) => Ok(()),
-                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
-            }
-        };
-        outcome.map_err(|(why, seen)| {
-            let prefix = if next { "next " } else { "" };
-            self.failure(
-                FailureKind::Expectation,
-                format!("expectation failed: {prefix}{description}"),
-                statement.keyword,
-            )
-            .label(why)
-            .expected(description.clone())
-            .received(&label, seen.iter().map(|m| describe(&m.frame)).collect())
-        })
-    }
-
-    async fn capture(
-        &mut self,
-        statement: &Statement,
-        target: Option<usize>,
-        capture: &Capture,
-    ) -> Result<(), Failure> {
-        let within = capture.timeout(self.options.timeout);
-        let label = self.label_of(target);
-        let source = &capture.source.value;
-        let conn = self.conn(statement, target)?;
-        let outcome = if capture.next {
-            match conn.session.next(within).await {
-                Ok(incoming) => match source.extract(&view(&incoming.frame)) {
-                    Some(value) => Ok(value),
-                    None => Err((format!("the next message has no {source}"), vec![incoming])),
-                },
-                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
-            }
-        } else {
-            match conn
-                .session
-                .wait_for(within, |m| source.extract(&view(&m.frame)).is_some())
-                .await
-            {
-                Ok(incoming) => source
-                    .extract(&view(&incoming.frame))
-                    .ok_or_else(|| ("the value vanished".to_owned(), vec![incoming])),
-                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
-            }
-        };
-        match outcome {
-            Ok(value) => {
-                self.vars.capture(&capture.name.value, value);
-                Ok(())
-            }
-            Err((why, seen)) => Err(self
-                .failure(
-                    FailureKind::Expectation,
-                    format!("capture failed: {} = {source}", capture.name.value),
-                    statement.keyword,
-                )
-                .label(why)
-                .received(&label, seen.iter().map(|m| describe(&m.frame)).collect())),
-        }
-    }
-
-    async fn manage(
-        &mut self,
-        statement: &Statement,
-        target: Option<usize>,
-        method: Method,
-        connection_id: &wsprobe_core::command::Template,
-        body: Option<String>,
-    ) -> Result<(), Failure> {
-        let id = self.resolve(connection_id)?;
-        let base = match (
-            &self.options.management_url,
-            target.and_then(|t| self.urls.get(&t)),
-        ) {
-            (Some(base), _) => base.clone(),
-            (None, Some(ws_url)) => message::management_url(ws_url),
-            (None, None) => {
-                let from_flag = self.options.url.as_deref().map(client::parse_url);
-                match from_flag {
-                    Some(Ok(url)) => message::management_url(&url),
-                    _ => {
-                        return Err(self
-                            .failure(
-                                FailureKind::Error,
-                                "no @connections URL for this call",
-                                statement.keyword,
-                            )
-                            .hint("its `connect` did not run; pass --management-url URL"));
-                    }
-                }
-            }
-        };
-        let Some(url) = management::connection_url(&base, &id) else {
-            return Err(self.failure(
-                FailureKind::Error,
-                format!("`{base}` cannot take a connection id"),
-                statement.keyword,
-            ));
-        };
-        let response = management::call(method, &url, body, &self.options.client)
-            .await
-            .map_err(|error| {
-                let mut failure = self.failure(
-                    FailureKind::Error,
-                    format!("the @connections call failed: {error}"),
-                    statement.keyword,
-                );
-                failure.hint = error.hint();
-                failure
-            })?;
-        self.last_response = Some(response);
-        Ok(())
-    }
-
     async fn close_test_connections(&mut self, test: usize) {
-        let opened_here: Vec<usize> = self
-            .sessions
-            .keys()
-            .copied()
+        let opened_here: Vec<usize> = (0..self.plan.connects.len())
             .filter(|index| self.plan.connects[*index].test == test)
             .collect();
         for index in opened_here {
-            if let Some(conn) = self.sessions.remove(&index) {
-                let _ = conn.session.close(1000, "", CLOSE_WAIT).await;
-            }
+            self.engine.close(index, 1000).await;
         }
     }
 
     async fn close_all(&mut self) {
-        for (_, conn) in self.sessions.drain() {
-            let _ = conn.session.close(1000, "", CLOSE_WAIT).await;
-        }
-    }
-}
-
-/// A received frame as the matchers see it.
-fn view(frame: &Frame) -> FrameView<'_> {
-    frame.into()
-}
-
-/// A received frame in a failure's list.
-fn describe(frame: &Frame) -> String {
-    match frame {
-        Frame::Dropped { reason } => format!("dropped without a close frame: {reason}"),
-        other => view(other).to_string(),
-    }
-}
-
-fn response_text(response: &management::Response) -> String {
-    if response.body.is_empty() {
-        format!("status {}", response.status)
-    } else {
-        format!("status {} {}", response.status, response.body)
-    }
-}
-
-fn wait_label(error: &WaitError, next: bool) -> String {
-    match error {
-        WaitError::Timeout { after, .. } if next => {
-            format!(
-                "nothing arrived within {}",
-                humantime::format_duration(*after)
-            )
-        }
-        WaitError::Timeout { after, .. } => {
-            format!(
-                "nothing matched within {}",
-                humantime::format_duration(*after)
-            )
-        }
-        WaitError::Closed { ending, .. } => {
-            format!("the connection {ending} before anything matched")
-        }
+        self.engine.close_all(1000).await;
     }
 }
 
@@ -921,58 +521,6 @@ pub fn only_connect_failures<'a>(failures: impl IntoIterator<Item = &'a Failure>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_map_to_what_matchers_see() {
-        let close = Frame::Close {
-            code: 1005,
-            reason: String::new(),
-        };
-        assert_eq!(
-            view(&close),
-            FrameView::Close {
-                code: None,
-                reason: ""
-            }
-        );
-        let close = Frame::Close {
-            code: 4000,
-            reason: "bye".into(),
-        };
-        assert_eq!(
-            view(&close),
-            FrameView::Close {
-                code: Some(4000),
-                reason: "bye"
-            }
-        );
-        let dropped = Frame::Dropped {
-            reason: "reset".into(),
-        };
-        assert_eq!(describe(&dropped), "dropped without a close frame: reset");
-        assert_eq!(describe(&Frame::Text("{\"a\":1}".into())), "text {\"a\":1}");
-    }
-
-    #[test]
-    fn wait_failures_say_why() {
-        let timeout = WaitError::Timeout {
-            after: Duration::from_millis(300),
-            seen: vec![],
-        };
-        assert_eq!(wait_label(&timeout, false), "nothing matched within 300ms");
-        assert_eq!(wait_label(&timeout, true), "nothing arrived within 300ms");
-        let closed = WaitError::Closed {
-            ending: wsprobe_core::session::Ending::Closed {
-                code: 1001,
-                reason: String::new(),
-            },
-            seen: vec![],
-        };
-        assert_eq!(
-            wait_label(&closed, false),
-            "the connection closed with code 1001 before anything matched"
-        );
-    }
 
     #[test]
     fn exit_three_only_when_every_failure_is_a_connect() {

@@ -200,6 +200,15 @@ impl Pty {
         }
     }
 
+    /// Everything printed from here until the process closes the terminal.
+    fn rest(&mut self) -> String {
+        // `Eof` matches the whole of what was left: it is the match, not what is before it.
+        match self.session.expect(expectrl::Eof) {
+            Ok(found) => String::from_utf8_lossy(found.get(0).unwrap_or_default()).into_owned(),
+            Err(e) => panic!("waiting for the end of output: {e}"),
+        }
+    }
+
     fn type_line(&mut self, line: &str) {
         self.session.send_line(line).expect("typing");
     }
@@ -249,6 +258,8 @@ enum Part {
     Echo,
     /// Closes with this code when a text frame arrives.
     CloseWith(u16),
+    /// Answers a route-tagged message with its `body` as is: a string unquoted.
+    RawBody,
 }
 
 /// A WebSocket server for behaviours `serve` does not have. Its handshake waits for
@@ -278,6 +289,17 @@ fn scripted(backend: &Backend, part: Part, hold_handshake: bool) -> Scripted {
             match (part, message) {
                 (Part::Echo, Message::Text(text)) => {
                     let _ = ws.send(Message::Text(text)).await;
+                }
+                (Part::RawBody, Message::Text(text)) => {
+                    let body = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get("body").cloned());
+                    let answer = match body {
+                        Some(serde_json::Value::String(text)) => text,
+                        Some(other) => other.to_string(),
+                        None => continue,
+                    };
+                    let _ = ws.send(Message::text(answer)).await;
                 }
                 (Part::CloseWith(code), Message::Text(_)) => {
                     let _ = ws
@@ -526,8 +548,148 @@ fn sigterm_at_the_prompt_gives_the_terminal_back_and_closes_with_1001() {
     );
 }
 
+#[test]
+fn the_last_line_ends_with_a_newline_after_ctrl_d() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.wait_connected();
+    pty.control(ControlCode::EndOfTransmission);
+    pty.expect("connection closed: 1000");
+    // Else the shell's prompt is glued to it.
+    let rest = pty.rest();
+    assert!(
+        rest.starts_with('\n') || rest.starts_with("\r\n"),
+        "{rest:?}"
+    );
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn verdicts_ready_at_once_are_printed_on_their_own_line() {
+    // The bundled backend has the whoami route.
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[], false);
+    pty.wait_connected();
+    pty.type_line("/send whoami");
+    pty.expect(r#"< {"connectionId":""#);
+    pty.type_line("/capture me = json $.connectionId");
+    pty.expect("✓ capture ${me} = ");
+    pty.type_line("/get ${me}");
+    pty.expect("← 200 OK");
+    // A verdict that is ready at once is printed while the editor is between two lines;
+    // it must still end its line, or the next prompt is drawn over it.
+    const VERDICT: &str = "✓ expect status 200";
+    const TIMES: usize = 20;
+    let mut output = String::new();
+    for _ in 0..TIMES {
+        pty.type_line("/expect status 200");
+        output.push_str(&pty.expect(VERDICT));
+        output.push_str(VERDICT);
+    }
+    pty.type_line("/quit");
+    output.push_str(&pty.rest());
+    let own_line = output
+        .match_indices(VERDICT)
+        .filter(|(at, _)| {
+            let after = &output[at + VERDICT.len()..];
+            after.starts_with('\n') || after.starts_with("\r\n")
+        })
+        .count();
+    assert_eq!(own_line, TIMES, "{output:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Piped stdin and -x
+
+#[test]
+fn a_raw_text_echo_passes_the_echo_check_and_expect_echo_alike() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::RawBody, false);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &server.url,
+        "-w",
+        "0",
+        "-x",
+        "/send send Hello",
+        "-x",
+        "/expect echo within 1s",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert_eq!(result.stdout, "Hello\n");
+    result.assert_stderr_has("✓ echo ");
+    result.assert_stderr_has(r#"✓ expect echo "Hello""#);
+    assert!(!result.stderr.contains('✗'), "{}", result.stderr);
+}
+
+#[test]
+fn a_send_keeps_earlier_messages_in_the_inbox() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-w",
+        "0",
+        "-x",
+        r#"/send send "A""#,
+        "-x",
+        "/wait 200ms",
+        "-x",
+        "/text hi",
+        "-x",
+        r#"/expect json "A" within 2s"#,
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    result.assert_stderr_has(r#"✓ expect json "A" (already received)"#);
+}
+
+#[test]
+fn waiting_for_a_missing_echo_costs_no_cpu() {
+    let backend = Backend::sample();
+    let server = scripted(&backend, Part::Silent, false);
+    let home = temp_home();
+    // bash's `times` prints the CPU time of the shell's children once they have exited:
+    // `0m0.010s 0m0.004s` (user, system) on its second line.
+    let output = StdCommand::new("bash")
+        .arg("-c")
+        .arg(r#""$0" "$@" >/dev/null 2>&1; times"#)
+        .arg(env!("CARGO_BIN_EXE_wsprobe"))
+        .args([
+            "connect",
+            &server.url,
+            "--echo-timeout",
+            "3s",
+            "-w",
+            "0",
+            "-x",
+            r#"/send send "x""#,
+        ])
+        .env("NO_COLOR", "1")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("running bash");
+    let times = String::from_utf8_lossy(&output.stdout);
+    let children = times.lines().nth(1).unwrap_or_else(|| panic!("{times:?}"));
+    let seconds: f64 = children
+        .split_whitespace()
+        .map(|field| {
+            let (minutes, rest) = field.split_once('m').unwrap_or_else(|| panic!("{times:?}"));
+            let minutes: f64 = minutes.parse().unwrap_or_else(|_| panic!("{times:?}"));
+            let seconds: f64 = rest
+                .trim_end_matches('s')
+                .parse()
+                .unwrap_or_else(|_| panic!("{times:?}"));
+            minutes * 60.0 + seconds
+        })
+        .sum();
+    // Waiting 3 s for an echo that never comes: start-up and a few wake-ups, not a core.
+    assert!(seconds < 0.5, "{seconds} s of CPU: {times:?}");
+}
 
 #[test]
 fn piped_lines_are_sent_and_messages_come_out_one_per_line() {
@@ -1020,7 +1182,9 @@ fn post_to_a_closed_connection_is_410_gone() {
         "/expect status 200",
     ]));
     assert_eq!(failing.code, Some(1), "{}", failing.stderr);
-    failing.assert_stderr_has("✗ expect status 200: no /post, /get or /delete answered");
+    failing.assert_stderr_has(
+        "✗ expect status 200: no `post`, `get` or `delete` before this line to check",
+    );
     failing.assert_stderr_has(r#"✗ expect status 200: the status is 410"#);
 }
 

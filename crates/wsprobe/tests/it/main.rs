@@ -4,6 +4,7 @@
 mod aws;
 mod client;
 mod command;
+mod conformance;
 mod connect;
 mod load;
 mod run;

@@ -24,7 +24,7 @@ const API_KEY: &str = "key-5ecret-456";
 
 /// Extra arguments of a case without an `args` file: credentials as the defaults of every
 /// `connect`, and as variables for scripts that set them per connection.
-const DEFAULT_ARGS: &[&str] = &[
+pub(crate) const DEFAULT_ARGS: &[&str] = &[
     "--auth",
     "Bearer tok-5ecret-123",
     "--api-key",
@@ -37,7 +37,7 @@ const DEFAULT_ARGS: &[&str] = &[
 
 /// The server every case runs against: a token and an API key required, a broadcast
 /// route, and serve's `whoami` route for learning a connection id.
-async fn case_server() -> RunningServer {
+pub(crate) async fn case_server() -> RunningServer {
     let mut config = ServeConfig {
         tokens: vec![Secret::new(TOKEN)],
         api_keys: vec![Secret::new(API_KEY)],
@@ -54,7 +54,7 @@ async fn case_server() -> RunningServer {
     spawn_server(config).await
 }
 
-fn cases_dir() -> PathBuf {
+pub(crate) fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases")
 }
 
@@ -496,4 +496,78 @@ async fn a_send_to_a_server_that_stopped_reading_gives_up_after_the_timeout() {
     );
     drop(holder);
     let _ = server.await;
+}
+
+/// An HTTP server on port 0 that answers every request `200 OK` and sends its request line
+/// down the channel.
+async fn recording_http_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let addr = listener.local_addr().expect("an address");
+    let (record, lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let _ = record.send(head.lines().next().unwrap_or_default().to_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/dev"), lines)
+}
+
+/// The same connection id reaches the wire the same way from a script and from `wsprobe
+/// manage`: percent-encoded fully, as the AWS SDKs send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_ids_reach_the_wire_percent_encoded() {
+    let (stage, mut lines) = recording_http_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(
+        dir.path().join("post.wsp"),
+        "post R0oX/Adf= hello\nexpect status 200\n",
+    )
+    .unwrap();
+    let management = format!("{stage}/@connections");
+    let ran = wsprobe(
+        dir.path(),
+        &["run", "post.wsp", "--management-url", &management],
+    )
+    .await;
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stdout)
+    );
+    let wanted = "POST /dev/@connections/R0oX%2FAdf%3D HTTP/1.1";
+    let line = tokio::time::timeout(crate::support::TIMEOUT, lines.recv()).await;
+    assert_eq!(line.ok().flatten().as_deref(), Some(wanted));
+
+    let managed = wsprobe(
+        dir.path(),
+        &["manage", "post", "R0oX/Adf=", "hello", "--url", &stage],
+    )
+    .await;
+    assert_eq!(
+        managed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&managed.stderr)
+    );
+    let line = tokio::time::timeout(crate::support::TIMEOUT, lines.recv()).await;
+    assert_eq!(line.ok().flatten().as_deref(), Some(wanted));
 }

@@ -1,10 +1,10 @@
-//! Where `${NAME}` gets its value in a script run — a capture made earlier in the file,
+//! Where `${NAME}` gets its value in a script run or at the prompt — a capture made earlier in the file,
 //! then `--var`, then the environment — and which values are secrets to redact from every output.
 
 use std::collections::HashMap;
 
-use wsprobe_core::command::Variables;
-use wsprobe_core::secret::Secret;
+use crate::command::Variables;
+use crate::secret::Secret;
 
 /// Words that make a variable's name look secret (compared case-insensitively): its value
 /// is redacted from every output unless `--show-secrets`.
@@ -135,7 +135,7 @@ impl Secrets {
 
     /// `text` with every known secret replaced by the redaction marker.
     pub fn redact(&self, text: &str) -> String {
-        wsprobe_core::secret::redact_all(text, &self.values)
+        crate::secret::redact_all(text, &self.values)
     }
 
     /// Whether no secret is known.

@@ -1,0 +1,797 @@
+//! The command engine: runs one parsed statement on a set of named sessions and returns
+//! what happened as plain data. `wsprobe run` (scripts) and `wsprobe connect` (the prompt,
+//! `-x`, piped lines) both execute every statement through [`Engine::execute`], so a line
+//! does the same thing in both: the same matching, the same inbox (frames that do not match
+//! stay there; only `expect` and `capture` consume), the same echo verdict
+//! ([`crate::message::echo_matches`]), the same waits.
+//!
+//! What stays in the front-ends: opening connections (`connect` and its options belong to
+//! scripts; the prompt has the one connection it was started with), test blocks and
+//! reports (`run`), line editing and the display of arriving frames (`connect`).
+//!
+//! [`Engine::execute`] is cancel-safe: every wait is on the session's inbox, whose reads
+//! keep what arrived, so dropping the future (Ctrl-C at the prompt, a `select!` branch that
+//! won) loses no frame and consumes none.
+
+// A statement's `Result<Done, Fault>` is built once per statement, next to a network
+// round trip: the size of the error variant costs nothing measurable.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use url::Url;
+
+use super::ast::{
+    Capture, Command, EchoPolicy, Expect, Expectation, Matcher, Payload, Span, Spanned, Statement,
+};
+use super::matcher::FrameView;
+use super::template::{ResolveError, Template};
+use super::vars::Vars;
+use crate::client::ClientConfig;
+use crate::client::management::{self, Method, Response};
+use crate::message::{self, RouteFields};
+use crate::session::{Ending, Frame, Incoming, Outgoing, Session, WaitError};
+
+/// How long closing a connection politely may wait for the server's answer.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Which session a statement acts on: the front-end's own key (a script's connect index,
+/// the prompt's one connection).
+pub type SessionKey = usize;
+
+/// What the engine needs to know besides the statements.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// The wait of an `expect`/`capture` without `within`, and the longest a send may
+    /// block on a server that stopped reading.
+    pub timeout: Duration,
+    /// Route and body fields of route-tagged sends.
+    pub fields: RouteFields,
+    /// The echo policy at the start; `echo body|full|off` changes it.
+    pub echo: EchoPolicy,
+    /// The `@connections` base URL, if given (else derived from the connection's URL).
+    pub management_url: Option<Url>,
+    /// The stage a call goes to when its connection has no URL (no `connect` above it):
+    /// `--url`.
+    pub stage_url: Option<Url>,
+    /// The client settings (TLS, proxies, timeout, signer) of `@connections` calls.
+    pub client: ClientConfig,
+}
+
+/// One open (or ended) session and what the engine remembers about it.
+struct Conn {
+    session: Session,
+    /// The last route-tagged message sent on it, for `expect echo`.
+    last_sent: Option<Value>,
+}
+
+/// The state statements run against: sessions, variables, the echo policy and the answer
+/// of the last `@connections` call.
+pub struct Engine {
+    options: EngineOptions,
+    sessions: HashMap<SessionKey, Conn>,
+    /// The URL each session was opened on (kept after it ends), for `post`/`get`/`delete`.
+    urls: HashMap<SessionKey, Url>,
+    /// `${NAME}`: captures, then `--var`, then the environment.
+    pub vars: Vars,
+    echo: EchoPolicy,
+    last_response: Option<Response>,
+}
+
+/// What a statement did, when it did what it says.
+#[derive(Clone, Debug)]
+pub enum Done {
+    /// A frame went out. `echo` is the echo the route-tagged send expects under the
+    /// current policy, if any; `at` is taken just before sending (an echo read before
+    /// the send returned still counts).
+    Sent {
+        /// The frame.
+        frame: Outgoing,
+        /// When it was handed to the socket.
+        at: Instant,
+        /// The echo it should produce.
+        echo: Option<Value>,
+    },
+    /// `expect MATCHER` (or `expect next`) consumed `frame`.
+    Matched {
+        /// `expect json $.a == 1`: the command with its variables filled in.
+        what: String,
+        /// The frame it matched.
+        frame: Incoming,
+        /// When the wait started (a frame older than this was already in the inbox).
+        started: Instant,
+    },
+    /// `capture NAME = …` took `value` from `frame`.
+    Captured {
+        /// The variable set.
+        name: String,
+        /// Its value.
+        value: String,
+        /// The frame it came from (consumed).
+        frame: Incoming,
+        /// When the wait started.
+        started: Instant,
+    },
+    /// `expect nothing`: no message for `within`.
+    Silence {
+        /// How long it listened.
+        within: Duration,
+    },
+    /// `expect status|response …` held for the last answer.
+    Checked {
+        /// `expect status 200`.
+        what: String,
+    },
+    /// A `post`/`get`/`delete` was answered.
+    Answered {
+        /// `POST http://…/@connections/abc%3D`.
+        request: String,
+        /// The answer.
+        response: Response,
+    },
+    /// `sleep`/`wait` is over.
+    Slept,
+    /// `echo body|full|off` set the policy.
+    Echo(EchoPolicy),
+    /// A command the engine does not run (`connect`, `help`, `pretty`, `quit`): the
+    /// front-end's business.
+    NotMine,
+}
+
+/// Why a statement failed.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// A variable could not be filled in (nothing was done).
+    Resolve(ResolveError),
+    /// The statement ran and failed.
+    Failed(Failed),
+}
+
+/// Whether a failure is an expectation that did not hold or a command that could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailedKind {
+    /// `expect`/`capture` did not hold (or `expect status|response`).
+    Expectation,
+    /// The command could not run: a send on a closed connection, a call without answer.
+    Error,
+}
+
+/// A statement that failed, with what the front-ends show about it.
+#[derive(Clone, Debug)]
+pub struct Failed {
+    /// Expectation or error.
+    pub kind: FailedKind,
+    /// The headline as a script reports it: `expectation failed: json $.a == 1`.
+    pub message: String,
+    /// The command as the prompt names it: `expect json $.a == 1`, `send`.
+    pub command: String,
+    /// The part of the line at fault.
+    pub span: Span,
+    /// Why, in a few words: `nothing matched within 2s`.
+    pub label: Option<String>,
+    /// What was expected, with variables filled in.
+    pub expected: Option<String>,
+    /// The unconsumed messages on the connection, oldest first (described), when the
+    /// failure is about waiting for one.
+    pub received: Option<Vec<String>>,
+    /// The last `@connections` answer, in one line, when it is what was checked.
+    pub response: Option<String>,
+    /// A suggestion.
+    pub hint: Option<String>,
+}
+
+impl Failed {
+    fn new(kind: FailedKind, message: impl Into<String>, command: &str, span: Span) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            command: command.to_owned(),
+            span,
+            label: None,
+            expected: None,
+            received: None,
+            response: None,
+            hint: None,
+        }
+    }
+
+    fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    fn received(mut self, seen: &[Incoming]) -> Self {
+        self.received = Some(seen.iter().map(|m| describe(&m.frame)).collect());
+        self
+    }
+}
+
+impl From<Failed> for Fault {
+    fn from(failed: Failed) -> Self {
+        Fault::Failed(failed)
+    }
+}
+
+impl From<ResolveError> for Fault {
+    fn from(error: ResolveError) -> Self {
+        Fault::Resolve(error)
+    }
+}
+
+impl Engine {
+    /// An engine with no session yet.
+    pub fn new(options: EngineOptions, vars: Vars) -> Self {
+        let echo = options.echo;
+        Self {
+            options,
+            sessions: HashMap::new(),
+            urls: HashMap::new(),
+            vars,
+            echo,
+            last_response: None,
+        }
+    }
+
+    /// Hands a freshly opened session to the engine under `key`.
+    pub fn open(&mut self, key: SessionKey, session: Session) {
+        self.sessions.insert(
+            key,
+            Conn {
+                session,
+                last_sent: None,
+            },
+        );
+    }
+
+    /// Records the URL the session `key` is (or was to be) opened on: `post`, `get` and
+    /// `delete` derive the `@connections` URL from it.
+    pub fn set_url(&mut self, key: SessionKey, url: Url) {
+        self.urls.insert(key, url);
+    }
+
+    /// Whether the session `key` is open (handed over and not closed by the front-end).
+    pub fn is_open(&self, key: SessionKey) -> bool {
+        self.sessions.contains_key(&key)
+    }
+
+    /// How the session `key` ended, if it has.
+    pub fn ending(&self, key: SessionKey) -> Option<Ending> {
+        self.sessions
+            .get(&key)
+            .and_then(|conn| conn.session.ending().cloned())
+    }
+
+    /// Keeps at most `limit` unconsumed messages in the inbox of session `key`.
+    pub fn trim_inbox(&mut self, key: SessionKey, limit: usize) {
+        if let Some(conn) = self.sessions.get_mut(&key) {
+            conn.session.inbox().trim_to(limit);
+        }
+    }
+
+    /// The current echo policy.
+    pub fn echo_policy(&self) -> EchoPolicy {
+        self.echo
+    }
+
+    /// Closes the session `key` politely (code 1000), waiting at most [`CLOSE_WAIT`].
+    pub async fn close(&mut self, key: SessionKey, code: u16) -> Option<Ending> {
+        let conn = self.sessions.remove(&key)?;
+        conn.session.close(code, "", CLOSE_WAIT).await
+    }
+
+    /// Closes every session politely with `code`.
+    pub async fn close_all(&mut self, code: u16) {
+        for (_, conn) in self.sessions.drain() {
+            let _ = conn.session.close(code, "", CLOSE_WAIT).await;
+        }
+    }
+
+    /// The `@connections` URL of `connection_id` for a statement on `target`: the given
+    /// base, else derived from the target's URL. `None` when there is neither.
+    pub fn connection_url(&self, target: Option<SessionKey>, connection_id: &str) -> Option<Url> {
+        let base = match &self.options.management_url {
+            Some(base) => base.clone(),
+            None => {
+                let stage = target.and_then(|target| self.urls.get(&target));
+                message::management_url(stage.or(self.options.stage_url.as_ref())?)
+            }
+        };
+        management::connection_url(&base, connection_id)
+    }
+
+    /// Runs `statement` on the session `target` (the prompt's one connection, a script's
+    /// resolved `@name`). Cancel-safe (see the module doc).
+    pub async fn execute(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+    ) -> Result<Done, Fault> {
+        let keyword = statement.keyword;
+        match &statement.command {
+            Command::Send { route, payload } => {
+                let route = route.resolve(&self.vars)?;
+                let body = match payload {
+                    Some(payload) => Some(payload.resolve(&self.vars)?.to_string()),
+                    None => None,
+                };
+                let message = message::route_tagged(&route, body.as_deref(), &self.options.fields);
+                let echo = message::expected_echo(&message, self.echo, &self.options.fields);
+                let frame = Outgoing::Text(message.to_string());
+                let conn = self.conn(statement, target)?;
+                conn.last_sent = Some(message);
+                self.send(statement, target, frame, echo).await
+            }
+            Command::Text(text) => {
+                let frame = Outgoing::Text(text.resolve(&self.vars)?);
+                self.send(statement, target, frame, None).await
+            }
+            Command::Binary(data) => {
+                self.send(statement, target, Outgoing::Binary(data.clone()), None)
+                    .await
+            }
+            Command::Ping(data) => {
+                let data = match data {
+                    Some(data) => data.resolve(&self.vars)?.into_bytes(),
+                    None => Vec::new(),
+                };
+                self.send(statement, target, Outgoing::Ping(data), None)
+                    .await
+            }
+            Command::Close { code, reason } => {
+                let code = code.as_ref().map_or(1000, |code| code.value);
+                let reason = match reason {
+                    Some(reason) => reason.resolve(&self.vars)?,
+                    None => String::new(),
+                };
+                let frame = Outgoing::Close(Some((code, reason)));
+                self.send(statement, target, frame, None).await
+            }
+            Command::Expect(expect) => self.expect(statement, target, expect).await,
+            Command::Capture(capture) => self.capture(statement, target, capture).await,
+            Command::Sleep(duration) => {
+                tokio::time::sleep(duration.value).await;
+                Ok(Done::Slept)
+            }
+            Command::Post {
+                connection_id,
+                payload,
+            } => {
+                // As in a send, but text is posted as written, JSON as JSON.
+                let body = match payload {
+                    Some(Payload::Text(text)) => text.resolve(&self.vars)?,
+                    Some(Payload::Json(json)) => json.resolve(&self.vars)?.to_string(),
+                    None => String::new(),
+                };
+                self.manage(keyword, target, Method::Post, connection_id, Some(body))
+                    .await
+            }
+            Command::Get { connection_id } => {
+                self.manage(keyword, target, Method::Get, connection_id, None)
+                    .await
+            }
+            Command::Delete { connection_id } => {
+                self.manage(keyword, target, Method::Delete, connection_id, None)
+                    .await
+            }
+            Command::Echo(policy) => {
+                self.echo = policy.value;
+                Ok(Done::Echo(policy.value))
+            }
+            Command::Connect(_) | Command::Pretty(_) | Command::Help(_) | Command::Quit => {
+                Ok(Done::NotMine)
+            }
+        }
+    }
+
+    /// The open session a statement acts on.
+    fn conn(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+    ) -> Result<&mut Conn, Failed> {
+        let command = statement.command.keyword();
+        let span = statement
+            .target
+            .as_ref()
+            .map_or(statement.keyword, |t| t.span);
+        match target.and_then(|target| self.sessions.get_mut(&target)) {
+            Some(conn) => Ok(conn),
+            None => Err(Failed::new(
+                FailedKind::Error,
+                "no open connection to act on",
+                command,
+                span,
+            )),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+        frame: Outgoing,
+        echo: Option<Value>,
+    ) -> Result<Done, Fault> {
+        let limit = self.options.timeout;
+        let command = statement.command.keyword();
+        let conn = self.conn(statement, target)?;
+        let at = Instant::now();
+        // A server that stopped reading would block the write forever once the socket's
+        // buffers fill; like every wait, a send gives up after the default timeout.
+        let Ok(sent) = tokio::time::timeout(limit, conn.session.send(frame.clone())).await else {
+            return Err(Failed::new(
+                FailedKind::Error,
+                format!(
+                    "could not {command} within {}: the server is not reading",
+                    humantime::format_duration(limit)
+                ),
+                command,
+                statement.keyword,
+            )
+            .hint("raise the timeout if the server is just slow")
+            .into());
+        };
+        match sent {
+            Ok(()) => Ok(Done::Sent { frame, at, echo }),
+            Err(error) => {
+                let failed = Failed::new(
+                    FailedKind::Error,
+                    format!("could not {command}: {error}"),
+                    command,
+                    statement.keyword,
+                );
+                Err(match conn.session.ending() {
+                    Some(ending) => failed.hint(format!("the connection {ending}")),
+                    None => failed,
+                }
+                .into())
+            }
+        }
+    }
+
+    async fn expect(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+        expect: &Expect,
+    ) -> Result<Done, Fault> {
+        let within = expect.timeout(self.options.timeout);
+        match &expect.expectation {
+            Expectation::Message(matcher) => {
+                self.expect_message(statement, target, expect.next, matcher, within)
+                    .await
+            }
+            Expectation::Nothing => {
+                let conn = self.conn(statement, target)?;
+                match conn.session.expect_silence(within).await {
+                    Ok(()) => Ok(Done::Silence { within }),
+                    Err(arrived) => {
+                        let mut seen = conn.session.received_so_far();
+                        seen.retain(|m| m.frame.is_data());
+                        Err(Failed::new(
+                            FailedKind::Expectation,
+                            "expectation failed: nothing",
+                            "expect nothing",
+                            statement.keyword,
+                        )
+                        .label(format!("a message arrived: {}", describe(&arrived.frame)))
+                        .received(&seen)
+                        .into())
+                    }
+                }
+            }
+            Expectation::Status(status) => {
+                let what = format!("expect status {}", status.value);
+                let Some(response) = &self.last_response else {
+                    return Err(no_response(statement, &what).into());
+                };
+                if response.status == status.value {
+                    Ok(Done::Checked { what })
+                } else {
+                    let mut failed = Failed::new(
+                        FailedKind::Expectation,
+                        format!("expectation failed: status {}", status.value),
+                        &what,
+                        status.span,
+                    )
+                    .label(format!("the status is {}", response.status));
+                    failed.response = Some(response_text(response));
+                    Err(failed.into())
+                }
+            }
+            Expectation::Response(matcher) => {
+                let resolved = matcher.resolve(&self.vars, None)?;
+                let what = format!("expect response {}", resolved.describe());
+                let Some(response) = &self.last_response else {
+                    return Err(no_response(statement, &what).into());
+                };
+                match resolved.check(&FrameView::Text(&response.body)) {
+                    Ok(()) => Ok(Done::Checked { what }),
+                    Err(why) => {
+                        let mut failed = Failed::new(
+                            FailedKind::Expectation,
+                            format!("expectation failed: response {}", resolved.describe()),
+                            &what,
+                            matcher.span,
+                        )
+                        .label(why);
+                        failed.response = Some(response_text(response));
+                        Err(failed.into())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn expect_message(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+        next: bool,
+        matcher: &Spanned<Matcher>,
+        within: Duration,
+    ) -> Result<Done, Fault> {
+        let echo_policy = self.echo;
+        let fields = self.options.fields.clone();
+        let expected_echo = self
+            .conn(statement, target)?
+            .last_sent
+            .as_ref()
+            .and_then(|sent| message::expected_echo(sent, echo_policy, &fields));
+        // `expect echo` is the language's own matcher too: it decides with the one echo
+        // verdict, `message::echo_matches`.
+        let resolved = matcher.resolve(&self.vars, expected_echo.as_ref())?;
+        let description = resolved.describe().to_owned();
+        let what = format!("expect {description}");
+        let conn = self.conn(statement, target)?;
+        let started = Instant::now();
+        let outcome = if next {
+            match conn.session.next(within).await {
+                Ok(incoming) => match resolved.check(&(&incoming.frame).into()) {
+                    Ok(()) => Ok(incoming),
+                    Err(why) => Err((why, vec![incoming])),
+                },
+                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
+            }
+        } else {
+            match conn
+                .session
+                .wait_for(within, |m| resolved.matches(&(&m.frame).into()))
+                .await
+            {
+                Ok(incoming) => Ok(incoming),
+                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
+            }
+        };
+        match outcome {
+            Ok(frame) => Ok(Done::Matched {
+                what,
+                frame,
+                started,
+            }),
+            Err((why, seen)) => {
+                let prefix = if next { "next " } else { "" };
+                let mut failed = Failed::new(
+                    FailedKind::Expectation,
+                    format!("expectation failed: {prefix}{description}"),
+                    &format!("expect {prefix}{description}"),
+                    statement.keyword,
+                )
+                .label(why)
+                .received(&seen);
+                failed.expected = Some(description);
+                Err(failed.into())
+            }
+        }
+    }
+
+    async fn capture(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+        capture: &Capture,
+    ) -> Result<Done, Fault> {
+        let within = capture.timeout(self.options.timeout);
+        let source = &capture.source.value;
+        let name = &capture.name.value;
+        let conn = self.conn(statement, target)?;
+        let started = Instant::now();
+        let outcome = if capture.next {
+            match conn.session.next(within).await {
+                Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
+                    Some(value) => Ok((value, incoming)),
+                    None => Err((format!("the next message has no {source}"), vec![incoming])),
+                },
+                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
+            }
+        } else {
+            match conn
+                .session
+                .wait_for(within, |m| source.extract(&(&m.frame).into()).is_some())
+                .await
+            {
+                Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
+                    Some(value) => Ok((value, incoming)),
+                    None => Err(("the value vanished".to_owned(), vec![incoming])),
+                },
+                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
+            }
+        };
+        match outcome {
+            Ok((value, frame)) => {
+                self.vars.capture(name, value.clone());
+                Ok(Done::Captured {
+                    name: name.clone(),
+                    value,
+                    frame,
+                    started,
+                })
+            }
+            Err((why, seen)) => Err(Failed::new(
+                FailedKind::Expectation,
+                format!("capture failed: {name} = {source}"),
+                &format!("capture {name} = {source}"),
+                statement.keyword,
+            )
+            .label(why)
+            .received(&seen)
+            .into()),
+        }
+    }
+
+    async fn manage(
+        &mut self,
+        keyword: Span,
+        target: Option<SessionKey>,
+        method: Method,
+        connection_id: &Template,
+        body: Option<String>,
+    ) -> Result<Done, Fault> {
+        let command = method.as_str().to_ascii_lowercase();
+        let id = connection_id.resolve(&self.vars)?;
+        let Some(url) = self.connection_url(target, &id) else {
+            return Err(Failed::new(
+                FailedKind::Error,
+                "no @connections URL for this call",
+                &command,
+                keyword,
+            )
+            .hint("its `connect` did not run; pass --management-url URL")
+            .into());
+        };
+        let request = match &body {
+            Some(body) if !body.is_empty() => format!("{} {url} {body}", method.as_str()),
+            _ => format!("{} {url}", method.as_str()),
+        };
+        // A failed call leaves no answer behind for `expect status`.
+        self.last_response = None;
+        match management::call(method, &url, body, &self.options.client).await {
+            Ok(response) => {
+                self.last_response = Some(response.clone());
+                Ok(Done::Answered { request, response })
+            }
+            Err(error) => {
+                let mut failed = Failed::new(
+                    FailedKind::Error,
+                    format!("the @connections call failed: {error}"),
+                    &format!("{} {url}", method.as_str()),
+                    keyword,
+                );
+                failed.hint = error.hint();
+                Err(failed.into())
+            }
+        }
+    }
+}
+
+fn no_response(statement: &Statement, what: &str) -> Failed {
+    Failed::new(
+        FailedKind::Error,
+        "no `post`, `get` or `delete` before this line to check",
+        what,
+        statement.keyword,
+    )
+}
+
+/// A received frame in a failure's list.
+pub fn describe(frame: &Frame) -> String {
+    match frame {
+        Frame::Dropped { reason } => format!("dropped without a close frame: {reason}"),
+        other => FrameView::from(other).to_string(),
+    }
+}
+
+/// A management answer in one line: `status 410 {"message":"Gone"}`.
+fn response_text(response: &Response) -> String {
+    if response.body.is_empty() {
+        format!("status {}", response.status)
+    } else {
+        format!("status {} {}", response.status, response.body)
+    }
+}
+
+fn wait_label(error: &WaitError, next: bool) -> String {
+    match error {
+        WaitError::Timeout { after, .. } if next => {
+            format!(
+                "nothing arrived within {}",
+                humantime::format_duration(*after)
+            )
+        }
+        WaitError::Timeout { after, .. } => {
+            format!(
+                "nothing matched within {}",
+                humantime::format_duration(*after)
+            )
+        }
+        WaitError::Closed { ending, .. } => {
+            format!("the connection {ending} before anything matched")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_described_on_one_line() {
+        let close = Frame::Close {
+            code: 1005,
+            reason: String::new(),
+        };
+        assert_eq!(describe(&close), "close (no status code)");
+        let close = Frame::Close {
+            code: 4000,
+            reason: "bye".into(),
+        };
+        assert_eq!(describe(&close), "close 4000 bye");
+        let dropped = Frame::Dropped {
+            reason: "reset".into(),
+        };
+        assert_eq!(describe(&dropped), "dropped without a close frame: reset");
+        assert_eq!(describe(&Frame::Text("{\"a\":1}".into())), "text {\"a\":1}");
+    }
+
+    #[test]
+    fn wait_failures_say_why() {
+        let timeout = WaitError::Timeout {
+            after: Duration::from_millis(300),
+            seen: vec![],
+        };
+        assert_eq!(wait_label(&timeout, false), "nothing matched within 300ms");
+        assert_eq!(wait_label(&timeout, true), "nothing arrived within 300ms");
+        let closed = WaitError::Closed {
+            ending: Ending::Closed {
+                code: 1001,
+                reason: String::new(),
+            },
+            seen: vec![],
+        };
+        assert_eq!(
+            wait_label(&closed, false),
+            "the connection closed with code 1001 before anything matched"
+        );
+    }
+
+    #[test]
+    fn answers_in_one_line() {
+        let response = |status, body: &str| Response {
+            status,
+            body: body.to_owned(),
+            error_type: None,
+        };
+        assert_eq!(response_text(&response(204, "")), "status 204");
+        assert_eq!(
+            response_text(&response(410, r#"{"message":"Gone"}"#)),
+            r#"status 410 {"message":"Gone"}"#
+        );
+    }
+}
