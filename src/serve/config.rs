@@ -104,8 +104,8 @@ impl ServeConfig {
                 .map_err(crate::Error::Usage)?;
         let mut routes = RouteTable::default();
         let mut default_route = match args.default_route {
-            DefaultRoute::Echo => Some(RouteBehaviour::Echo),
-            DefaultRoute::None => None,
+            Some(DefaultRoute::Echo) => Some(RouteBehaviour::Echo),
+            Some(DefaultRoute::None) | None => None,
         };
         if args.integration_timeout.is_zero() {
             return Err(crate::Error::usage(
@@ -129,7 +129,9 @@ impl ServeConfig {
             integrations.connect = Some(index);
             integrations.disconnect = Some(index);
             routes.remove("send");
-            if args.default_route == DefaultRoute::None {
+            // Unless the user said otherwise: `--default-route none` models an API
+            // without `$default` (unmatched messages get the Forbidden frame).
+            if args.default_route.is_none() {
                 default_route = Some(RouteBehaviour::Lambda(index));
             }
         }
@@ -470,6 +472,20 @@ mod tests {
                 "{bad:?} gave {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn default_route_none_holds_with_an_integration() {
+        let url = "http://127.0.0.1:9000/2015-03-31/functions/function/invocations";
+        let given = |route: &str| {
+            ServeConfig::from_args(&args(&["--integration", url, "--default-route", route]))
+                .unwrap()
+                .default_route
+        };
+        assert_eq!(given("none"), None);
+        assert_eq!(given("echo"), Some(RouteBehaviour::Echo));
+        let config = ServeConfig::from_args(&args(&["--integration", url])).unwrap();
+        assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
     }
 
     #[test]
