@@ -67,11 +67,41 @@ fn target(path: &str, stage: &str) -> Target {
 async fn handle(State(state): State<ServerState>, request: Request) -> Response {
     let started = Instant::now();
     let peer = peer_ip(&request);
+    // API Gateway's URL limit, checked before anything else looks at the request (so no
+    // authorizer or integration runs for it).
+    if url_length(&request, state.config().tls.is_some()) > MAX_URL_LENGTH {
+        return reject(
+            &state,
+            414,
+            r#"{"message":"Request-URI Too Long"}"#,
+            "URL longer than 4096 characters",
+            peer,
+            started,
+        );
+    }
     match target(request.uri().path(), &state.config().stage) {
         Target::Stage => handshake(state, request, peer, started).await,
         Target::Connection(id) => management::handle(state, request, id, started).await,
         Target::Other => reject(&state, 403, FORBIDDEN_BODY, "no such path", peer, started),
     }
+}
+
+/// The longest URL API Gateway accepts, in characters.
+const MAX_URL_LENGTH: usize = 4096;
+
+/// The length of the URL the client used: `wss://` (or `ws://`…), the `Host`, the path
+/// and the query.
+fn url_length(request: &Request, secure: bool) -> usize {
+    let scheme = if secure { "wss://" } else { "ws://" };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map_or(0, |host| host.len());
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    scheme.len() + host + target
 }
 
 fn peer_ip(request: &Request) -> IpAddr {

@@ -61,6 +61,11 @@ pub struct ServeConfig {
     pub integrations: Integrations,
 }
 
+/// API Gateway's shortest integration timeout.
+pub const MIN_INTEGRATION_TIMEOUT: Duration = Duration::from_millis(50);
+/// API Gateway's longest integration timeout (also the default).
+pub const MAX_INTEGRATION_TIMEOUT: Duration = super::lambda::DEFAULT_TIMEOUT;
+
 /// API Gateway's frame size limit (32 KB).
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 32 * 1024;
 /// API Gateway's message size limit (128 KB).
@@ -107,10 +112,12 @@ impl ServeConfig {
             Some(DefaultRoute::Echo) => Some(RouteBehaviour::Echo),
             Some(DefaultRoute::None) | None => None,
         };
-        if args.integration_timeout.is_zero() {
-            return Err(crate::Error::usage(
-                "--integration-timeout must be longer than zero",
-            ));
+        if !(MIN_INTEGRATION_TIMEOUT..=MAX_INTEGRATION_TIMEOUT).contains(&args.integration_timeout)
+        {
+            return Err(crate::Error::usage(format!(
+                "--integration-timeout {} is outside API Gateway's range, 50ms to 29s",
+                humantime::format_duration(args.integration_timeout)
+            )));
         }
         let mut integrations = Integrations {
             timeout: args.integration_timeout,
@@ -450,6 +457,13 @@ mod tests {
         assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
         assert!(lambdas.route_responses.contains("send"));
         assert_eq!(lambdas.timeout, Duration::from_secs(2));
+        for edge in ["50ms", "29s"] {
+            let config = ServeConfig::from_args(&args(&["--integration-timeout", edge])).unwrap();
+            assert_eq!(
+                config.integrations.timeout,
+                humantime::parse_duration(edge).unwrap()
+            );
+        }
 
         // Without --integration the sample app stays; one route goes to a Lambda.
         let config =
@@ -465,6 +479,10 @@ mod tests {
             &["--route", "$other=lambda:http://h/x"],
             &["--integration", "127.0.0.1:9000"],
             &["--integration-timeout", "0s"],
+            &["--integration-timeout", "49ms"],
+            &["--integration-timeout", "10ms"],
+            &["--integration-timeout", "30s"],
+            &["--integration-timeout", "60s"],
         ] {
             let result = ServeConfig::from_args(&args(bad));
             assert!(

@@ -79,3 +79,57 @@ async fn without_default_route_flag_the_integration_is_default() {
         "$default"
     );
 }
+
+// 7. Limits.
+
+#[tokio::test]
+async fn a_url_over_4096_characters_gets_414_before_any_integration_runs() {
+    let mut lambda = echo_lambda().await;
+    let server = serve_flags(&["--integration", &lambda.url]).await;
+    let base = format!("{}?pad=", server.ws_url());
+    let with_length = |length: usize, fill: char| {
+        let mut url = base.clone();
+        url.extend(std::iter::repeat_n(fill, length - base.len()));
+        url
+    };
+    let (status, body) = refused(&with_length(4097, 'x'), &[]).await;
+    assert_eq!(status, 414);
+    assert_eq!(body, r#"{"message":"Request-URI Too Long"}"#);
+    // Exactly 4096 is fine; the handler's first event is this one's.
+    let _ws = connect(&with_length(4096, 'y')).await;
+    let event = lambda.next_event().await;
+    assert!(
+        event["queryStringParameters"]["pad"]
+            .as_str()
+            .is_some_and(|pad| pad.starts_with('y')),
+        "{event}"
+    );
+    let response = http(
+        server.addr(),
+        "GET",
+        &format!("/dev/@connections/{}", "z".repeat(4100)),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 414);
+}
+
+#[tokio::test]
+async fn an_integration_timeout_outside_50ms_to_29s_is_a_usage_error() {
+    for timeout in ["10ms", "60s"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--integration-timeout",
+                timeout,
+            ])
+            .output()
+            .expect("running wsprobe serve");
+        assert_eq!(output.status.code(), Some(2), "{timeout}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("50ms to 29s"), "{stderr}");
+    }
+}
