@@ -123,14 +123,19 @@ fn reject(
     peer: IpAddr,
     started: Instant,
 ) -> Response {
+    let request_id = state.next_id();
+    let mut response = json_response(status, body);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-RequestId", value);
+    }
     state.emit(ServeEvent::Rejected {
-        request_id: state.next_id(),
+        request_id,
         status,
         reason: reason.to_owned(),
         source_ip: Some(peer),
         duration: started.elapsed(),
     });
-    json_response(status, body)
+    response
 }
 
 pub(super) fn json_response(status: u16, body: &'static str) -> Response {

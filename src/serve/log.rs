@@ -83,6 +83,8 @@ pub enum ServeEvent {
         method: String,
         connection_id: String,
         status: u16,
+        /// Why the call was refused (403, 400, 413), in words; never a secret.
+        reason: Option<String>,
         duration: Duration,
     },
 }
@@ -285,6 +287,7 @@ pub fn format_line(format: LogFormat, time: SystemTime, event: &ServeEvent) -> S
             method,
             connection_id,
             status,
+            reason,
             duration,
         } => (
             "MANAGE",
@@ -293,6 +296,10 @@ pub fn format_line(format: LogFormat, time: SystemTime, event: &ServeEvent) -> S
                 ("method", Field::Text(method)),
                 ("connectionId", Field::Text(connection_id)),
                 ("status", Field::Number(u64::from(*status))),
+                (
+                    "reason",
+                    reason.as_deref().map_or(Field::Missing, Field::Text),
+                ),
             ],
             *duration,
         ),

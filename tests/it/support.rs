@@ -758,3 +758,57 @@ pub fn serve_config(args: &[&str]) -> ServeConfig {
         Err(e) => panic!("serve {args:?}: {e}"),
     }
 }
+
+/// Sends `requests` one after the other on one HTTP/1.1 keep-alive connection, reading
+/// each response (by its `Content-Length`; none for 204) before writing the next, and
+/// returns the responses read. Stops early when the server closes the connection.
+pub async fn http_exchanges(addr: SocketAddr, requests: &[Vec<u8>]) -> Vec<HttpResponse> {
+    within("HTTP responses on one connection", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connecting");
+        let mut responses = Vec::new();
+        let mut raw: Vec<u8> = Vec::new();
+        for request in requests {
+            if stream.write_all(request).await.is_err() {
+                break;
+            }
+            let mut chunk = [0u8; 8192];
+            let length = loop {
+                if let Some(end) = head_end(&raw) {
+                    let head = parse_response(&raw[..end]);
+                    let body = if head.status == 204 {
+                        0
+                    } else {
+                        head.header("content-length")
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .expect("a response with a Content-Length")
+                    };
+                    if raw.len() >= end + body {
+                        break end + body;
+                    }
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break 0,
+                    Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                }
+            };
+            if length == 0 {
+                break;
+            }
+            responses.push(parse_response(&raw[..length]));
+            raw.drain(..length);
+        }
+        responses
+    })
+    .await
+}
+
+/// An HTTP/1.1 keep-alive request (no `Connection: close`) with a `Content-Length` body.
+pub fn keep_alive_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
