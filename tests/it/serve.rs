@@ -283,6 +283,41 @@ async fn nested_selection_paths_pick_the_route() {
     );
 }
 
+#[tokio::test]
+async fn selection_expressions_with_several_variables_and_static_text() {
+    let server = serve_flags(&[
+        "--route-selection-expression",
+        "v1:${request.body.kind}-${request.body.op}",
+        "--route",
+        "v1:chat-post=echo",
+        "--route",
+        "v1:chat-=whoami",
+        "--route",
+        "v1:5-[1,2]=echo-body",
+    ])
+    .await;
+    let (mut ws, id) = connect_and_id(&server).await;
+    let post = r#"{"kind":"chat","op":"post"}"#;
+    send_text(&mut ws, post).await;
+    assert_eq!(next_text(&mut ws).await, post);
+    // A path not found is "": the rest of the key stays.
+    send_text(&mut ws, r#"{"kind":"chat"}"#).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        format!(r#"{{"connectionId":"{id}"}}"#)
+    );
+    // Numbers as written, arrays as JSON text.
+    send_text(&mut ws, r#"{"kind":5,"op":[1,2],"body":"stringified"}"#).await;
+    assert_eq!(next_text(&mut ws).await, r#""stringified""#);
+    // The match stays exact.
+    send_text(&mut ws, r#"{"kind":"Chat","op":"post"}"#).await;
+    assert!(
+        next_text(&mut ws)
+            .await
+            .starts_with(r#"{"message": "Forbidden""#)
+    );
+}
+
 // 5. Built-in and configured routes.
 
 #[tokio::test]
