@@ -254,13 +254,15 @@ async fn handshake(
         let user_agent = headers
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        // Browsers fail a handshake that offers subprotocols and gets none back; API
-        // Gateway's answer is the $connect integration's choice, so we pick the first [U].
+        // With a $connect integration, its answer alone decides (below), as on API
+        // Gateway. Without one there is no handler to choose, and browsers fail a
+        // handshake that offers subprotocols and gets none back, so we pick the first [U].
         let subprotocol = headers
             .get(header::SEC_WEBSOCKET_PROTOCOL)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
-            .and_then(|p| HeaderValue::from_str(p).ok());
+            .and_then(|p| HeaderValue::from_str(p).ok())
+            .filter(|_| config.integrations.connect.is_none());
         let received_headers = headers
             .iter()
             .map(|(name, value)| {
@@ -308,13 +310,13 @@ async fn handshake(
         (&lambda_context, config.integrations.connect, connect_event)
     {
         match connect_integration(&state, context, index, event, &request_id).await {
+            // The handler's header goes out as it is, even naming a protocol the client
+            // did not offer (or when it offered none): API Gateway does not check it, and
+            // the client then fails the connection (RFC 6455 §4.1), as it would there.
+            // Forgetting the header fails a client that offered some, as it would there.
             ConnectDecision::Accept {
                 subprotocol: chosen,
-            } => {
-                if chosen.is_some() {
-                    subprotocol = chosen;
-                }
-            }
+            } => subprotocol = chosen,
             ConnectDecision::Refuse { status, body } => {
                 state.emit(ServeEvent::Rejected {
                     request_id,

@@ -133,3 +133,109 @@ async fn an_integration_timeout_outside_50ms_to_29s_is_a_usage_error() {
         assert!(stderr.contains("50ms to 29s"), "{stderr}");
     }
 }
+
+// 2. The $connect handler decides the subprotocol.
+
+/// A `$connect` handler that picks `json` when the client offers it, answers with the
+/// protocol named in the `X-Pick` header when there is one, and otherwise returns no
+/// `Sec-WebSocket-Protocol` (the classic bug).
+async fn subprotocol_lambda() -> InvokeApi {
+    InvokeApi::start(|event: Value| async move {
+        let headers = &event["headers"];
+        let offered = headers["Sec-WebSocket-Protocol"]
+            .as_str()
+            .unwrap_or_default();
+        let pick = match headers["X-Pick"].as_str() {
+            Some(pick) => Some(pick.to_owned()),
+            None => offered
+                .split(',')
+                .map(str::trim)
+                .find(|p| *p == "json")
+                .map(str::to_owned),
+        };
+        LambdaReply::Return(match pick {
+            Some(pick) => json!({"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": pick}}),
+            None => json!({"statusCode": 200}),
+        })
+    })
+    .await
+}
+
+/// Connects offering `offered` (if any) with extra headers; the handshake's chosen
+/// protocol, or the client's error.
+async fn handshake_protocol(
+    url: &str,
+    offered: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Option<String>, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    if let Some(offered) = offered {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", offered.parse().expect("a header"));
+    }
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .expect("a header name"),
+            value.parse().expect("a header value"),
+        );
+    }
+    let (_ws, response) =
+        within("the handshake", tokio_tungstenite::connect_async(request)).await?;
+    Ok(response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().expect("ASCII").to_owned()))
+}
+
+#[tokio::test]
+async fn the_connect_handler_chooses_the_subprotocol() {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
+    let lambda = subprotocol_lambda().await;
+    let server = serve_flags(&["--integration", &lambda.url]).await;
+    let url = server.ws_url();
+
+    // The handler's choice, not the first offer.
+    let chosen = handshake_protocol(&url, Some("chat, json"), &[]).await;
+    assert_eq!(chosen.expect("connected").as_deref(), Some("json"));
+    // Nothing offered, nothing chosen.
+    let chosen = handshake_protocol(&url, None, &[]).await;
+    assert_eq!(chosen.expect("connected"), None);
+
+    // The handler forgot the header: no protocol in the 101, so a client that offered
+    // one fails the connection (as Chrome does against API Gateway).
+    let forgot = handshake_protocol(&url, Some("chat"), &[]).await;
+    assert!(
+        matches!(
+            forgot,
+            Err(Error::Protocol(
+                ProtocolError::SecWebSocketSubProtocolError(SubProtocolError::NoSubProtocol)
+            ))
+        ),
+        "{forgot:?}"
+    );
+    // The handler named a protocol the client did not offer: it goes out as it is, and
+    // the client fails the connection.
+    let other = handshake_protocol(&url, Some("chat"), &[("X-Pick", "mqtt")]).await;
+    assert!(
+        matches!(
+            other,
+            Err(Error::Protocol(
+                ProtocolError::SecWebSocketSubProtocolError(SubProtocolError::InvalidSubProtocol)
+            ))
+        ),
+        "{other:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_connect_handler_the_first_offer_is_taken() {
+    let lambda = echo_lambda().await;
+    // A message route goes to the handler; $connect has none.
+    let server = serve_flags(&["--route", &format!("send=lambda:{}", lambda.url)]).await;
+    let chosen = handshake_protocol(&server.ws_url(), Some("chat, json"), &[]).await;
+    assert_eq!(chosen.expect("connected").as_deref(), Some("chat"));
+}
