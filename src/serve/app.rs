@@ -402,12 +402,8 @@ async fn connect_integration(
     event: serde_json::Value,
     request_id: &str,
 ) -> ConnectDecision {
-    let config = state.config();
-    let Some(url) = config.integrations.endpoints.get(index) else {
-        return ConnectDecision::Fail;
-    };
     let started = Instant::now();
-    let outcome = lambda::invoke(url, &event, config.integrations.timeout).await;
+    let outcome = state.invoke(index, &event).await;
     state.emit(ServeEvent::Integration {
         connection_id: context.connection_id.clone(),
         request_id: request_id.to_owned(),

@@ -121,6 +121,7 @@ impl ServeConfig {
         }
         let mut integrations = Integrations {
             timeout: args.integration_timeout,
+            concurrency: usize::from(args.integration_concurrency),
             ..Integrations::default()
         };
         let default_integration = match &args.integration {
@@ -457,6 +458,9 @@ mod tests {
         assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
         assert!(lambdas.route_responses.contains("send"));
         assert_eq!(lambdas.timeout, Duration::from_secs(2));
+        assert_eq!(lambdas.concurrency, 1);
+        let config = ServeConfig::from_args(&args(&["--integration-concurrency", "4"])).unwrap();
+        assert_eq!(config.integrations.concurrency, 4);
         for edge in ["50ms", "29s"] {
             let config = ServeConfig::from_args(&args(&["--integration-timeout", edge])).unwrap();
             assert_eq!(

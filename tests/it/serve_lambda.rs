@@ -239,3 +239,121 @@ async fn without_a_connect_handler_the_first_offer_is_taken() {
     let chosen = handshake_protocol(&server.ws_url(), Some("chat, json"), &[]).await;
     assert_eq!(chosen.expect("connected").as_deref(), Some("chat"));
 }
+
+// 4. One invocation at a time per endpoint, queued.
+
+/// A function whose MESSAGE invocations each wait for a permit of `gate` before
+/// answering `reply:BODY`; other events answer 200 at once.
+async fn gated_lambda(runtimes: usize, gate: std::sync::Arc<tokio::sync::Semaphore>) -> InvokeApi {
+    InvokeApi::start_with_runtimes(runtimes, move |event: Value| {
+        let gate = gate.clone();
+        async move {
+            if event["requestContext"]["eventType"] == "MESSAGE" {
+                gate.acquire().await.expect("the gate stays open").forget();
+                let body = event["body"].as_str().unwrap_or_default().to_owned();
+                return LambdaReply::Return(
+                    json!({"statusCode": 200, "body": format!("reply:{body}")}),
+                );
+            }
+            LambdaReply::status(200)
+        }
+    })
+    .await
+}
+
+/// Waits for `count` MESSAGE events: every message has been routed (and its invocation
+/// queued or sent).
+async fn routed(events: &mut tokio::sync::broadcast::Receiver<ServeEvent>, count: usize) {
+    for _ in 0..count {
+        wait_event(events, |event| {
+            matches!(event, ServeEvent::Message { .. }).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Waits until `count` invocations wait in serve's queues.
+async fn queued(server: &wsprobe::serve::RunningServer, count: usize) {
+    within("invocations to queue", async {
+        while server.state().queued_invocations() != count {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_one_at_a_time_runtime_answers_every_message_of_a_burst() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut lambda = gated_lambda(1, gate.clone()).await;
+    let server = serve_flags(&["--integration", &lambda.url, "--route-response", "$default"]).await;
+    let mut events = server.events();
+    let mut ws = connect(&server.ws_url()).await;
+    lambda.next_event().await;
+    for n in 1..=3 {
+        send_text(&mut ws, &format!("m{n}")).await;
+    }
+    // The first is running (held by the gate) while the other two wait in serve's queue
+    // instead of reaching a busy runtime.
+    assert_eq!(lambda.next_event().await["body"], "m1");
+    routed(&mut events, 3).await;
+    queued(&server, 2).await;
+    gate.add_permits(3);
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.push(next_text(&mut ws).await);
+    }
+    assert_eq!(replies, ["reply:m1", "reply:m2", "reply:m3"]);
+    assert_eq!(lambda.next_event().await["body"], "m2");
+    assert_eq!(lambda.next_event().await["body"], "m3");
+    assert_eq!(lambda.refused(), 0);
+}
+
+#[tokio::test]
+async fn integration_concurrency_lets_that_many_run_at_once() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut lambda = gated_lambda(2, gate.clone()).await;
+    let server = serve_flags(&[
+        "--integration",
+        &lambda.url,
+        "--route-response",
+        "$default",
+        "--integration-concurrency",
+        "2",
+    ])
+    .await;
+    let mut ws = connect(&server.ws_url()).await;
+    lambda.next_event().await;
+    for n in 1..=3 {
+        send_text(&mut ws, &format!("m{n}")).await;
+    }
+    // Two arrive while neither may answer yet: both are in flight at once.
+    let mut first_two = [lambda.next_event().await, lambda.next_event().await];
+    first_two.sort_by_key(|event| event["body"].as_str().map(str::to_owned));
+    assert_eq!(first_two[0]["body"], "m1");
+    assert_eq!(first_two[1]["body"], "m2");
+    queued(&server, 1).await;
+    gate.add_permits(3);
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.push(next_text(&mut ws).await);
+    }
+    replies.sort();
+    assert_eq!(replies, ["reply:m1", "reply:m2", "reply:m3"]);
+    assert_eq!(lambda.refused(), 0);
+}
+
+#[tokio::test]
+async fn an_integration_concurrency_of_0_is_a_usage_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--integration-concurrency",
+            "0",
+        ])
+        .output()
+        .expect("running wsprobe serve");
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -599,14 +599,24 @@ impl Drop for InvokeApi {
 }
 
 impl InvokeApi {
-    /// Starts the function with `handler`, which is called once per accepted invocation.
+    /// Starts the function with `handler`, which is called once per accepted invocation,
+    /// in one runtime (one invocation at a time).
     pub async fn start<F, Fut>(handler: F) -> Self
     where
         F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = LambdaReply> + Send + 'static,
     {
+        Self::start_with_runtimes(1, handler).await
+    }
+
+    /// Like [`InvokeApi::start`], with `runtimes` invocations at a time.
+    pub async fn start_with_runtimes<F, Fut>(runtimes: usize, handler: F) -> Self
+    where
+        F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = LambdaReply> + Send + 'static,
+    {
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::atomic::AtomicUsize;
         let handler: BoxedHandler = Arc::new(move |event| Box::pin(handler(event)));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let url = format!(
@@ -615,7 +625,10 @@ impl InvokeApi {
         );
         let (record, events) = mpsc::unbounded_channel();
         let refused = Arc::new(AtomicUsize::new(0));
-        let busy = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(Runtimes {
+            in_flight: AtomicUsize::new(0),
+            count: runtimes,
+        });
         let counter = refused.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -654,12 +667,18 @@ impl InvokeApi {
     }
 }
 
+/// The runtimes of an [`InvokeApi`]: how many invocations run, and how many may.
+struct Runtimes {
+    in_flight: std::sync::atomic::AtomicUsize,
+    count: usize,
+}
+
 /// Answers one invocation on `socket` (one request per connection, as serve sends them).
 async fn invoke_api_request(
     mut socket: TcpStream,
     handler: BoxedHandler,
     record: mpsc::UnboundedSender<serde_json::Value>,
-    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    busy: std::sync::Arc<Runtimes>,
     refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::sync::atomic::Ordering;
@@ -672,7 +691,8 @@ async fn invoke_api_request(
             body.len()
         )
     };
-    if busy.swap(true, Ordering::SeqCst) {
+    if busy.in_flight.fetch_add(1, Ordering::SeqCst) >= busy.count {
+        busy.in_flight.fetch_sub(1, Ordering::SeqCst);
         refused.fetch_add(1, Ordering::SeqCst);
         let answer = respond(
             "400 Bad Request",
@@ -690,7 +710,7 @@ async fn invoke_api_request(
     let reply = handler(event).await;
     // Free before answering: the caller may send the next invocation as soon as it has
     // read this answer.
-    busy.store(false, Ordering::SeqCst);
+    busy.in_flight.fetch_sub(1, Ordering::SeqCst);
     let answer = match reply {
         LambdaReply::Return(value) => respond("200 OK", "", &value.to_string()),
         LambdaReply::Throw { message, kind } => respond(
