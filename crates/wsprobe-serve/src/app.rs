@@ -67,11 +67,41 @@ fn target(path: &str, stage: &str) -> Target {
 async fn handle(State(state): State<ServerState>, request: Request) -> Response {
     let started = Instant::now();
     let peer = peer_ip(&request);
+    // API Gateway's URL limit, checked before anything else looks at the request (so no
+    // authorizer or integration runs for it).
+    if url_length(&request, state.config().tls.is_some()) > MAX_URL_LENGTH {
+        return reject(
+            &state,
+            414,
+            r#"{"message":"Request-URI Too Long"}"#,
+            "URL longer than 4096 characters",
+            peer,
+            started,
+        );
+    }
     match target(request.uri().path(), &state.config().stage) {
         Target::Stage => handshake(state, request, peer, started).await,
         Target::Connection(id) => management::handle(state, request, id, started).await,
         Target::Other => reject(&state, 403, FORBIDDEN_BODY, "no such path", peer, started),
     }
+}
+
+/// The longest URL API Gateway accepts, in characters.
+const MAX_URL_LENGTH: usize = 4096;
+
+/// The length of the URL the client used: `wss://` (or `ws://`…), the `Host`, the path
+/// and the query.
+fn url_length(request: &Request, secure: bool) -> usize {
+    let scheme = if secure { "wss://" } else { "ws://" };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map_or(0, |host| host.len());
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    scheme.len() + host + target
 }
 
 fn peer_ip(request: &Request) -> IpAddr {
@@ -93,14 +123,19 @@ fn reject(
     peer: IpAddr,
     started: Instant,
 ) -> Response {
+    let request_id = state.next_id();
+    let mut response = json_response(status, body);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-RequestId", value);
+    }
     state.emit(ServeEvent::Rejected {
-        request_id: state.next_id(),
+        request_id,
         status,
         reason: reason.to_owned(),
         source_ip: Some(peer),
         duration: started.elapsed(),
     });
-    json_response(status, body)
+    response
 }
 
 pub(super) fn json_response(status: u16, body: &'static str) -> Response {
@@ -219,13 +254,15 @@ async fn handshake(
         let user_agent = headers
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        // Browsers fail a handshake that offers subprotocols and gets none back; API
-        // Gateway's answer is the $connect integration's choice, so we pick the first [U].
+        // With a $connect integration, its answer alone decides (below), as on API
+        // Gateway. Without one there is no handler to choose, and browsers fail a
+        // handshake that offers subprotocols and gets none back, so we pick the first [U].
         let subprotocol = headers
             .get(header::SEC_WEBSOCKET_PROTOCOL)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
-            .and_then(|p| HeaderValue::from_str(p).ok());
+            .and_then(|p| HeaderValue::from_str(p).ok())
+            .filter(|_| config.integrations.connect.is_none());
         let received_headers = headers
             .iter()
             .map(|(name, value)| {
@@ -273,13 +310,13 @@ async fn handshake(
         (&lambda_context, config.integrations.connect, connect_event)
     {
         match connect_integration(&state, context, index, event, &request_id).await {
+            // The handler's header goes out as it is, even naming a protocol the client
+            // did not offer (or when it offered none): API Gateway does not check it, and
+            // the client then fails the connection (RFC 6455 §4.1), as it would there.
+            // Forgetting the header fails a client that offered some, as it would there.
             ConnectDecision::Accept {
                 subprotocol: chosen,
-            } => {
-                if chosen.is_some() {
-                    subprotocol = chosen;
-                }
-            }
+            } => subprotocol = chosen,
             ConnectDecision::Refuse { status, body } => {
                 state.emit(ServeEvent::Rejected {
                     request_id,
@@ -365,12 +402,8 @@ async fn connect_integration(
     event: serde_json::Value,
     request_id: &str,
 ) -> ConnectDecision {
-    let config = state.config();
-    let Some(url) = config.integrations.endpoints.get(index) else {
-        return ConnectDecision::Fail;
-    };
     let started = Instant::now();
-    let outcome = lambda::invoke(url, &event, config.integrations.timeout).await;
+    let outcome = state.invoke(index, &event).await;
     state.emit(ServeEvent::Integration {
         connection_id: context.connection_id.clone(),
         request_id: request_id.to_owned(),

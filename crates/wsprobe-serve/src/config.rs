@@ -60,6 +60,11 @@ pub struct ServeConfig {
     pub integrations: Integrations,
 }
 
+/// API Gateway's shortest integration timeout.
+pub const MIN_INTEGRATION_TIMEOUT: Duration = Duration::from_millis(50);
+/// API Gateway's longest integration timeout (also the default).
+pub const MAX_INTEGRATION_TIMEOUT: Duration = crate::lambda::DEFAULT_TIMEOUT;
+
 /// API Gateway's frame size limit (32 KB).
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 32 * 1024;
 /// API Gateway's message size limit (128 KB).

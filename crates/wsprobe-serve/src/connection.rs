@@ -340,11 +340,8 @@ impl Invocation {
     /// failed. `$disconnect` answers go nowhere.
     async fn run(self) {
         let integrations = &self.state.config().integrations;
-        let Some(url) = integrations.endpoints.get(self.index) else {
-            return;
-        };
         let started = Instant::now();
-        let outcome = lambda::invoke(url, &self.event, integrations.timeout).await;
+        let outcome = self.state.invoke(self.index, &self.event).await;
         let event = ServeEvent::Integration {
             connection_id: self.context.connection_id.clone(),
             request_id: self.request_id.clone(),

@@ -38,8 +38,74 @@ pub struct Integrations {
     /// Route keys with a route response: their integration's `body` goes back to the
     /// caller (`--route-response NAME`, repeatable; `$default` allowed).
     pub route_responses: BTreeSet<String>,
-    /// How long an invocation may take before it counts as failed.
+    /// How long an invocation may take before it counts as failed, counted from when it
+    /// is sent (time in the queue does not count).
     pub timeout: Duration,
+    /// How many invocations may be in flight at once per endpoint
+    /// (`--integration-concurrency`); the others wait in the endpoint's queue. 1 by
+    /// default: one Lambda runtime (the Runtime Interface Emulator, a container) handles
+    /// one invocation at a time.
+    pub concurrency: usize,
+}
+
+/// How many invocations may wait for one endpoint; more fail at once, as a throttled
+/// Lambda does (`Internal server error`, 502 on `$connect`).
+pub const QUEUE_BOUND: usize = 1024;
+
+/// One integration endpoint at run time: its URL and its queue. Invocations wait for a
+/// free slot in arrival order (the semaphore is fair), at most [`QUEUE_BOUND`] of them.
+#[derive(Debug)]
+pub struct Invoker {
+    url: Url,
+    slots: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    bound: usize,
+}
+
+/// Counts an invocation out of the queue when it leaves it, sent or dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Invoker {
+    /// An endpoint with `concurrency` slots (at least one) and a queue of `bound`.
+    pub fn new(url: Url, concurrency: usize, bound: usize) -> Self {
+        Self {
+            url,
+            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            bound,
+        }
+    }
+
+    /// Invokes the endpoint once a slot is free; `timeout` starts when the event is sent.
+    pub async fn invoke(
+        &self,
+        event: &Value,
+        timeout: Duration,
+    ) -> Result<ProxyResponse, InvokeError> {
+        use std::sync::atomic::Ordering;
+        let waiting = Waiting(&self.waiting);
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.bound {
+            return Err(InvokeError::Throttled {
+                url: self.url.to_string(),
+                waiting: self.bound,
+            });
+        }
+        // The semaphore is never closed; if it were, invoking without a slot is harmless.
+        let _slot = self.slots.acquire().await.ok();
+        drop(waiting);
+        invoke(&self.url, event, timeout).await
+    }
+
+    /// How many invocations wait for a slot.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl Default for Integrations {
@@ -50,6 +116,7 @@ impl Default for Integrations {
             disconnect: None,
             route_responses: BTreeSet::new(),
             timeout: DEFAULT_TIMEOUT,
+            concurrency: 1,
         }
     }
 }
@@ -278,6 +345,9 @@ pub enum InvokeError {
     /// The handler threw (the runtime reported a function error).
     #[error("the handler failed: {message}")]
     Function { message: String },
+    /// The endpoint's queue is full (like a throttled Lambda).
+    #[error("the integration at {url} has {waiting} invocations waiting already")]
+    Throttled { url: String, waiting: usize },
     /// The answer is not a Lambda proxy response.
     #[error("malformed Lambda proxy response: {reason}")]
     Malformed { reason: String },
@@ -616,6 +686,38 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn invocations_wait_for_a_slot_and_a_full_queue_fails_at_once() {
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/x", listener.local_addr().unwrap())).unwrap();
+        let invoker = Arc::new(Invoker::new(url, 1, 1));
+        let call = |invoker: Arc<Invoker>| {
+            tokio::spawn(async move { invoker.invoke(&json!({}), Duration::from_secs(29)).await })
+        };
+        let first = call(invoker.clone());
+        // Accepted and never answered: the one slot stays taken.
+        let (_held, _) = listener.accept().await.unwrap();
+        let second = call(invoker.clone());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while invoker.waiting() < 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the second invocation queues");
+        let third = invoker.invoke(&json!({}), Duration::from_secs(29)).await;
+        assert!(
+            matches!(third, Err(InvokeError::Throttled { waiting: 1, .. })),
+            "{third:?}"
+        );
+        // Leaving the queue (here: dropped) counts out.
+        second.abort();
+        let _ = second.await;
+        assert_eq!(invoker.waiting(), 0);
+        first.abort();
     }
 
     #[test]

@@ -38,7 +38,10 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use app::app;
-pub use config::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, ServeConfig, self_signed_path};
+pub use config::{
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, MAX_INTEGRATION_TIMEOUT,
+    MIN_INTEGRATION_TIMEOUT, ServeConfig, self_signed_path,
+};
 pub use lambda::{DEFAULT_TIMEOUT as DEFAULT_INTEGRATION_TIMEOUT, Integrations};
 pub use log::{LogCapture, LogFormat, LogSink, ServeEvent};
 pub use routing::{RouteBehaviour, RouteTable, SelectionExpression};
@@ -164,6 +167,8 @@ pub struct ServerState {
 
 struct Shared {
     config: ServeConfig,
+    /// One per integration endpoint, in `config.integrations.endpoints` order.
+    invokers: Vec<lambda::Invoker>,
     secrets: Vec<Secret>,
     registry: Registry,
     ids: IdGenerator,
@@ -187,8 +192,17 @@ impl std::fmt::Debug for ServerState {
 impl ServerState {
     fn new(config: ServeConfig) -> Self {
         let secrets = config.secrets().cloned().collect();
+        let integrations = &config.integrations;
+        let invokers = integrations
+            .endpoints
+            .iter()
+            .map(|url| {
+                lambda::Invoker::new(url.clone(), integrations.concurrency, lambda::QUEUE_BOUND)
+            })
+            .collect();
         Self {
             inner: Arc::new(Shared {
+                invokers,
                 config,
                 secrets,
                 registry: Registry::default(),
@@ -211,6 +225,16 @@ impl ServerState {
         self.inner.registry.len()
     }
 
+    /// How many Lambda invocations wait in the endpoints' queues for a free slot
+    /// (`--integration-concurrency`), over all endpoints.
+    pub fn queued_invocations(&self) -> usize {
+        self.inner
+            .invokers
+            .iter()
+            .map(lambda::Invoker::waiting)
+            .sum()
+    }
+
     /// Events from now on.
     pub fn events(&self) -> broadcast::Receiver<ServeEvent> {
         self.inner.observed.store(true, Ordering::Release);
@@ -222,6 +246,25 @@ impl ServerState {
     pub async fn close_all(&self, grace: Duration) {
         self.inner.shutdown.send_replace(true);
         self.inner.tasks.wait_idle(grace).await;
+    }
+
+    /// Invokes integration endpoint `index` through its queue.
+    async fn invoke(
+        &self,
+        index: usize,
+        event: &serde_json::Value,
+    ) -> Result<lambda::ProxyResponse, lambda::InvokeError> {
+        match self.inner.invokers.get(index) {
+            Some(invoker) => {
+                invoker
+                    .invoke(event, self.inner.config.integrations.timeout)
+                    .await
+            }
+            None => Err(lambda::InvokeError::Unreachable {
+                url: format!("integration #{index}"),
+                reason: "no such integration".to_owned(),
+            }),
+        }
     }
 
     fn registry(&self) -> &Registry {

@@ -91,6 +91,8 @@ pub enum ServeEvent {
         method: String,
         connection_id: String,
         status: u16,
+        /// Why the call was refused (403, 400, 413), in words; never a secret.
+        reason: Option<String>,
         duration: Duration,
     },
 }
@@ -293,6 +295,7 @@ pub fn format_line(format: LogFormat, time: SystemTime, event: &ServeEvent) -> S
             method,
             connection_id,
             status,
+            reason,
             duration,
         } => (
             "MANAGE",
@@ -301,6 +304,10 @@ pub fn format_line(format: LogFormat, time: SystemTime, event: &ServeEvent) -> S
                 ("method", Field::Text(method)),
                 ("connectionId", Field::Text(connection_id)),
                 ("status", Field::Number(u64::from(*status))),
+                (
+                    "reason",
+                    reason.as_deref().map_or(Field::Missing, Field::Text),
+                ),
             ],
             *duration,
         ),

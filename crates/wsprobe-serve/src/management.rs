@@ -4,17 +4,29 @@
 //! ISO-8601 times), DELETE closes it with 1000 (204). An unknown or closed id gets 410 with
 //! `x-amzn-ErrorType: GoneException`. With `--iam-key`, every call must be SigV4-signed
 //! (403 `ForbiddenException` otherwise), as on a real stage.
+//!
+//! HTTP hygiene, because SDK clients keep connections alive: every answer carries an
+//! `x-amzn-RequestId`; the body is read (or, past the limit, discarded up to a bound)
+//! before answering, so a 413 leaves the connection usable; when the server must close the
+//! connection after an answer (a body past the bound, a malformed body: 400), the answer
+//! says `Connection: close`, so the client does not write its next call into a closed
+//! socket.
 
 use std::time::{Instant, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use http_body_util::BodyExt;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::registry::Outbound;
 use crate::{ServeEvent, ServerState};
+
+/// How much of a body past the message limit is read and thrown away so the connection
+/// stays usable; beyond this the server answers at once and closes the connection.
+const DISCARD_BOUND: u64 = 1024 * 1024;
 
 /// Answers one `@connections` call for connection `id` (already percent-decoded).
 pub async fn handle(
@@ -24,61 +36,136 @@ pub async fn handle(
     started: Instant,
 ) -> Response {
     let method = request.method().clone();
-    let response = match authenticate(&state, request).await {
-        Err(refused) => refused,
-        Ok(request) => match method {
-            Method::POST => post(&state, request, &id).await,
-            Method::GET => get(&state, &id),
-            Method::DELETE => delete(&state, &id),
-            _ => error(403, "ForbiddenException", "Forbidden"),
-        },
-    };
+    let request_id = state.next_id();
+    let (mut response, reason) = answer(&state, request, &id).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-RequestId", value);
+    }
     state.emit(ServeEvent::Managed {
-        request_id: state.next_id(),
+        request_id,
         method: method.as_str().to_owned(),
         connection_id: id,
         status: response.status().as_u16(),
+        reason,
         duration: started.elapsed(),
     });
     response
 }
 
-/// With `--iam-key`, checks the call's SigV4 signature (which covers the body, so the
-/// body is read here and put back): 403 `ForbiddenException` when it is not valid.
-async fn authenticate(state: &ServerState, request: Request) -> Result<Request, Response> {
-    let keys = &state.config().iam_keys;
-    if keys.is_empty() {
-        return Ok(request);
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, state.config().max_message_size).await else {
-        return Err(too_large());
-    };
-    wsprobe_core::aws::verify::verify(
-        parts.method.as_str(),
-        &parts.uri,
-        &parts.headers,
-        &body,
-        keys,
-        SystemTime::now(),
-    )
-    .map_err(|_| error(403, "ForbiddenException", "Forbidden"))?;
-    Ok(Request::from_parts(parts, Body::from(body)))
-}
-
-async fn post(state: &ServerState, request: Request, id: &str) -> Response {
+/// The answer to a call, and why it was refused (for the log line) when it was.
+async fn answer(state: &ServerState, request: Request, id: &str) -> (Response, Option<String>) {
     let limit = state.config().max_message_size;
-    let declared = request
-        .headers()
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return too_large();
-    }
-    let Ok(body) = axum::body::to_bytes(request.into_body(), limit).await else {
-        return too_large();
+    let body = match read_body(body, limit, declared).await {
+        Read::Complete(body) => body,
+        Read::TooLarge { drained } => {
+            let mut response = too_large();
+            if !drained {
+                close_after(&mut response);
+            }
+            let reason = format!("body larger than {limit} bytes");
+            return (response, Some(reason));
+        }
+        Read::Malformed(why) => {
+            let mut response = error(400, "BadRequestException", "Bad Request");
+            close_after(&mut response);
+            return (response, Some(format!("malformed body: {why}")));
+        }
     };
+    let keys = &state.config().iam_keys;
+    if !keys.is_empty() {
+        // The signature covers the body, so it is checked on the body as read.
+        let verified = wsprobe_core::aws::verify::verify(
+            parts.method.as_str(),
+            &parts.uri,
+            &parts.headers,
+            &body,
+            keys,
+            SystemTime::now(),
+        );
+        if let Err(rejection) = verified {
+            return (
+                error(403, "ForbiddenException", "Forbidden"),
+                Some(rejection.reason().to_owned()),
+            );
+        }
+    }
+    let response = match parts.method {
+        Method::POST => post(state, body, id),
+        Method::GET => get(state, id),
+        Method::DELETE => delete(state, id),
+        _ => {
+            return (
+                error(403, "ForbiddenException", "Forbidden"),
+                Some(format!(
+                    "method {} is not an @connections call",
+                    parts.method
+                )),
+            );
+        }
+    };
+    (response, None)
+}
+
+/// What reading a request body gave.
+#[derive(Debug)]
+enum Read {
+    /// The whole body, within the limit.
+    Complete(Bytes),
+    /// Over the limit; `drained` when the rest was read (and discarded), so the
+    /// connection can carry the next request.
+    TooLarge { drained: bool },
+    /// The body is not valid HTTP/1.1 framing (e.g. a broken chunk).
+    Malformed(String),
+}
+
+/// Reads a body of at most `limit` bytes; past it, reads on and discards up to
+/// [`DISCARD_BOUND`] more bytes.
+async fn read_body(mut body: Body, limit: usize, declared: Option<u64>) -> Read {
+    let limit = limit as u64;
+    let bound = limit.saturating_add(DISCARD_BOUND);
+    if declared.is_some_and(|length| length > bound) {
+        return Read::TooLarge { drained: false };
+    }
+    let mut kept = Vec::new();
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => return Read::Malformed(error.to_string()),
+        };
+        let Ok(data) = frame.into_data() else {
+            // Trailers carry nothing a call uses.
+            continue;
+        };
+        total = total.saturating_add(data.len() as u64);
+        if total > bound {
+            return Read::TooLarge { drained: false };
+        }
+        if total <= limit {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if total > limit {
+        Read::TooLarge { drained: true }
+    } else {
+        Read::Complete(Bytes::from(kept))
+    }
+}
+
+/// Marks an answer as the last on its connection: hyper closes the connection after it.
+fn close_after(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+fn post(state: &ServerState, body: Bytes, id: &str) -> Response {
     let Some(connection) = state.registry().get(id) else {
         return gone();
     };
@@ -157,4 +244,30 @@ fn error(status: u16, kind: &'static str, message: &str) -> Response {
     );
     headers.insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_are_kept_discarded_or_refused_by_size() {
+        let read = |size: usize, declared: Option<u64>| async move {
+            read_body(Body::from(vec![b'x'; size]), 10, declared).await
+        };
+        assert!(matches!(read(10, Some(10)).await, Read::Complete(b) if b.len() == 10));
+        assert!(matches!(
+            read(11, None).await,
+            Read::TooLarge { drained: true }
+        ));
+        assert!(matches!(
+            read(0, Some(DISCARD_BOUND + 11)).await,
+            Read::TooLarge { drained: false }
+        ));
+        let past_bound = usize::try_from(DISCARD_BOUND).unwrap() + 11;
+        assert!(matches!(
+            read(past_bound, None).await,
+            Read::TooLarge { drained: false }
+        ));
+    }
 }

@@ -1,5 +1,5 @@
 //! Route selection and route behaviours: which route a text message goes to
-//! (`$request.body.PATH`, `$default`, or none) and what each behaviour sends back.
+//! (a route selection expression, `$default`, or none) and what each behaviour sends back.
 //! Pure functions of the message, so they are unit-tested here.
 
 use std::collections::HashMap;
@@ -128,70 +128,193 @@ impl RouteTable {
     }
 }
 
-/// A route selection expression, `$request.body.PATH` where PATH is a dotted path into
-/// the JSON message (`$request.body.meta.route`). `${request.body.PATH}` is accepted too.
+/// A route selection expression as API Gateway takes it: `$request.body.PATH`,
+/// `${request.body.PATH}`, or several such variables with static text around them
+/// (`${request.body.kind}-${request.body.op}`). PATH is a JSONPath into the message:
+/// names joined by dots, and `[N]` array indexes (`$request.body.meta.route`,
+/// `${request.body.items[0].kind}`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelectionExpression {
-    path: Vec<String>,
+    /// The expression as written, for messages and `Display`.
+    text: String,
+    parts: Vec<Part>,
+}
+
+/// A piece of an expression.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    /// Static text, as written.
+    Text(String),
+    /// `$request.body.PATH`: the value at PATH.
+    Body(Vec<Step>),
+}
+
+/// One step of a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
 }
 
 impl Default for SelectionExpression {
     fn default() -> Self {
         Self {
-            path: vec!["action".to_owned()],
+            text: "$request.body.action".to_owned(),
+            parts: vec![Part::Body(vec![Step::Key("action".to_owned())])],
         }
     }
 }
 
 impl fmt::Display for SelectionExpression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "$request.body.{}", self.path.join("."))
+        f.write_str(&self.text)
     }
 }
 
+const BODY_VARIABLE: &str = "request.body.";
+
 impl SelectionExpression {
-    /// Parses `$request.body.PATH` or `${request.body.PATH}`; the error says what is
-    /// expected.
+    /// Parses an expression; the error says what is wrong and what is expected.
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
-        let inner = match trimmed
-            .strip_prefix("${")
-            .and_then(|rest| rest.strip_suffix('}'))
-        {
-            Some(braced) => format!("${braced}"),
-            None => trimmed.to_owned(),
-        };
-        let path = inner.strip_prefix("$request.body.").ok_or_else(|| {
+        let bad = |why: &str| {
             format!(
-                "route selection expression `{text}` is not `$request.body.PATH`; write e.g. `$request.body.action`"
+                "route selection expression `{text}` {why}; write e.g. `$request.body.action` \
+                 or `${{request.body.kind}}-${{request.body.op}}`"
             )
-        })?;
-        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-        if segments
-            .iter()
-            .any(|s| s.is_empty() || s.contains(|c: char| c.is_whitespace() || "{}[]$".contains(c)))
-        {
-            return Err(format!(
-                "route selection expression `{text}` has an empty or invalid path segment; write e.g. `$request.body.meta.route`"
-            ));
+        };
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = trimmed;
+        while let Some(dollar) = rest.find('$') {
+            literal.push_str(&rest[..dollar]);
+            let after = &rest[dollar + 1..];
+            let (path, remainder) = if let Some(braced) = after.strip_prefix('{') {
+                let close = braced
+                    .find('}')
+                    .ok_or_else(|| bad("has a `${` without `}`"))?;
+                let inner = &braced[..close];
+                let path = inner
+                    .strip_prefix(BODY_VARIABLE)
+                    .ok_or_else(|| bad("uses a variable other than `request.body.PATH`"))?;
+                (
+                    parse_path(path).map_err(|why| bad(&why))?,
+                    &braced[close + 1..],
+                )
+            } else {
+                let path = after
+                    .strip_prefix(BODY_VARIABLE)
+                    .ok_or_else(|| bad("uses a variable other than `$request.body.PATH`"))?;
+                // Unbraced, the path runs as far as names, dots and `[N]` go (a `-` ends
+                // it, so `$request.body.kind-$request.body.op` works); static text that
+                // starts with `.` or `[` needs the braced form, so a typo such as `a..b`
+                // is an error rather than a path and some text.
+                let name_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+                let bytes = path.as_bytes();
+                let mut end = 0;
+                while end < bytes.len() {
+                    let c = bytes[end];
+                    let dot_then_name =
+                        c == b'.' && bytes.get(end + 1).is_some_and(|&n| name_char(n));
+                    if name_char(c) || dot_then_name {
+                        end += 1;
+                    } else if c == b'[' {
+                        match path[end..].find(']') {
+                            Some(close) => end += close + 1,
+                            None => break,
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                if matches!(bytes.get(end), Some(b'.' | b'[')) {
+                    return Err(bad(
+                        "has a path that does not end cleanly (use `${request.body.PATH}` before static text)",
+                    ));
+                }
+                (
+                    parse_path(&path[..end]).map_err(|why| bad(&why))?,
+                    &path[end..],
+                )
+            };
+            if !literal.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut literal)));
+            }
+            parts.push(Part::Body(path));
+            rest = remainder;
         }
-        Ok(Self { path: segments })
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        if !parts.iter().any(|part| matches!(part, Part::Body(_))) {
+            return Err(bad("has no `$request.body.PATH` variable"));
+        }
+        Ok(Self {
+            text: trimmed.to_owned(),
+            parts,
+        })
     }
 
-    /// The route key of a parsed JSON message: strings as they are, numbers and booleans
-    /// as written, objects and arrays as JSON text (API Gateway stringifies them). `None`
-    /// when the path does not exist or holds `null`.
+    /// The route key of a parsed JSON message, as API Gateway evaluates it: each variable
+    /// becomes its value — strings as they are, numbers and booleans as written, objects
+    /// and arrays as JSON text, `""` when the path is not found or holds `null` — and the
+    /// static text stays. `None` when the result is empty (no route key can be).
     pub fn evaluate(&self, message: &Value) -> Option<String> {
-        let mut value = message;
-        for segment in &self.path {
-            value = value.as_object()?.get(segment)?;
+        let mut key = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => key.push_str(text),
+                Part::Body(path) => match lookup(message, path) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(s)) => key.push_str(s),
+                    Some(other) => key.push_str(&other.to_string()),
+                },
+            }
         }
-        match value {
-            Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
+        (!key.is_empty()).then_some(key)
+    }
+}
+
+/// Parses `a.b[0].c`; the error says which part is wrong.
+fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for segment in path.split('.') {
+        let (name, mut indexes) = match segment.find('[') {
+            Some(open) => (&segment[..open], &segment[open..]),
+            None => (segment, ""),
+        };
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid_name {
+            return Err(format!(
+                "has an empty or invalid path segment `{segment}` in `{path}`"
+            ));
+        }
+        steps.push(Step::Key(name.to_owned()));
+        while !indexes.is_empty() {
+            let index = indexes
+                .strip_prefix('[')
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(number, rest)| Some((number.parse::<usize>().ok()?, rest)));
+            let Some((index, rest)) = index else {
+                return Err(format!("has an invalid array index in `{segment}`"));
+            };
+            steps.push(Step::Index(index));
+            indexes = rest;
         }
     }
+    Ok(steps)
+}
+
+/// The value at `path` in `message`, if there is one.
+fn lookup<'a>(message: &'a Value, path: &[Step]) -> Option<&'a Value> {
+    path.iter().try_fold(message, |value, step| match step {
+        Step::Key(key) => value.as_object()?.get(key),
+        Step::Index(index) => value.as_array()?.get(*index),
+    })
 }
 
 /// Where a text message goes.
@@ -268,18 +391,64 @@ mod tests {
             expr("$request.body.action").to_string(),
             "$request.body.action"
         );
-        assert_eq!(expr("${request.body.a.b}").to_string(), "$request.body.a.b");
+        assert_eq!(
+            expr("${request.body.a.b}").to_string(),
+            "${request.body.a.b}"
+        );
+        assert_eq!(expr("${request.body.a.b}"), {
+            let mut same = expr("$request.body.a.b");
+            same.text = "${request.body.a.b}".into();
+            same
+        });
         for bad in [
             "",
             "action",
+            "static text",
             "$request.body",
             "$request.body.",
             "$request.body.a..b",
+            "$request.body.a.",
+            "$request.body.a[",
             "$request.header.x",
-            "$request.body.a b",
+            "${request.header.x}",
+            "${request.body.a",
+            "${request.body.}",
+            "${request.body.a b}",
+            "${request.body.a[x]}",
+            "$context.routeKey",
         ] {
             assert!(SelectionExpression::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn several_variables_and_static_text() {
+        let message =
+            json!({"kind": "chat", "op": "post", "n": 5, "items": [{"k": "x"}], "o": {"a": [1]}});
+        let key = |text: &str| expr(text).evaluate(&message);
+        assert_eq!(
+            key("${request.body.kind}-${request.body.op}").as_deref(),
+            Some("chat-post")
+        );
+        assert_eq!(
+            key("$request.body.kind-$request.body.op").as_deref(),
+            Some("chat-post")
+        );
+        assert_eq!(key("v1:${request.body.kind}").as_deref(), Some("v1:chat"));
+        assert_eq!(key("${request.body.kind}.").as_deref(), Some("chat."));
+        assert_eq!(key("${request.body.items[0].k}").as_deref(), Some("x"));
+        assert_eq!(key("$request.body.items[0].k!").as_deref(), Some("x!"));
+        assert_eq!(
+            key("${request.body.n}${request.body.o}").as_deref(),
+            Some("5{\"a\":[1]}")
+        );
+        // A path not found is "": the static text and the other variables remain.
+        assert_eq!(
+            key("${request.body.kind}-${request.body.missing}").as_deref(),
+            Some("chat-")
+        );
+        assert_eq!(key("${request.body.missing}"), None);
+        assert_eq!(key("${request.body.items[3]}"), None);
     }
 
     #[test]

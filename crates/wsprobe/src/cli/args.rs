@@ -493,9 +493,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "29s", value_parser = values::parse_duration)]
     pub integration_timeout: Duration,
 
-    /// What unmatched messages get
-    #[arg(long, value_name = "ROUTE", value_enum, default_value_t = DefaultRoute::None)]
-    pub default_route: DefaultRoute,
+    /// How many invocations may be in flight at once per integration endpoint; the others
+    /// wait in its queue (1: one Lambda runtime handles one invocation at a time)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub integration_concurrency: u16,
+
+    /// What unmatched messages get: `echo`, or `none` (no $default route: API Gateway's
+    /// Forbidden frame). Default: none, or the --integration handler when one is given
+    #[arg(long, value_name = "ROUTE", value_enum)]
+    pub default_route: Option<DefaultRoute>,
 
     /// Close a connection with 1001 after this long without a message
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = values::parse_duration)]

@@ -9,5 +9,6 @@ mod connect;
 mod load;
 mod run;
 mod serve;
+mod serve_lambda;
 mod stage;
 mod support;

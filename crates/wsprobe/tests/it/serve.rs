@@ -283,6 +283,41 @@ async fn nested_selection_paths_pick_the_route() {
     );
 }
 
+#[tokio::test]
+async fn selection_expressions_with_several_variables_and_static_text() {
+    let server = serve_flags(&[
+        "--route-selection-expression",
+        "v1:${request.body.kind}-${request.body.op}",
+        "--route",
+        "v1:chat-post=echo",
+        "--route",
+        "v1:chat-=whoami",
+        "--route",
+        "v1:5-[1,2]=echo-body",
+    ])
+    .await;
+    let (mut ws, id) = connect_and_id(&server).await;
+    let post = r#"{"kind":"chat","op":"post"}"#;
+    send_text(&mut ws, post).await;
+    assert_eq!(next_text(&mut ws).await, post);
+    // A path not found is "": the rest of the key stays.
+    send_text(&mut ws, r#"{"kind":"chat"}"#).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        format!(r#"{{"connectionId":"{id}"}}"#)
+    );
+    // Numbers as written, arrays as JSON text.
+    send_text(&mut ws, r#"{"kind":5,"op":[1,2],"body":"stringified"}"#).await;
+    assert_eq!(next_text(&mut ws).await, r#""stringified""#);
+    // The match stays exact.
+    send_text(&mut ws, r#"{"kind":"Chat","op":"post"}"#).await;
+    assert!(
+        next_text(&mut ws)
+            .await
+            .starts_with(r#"{"message": "Forbidden""#)
+    );
+}
+
 // 5. Built-in and configured routes.
 
 #[tokio::test]
@@ -928,4 +963,107 @@ async fn the_binary_serves_tls_from_pem_files() {
         tls_echo(&mut ws, r#"{"action":"send","body":1}"#).await,
         "1"
     );
+}
+
+// @connections HTTP hygiene: SDK clients keep their connections alive.
+
+#[tokio::test]
+async fn a_413_leaves_the_keep_alive_connection_usable() {
+    let server = spawn_default_server().await;
+    let (mut ws, id) = connect_and_id(&server).await;
+    let path = connection_path(&server, &id);
+    let addr = server.addr();
+    let responses = http_exchanges(
+        addr,
+        &[
+            keep_alive_request(addr, "POST", &path, &vec![b'x'; 131_073]),
+            keep_alive_request(addr, "POST", &path, b"after the 413"),
+            keep_alive_request(addr, "GET", &path, b""),
+        ],
+    )
+    .await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [413, 200, 200]);
+    assert_eq!(responses[0].header("connection"), None);
+    assert_eq!(next_text(&mut ws).await, "after the 413");
+    let ids: std::collections::HashSet<&str> = responses
+        .iter()
+        .map(|r| r.header("x-amzn-requestid").expect("x-amzn-RequestId"))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| is_aws_id(id)), "{ids:?}");
+}
+
+#[tokio::test]
+async fn every_connections_answer_carries_a_request_id() {
+    let server = spawn_default_server().await;
+    let (_ws, id) = connect_and_id(&server).await;
+    for (method, id) in [
+        ("GET", id.as_str()),
+        ("POST", id.as_str()),
+        ("DELETE", id.as_str()),
+        ("DELETE", id.as_str()),
+        ("PUT", "unknown"),
+    ] {
+        let response = connections_call(&server, method, id, b"x").await;
+        let request_id = response.header("x-amzn-requestid").unwrap_or_default();
+        assert!(is_aws_id(request_id), "{method}: {response:?}");
+    }
+}
+
+#[tokio::test]
+async fn answers_after_which_the_server_closes_say_connection_close() {
+    let server = spawn_default_server().await;
+    let (_ws, id) = connect_and_id(&server).await;
+    let path = connection_path(&server, &id);
+    let addr = server.addr();
+    // Far more than the server reads to keep the connection: it answers at once.
+    let huge = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 10000000\r\n\r\n");
+    let response = raw_http(addr, huge.as_bytes()).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.header("connection"), Some("close"));
+    // A broken chunked body is a bad request, not a large one.
+    let broken = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+    );
+    let response = raw_http(addr, broken.as_bytes()).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(
+        response.header("x-amzn-errortype"),
+        Some("BadRequestException")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connections_call_is_logged_with_its_reason() {
+    let (log, capture) = LogSink::capture();
+    let config = ServeConfig {
+        log,
+        iam_keys: vec![wsprobe_core::aws::IamKey::parse("AKIDLOCAL:local-secret").expect("a key")],
+        ..ServeConfig::default()
+    };
+    let server = spawn_server(config).await;
+    let mut events = server.events();
+    let response = connections_call(&server, "GET", "R0oXAdfD0kwCH6w=", b"").await;
+    assert_eq!(response.status, 403);
+    assert_eq!(
+        response.header("x-amzn-errortype"),
+        Some("ForbiddenException")
+    );
+    wait_event(&mut events, |event| {
+        matches!(event, ServeEvent::Managed { .. }).then_some(())
+    })
+    .await;
+    let lines = capture.lines();
+    let manage = lines
+        .iter()
+        .find(|l| l.contains(" MANAGE "))
+        .expect("a MANAGE line");
+    assert!(manage.contains("status=403"), "{manage}");
+    assert!(
+        manage.contains(r#"reason="SigV4: the request is not signed""#),
+        "{manage}"
+    );
+    assert!(!manage.contains("local-secret"), "{manage}");
 }

@@ -548,3 +548,295 @@ pub fn lowered_config(
     let lowered = wsprobe::cli::lower::connection(args, None)?;
     wsprobe::cli::lower::client_config(&lowered.options)
 }
+
+// ---------------------------------------------------------------------------------------
+// A Lambda Invoke-API stand-in
+
+/// What the Invoke-API stand-in's handler does with one event.
+#[derive(Clone, Debug)]
+pub enum LambdaReply {
+    /// The handler returns this value (a proxy response, an authorizer policy, …).
+    Return(serde_json::Value),
+    /// The handler throws: the runtime answers `{"errorMessage": …, "errorType": …}` with
+    /// `X-Amz-Function-Error: Unhandled`, as the Runtime Interface Emulator does.
+    Throw { message: String, kind: String },
+    /// The handler never returns (the caller's timeout must end the wait).
+    Hang,
+}
+
+impl LambdaReply {
+    /// A proxy response with this status code and nothing else.
+    pub fn status(code: u16) -> Self {
+        Self::Return(serde_json::json!({ "statusCode": code }))
+    }
+
+    /// A handler that throws `message` (as `Error`).
+    pub fn throw(message: &str) -> Self {
+        Self::Throw {
+            message: message.to_owned(),
+            kind: "Error".to_owned(),
+        }
+    }
+}
+
+type BoxedHandler = std::sync::Arc<
+    dyn Fn(
+            serde_json::Value,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = LambdaReply> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A Lambda function behind the Invoke API path of the Runtime Interface Emulator
+/// (`POST /2015-03-31/functions/function/invocations`), on loopback port 0. Like the
+/// emulator (one runtime, one invocation at a time), it refuses an invocation that
+/// arrives while another is running with 400, and counts the refusals. Every event it
+/// accepts is recorded for [`InvokeApi::next_event`].
+pub struct InvokeApi {
+    /// The invocation URL, for `--integration` / `--authorizer`.
+    pub url: String,
+    events: mpsc::UnboundedReceiver<serde_json::Value>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InvokeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl InvokeApi {
+    /// Starts the function with `handler`, which is called once per accepted invocation,
+    /// in one runtime (one invocation at a time).
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = LambdaReply> + Send + 'static,
+    {
+        Self::start_with_runtimes(1, handler).await
+    }
+
+    /// Like [`InvokeApi::start`], with `runtimes` invocations at a time.
+    pub async fn start_with_runtimes<F, Fut>(runtimes: usize, handler: F) -> Self
+    where
+        F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = LambdaReply> + Send + 'static,
+    {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        let handler: BoxedHandler = Arc::new(move |event| Box::pin(handler(event)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let url = format!(
+            "http://{}/2015-03-31/functions/function/invocations",
+            listener.local_addr().expect("an address")
+        );
+        let (record, events) = mpsc::unbounded_channel();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(Runtimes {
+            in_flight: AtomicUsize::new(0),
+            count: runtimes,
+        });
+        let counter = refused.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(invoke_api_request(
+                    socket,
+                    handler.clone(),
+                    record.clone(),
+                    busy.clone(),
+                    counter.clone(),
+                ));
+            }
+        });
+        Self {
+            url,
+            events,
+            refused,
+            task,
+        }
+    }
+
+    /// The next event the function accepted.
+    pub async fn next_event(&mut self) -> serde_json::Value {
+        within("an event at the Lambda", self.events.recv())
+            .await
+            .expect("the Lambda stand-in is running")
+    }
+
+    /// Whether an accepted event is waiting (without waiting for one).
+    pub fn try_next_event(&mut self) -> Option<serde_json::Value> {
+        self.events.try_recv().ok()
+    }
+
+    /// How many invocations were refused because another was running.
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The runtimes of an [`InvokeApi`]: how many invocations run, and how many may.
+struct Runtimes {
+    in_flight: std::sync::atomic::AtomicUsize,
+    count: usize,
+}
+
+/// Answers one invocation on `socket` (one request per connection, as serve sends them).
+async fn invoke_api_request(
+    mut socket: TcpStream,
+    handler: BoxedHandler,
+    record: mpsc::UnboundedSender<serde_json::Value>,
+    busy: std::sync::Arc<Runtimes>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(body) = read_http_body(&mut socket).await else {
+        return;
+    };
+    let respond = |status: &str, extra: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if busy.in_flight.fetch_add(1, Ordering::SeqCst) >= busy.count {
+        busy.in_flight.fetch_sub(1, Ordering::SeqCst);
+        refused.fetch_add(1, Ordering::SeqCst);
+        let answer = respond(
+            "400 Bad Request",
+            "",
+            r#"{"errorMessage":"the runtime is busy with another invocation","errorType":"InvalidRequest"}"#,
+        );
+        let _ = socket.write_all(answer.as_bytes()).await;
+        return;
+    }
+    let event: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(event) => event,
+        Err(e) => panic!("the Lambda stand-in got an event that is not JSON: {e}"),
+    };
+    let _ = record.send(event.clone());
+    let reply = handler(event).await;
+    // Free before answering: the caller may send the next invocation as soon as it has
+    // read this answer.
+    busy.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let answer = match reply {
+        LambdaReply::Return(value) => respond("200 OK", "", &value.to_string()),
+        LambdaReply::Throw { message, kind } => respond(
+            "200 OK",
+            "X-Amz-Function-Error: Unhandled\r\n",
+            &serde_json::json!({ "errorMessage": message, "errorType": kind }).to_string(),
+        ),
+        // A hung handler does not hold the runtime here, so a test can go on after the
+        // caller's timeout; the connection stays open until the caller gives up.
+        LambdaReply::Hang => {
+            let mut sink = [0u8; 64];
+            while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            return;
+        }
+    };
+    let _ = socket.write_all(answer.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+/// Reads one HTTP/1.1 request with a `Content-Length` body and returns the body; `None`
+/// when the peer went away first.
+async fn read_http_body(socket: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let (head_end, length) = loop {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buffer[..n]),
+        }
+        if let Some(end) = head_end(&data) {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end, length);
+        }
+    };
+    while data.len() < head_end + length {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Some(data[head_end..head_end + length].to_vec())
+}
+
+/// `wsprobe serve ARGS…` lowered as the binary lowers it, started in-process on port 0
+/// (quiet unless `ARGS` ask for a log).
+pub async fn serve_flags(args: &[&str]) -> RunningServer {
+    spawn_server(serve_config(args)).await
+}
+
+/// `wsprobe serve --quiet ARGS…` as a configuration; panics on a usage error.
+pub fn serve_config(args: &[&str]) -> ServeConfig {
+    use clap::Parser;
+    let argv = ["wsprobe", "serve", "--quiet"].iter().chain(args.iter());
+    let cli = wsprobe::cli::Cli::try_parse_from(argv).expect("valid serve flags");
+    let wsprobe::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve")
+    };
+    match wsprobe::cli::lower::serve_config(&serve) {
+        Ok(config) => config,
+        Err(e) => panic!("serve {args:?}: {e}"),
+    }
+}
+
+/// Sends `requests` one after the other on one HTTP/1.1 keep-alive connection, reading
+/// each response (by its `Content-Length`; none for 204) before writing the next, and
+/// returns the responses read. Stops early when the server closes the connection.
+pub async fn http_exchanges(addr: SocketAddr, requests: &[Vec<u8>]) -> Vec<HttpResponse> {
+    within("HTTP responses on one connection", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connecting");
+        let mut responses = Vec::new();
+        let mut raw: Vec<u8> = Vec::new();
+        for request in requests {
+            if stream.write_all(request).await.is_err() {
+                break;
+            }
+            let mut chunk = [0u8; 8192];
+            let length = loop {
+                if let Some(end) = head_end(&raw) {
+                    let head = parse_response(&raw[..end]);
+                    let body = if head.status == 204 {
+                        0
+                    } else {
+                        head.header("content-length")
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .expect("a response with a Content-Length")
+                    };
+                    if raw.len() >= end + body {
+                        break end + body;
+                    }
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break 0,
+                    Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                }
+            };
+            if length == 0 {
+                break;
+            }
+            responses.push(parse_response(&raw[..length]));
+            raw.drain(..length);
+        }
+        responses
+    })
+    .await
+}
+
+/// An HTTP/1.1 keep-alive request (no `Connection: close`) with a `Content-Length` body.
+pub fn keep_alive_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}

@@ -3,8 +3,9 @@
 use wsprobe_core::aws::IamKey;
 use wsprobe_core::secret::Secret;
 use wsprobe_serve::{
-    Integrations, LogFormat as ServeLogFormat, LogSink, RouteBehaviour, RouteTable,
-    SelectionExpression, ServeConfig, self_signed_path,
+    Integrations, LogFormat as ServeLogFormat, LogSink, MAX_INTEGRATION_TIMEOUT,
+    MIN_INTEGRATION_TIMEOUT, RouteBehaviour, RouteTable, SelectionExpression, ServeConfig,
+    self_signed_path,
 };
 
 use crate::Error;
@@ -24,16 +25,18 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServeConfig, Error> {
         SelectionExpression::parse(&args.route_selection_expression).map_err(Error::Usage)?;
     let mut routes = RouteTable::default();
     let mut default_route = match args.default_route {
-        DefaultRoute::Echo => Some(RouteBehaviour::Echo),
-        DefaultRoute::None => None,
+        Some(DefaultRoute::Echo) => Some(RouteBehaviour::Echo),
+        Some(DefaultRoute::None) | None => None,
     };
-    if args.integration_timeout.is_zero() {
-        return Err(Error::usage(
-            "--integration-timeout must be longer than zero",
-        ));
+    if !(MIN_INTEGRATION_TIMEOUT..=MAX_INTEGRATION_TIMEOUT).contains(&args.integration_timeout) {
+        return Err(Error::usage(format!(
+            "--integration-timeout {} is outside API Gateway's range, 50ms to 29s",
+            humantime::format_duration(args.integration_timeout)
+        )));
     }
     let mut integrations = Integrations {
         timeout: args.integration_timeout,
+        concurrency: usize::from(args.integration_concurrency),
         ..Integrations::default()
     };
     let default_integration = match &args.integration {
@@ -49,7 +52,9 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServeConfig, Error> {
         integrations.connect = Some(index);
         integrations.disconnect = Some(index);
         routes.remove("send");
-        if args.default_route == DefaultRoute::None {
+        // Unless the user said otherwise: `--default-route none` models an API
+        // without `$default` (unmatched messages get the Forbidden frame).
+        if args.default_route.is_none() {
             default_route = Some(RouteBehaviour::Lambda(index));
         }
     }
@@ -302,6 +307,16 @@ mod tests {
         assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
         assert!(lambdas.route_responses.contains("send"));
         assert_eq!(lambdas.timeout, Duration::from_secs(2));
+        assert_eq!(lambdas.concurrency, 1);
+        let config = serve_config(&args(&["--integration-concurrency", "4"])).unwrap();
+        assert_eq!(config.integrations.concurrency, 4);
+        for edge in ["50ms", "29s"] {
+            let config = serve_config(&args(&["--integration-timeout", edge])).unwrap();
+            assert_eq!(
+                config.integrations.timeout,
+                humantime::parse_duration(edge).unwrap()
+            );
+        }
 
         // Without --integration the sample app stays; one route goes to a Lambda.
         let config = serve_config(&args(&["--route", "$connect=lambda:http://h:1/c"])).unwrap();
@@ -316,6 +331,10 @@ mod tests {
             &["--route", "$other=lambda:http://h/x"],
             &["--integration", "127.0.0.1:9000"],
             &["--integration-timeout", "0s"],
+            &["--integration-timeout", "49ms"],
+            &["--integration-timeout", "10ms"],
+            &["--integration-timeout", "30s"],
+            &["--integration-timeout", "60s"],
         ] {
             let result = serve_config(&args(bad));
             assert!(
@@ -323,6 +342,20 @@ mod tests {
                 "{bad:?} gave {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn default_route_none_holds_with_an_integration() {
+        let url = "http://127.0.0.1:9000/2015-03-31/functions/function/invocations";
+        let given = |route: &str| {
+            serve_config(&args(&["--integration", url, "--default-route", route]))
+                .unwrap()
+                .default_route
+        };
+        assert_eq!(given("none"), None);
+        assert_eq!(given("echo"), Some(RouteBehaviour::Echo));
+        let config = serve_config(&args(&["--integration", url])).unwrap();
+        assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
     }
 
     #[test]
