@@ -16,6 +16,7 @@ pub mod manage;
 pub mod message;
 pub mod profile;
 pub mod repl;
+pub mod report_file;
 pub mod script;
 pub mod secret;
 pub mod serve;

@@ -21,7 +21,6 @@ pub mod threshold;
 mod worker;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +31,7 @@ use tokio::task::JoinSet;
 use crate::cli::{EchoPolicy, LoadArgs};
 use crate::client::{self, ClientConfig, WebSocketConfig};
 use crate::message::RouteFields;
+use crate::report_file::ReportFile;
 use crate::{Context, Error, Outcome};
 
 use report::{ConnectionsReport, HdrLog, LatencySummary, MessagesReport};
@@ -171,7 +171,14 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     let report_json = args
         .report_json
         .as_deref()
-        .map(|path| create_file(path, "--report-json"))
+        .map(|path| {
+            ReportFile::create(path).map_err(|e| {
+                Error::usage(format!(
+                    "cannot write --report-json {}: {e}",
+                    path.display()
+                ))
+            })
+        })
         .transpose()?;
     let started_wall = SystemTime::now();
     let hdr_log = args
@@ -226,7 +233,7 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     }
     let Joined {
         ends,
-        interrupted_at,
+        interrupted,
         crashed,
     } = wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
     let _ = stop_monitor.send(());
@@ -246,7 +253,7 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         &collector,
         rare,
         &ends,
-        interrupted_at,
+        interrupted,
         elapsed,
         context,
     );
@@ -264,8 +271,9 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     if let Some(hint) = too_many_files_hint(&report) {
         let _ = writeln!(std::io::stderr(), "{hint}");
     }
-    if let Some((path, mut file)) = report_json {
-        file.write_all(report::to_json(&report).as_bytes())
+    if let Some(file) = report_json {
+        let path = file.path().to_owned();
+        file.write(report::to_json(&report).as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     if let Err(e) = hdr_result {
@@ -294,24 +302,26 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     })
 }
 
-/// Creates an output file now, so a bad path is a usage error before anything is sent.
-fn create_file(path: &Path, flag: &str) -> Result<(PathBuf, std::fs::File), Error> {
-    std::fs::File::create(path)
-        .map(|file| (path.to_owned(), file))
-        .map_err(|e| Error::usage(format!("cannot write {flag} {}: {e}", path.display())))
-}
-
 /// Histogram shards: enough that worker threads rarely contend, few enough to stay small.
 fn shard_count() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
+}
+
+/// A run stopped by a signal.
+#[derive(Clone, Copy, Debug)]
+struct Interruption {
+    /// When the first signal came, µs since the start.
+    at_us: u64,
+    /// Which signal it was (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    signal: &'static str,
 }
 
 /// How the workers ended.
 struct Joined {
     /// What each worker that finished reported.
     ends: Vec<WorkerEnd>,
-    /// When the run was interrupted (µs since the start), if it was.
-    interrupted_at: Option<u64>,
+    /// When and by what the run was interrupted, if it was.
+    interrupted: Option<Interruption>,
     /// Workers that panicked (a bug; aborted ones, after a second Ctrl-C, do not count).
     crashed: usize,
 }
@@ -326,7 +336,7 @@ async fn wait_for_workers(
 ) -> Joined {
     let mut joined = Joined {
         ends: Vec::with_capacity(workers.len()),
-        interrupted_at: None,
+        interrupted: None,
         crashed: 0,
     };
     let mut listening = true;
@@ -338,13 +348,16 @@ async fn wait_for_workers(
                 None => break,
             },
             signal = interrupts.next(), if listening => {
-                if signal.is_none() {
+                let Some(signal) = signal else {
                     // No signal handling on this platform: just wait for the workers.
                     listening = false;
                     continue;
-                }
-                if joined.interrupted_at.is_none() {
-                    joined.interrupted_at = Some(stats.now_us());
+                };
+                if joined.interrupted.is_none() {
+                    joined.interrupted = Some(Interruption {
+                        at_us: stats.now_us(),
+                        signal,
+                    });
                     for stop in stop_senders.drain(..) {
                         let _ = stop.send(());
                     }
@@ -357,30 +370,54 @@ async fn wait_for_workers(
     joined
 }
 
-/// Ctrl-C, listened for from [`Interrupts::register`] on: a signal that comes while the
-/// listener is not being polled is kept for the next [`Interrupts::next`], not lost.
+/// The signals that interrupt a run: Ctrl-C (SIGINT), and SIGTERM and SIGHUP, which CI
+/// cancellation, `timeout(1)`, Kubernetes and a closed terminal send; all three act alike.
+/// Listened for from [`Interrupts::register`] on: a signal that comes while the listener
+/// is not being polled is kept for the next [`Interrupts::next`], not lost.
 struct Interrupts {
     #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
+    signals: Vec<(&'static str, tokio::signal::unix::Signal)>,
 }
 
 impl Interrupts {
     fn register() -> Self {
-        Self {
-            #[cfg(unix)]
-            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
-        }
-    }
-
-    /// The next Ctrl-C; `None` when this platform cannot listen for it.
-    async fn next(&mut self) -> Option<()> {
         #[cfg(unix)]
         {
-            self.signal.as_mut()?.recv().await
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = [
+                ("SIGINT", SignalKind::interrupt()),
+                ("SIGTERM", SignalKind::terminate()),
+                ("SIGHUP", SignalKind::hangup()),
+            ]
+            .into_iter()
+            .filter_map(|(name, kind)| signal(kind).ok().map(|signal| (name, signal)))
+            .collect();
+            Self { signals }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The name of the next signal; `None` when this platform cannot listen for any.
+    async fn next(&mut self) -> Option<&'static str> {
+        #[cfg(unix)]
+        {
+            if self.signals.is_empty() {
+                return None;
+            }
+            std::future::poll_fn(|cx| {
+                for (name, signal) in &mut self.signals {
+                    if let std::task::Poll::Ready(Some(())) = signal.poll_recv(cx) {
+                        return std::task::Poll::Ready(Some(*name));
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await
         }
         #[cfg(not(unix))]
         {
-            tokio::signal::ctrl_c().await.ok()
+            tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
         }
     }
 }
@@ -456,7 +493,7 @@ fn build_report(
     collector: &Collector,
     rare: stats::Rare,
     ends: &[WorkerEnd],
-    interrupted_at: Option<u64>,
+    interrupted: Option<Interruption>,
     elapsed: Duration,
     context: Context,
 ) -> LoadReport {
@@ -464,7 +501,12 @@ fn build_report(
     let sent = stats.total(|c| &c.sent);
     // Every connection tried to open before the workers ended, so the go was given.
     let go_us = shared.go.borrow().unwrap_or_else(|| stats.now_us());
-    let sending_us = sending_window_us(&shared.plan, go_us, ends, interrupted_at);
+    let sending_us = sending_window_us(
+        &shared.plan,
+        go_us,
+        ends,
+        interrupted.map(|interruption| interruption.at_us),
+    );
     let achieved_rate = if sending_us == 0 {
         0.0
     } else {
@@ -494,7 +536,8 @@ fn build_report(
         elapsed_s: elapsed.as_secs_f64(),
         opening_s: go_us as f64 / 1e6,
         sending_s: sending_us as f64 / 1e6,
-        interrupted: interrupted_at.is_some(),
+        interrupted: interrupted.is_some(),
+        interrupted_by: interrupted.map(|interruption| interruption.signal),
         connections: ConnectionsReport {
             requested: shared.plan.connections as u64,
             opened: stats.total(|c| &c.opened),

@@ -140,8 +140,10 @@ pub struct LoadReport {
     pub opening_s: f64,
     /// How long pings were being sent, in seconds (what the rate is measured over).
     pub sending_s: f64,
-    /// Stopped early by Ctrl-C.
+    /// Stopped early by Ctrl-C, SIGTERM or SIGHUP.
     pub interrupted: bool,
+    /// Which signal stopped it (`SIGINT`, `SIGTERM`, `SIGHUP`); `null` when none did.
+    pub interrupted_by: Option<&'static str>,
     /// Connections.
     pub connections: ConnectionsReport,
     /// Pings.
@@ -201,7 +203,15 @@ pub fn to_table(report: &LoadReport) -> String {
     };
     let _ = writeln!(out, "{} {}", "load".bold(), report.url);
     if report.interrupted {
-        let _ = writeln!(out, "{}", "interrupted: what ran until Ctrl-C".yellow());
+        let by = match report.interrupted_by {
+            None | Some("SIGINT") => "Ctrl-C",
+            Some(signal) => signal,
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            format!("interrupted by {by}: what ran until then").yellow()
+        );
     }
     let row = |out: &mut String, name: &str, value: String| {
         let _ = writeln!(out, "  {name:<12} {value}");
@@ -362,6 +372,7 @@ mod tests {
             opening_s: 0.1,
             sending_s: 1.0,
             interrupted: false,
+            interrupted_by: None,
             connections: ConnectionsReport {
                 requested: 3,
                 opened: 2,

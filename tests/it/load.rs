@@ -473,48 +473,73 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_prints_what_ran_and_exits_130() {
-    let server = support::spawn_default_server().await;
-    let mut events = server.events();
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("load.json");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
-        .args([
-            "load",
-            &server.ws_url(),
-            "-c",
-            "2",
-            "--rate",
-            "200/s",
-            "-d",
-            "30s",
-        ])
-        .args(["--no-progress", "--report-json", json.to_str().unwrap()])
+/// Starts `wsprobe load ARGS… --no-progress` as a child process, output piped.
+fn start_load(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .arg("load")
+        .args(args)
+        .arg("--no-progress")
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("running wsprobe load")
+}
+
+/// Sends `signal` (`INT`, `TERM`, `HUP`) to `child` with `kill`.
+fn send_signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Waits (at most [`TIMEOUT`]) for `child` to exit, and returns its output.
+async fn wait_output(child: std::process::Child, what: &str) -> Output {
+    support::within(
+        what,
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("waiting")),
+    )
+    .await
+    .expect("the waiting thread")
+}
+
+/// Starts an open run of 30 s and waits until both its connections are open and pings
+/// are reaching `server`.
+async fn start_pinging(server: &wsprobe::serve::RunningServer, json: &Path) -> std::process::Child {
+    let mut events = server.events();
+    let child = start_load(&[
+        &server.ws_url(),
+        "-c",
+        "2",
+        "--rate",
+        "200/s",
+        "-d",
+        "30s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
     wait_connected(&mut events, 2).await;
-    // Some pings must be out before the interrupt: wait for a message to be routed.
     support::wait_event(&mut events, |event| {
         matches!(event, ServeEvent::Message { .. }).then_some(())
     })
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = support::within(
-        "wsprobe load to stop after Ctrl-C",
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .unwrap();
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_prints_what_ran_and_exits_130() {
+    let server = support::spawn_default_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let child = start_pinging(&server, &json).await;
+    send_signal(&child, "INT");
+    let output = wait_output(child, "wsprobe load to stop after Ctrl-C").await;
     assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
     assert!(
-        stdout(&output).contains("interrupted"),
+        stdout(&output).contains("interrupted by Ctrl-C"),
         "{}",
         describe(&output)
     );
@@ -528,6 +553,43 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
         "in-flight echoes were awaited"
     );
     assert_eq!(count(&report, "messages", "lost"), 0, "{report}");
+}
+
+/// CI cancellation, `timeout(1)` and Kubernetes stop a run with SIGTERM, a closed terminal
+/// with SIGHUP: both act as Ctrl-C. And the report file is replaced whole at the end:
+/// while the run goes on, the previous report is still there, intact (it used to be
+/// truncated at the start, and stayed empty when the run was killed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sighup_act_as_ctrl_c_and_the_report_is_replaced_whole() {
+    let server = support::spawn_default_server().await;
+    for signal in ["TERM", "HUP"] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("load.json");
+        std::fs::write(&json, "the previous report").unwrap();
+        let child = start_pinging(&server, &json).await;
+        assert_eq!(
+            std::fs::read_to_string(&json).unwrap(),
+            "the previous report",
+            "during the run"
+        );
+        send_signal(&child, signal);
+        let output = wait_output(child, "wsprobe load to stop after a signal").await;
+        assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+        assert!(
+            stdout(&output).contains(&format!("interrupted by SIG{signal}")),
+            "{}",
+            describe(&output)
+        );
+        let report = read_report(&json);
+        assert_eq!(report["interrupted"], true, "{report}");
+        assert_eq!(report["interrupted_by"], format!("SIG{signal}"), "{report}");
+        assert!(count(&report, "messages", "sent") > 0, "{report}");
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["load.json"], "no temporary file is left behind");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
