@@ -544,6 +544,7 @@ fn build_report(
             failed: stats.total(|c| &c.connect_failed),
             failures: rare.connect_failures,
             dropped: stats.total(|c| &c.dropped),
+            stalled: stats.total(|c| &c.stalled),
             close_codes: rare
                 .close_codes
                 .into_iter()

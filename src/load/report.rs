@@ -84,8 +84,12 @@ pub struct ConnectionsReport {
     /// Failures by cause: an HTTP status (`"403"`), `refused`, `dns`, `tls`, `timeout`,
     /// `proxy`, `too_many_open_files`, `other`.
     pub failures: BTreeMap<String, u64>,
-    /// Connections the server closed (or that broke) before the run was done with them.
+    /// Connections the server closed (or that broke or stalled) before the run was done
+    /// with them.
     pub dropped: u64,
+    /// Of those, connections given up because a send could not be written out within
+    /// `--timeout`: the server was not reading.
+    pub stalled: u64,
     /// Close codes of those connections (`1006`: ended without a close frame).
     pub close_codes: BTreeMap<String, u64>,
 }
@@ -240,11 +244,19 @@ pub fn to_table(report: &LoadReport) -> String {
     } else {
         format!("{} failed ({})", c.failed, counts(&c.failures))
     };
+    let stalled = if c.stalled == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({} stalled: the server is not reading; a send did not complete within --timeout)",
+            c.stalled
+        )
+    };
     row(
         &mut out,
         "Connections",
         format!(
-            "{} of {} opened, {failed}, {} dropped",
+            "{} of {} opened, {failed}, {} dropped{stalled}",
             c.opened, c.requested, c.dropped
         ),
     );
@@ -379,6 +391,7 @@ mod tests {
                 failed: 1,
                 failures: [("403".to_owned(), 1)].into(),
                 dropped: 0,
+                stalled: 0,
                 close_codes: BTreeMap::new(),
             },
             messages: MessagesReport {

@@ -98,8 +98,12 @@ pub struct Counters {
     pub corrupted: AtomicU64,
     /// Gateway error frames (`{"message": "Forbidden", …}`), by kind in [`Rare`].
     pub error_frames: AtomicU64,
-    /// Connections the server closed, or that broke, while the run wanted them open.
+    /// Connections the server closed, or that broke or stalled, while the run wanted
+    /// them open.
     pub dropped: AtomicU64,
+    /// Of the dropped connections, those given up because a send could not be written
+    /// out within the timeout: the server was not reading.
+    pub stalled: AtomicU64,
     /// Connections opened.
     pub opened: AtomicU64,
     /// Connections that could not be opened.
@@ -203,6 +207,13 @@ impl Stats {
     pub fn record_dropped(&self, connection: usize, code: u16) {
         self.count(connection, |c| &c.dropped);
         *lock(&self.rare).close_codes.entry(code).or_default() += 1;
+    }
+
+    /// `connection` was given up: a send could not be written out in time (it counts as
+    /// dropped too, with no close code: none was exchanged).
+    pub fn record_stalled(&self, connection: usize) {
+        self.count(connection, |c| &c.dropped);
+        self.count(connection, |c| &c.stalled);
     }
 
     /// A gateway error frame whose `message` is `kind` arrived on `connection`.

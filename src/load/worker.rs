@@ -9,13 +9,22 @@
 //!
 //! The task reads and writes the WebSocket itself (no session task, no channels): one
 //! `select!` over the next incoming message, the next due send and the stop signal.
+//!
+//! Every send is bounded: it must be written out within `--timeout`, and while it waits
+//! the connection keeps reading (a server blocked writing its echoes to us must not look
+//! like one that stopped reading). A send that cannot complete in time means the server
+//! is not reading: the connection is counted as *stalled* (and dropped) and abandoned. A
+//! stop (Ctrl-C) ends a waiting send at once. So no server can hold a run past its end.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, Stream as _, StreamExt};
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -101,8 +110,29 @@ pub struct WorkerEnd {
 enum Flow {
     /// The connection is still open.
     Continue,
-    /// The server closed the connection, or it broke; it has been counted as dropped.
+    /// The server closed the connection, or it broke, or stalled; it has been counted as
+    /// dropped.
     Ended,
+}
+
+/// How a send ended.
+enum Sent {
+    /// Written out.
+    Done,
+    /// A stop came first. The ping counts as sent if it was handed to the connection
+    /// (the rest of it may still go out while the echoes in flight are awaited).
+    Stopped,
+    /// The connection ended (counted as dropped), or the send could not complete in
+    /// time (counted as stalled); the ping was not sent.
+    Ended,
+}
+
+/// What one turn of pushing a message out produced.
+enum Push {
+    /// The message is written out, or writing failed.
+    Done(Result<(), tungstenite::Error>),
+    /// While the write waits, a message came in (or the connection ended).
+    Incoming(Option<Result<Message, tungstenite::Error>>),
 }
 
 /// Runs connection `index` to its end: open at its turn, wait for the go (every
@@ -114,11 +144,13 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
         return WorkerEnd::default();
     };
     let plan = &shared.plan;
+    let timeout_us = u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX);
     let mut worker = Worker {
         index,
         shared: &shared,
         ws,
-        inflight: InFlight::new(u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX)),
+        inflight: InFlight::new(timeout_us),
+        timeout_us,
         buffer: BytesMut::new(),
         end: WorkerEnd::default(),
     };
@@ -222,6 +254,8 @@ struct Worker<'a> {
     shared: &'a Shared,
     ws: WebSocketStream<Stream>,
     inflight: InFlight,
+    /// `--timeout` in µs: how long an echo, and a send, may take.
+    timeout_us: u64,
     /// Reused for every ping (see `ping.rs`).
     buffer: BytesMut,
     end: WorkerEnd,
@@ -292,8 +326,10 @@ impl Worker<'_> {
                     // Late, the latency counts from the slot (the wait counts); early
                     // (by the timer lead), from the actual send.
                     let now_us = self.shared.stats.now_us();
-                    if let Flow::Ended = self.send(due_us.min(now_us), now_us).await {
-                        return Flow::Ended;
+                    match self.send(due_us.min(now_us), now_us, stop).await {
+                        Sent::Done => {}
+                        Sent::Stopped => return Flow::Continue,
+                        Sent::Ended => return Flow::Ended,
                     }
                     self.inflight.expire(self.shared.stats.now_us());
                     slot += 1;
@@ -331,10 +367,11 @@ impl Worker<'_> {
                 if !may_send {
                     return Flow::Continue;
                 }
-                if let Flow::Ended = self.send(now_us, now_us).await {
-                    return Flow::Ended;
+                match self.send(now_us, now_us, stop).await {
+                    Sent::Done => continue,
+                    Sent::Stopped => return Flow::Continue,
+                    Sent::Ended => return Flow::Ended,
                 }
-                continue;
             }
             if !armed {
                 let expiry = self.inflight.next_expiry().unwrap_or_default();
@@ -390,9 +427,13 @@ impl Worker<'_> {
         .await;
     }
 
-    /// Sends the next ping; its latency will count from `since_us`.
-    /// `now_us` is the time just before the send (one clock read serves both).
-    async fn send(&mut self, since_us: u64, now_us: u64) -> Flow {
+    /// Sends the next ping; its latency will count from `since_us`. `now_us` is the
+    /// time just before the send (one clock read serves both).
+    ///
+    /// The send must be written out within the timeout, reading what comes in
+    /// meanwhile; otherwise the server is not reading, and the connection is given up as
+    /// stalled. A stop ends the wait at once.
+    async fn send(&mut self, since_us: u64, now_us: u64, stop: &mut Stop) -> Sent {
         let sequence = self.inflight.next_sequence();
         let bytes = self
             .shared
@@ -401,19 +442,51 @@ impl Worker<'_> {
         // The ping is built from JSON-escaped text and ASCII only, so it is UTF-8.
         let text = Utf8Bytes::try_from(bytes).expect("pings are ASCII");
         self.inflight.sent(since_us);
-        match self.ws.send(Message::Text(text)).await {
-            Ok(()) => {
-                self.shared.stats.count(self.index, |c| &c.sent);
-                self.end.last_send_us = Some(now_us);
-                Flow::Continue
-            }
-            Err(error) => {
-                // The ping never left: it cannot be lost.
-                self.inflight.unsend();
-                self.dropped(close_code_of(&error));
-                Flow::Ended
+        let mut message = Some(Message::Text(text));
+        let deadline = sleep_until(self.shared.at(now_us.saturating_add(self.timeout_us)));
+        tokio::pin!(deadline);
+        loop {
+            let push = tokio::select! {
+                biased;
+                () = stop.wait() => {
+                    if message.is_some() {
+                        self.inflight.unsend();
+                    } else {
+                        self.count_sent(now_us);
+                    }
+                    return Sent::Stopped;
+                }
+                push = poll_fn(|cx| poll_push(&mut self.ws, &mut message, cx)) => push,
+                () = &mut deadline => {
+                    // The ping never (wholly) left: it cannot be lost.
+                    self.inflight.unsend();
+                    self.shared.stats.record_stalled(self.index);
+                    return Sent::Ended;
+                }
+            };
+            match push {
+                Push::Done(Ok(())) => {
+                    self.count_sent(now_us);
+                    return Sent::Done;
+                }
+                Push::Done(Err(error)) => {
+                    self.inflight.unsend();
+                    self.dropped(close_code_of(&error));
+                    return Sent::Ended;
+                }
+                Push::Incoming(incoming) => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        self.inflight.unsend();
+                        return Sent::Ended;
+                    }
+                }
             }
         }
+    }
+
+    fn count_sent(&mut self, now_us: u64) {
+        self.shared.stats.count(self.index, |c| &c.sent);
+        self.end.last_send_us = Some(now_us);
     }
 
     fn on_incoming(&mut self, incoming: Option<Result<Message, tungstenite::Error>>) -> Flow {
@@ -487,6 +560,36 @@ impl Worker<'_> {
     fn dropped(&mut self, code: u16) {
         self.shared.stats.record_dropped(self.index, code);
     }
+}
+
+/// One turn of writing `message` out: hands it to the connection when it is ready to
+/// take it (taking it out of `message`), then flushes. While the write waits, whatever
+/// comes in is returned, so the caller can read while a send is pending.
+fn poll_push(
+    ws: &mut WebSocketStream<Stream>,
+    message: &mut Option<Message>,
+    cx: &mut Context<'_>,
+) -> Poll<Push> {
+    let mut ws = Pin::new(ws);
+    if message.is_some() {
+        match ws.as_mut().poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if let Some(message) = message.take()
+                    && let Err(error) = ws.as_mut().start_send(message)
+                {
+                    return Poll::Ready(Push::Done(Err(error)));
+                }
+            }
+            Poll::Ready(Err(error)) => return Poll::Ready(Push::Done(Err(error))),
+            Poll::Pending => {}
+        }
+    }
+    if message.is_none()
+        && let Poll::Ready(result) = ws.as_mut().poll_flush(cx)
+    {
+        return Poll::Ready(Push::Done(result));
+    }
+    ws.poll_next(cx).map(Push::Incoming)
 }
 
 /// The close code to count for a connection that broke with `error`.

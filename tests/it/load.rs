@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -90,7 +91,7 @@ fn read_report(path: &Path) -> Value {
     }
     assert!(report["target_rate"].is_number() || report["target_rate"].is_null());
     assert!(report["interrupted"].is_boolean());
-    for key in ["requested", "opened", "failed", "dropped"] {
+    for key in ["requested", "opened", "failed", "dropped", "stalled"] {
         assert!(report["connections"][key].is_u64(), "connections.{key}");
     }
     for key in ["failures", "close_codes"] {
@@ -664,4 +665,90 @@ async fn running_out_of_file_descriptors_is_counted_and_explained() {
     );
     assert!(failed > 0, "{report}");
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
+
+/// Waits (at most `bound`) for `child` to exit, and returns its output.
+async fn wait_output_within(child: std::process::Child, bound: Duration, what: &str) -> Output {
+    match tokio::time::timeout(
+        bound,
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("waiting")),
+    )
+    .await
+    {
+        Ok(output) => output.expect("the waiting thread"),
+        Err(_) => panic!("{what} did not end within {bound:?}"),
+    }
+}
+
+/// The case: a server that stops reading after the handshake used to hold `load`
+/// for ever (the send had no limit and did not listen for the stop). Now a send that
+/// cannot complete within `--timeout` gives its connection up as stalled, and the run
+/// ends within `-d` + `--timeout` + 1 s (the bound here is generous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_reading_cannot_hold_the_run_past_its_end() {
+    let (url, _first_messages) = support::spawn_deaf_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let child = start_load(&[
+        &url,
+        "-c",
+        "5",
+        "--rate",
+        "2000/s",
+        "--size",
+        "65536",
+        "-d",
+        "3s",
+        "--timeout",
+        "2s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
+    let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = read_report(&json);
+    assert_eq!(count(&report, "connections", "opened"), 5, "{report}");
+    assert_eq!(count(&report, "connections", "stalled"), 5, "{report}");
+    assert_eq!(count(&report, "connections", "dropped"), 5, "{report}");
+    assert!(count(&report, "messages", "errors") >= 5, "{report}");
+    assert!(
+        stdout(&output).contains("5 stalled: the server is not reading"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A SIGTERM while sends are stuck on a server that stopped reading ends the run (it
+/// used to wait for the stuck send for ever, or die without a report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_run_whose_sends_are_stuck() {
+    let (url, mut first_messages) = support::spawn_deaf_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let child = start_load(&[
+        &url,
+        "-c",
+        "2",
+        "--rate",
+        "2000/s",
+        "--size",
+        "1048576",
+        "-d",
+        "60s",
+        "--timeout",
+        "3s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
+    for _ in 0..2 {
+        support::within("a first message", first_messages.recv())
+            .await
+            .expect("the server runs");
+    }
+    send_signal(&child, "TERM");
+    let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let report = read_report(&json);
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert!(count(&report, "messages", "sent") >= 2, "{report}");
 }

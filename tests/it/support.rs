@@ -540,3 +540,38 @@ pub async fn start_proxy(
     });
     (addr, requests, task)
 }
+
+/// A WebSocket server on 127.0.0.1:0 that completes each handshake, reads the first
+/// message, and then never reads (nor writes) again, holding the connection open: what a
+/// client sends next piles up until the socket buffers are full (kept small here, 4 KiB
+/// to receive). Returns its `ws://` URL and a channel that yields once per connection when
+/// its first message has been read.
+pub async fn spawn_deaf_server() -> (String, mpsc::UnboundedReceiver<()>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("binding port 0");
+    let listener = socket.listen(64).expect("listening");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    let (first_message, first_messages) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let first_message = first_message.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                if let Some(Ok(_)) = ws.next().await {
+                    let _ = first_message.send(());
+                }
+                // Deaf from now on, but the connection stays open.
+                std::future::pending::<()>().await;
+                drop(ws);
+            });
+        }
+    });
+    (url, first_messages)
+}
