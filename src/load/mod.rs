@@ -164,10 +164,14 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     let plan = Plan::from_args(&args)?;
     let url = client::parse_url(&args.url)?;
     let mut client = ClientConfig::from_args(&args.connection)?;
+    let incoming_limit = ping::incoming_limit(args.size);
     client.websocket = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         // Each ping is written out at once: no batching that would add latency.
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        // A server cannot make a connection hold more than an echo needs.
+        .max_message_size(Some(incoming_limit))
+        .max_frame_size(Some(incoming_limit));
     let report_json = args
         .report_json
         .as_deref()

@@ -35,6 +35,17 @@ const PATTERN: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 /// each go in one frame.
 pub const MAX_SIZE: u64 = 16 << 20;
 
+/// The largest message a connection accepts from the server when pings are `size`
+/// bytes: twice the ping, and never under 64 KiB (an echo app may re-space or wrap the
+/// message; gateway error frames are small). Anything larger is not an echo, and reading
+/// it whole would let a server make each connection hold up to tungstenite's default of
+/// 64 MiB.
+pub fn incoming_limit(size: u64) -> usize {
+    const FLOOR: u64 = 64 << 10;
+    let size = size.min(MAX_SIZE);
+    usize::try_from(size.saturating_mul(2).max(size + FLOOR)).unwrap_or(usize::MAX)
+}
+
 /// How pings of one run are written and their echoes read.
 #[derive(Clone, Debug)]
 pub struct PingFormat {
@@ -275,6 +286,13 @@ mod tests {
         }
         let small = format(10, EchoPolicy::Body).encode(&mut buffer, 3, 4);
         assert_eq!(text(&small), r#"{"action":"send","body":"wsp1:3:4:"}"#);
+    }
+
+    #[test]
+    fn the_incoming_limit_is_near_the_ping_size() {
+        assert_eq!(incoming_limit(64), 64 + 65_536);
+        assert_eq!(incoming_limit(1 << 20), 2 << 20);
+        assert_eq!(incoming_limit(u64::MAX), 32 << 20);
     }
 
     #[test]

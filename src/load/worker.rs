@@ -153,6 +153,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
         timeout_us,
         buffer: BytesMut::new(),
         end: WorkerEnd::default(),
+        owed_close: None,
     };
     let flow = match worker.wait_for_go(&mut stop).await {
         Go::Start(go_us) => match plan.mode {
@@ -166,7 +167,10 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
     if let Flow::Continue = flow
         && let Flow::Continue = worker.drain().await
     {
-        worker.close().await;
+        worker.close(CloseCode::Normal).await;
+    }
+    if let Some(code) = worker.owed_close.take() {
+        worker.close(code).await;
     }
     let stats = &shared.stats;
     stats.add(index, |c| &c.lost, worker.inflight.lost());
@@ -259,6 +263,10 @@ struct Worker<'a> {
     /// Reused for every ping (see `ping.rs`).
     buffer: BytesMut,
     end: WorkerEnd,
+    /// The close frame owed to the server after it broke the protocol (an oversized
+    /// message: 1009; a protocol error: 1002; invalid UTF-8: 1007), sent before the
+    /// connection is dropped.
+    owed_close: Option<CloseCode>,
 }
 
 impl Worker<'_> {
@@ -413,14 +421,14 @@ impl Worker<'_> {
         Flow::Continue
     }
 
-    /// Closes with 1000 and waits briefly for the server's close frame.
-    async fn close(&mut self) {
+    /// Closes with `code` and waits briefly for the server's close frame.
+    async fn close(&mut self, code: CloseCode) {
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            let normal = CloseFrame {
-                code: CloseCode::Normal,
+            let frame = CloseFrame {
+                code,
                 reason: Utf8Bytes::default(),
             };
-            if self.ws.close(Some(normal)).await.is_ok() {
+            if self.ws.close(Some(frame)).await.is_ok() {
                 while let Some(Ok(_)) = self.ws.next().await {}
             }
         })
@@ -506,7 +514,13 @@ impl Worker<'_> {
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
             Some(Err(error)) => {
-                self.dropped(close_code_of(&error));
+                match close_owed_for(&error) {
+                    Some(code) => {
+                        self.owed_close = Some(code);
+                        self.dropped(u16::from(code));
+                    }
+                    None => self.dropped(close_code_of(&error)),
+                }
                 Flow::Ended
             }
             None => {
@@ -590,6 +604,24 @@ fn poll_push(
         return Poll::Ready(Push::Done(result));
     }
     ws.poll_next(cx).map(Push::Incoming)
+}
+
+/// The close frame a reading `error` calls for, when the connection can still carry one:
+/// a message over the size limit (1009), a protocol violation (1002), text that is not
+/// UTF-8 (1007). I/O errors and a connection already closed get none.
+fn close_owed_for(error: &tungstenite::Error) -> Option<CloseCode> {
+    use tungstenite::error::ProtocolError;
+    match error {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::ReceivedAfterClosing
+            | ProtocolError::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
+        _ => None,
+    }
 }
 
 /// The close code to count for a connection that broke with `error`.

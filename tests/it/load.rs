@@ -752,3 +752,30 @@ async fn sigterm_ends_a_run_whose_sends_are_stuck() {
     assert_eq!(report["interrupted"], true, "{report}");
     assert!(count(&report, "messages", "sent") >= 2, "{report}");
 }
+
+/// A message far larger than any echo of the pings is refused (tungstenite would take up
+/// to 64 MiB per connection): the connection is closed with 1009 and counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_with_close_1009() {
+    let (url, mut closes) = support::spawn_oversized_server(4 << 20).await;
+    let (output, report) = load_report(args(&[
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "4",
+        "--size",
+        "100",
+        "--timeout",
+        "2s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for _ in 0..2 {
+        let code = support::within("the client's close", closes.recv()).await;
+        assert_eq!(code, Some(Some(1009)), "{}", describe(&output));
+    }
+    assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
+    assert_eq!(report["connections"]["close_codes"]["1009"], 2, "{report}");
+    assert_eq!(count(&report, "messages", "corrupted"), 0, "{report}");
+}

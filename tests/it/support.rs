@@ -575,3 +575,46 @@ pub async fn spawn_deaf_server() -> (String, mpsc::UnboundedReceiver<()>) {
     });
     (url, first_messages)
 }
+
+/// A WebSocket server on 127.0.0.1:0 that answers each connection's first message with
+/// one text message of `size` bytes, then reads until the client's close frame. Returns
+/// its `ws://` URL and a channel that yields, per connection, the client's close code
+/// (`None` when the connection ended without a close frame).
+pub async fn spawn_oversized_server(size: usize) -> (String, mpsc::UnboundedReceiver<Option<u16>>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    let (close_codes, closes) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let close_codes = close_codes.clone();
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                if !matches!(stream.next().await, Some(Ok(_))) {
+                    return;
+                }
+                // Sent while reading: the client may stop reading the message halfway.
+                tokio::spawn(async move {
+                    let _ = sink.send(Message::text("x".repeat(size))).await;
+                    std::future::pending::<()>().await;
+                    drop(sink);
+                });
+                let code = loop {
+                    match stream.next().await {
+                        Some(Ok(Message::Close(frame))) => {
+                            break frame.map(|frame| u16::from(frame.code));
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => break None,
+                    }
+                };
+                let _ = close_codes.send(code);
+            });
+        }
+    });
+    (url, closes)
+}
