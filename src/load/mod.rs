@@ -44,6 +44,10 @@ use worker::{Shared, WorkerEnd};
 /// How long a run sends for when neither `-d` nor `-n` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
+/// The highest `--rate`: far above what one process sends (a few hundred thousand pings a
+/// second at best), low enough that the timetable's arithmetic stays exact.
+const MAX_RATE: f64 = 10_000_000.0;
+
 /// Far more connections than one client address can hold (each needs a local port, and
 /// there are 65535); a larger count would only overflow the per-connection bookkeeping.
 const MAX_CONNECTIONS: usize = 1_000_000;
@@ -131,6 +135,12 @@ impl Plan {
         }
         if args.timeout.is_zero() {
             return Err(Error::usage("--timeout must be longer than zero"));
+        }
+        if args.rate.is_some_and(|rate| rate > MAX_RATE) {
+            return Err(Error::usage(format!(
+                "--rate must be at most {MAX_RATE}/s (one wsprobe process sends a few hundred \
+                 thousand pings a second at best; spread a higher load over several)"
+            )));
         }
         let limit = match (args.count, args.duration) {
             (Some(count), _) => Limit::Count(count),
@@ -542,6 +552,18 @@ fn build_report(
         sending_s: sending_us as f64 / 1e6,
         interrupted: interrupted.is_some(),
         interrupted_by: interrupted.map(|interruption| interruption.signal),
+        client_lag: match shared.plan.mode {
+            WorkMode::Open(_) => {
+                let lagged = stats.total(|c| &c.lagged);
+                Some(report::ClientLag {
+                    bound_ms: worker::LAG_BOUND_US as f64 / 1e3,
+                    lagged,
+                    max_ms: stats.max_lag_us() as f64 / 1e3,
+                    saturated: lagged as f64 > sent as f64 * report::SATURATED_SHARE,
+                })
+            }
+            WorkMode::Closed => None,
+        },
         connections: ConnectionsReport {
             requested: shared.plan.connections as u64,
             opened: stats.total(|c| &c.opened),
@@ -560,6 +582,7 @@ fn build_report(
             echoed: stats.total(|c| &c.echoed),
             late: stats.total(|c| &c.late),
             lost: stats.total(|c| &c.lost),
+            not_sent: stats.total(|c| &c.not_sent),
             duplicated: stats.total(|c| &c.duplicated),
             corrupted: stats.total(|c| &c.corrupted),
             error_frames: stats.total(|c| &c.error_frames),
@@ -725,6 +748,8 @@ mod tests {
             &["--echo", "off"],
             &["--route-field", "x", "--body-field", "x"],
             &["--timeout", "0s"],
+            &["--rate", "1e308/s"],
+            &["--rate", "10000001/s"],
         ] {
             assert!(
                 matches!(Plan::from_args(&args(line)), Err(Error::Usage(_))),

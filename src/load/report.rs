@@ -105,6 +105,10 @@ pub struct MessagesReport {
     pub late: u64,
     /// Pings never echoed (by the end of the run plus `--timeout`).
     pub lost: u64,
+    /// Open model with `-d`: slots of the timetable due before the end that were not sent
+    /// by then (the connection was behind). Not an error: a sign that the target rate is
+    /// above what the client or the server sustains.
+    pub not_sent: u64,
     /// Echoes of a sequence already echoed.
     pub duplicated: u64,
     /// Damaged echoes, unreadable messages, echoes of pings never sent.
@@ -117,6 +121,24 @@ pub struct MessagesReport {
     /// `--threshold errors…` compares.
     pub errors: u64,
 }
+
+/// Open model: how late the client itself was with its sends (see `worker.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClientLag {
+    /// A send is lagged when it left more than this (ms) after both its slot and the
+    /// end of the connection's previous send.
+    pub bound_ms: f64,
+    /// Sends lagged beyond the bound.
+    pub lagged: u64,
+    /// The longest lag, ms.
+    pub max_ms: f64,
+    /// More than [`SATURATED_SHARE`] of the sends lagged: the client, not the server,
+    /// held the rate back, and the latencies include its own delay.
+    pub saturated: bool,
+}
+
+/// The share of lagged sends above which the client counts as saturated.
+pub const SATURATED_SHARE: f64 = 0.01;
 
 /// Everything a load run measured. Reports are pure functions of it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -148,6 +170,8 @@ pub struct LoadReport {
     pub interrupted: bool,
     /// Which signal stopped it (`SIGINT`, `SIGTERM`, `SIGHUP`); `null` when none did.
     pub interrupted_by: Option<&'static str>,
+    /// Open model: the client's own lag; `null` in the closed model.
+    pub client_lag: Option<ClientLag>,
     /// Connections.
     pub connections: ConnectionsReport,
     /// Pings.
@@ -283,6 +307,36 @@ pub fn to_table(report: &LoadReport) -> String {
         m.errors.to_string().red().to_string()
     };
     row(&mut out, "Errors", errors);
+    if m.not_sent > 0 {
+        row(
+            &mut out,
+            "Not sent",
+            format!(
+                "{} {}",
+                m.not_sent,
+                "slots of the timetable were due before the end of -d but not sent: the \
+                 target rate is above what the client or the server sustains"
+                    .yellow()
+            ),
+        );
+    }
+    if let Some(lag) = report.client_lag.as_ref().filter(|lag| lag.saturated) {
+        let share = lag.lagged as f64 * 100.0 / (m.sent.max(1)) as f64;
+        row(
+            &mut out,
+            "Warning",
+            format!(
+                "the client was saturated: {} sends ({share:.1}%) left over {} late for \
+                 its own reasons (max {}), and the latencies include that delay; lower \
+                 --rate or -c, or spread the load over more processes",
+                lag.lagged,
+                format_ms(lag.bound_ms * 1e3),
+                format_ms(lag.max_ms * 1e3)
+            )
+            .yellow()
+            .to_string(),
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -385,6 +439,12 @@ mod tests {
             sending_s: 1.0,
             interrupted: false,
             interrupted_by: None,
+            client_lag: Some(ClientLag {
+                bound_ms: 10.0,
+                lagged: 0,
+                max_ms: 0.5,
+                saturated: false,
+            }),
             connections: ConnectionsReport {
                 requested: 3,
                 opened: 2,
@@ -420,6 +480,29 @@ mod tests {
         }
         let connect_row = table.lines().find(|l| l.contains("Connect ")).unwrap();
         assert!(connect_row.contains(" - "), "{connect_row}");
+    }
+
+    #[test]
+    fn not_sent_slots_and_a_saturated_client_are_explained() {
+        let mut report = report();
+        assert!(!to_table(&report).contains("Not sent"));
+        assert!(!to_table(&report).contains("saturated"));
+        report.messages.not_sent = 70;
+        report.client_lag = Some(ClientLag {
+            bound_ms: 10.0,
+            lagged: 2,
+            max_ms: 25.0,
+            saturated: true,
+        });
+        let table = to_table(&report);
+        for needle in [
+            "Not sent     70 slots",
+            "the target rate is above what the client or the server sustains",
+            "the client was saturated: 2 sends (50.0%) left over 10.0ms late",
+            "(max 25.0ms)",
+        ] {
+            assert!(table.contains(needle), "{needle} in\n{table}");
+        }
     }
 
     #[test]

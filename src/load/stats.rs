@@ -104,6 +104,13 @@ pub struct Counters {
     /// Of the dropped connections, those given up because a send could not be written
     /// out within the timeout: the server was not reading.
     pub stalled: AtomicU64,
+    /// Open model with `-d`: slots due before the end that were not sent by then.
+    pub not_sent: AtomicU64,
+    /// Open model: sends that left more than the lag bound late for the client's own
+    /// reasons.
+    pub lagged: AtomicU64,
+    /// Open model: the longest such lag, in µs (a maximum, not a sum).
+    pub max_lag_us: AtomicU64,
     /// Connections opened.
     pub opened: AtomicU64,
     /// Connections that could not be opened.
@@ -214,6 +221,22 @@ impl Stats {
     pub fn record_stalled(&self, connection: usize) {
         self.count(connection, |c| &c.dropped);
         self.count(connection, |c| &c.stalled);
+    }
+
+    /// The lags of `connection`'s sends: `lagged` over the bound, the longest `max_us`.
+    pub fn record_lag(&self, connection: usize, lagged: u64, max_us: u64) {
+        let counters = &self.counters[connection % self.counters.len()];
+        counters.lagged.fetch_add(lagged, Ordering::Relaxed);
+        counters.max_lag_us.fetch_max(max_us, Ordering::Relaxed);
+    }
+
+    /// The longest lag of any send, µs.
+    pub fn max_lag_us(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|shard| shard.max_lag_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// A gateway error frame whose `message` is `kind` arrived on `connection`.

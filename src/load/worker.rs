@@ -106,6 +106,28 @@ pub struct WorkerEnd {
     pub stopped_sending_us: Option<u64>,
 }
 
+/// A send is *lagged* when it left more than this long (µs) after both its slot and
+/// the end of the connection's previous send: time the client spent elsewhere (a busy
+/// runtime), not waiting for the server.
+pub const LAG_BOUND_US: u64 = 10_000;
+
+/// The open model's lags of one connection, added to the shared counts at its end (so
+/// the hot loop touches nothing shared for them).
+#[derive(Clone, Copy, Debug, Default)]
+struct Lag {
+    /// Sends lagged beyond [`LAG_BOUND_US`].
+    lagged: u64,
+    /// The longest lag, µs.
+    max_us: u64,
+}
+
+impl Lag {
+    fn record(&mut self, lag_us: u64) {
+        self.lagged += u64::from(lag_us > LAG_BOUND_US);
+        self.max_us = self.max_us.max(lag_us);
+    }
+}
+
 /// How a wait on the connection ended.
 enum Flow {
     /// The connection is still open.
@@ -293,60 +315,81 @@ impl Worker<'_> {
         }
     }
 
-    /// Open model: send on the timetable until the limit or a stop.
+    /// Open model: send on the timetable until the limit or a stop. With `-d`, sending
+    /// stops at the end of the duration even when the connection is behind: the slots
+    /// left are counted as not sent. Each send's own lag (how long after both its slot
+    /// and the end of the previous send it left: time the client spent elsewhere) is
+    /// measured, to tell a saturated client from a slow server.
     async fn open_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
         let (WorkMode::Open(timetable), limit) = (self.shared.plan.mode, self.shared.plan.limit)
         else {
             return Flow::Continue;
         };
         let mut slot = 0;
-        let quota = match limit {
-            Limit::Count(count) => timetable.share_of(self.index, count),
-            Limit::Duration(_) => u64::MAX,
+        let (quota, end_us) = match limit {
+            Limit::Count(count) => (timetable.share_of(self.index, count), u64::MAX),
+            Limit::Duration(duration) => {
+                let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+                (
+                    timetable.share_of(self.index, timetable.slots_before(duration_us)),
+                    go_us.saturating_add(duration_us),
+                )
+            }
         };
+        let mut lag = Lag::default();
         let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
         let sleep = sleep_until(wake_at(
             go_us.saturating_add(timetable.due_us(self.index, slot)),
         ));
         tokio::pin!(sleep);
-        loop {
-            let due_us = timetable.due_us(self.index, slot);
-            let within_limit = match limit {
-                Limit::Duration(duration) => Duration::from_micros(due_us) < duration,
-                Limit::Count(_) => slot < quota,
-            };
-            let due_us = go_us.saturating_add(due_us);
-            if !within_limit {
-                return Flow::Continue;
+        // When this connection was last free to send: the go, then the end of each send.
+        let mut free_since_us = go_us;
+        let flow = loop {
+            if slot >= quota {
+                break Flow::Continue;
             }
+            let due_us = go_us.saturating_add(timetable.due_us(self.index, slot));
             // Incoming first: echoes are bounded by the sends, so reading cannot starve
             // sending, while a connection behind its timetable (its slot always due)
             // would otherwise never read and inflate every latency it measures.
             tokio::select! {
                 biased;
-                () = stop.wait() => return Flow::Continue,
+                () = stop.wait() => break Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
-                        return Flow::Ended;
+                        break Flow::Ended;
                     }
                 }
                 () = &mut sleep => {
+                    let now_us = self.shared.stats.now_us();
+                    if now_us >= end_us {
+                        // Behind the timetable at the end of -d: what is left is not sent.
+                        self.shared
+                            .stats
+                            .add(self.index, |c| &c.not_sent, quota - slot);
+                        break Flow::Continue;
+                    }
+                    lag.record(now_us.saturating_sub(due_us.max(free_since_us)));
                     // Late, the latency counts from the slot (the wait counts); early
                     // (by the timer lead), from the actual send.
-                    let now_us = self.shared.stats.now_us();
                     match self.send(due_us.min(now_us), now_us, stop).await {
                         Sent::Done => {}
-                        Sent::Stopped => return Flow::Continue,
-                        Sent::Ended => return Flow::Ended,
+                        Sent::Stopped => break Flow::Continue,
+                        Sent::Ended => break Flow::Ended,
                     }
-                    self.inflight.expire(self.shared.stats.now_us());
+                    free_since_us = self.shared.stats.now_us();
+                    self.inflight.expire(free_since_us);
                     slot += 1;
                     sleep
                         .as_mut()
                         .reset(wake_at(go_us.saturating_add(timetable.due_us(self.index, slot))));
                 }
             }
-        }
+        };
+        self.shared
+            .stats
+            .record_lag(self.index, lag.lagged, lag.max_us);
+        flow
     }
 
     /// Closed model: one ping in flight; the next goes as soon as the echo is in (or the

@@ -779,3 +779,55 @@ async fn an_oversized_message_is_refused_with_close_1009() {
     assert_eq!(report["connections"]["close_codes"]["1009"], 2, "{report}");
     assert_eq!(count(&report, "messages", "corrupted"), 0, "{report}");
 }
+
+/// The open model honours `-d` above capacity: sending stops at the end of the duration
+/// (it used to send every slot of the timetable however late: 1,000,000 pings for
+/// `--rate 1000000/s -d 1s`), the slots left are reported as not sent, with a hint, and
+/// the rate is measured over the time spent sending. An absurd rate is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_model_stops_at_the_end_of_the_duration_above_capacity() {
+    let server = support::spawn_default_server().await;
+    let (output, report) = load_report(args(&[
+        &server.ws_url(),
+        "-c",
+        "2",
+        "--rate",
+        "1000000/s",
+        "-d",
+        "1s",
+        "--timeout",
+        "2s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(count(&report, "connections", "dropped"), 0, "{report}");
+    let sent = count(&report, "messages", "sent");
+    let not_sent = count(&report, "messages", "not_sent");
+    assert!(not_sent > 0, "{report}");
+    assert_eq!(sent + not_sent, 1_000_000, "every slot of 1 s: {report}");
+    let sending = report["sending_s"].as_f64().unwrap();
+    assert!(sending <= report["elapsed_s"].as_f64().unwrap(), "{report}");
+    let rate = report["achieved_rate"].as_f64().unwrap();
+    assert!(
+        (rate - sent as f64 / sending).abs() < 1.0,
+        "the rate is over the time spent sending: {report}"
+    );
+    assert!(report["client_lag"]["lagged"].is_u64(), "{report}");
+    assert!(
+        stdout(&output).contains("the target rate is above what the client or the server sustains"),
+        "{}",
+        describe(&output)
+    );
+
+    let absurd = load(args(&[
+        &server.ws_url(),
+        "--rate",
+        "1e308/s",
+        "-d",
+        "200ms",
+    ]))
+    .await;
+    assert_eq!(absurd.status.code(), Some(2), "{}", describe(&absurd));
+    let stderr = String::from_utf8_lossy(&absurd.stderr);
+    assert!(stderr.contains("--rate must be at most"), "{stderr}");
+}
