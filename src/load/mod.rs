@@ -238,18 +238,29 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     // Registered before the first worker starts, so no Ctrl-C falls back to the default
     // action (killing the process without a report).
     let interrupts = Interrupts::register();
-    let mut stop_senders = Vec::with_capacity(plan.connections);
+    let mut controls = Controls {
+        stop: Vec::with_capacity(plan.connections),
+        abort: Vec::with_capacity(plan.connections),
+        timeout: plan.timeout,
+    };
     let mut workers = JoinSet::new();
     for index in 0..plan.connections {
         let (stop_sender, stop) = oneshot::channel();
-        stop_senders.push(stop_sender);
-        workers.spawn(worker::run(shared.clone(), index, worker::Stop::new(stop)));
+        let (abort_sender, abort) = oneshot::channel();
+        controls.stop.push(stop_sender);
+        controls.abort.push(abort_sender);
+        workers.spawn(worker::run(
+            shared.clone(),
+            index,
+            worker::Stop::new(stop),
+            worker::Stop::new(abort),
+        ));
     }
     let Joined {
         ends,
         interrupted,
         crashed,
-    } = wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
+    } = wait_for_workers(&mut workers, &shared.stats, controls, interrupts).await;
     let _ = stop_monitor.send(());
     let (collector, hdr_result) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
@@ -340,12 +351,25 @@ struct Joined {
     crashed: usize,
 }
 
-/// Waits for every worker. The first Ctrl-C stops the sending (workers then wait for the
-/// echoes in flight, up to the timeout); a second one stops the workers at once.
+/// How the run tells its workers to stop.
+struct Controls {
+    /// Stop sending, one per worker (the first Ctrl-C).
+    stop: Vec<oneshot::Sender<()>>,
+    /// Stop waiting for echoes and closing, one per worker (the second Ctrl-C). Kept
+    /// until the end: a dropped sender means abort.
+    abort: Vec<oneshot::Sender<()>>,
+    /// `--timeout`, for the note on what the first Ctrl-C waits for.
+    timeout: Duration,
+}
+
+/// Waits for every worker. The first Ctrl-C (or SIGTERM, SIGHUP) stops the sending
+/// (workers then wait for the echoes in flight, up to the timeout); a second one ends
+/// the waiting at once (the pings then in flight are not counted); a third aborts the
+/// workers outright.
 async fn wait_for_workers(
     workers: &mut JoinSet<WorkerEnd>,
     stats: &Stats,
-    mut stop_senders: Vec<oneshot::Sender<()>>,
+    mut controls: Controls,
     mut interrupts: Interrupts,
 ) -> Joined {
     let mut joined = Joined {
@@ -372,8 +396,18 @@ async fn wait_for_workers(
                         at_us: stats.now_us(),
                         signal,
                     });
-                    for stop in stop_senders.drain(..) {
+                    for stop in controls.stop.drain(..) {
                         let _ = stop.send(());
+                    }
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "stopping ({signal}): waiting up to {} for the echoes in flight; \
+                         Ctrl-C again to stop at once",
+                        humantime::format_duration(controls.timeout)
+                    );
+                } else if !controls.abort.is_empty() {
+                    for abort in controls.abort.drain(..) {
+                        let _ = abort.send(());
                     }
                 } else {
                     workers.abort_all();
@@ -518,6 +552,7 @@ fn build_report(
     let sending_us = sending_window_us(
         &shared.plan,
         go_us,
+        u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         ends,
         interrupted.map(|interruption| interruption.at_us),
     );
@@ -584,6 +619,7 @@ fn build_report(
             lost: stats.total(|c| &c.lost),
             not_sent: stats.total(|c| &c.not_sent),
             duplicated: stats.total(|c| &c.duplicated),
+            in_flight: stats.total(|c| &c.in_flight),
             corrupted: stats.total(|c| &c.corrupted),
             error_frames: stats.total(|c| &c.error_frames),
             error_kinds: rare.error_kinds,
@@ -596,14 +632,18 @@ fn build_report(
 }
 
 /// How long pings were being sent, in µs: what the achieved rate is measured over.
-/// Sending starts at the go (`go_us`, µs since the start), for every connection at once.
+/// Sending starts at the go (`go_us`, µs since the start), for every connection at once;
+/// the run ended at `end_us`, and the window never reaches past it.
 ///
-/// Closed model: from the go until the last worker stopped sending. Open model: the
-/// planned sending time (`-d`, or `-n / rate`; cut short by Ctrl-C), or longer if the
-/// sends fell behind the timetable (then up to the last send plus one slot).
+/// Closed model: from the go until the last worker stopped sending. Open model, when a
+/// connection went through its timetable: the planned sending time (`-d`, or
+/// `-n / rate`; cut short by Ctrl-C), or longer if the sends fell behind (then up to the
+/// last send plus one slot). When none did (every connection dropped, stalled or was
+/// interrupted), only until the last one stopped sending: the rest of the plan never ran.
 fn sending_window_us(
     plan: &Plan,
     go_us: u64,
+    end_us: u64,
     ends: &[WorkerEnd],
     interrupted_at: Option<u64>,
 ) -> u64 {
@@ -613,7 +653,7 @@ fn sending_window_us(
         .filter_map(|end| end.stopped_sending_us)
         .max()
         .map_or(0, since_go);
-    match plan.mode {
+    let window = match plan.mode {
         WorkMode::Closed => stopped,
         WorkMode::Open(timetable) => {
             let planned = match plan.limit {
@@ -625,13 +665,14 @@ fn sending_window_us(
             let planned = interrupted_at.map_or(planned, |at| planned.min(since_go(at)));
             let last_send = ends.iter().filter_map(|end| end.last_send_us).max();
             match last_send {
-                Some(last) => {
+                Some(last) if ends.iter().any(|end| end.completed) => {
                     planned.max(since_go(last).saturating_add(timetable.period_us().round() as u64))
                 }
-                None => planned,
+                _ => planned.min(stopped),
             }
         }
-    }
+    };
+    window.min(since_go(end_us))
 }
 
 /// Prints the table and the threshold lines on stdout; a closed stdout is not an error.
@@ -784,12 +825,22 @@ mod tests {
             WorkerEnd {
                 last_send_us: Some(1),
                 stopped_sending_us: Some(2),
+                completed: true,
             }
         });
         let stats = Stats::new(Instant::now(), 1);
         let joined = tokio::time::timeout(
             Duration::from_secs(10),
-            wait_for_workers(&mut workers, &stats, Vec::new(), Interrupts::register()),
+            wait_for_workers(
+                &mut workers,
+                &stats,
+                Controls {
+                    stop: Vec::new(),
+                    abort: Vec::new(),
+                    timeout: Duration::from_secs(1),
+                },
+                Interrupts::register(),
+            ),
         )
         .await
         .expect("the workers are joined");
@@ -800,26 +851,57 @@ mod tests {
     #[test]
     fn sending_windows() {
         let open = Plan::from_args(&args(&["-c", "2", "--rate", "1000/s", "-n", "100"])).unwrap();
-        // Times since the start; the go came at 5 ms.
-        let go = 5_000;
+        // Times since the start; the go came at 5 ms, the run ended at 1 s.
+        let (go, run_end) = (5_000, 1_000_000);
         let end = |last: u64| WorkerEnd {
             last_send_us: Some(go + last),
             stopped_sending_us: Some(go + last),
+            completed: true,
+        };
+        let cut = |last: u64| WorkerEnd {
+            completed: false,
+            ..end(last)
         };
         // On time: the planned 100 ms.
         assert_eq!(
-            sending_window_us(&open, go, &[end(98_000), end(99_000)], None),
+            sending_window_us(&open, go, run_end, &[end(98_000), end(99_000)], None),
             100_000
         );
         // Behind: up to the last send plus a slot.
-        assert_eq!(sending_window_us(&open, go, &[end(150_000)], None), 151_000);
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[end(150_000)], None),
+            151_000
+        );
         // Interrupted early.
         assert_eq!(
-            sending_window_us(&open, go, &[end(10_000)], Some(go + 20_000)),
-            20_000
+            sending_window_us(&open, go, run_end, &[cut(19_000)], Some(go + 20_000)),
+            19_000
+        );
+        // Every connection dropped at 30 ms: the rest of the plan never ran.
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[cut(30_000), cut(20_000)], None),
+            30_000
+        );
+        // One went on: the whole plan ran, at a lower rate.
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[cut(30_000), end(99_000)], None),
+            100_000
+        );
+        // Never longer than the run itself.
+        assert_eq!(
+            sending_window_us(&open, go, go + 50_000, &[end(40_000)], None),
+            50_000
+        );
+        // No connection opened: nothing was sent.
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[WorkerEnd::default()], None),
+            0
         );
         let closed = Plan::from_args(&args(&["-n", "5"])).unwrap();
-        assert_eq!(sending_window_us(&closed, go, &[end(7), end(9)], None), 9);
-        assert_eq!(sending_window_us(&closed, go, &[], None), 0);
+        assert_eq!(
+            sending_window_us(&closed, go, run_end, &[end(7), end(9)], None),
+            9
+        );
+        assert_eq!(sending_window_us(&closed, go, run_end, &[], None), 0);
     }
 }

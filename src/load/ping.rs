@@ -72,6 +72,22 @@ pub enum Decoded {
     NotAnEcho,
 }
 
+impl Decoded {
+    /// The same token, found in a message of the wrong shape: damaged if it was intact.
+    fn damaged(self) -> Self {
+        match self {
+            Self::Echo {
+                connection,
+                sequence,
+            } => Self::Damaged {
+                connection,
+                sequence,
+            },
+            other => other,
+        }
+    }
+}
+
 /// The bytes after the padding: the end of the body string and of the message.
 const SUFFIX: &[u8] = b"\"}";
 
@@ -137,6 +153,9 @@ impl PingFormat {
     }
 
     /// Reads an incoming text message as the echo of a ping, under the run's policy.
+    /// An echo of the wrong shape (a body echo under `--echo full`, a whole message
+    /// under `body`, a lone quote) whose token is still readable is *damaged*: it names
+    /// the ping it answers, so that ping is not also lost.
     pub fn decode(&self, text: &str) -> Decoded {
         let bytes = text.as_bytes();
         match self.policy {
@@ -145,10 +164,11 @@ impl PingFormat {
                 let Some(at) = text.find("\"wsp1:") else {
                     return Decoded::NotAnEcho;
                 };
+                let decoded = self.token(&bytes[at + 1..], true);
                 if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
-                    return Decoded::Corrupted;
+                    return decoded.damaged();
                 }
-                self.token(&bytes[at + 1..], true)
+                decoded
             }
             // `Off` never reaches here (refused before the run); read it like `body`.
             EchoPolicy::Body | EchoPolicy::Off => {
@@ -158,16 +178,17 @@ impl PingFormat {
                     other => (other, false),
                 };
                 if !inner.starts_with(TAG.as_bytes()) {
-                    return if find(trimmed, TAG.as_bytes()).is_some() {
-                        Decoded::Corrupted
-                    } else {
-                        Decoded::NotAnEcho
+                    let Some(at) = find(trimmed, TAG.as_bytes()) else {
+                        return Decoded::NotAnEcho;
                     };
+                    // A token inside something else, e.g. the whole message echoed.
+                    let in_quotes = at > 0 && trimmed[at - 1] == b'"';
+                    return self.token(&trimmed[at..], in_quotes).damaged();
                 }
                 let decoded = self.token(inner, false);
                 // A bare token is fine (an app that echoes text), but a lone quote is not.
                 if !quoted && (trimmed.first() == Some(&b'"') || trimmed.last() == Some(&b'"')) {
-                    return Decoded::Corrupted;
+                    return decoded.damaged();
                 }
                 decoded
             }
@@ -361,10 +382,15 @@ mod tests {
             connection: 2,
             sequence: 10,
         };
+        // A readable token in a message of the wrong shape is damaged too: it answers
+        // its ping, which is then not also lost.
         for bad in [
             quoted(&changed),
             quoted(&body[..body.len() - 1]),
             quoted(&format!("{body}x")),
+            format!("\"{body}"),
+            format!("[{}]", quoted(&body)),
+            String::from_utf8(message.to_vec()).unwrap(),
         ] {
             assert_eq!(ping.decode(&bad), damaged, "{bad}");
         }
@@ -372,8 +398,6 @@ mod tests {
             quoted("wsp1:2:x:"),
             quoted("wsp1:02:10:"),
             quoted("wsp1:2:99999999999999999999999:"),
-            format!("\"{body}"),
-            format!("[{}]", quoted(&body)),
         ] {
             assert_eq!(ping.decode(&bad), Decoded::Corrupted, "{bad}");
         }
@@ -399,7 +423,8 @@ mod tests {
         );
         assert_eq!(
             format(64, EchoPolicy::Full).decode(&quoted(&body)),
-            Decoded::Corrupted
+            damaged,
+            "a body echo under --echo full"
         );
     }
 

@@ -111,6 +111,9 @@ pub struct MessagesReport {
     pub not_sent: u64,
     /// Echoes of a sequence already echoed.
     pub duplicated: u64,
+    /// Pings still awaiting their echo when a second Ctrl-C stopped the run at once:
+    /// in flight, not counted (neither echoed nor lost).
+    pub in_flight: u64,
     /// Damaged echoes, unreadable messages, echoes of pings never sent.
     pub corrupted: u64,
     /// Gateway error frames (`{"message": "Forbidden", …}`).
@@ -261,6 +264,14 @@ pub fn to_table(report: &LoadReport) -> String {
         ),
         None => format!("{:.1}/s achieved", report.achieved_rate),
     };
+    // The rate is over the whole sending time: connections lost on the way pull it down.
+    let rate = match report.connections.dropped {
+        0 => rate,
+        dropped => format!(
+            "{rate}, {dropped} of {} connections dropped during the run",
+            report.connections.opened
+        ),
+    };
     row(&mut out, "Rate", rate);
     let c = &report.connections;
     let failed = if c.failed == 0 {
@@ -287,11 +298,16 @@ pub fn to_table(report: &LoadReport) -> String {
     let close_codes = counts(&c.close_codes);
     row(&mut out, "Close codes", close_codes);
     let m = &report.messages;
+    let in_flight = if m.in_flight == 0 {
+        String::new()
+    } else {
+        format!(", {} in flight (not counted)", m.in_flight)
+    };
     row(
         &mut out,
         "Messages",
         format!(
-            "{} sent, {} echoed, {} late, {} lost, {} duplicated, {} corrupted",
+            "{} sent, {} echoed, {} late, {} lost, {} duplicated, {} corrupted{in_flight}",
             m.sent, m.echoed, m.late, m.lost, m.duplicated, m.corrupted
         ),
     );
@@ -483,11 +499,13 @@ mod tests {
     }
 
     #[test]
-    fn not_sent_slots_and_a_saturated_client_are_explained() {
+    fn not_sent_slots_drops_in_flight_pings_and_a_saturated_client_are_explained() {
         let mut report = report();
         assert!(!to_table(&report).contains("Not sent"));
         assert!(!to_table(&report).contains("saturated"));
         report.messages.not_sent = 70;
+        report.connections.dropped = 1;
+        report.messages.in_flight = 3;
         report.client_lag = Some(ClientLag {
             bound_ms: 10.0,
             lagged: 2,
@@ -500,6 +518,8 @@ mod tests {
             "the target rate is above what the client or the server sustains",
             "the client was saturated: 2 sends (50.0%) left over 10.0ms late",
             "(max 25.0ms)",
+            "99.5/s achieved of 100.0/s target (99.5%), 1 of 2 connections dropped during the run",
+            "0 corrupted, 3 in flight (not counted)",
         ] {
             assert!(table.contains(needle), "{needle} in\n{table}");
         }

@@ -104,6 +104,9 @@ pub struct Counters {
     /// Of the dropped connections, those given up because a send could not be written
     /// out within the timeout: the server was not reading.
     pub stalled: AtomicU64,
+    /// Pings still awaiting their echo (within the timeout) when a second Ctrl-C
+    /// aborted the run: neither echoed nor lost, not counted.
+    pub in_flight: AtomicU64,
     /// Open model with `-d`: slots due before the end that were not sent by then.
     pub not_sent: AtomicU64,
     /// Open model: sends that left more than the lag bound late for the client's own

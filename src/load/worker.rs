@@ -104,6 +104,9 @@ pub struct WorkerEnd {
     pub last_send_us: Option<u64>,
     /// When it stopped sending (µs since the start), if it opened.
     pub stopped_sending_us: Option<u64>,
+    /// It went through its whole share of the timetable, or sent until the end of `-d`
+    /// (not stopped early by a drop, a stall or Ctrl-C).
+    pub completed: bool,
 }
 
 /// A send is *lagged* when it left more than this long (µs) after both its slot and
@@ -135,6 +138,9 @@ enum Flow {
     /// The server closed the connection, or it broke, or stalled; it has been counted as
     /// dropped.
     Ended,
+    /// The run was aborted (a second Ctrl-C) while echoes were awaited: the pings then
+    /// in flight are not counted.
+    Aborted,
 }
 
 /// How a send ended.
@@ -158,8 +164,9 @@ enum Push {
 }
 
 /// Runs connection `index` to its end: open at its turn, wait for the go (every
-/// connection has tried to open), send until the limit or a stop, drain, close.
-pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd {
+/// connection has tried to open), send until the limit or a `stop`, drain, close. An
+/// `abort` ends the drain and the close at once.
+pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop, mut abort: Stop) -> WorkerEnd {
     let ws = open(&shared, index, &mut stop).await;
     shared.opening_done();
     let Some(ws) = ws else {
@@ -177,7 +184,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
         end: WorkerEnd::default(),
         owed_close: None,
     };
-    let flow = match worker.wait_for_go(&mut stop).await {
+    let mut flow = match worker.wait_for_go(&mut stop).await {
         Go::Start(go_us) => match plan.mode {
             WorkMode::Open(_) => worker.open_loop(go_us, &mut stop).await,
             WorkMode::Closed => worker.closed_loop(go_us, &mut stop).await,
@@ -186,16 +193,24 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
         Go::Ended => Flow::Ended,
     };
     worker.end.stopped_sending_us = Some(shared.stats.now_us());
-    if let Flow::Continue = flow
-        && let Flow::Continue = worker.drain().await
-    {
-        worker.close(CloseCode::Normal).await;
+    worker.end.completed = matches!(flow, Flow::Continue) && !stop.requested();
+    if let Flow::Continue = flow {
+        flow = worker.drain(&mut abort).await;
+    }
+    if let Flow::Continue = flow {
+        worker.close(CloseCode::Normal, &mut abort).await;
     }
     if let Some(code) = worker.owed_close.take() {
-        worker.close(code).await;
+        worker.close(code, &mut abort).await;
     }
     let stats = &shared.stats;
-    stats.add(index, |c| &c.lost, worker.inflight.lost());
+    if let Flow::Aborted = flow {
+        // Overdue pings are lost; those still within the timeout might have come back.
+        stats.add(index, |c| &c.lost, worker.inflight.overdue());
+        stats.add(index, |c| &c.in_flight, worker.inflight.waiting() as u64);
+    } else {
+        stats.add(index, |c| &c.lost, worker.inflight.lost());
+    }
     stats.count(index, |c| &c.closed);
     worker.end
 }
@@ -239,8 +254,8 @@ enum Go {
     Ended,
 }
 
-/// The run's request to stop sending (Ctrl-C), as one worker sees it: its own oneshot
-/// channel, so checking and waiting touch nothing shared with other workers (a shared
+/// A request of the run (stop sending at the first Ctrl-C, abort at the second), as one
+/// worker sees it: its own oneshot channel, so checking and waiting touch nothing shared with other workers (a shared
 /// `watch` would take a lock on every turn of every worker's loop).
 #[derive(Debug)]
 pub struct Stop {
@@ -447,10 +462,12 @@ impl Worker<'_> {
         }
     }
 
-    /// After the last send: wait for the echoes in flight, each up to the timeout.
-    async fn drain(&mut self) -> Flow {
+    /// After the last send: wait for the echoes in flight, each up to the timeout, or
+    /// until an abort.
+    async fn drain(&mut self, abort: &mut Stop) -> Flow {
         while let Some(expiry) = self.inflight.next_expiry() {
             tokio::select! {
+                () = abort.wait() => return Flow::Aborted,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         return Flow::Ended;
@@ -464,9 +481,13 @@ impl Worker<'_> {
         Flow::Continue
     }
 
-    /// Closes with `code` and waits briefly for the server's close frame.
-    async fn close(&mut self, code: CloseCode) {
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+    /// Closes with `code` and waits briefly for the server's close frame (not after an
+    /// abort).
+    async fn close(&mut self, code: CloseCode, abort: &mut Stop) {
+        if abort.requested() {
+            return;
+        }
+        let closing = tokio::time::timeout(CLOSE_WAIT, async {
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::default(),
@@ -474,8 +495,11 @@ impl Worker<'_> {
             if self.ws.close(Some(frame)).await.is_ok() {
                 while let Some(Ok(_)) = self.ws.next().await {}
             }
-        })
-        .await;
+        });
+        tokio::select! {
+            _ = closing => {}
+            () = abort.wait() => {}
+        }
     }
 
     /// Sends the next ping; its latency will count from `since_us`. `now_us` is the

@@ -102,6 +102,8 @@ fn read_report(path: &Path) -> Value {
         "echoed",
         "late",
         "lost",
+        "not_sent",
+        "in_flight",
         "duplicated",
         "corrupted",
         "error_frames",
@@ -472,6 +474,18 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
         report["elapsed_s"].as_f64().unwrap() < 4.0,
         "the run ended with its connections: {report}"
     );
+    // The rate is over the time actually spent sending, not the 5 s planned (the report
+    // used to say "5.00s sending, 0.50s in all"), and the drop is said next to it.
+    let sending = report["sending_s"].as_f64().unwrap();
+    assert!(sending <= report["elapsed_s"].as_f64().unwrap(), "{report}");
+    let rate = report["achieved_rate"].as_f64().unwrap();
+    let sent = count(&report, "messages", "sent") as f64;
+    assert!((rate - sent / sending).abs() < 1.0, "{report}");
+    assert!(
+        stdout(&output).contains("2 of 2 connections dropped during the run"),
+        "{}",
+        describe(&output)
+    );
 }
 
 /// Starts `wsprobe load ARGS… --no-progress` as a child process, output piped.
@@ -830,4 +844,89 @@ async fn the_open_model_stops_at_the_end_of_the_duration_above_capacity() {
     assert_eq!(absurd.status.code(), Some(2), "{}", describe(&absurd));
     let stderr = String::from_utf8_lossy(&absurd.stderr);
     assert!(stderr.contains("--rate must be at most"), "{stderr}");
+}
+
+/// A damaged echo answers its ping: a body echo under `--echo full` is corrupted, not
+/// also lost (2 pings used to make 4 errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_echo_is_not_also_lost() {
+    let server = support::spawn_default_server().await;
+    let (output, report) = load_report(args(&[
+        &server.ws_url(),
+        "-c",
+        "1",
+        "-n",
+        "2",
+        "--echo",
+        "full",
+        "--timeout",
+        "2s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(count(&report, "messages", "sent"), 2, "{report}");
+    assert_eq!(count(&report, "messages", "corrupted"), 2, "{report}");
+    assert_eq!(count(&report, "messages", "lost"), 0, "{report}");
+    assert_eq!(count(&report, "messages", "errors"), 2, "{report}");
+}
+
+/// A second Ctrl-C stops the wait for echoes at once; the pings then in flight are
+/// reported as "in flight, not counted" (neither echoed nor lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_reports_the_pings_in_flight_as_not_counted() {
+    let (url, mut first_messages) = support::spawn_deaf_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let mut child = start_load(&[
+        &url,
+        "-c",
+        "2",
+        "--rate",
+        "200/s",
+        "-d",
+        "60s",
+        "--timeout",
+        "60s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
+    for _ in 0..2 {
+        support::within("a first message", first_messages.recv())
+            .await
+            .expect("the server runs");
+    }
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines, mut stderr_lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    send_signal(&child, "INT");
+    // The first Ctrl-C is being handled: now waiting for the echoes in flight.
+    support::within("the note of the first Ctrl-C", async {
+        while let Some(line) = stderr_lines.recv().await {
+            if line.contains("Ctrl-C again to stop at once") {
+                return;
+            }
+        }
+        panic!("stderr ended without the note");
+    })
+    .await;
+    send_signal(&child, "INT");
+    let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let report = read_report(&json);
+    let in_flight = count(&report, "messages", "in_flight");
+    assert!(in_flight > 0, "{report}");
+    assert_eq!(count(&report, "messages", "lost"), 0, "{report}");
+    assert!(
+        stdout(&output).contains(&format!("{in_flight} in flight (not counted)")),
+        "{}",
+        describe(&output)
+    );
 }
