@@ -49,6 +49,11 @@ use crate::message::parse_gateway_error;
 /// and leaves the slack out of the latencies.
 const TIMER_LEAD_US: u64 = 1_000;
 
+/// Reading comes first in the sending loops, so a server that floods could keep their
+/// timers from ever being polled (and the end of `-d` from being seen): after this many
+/// messages in a row, the loop looks at the clock itself.
+const FLOOD_CHECK: u32 = 64;
+
 /// How long a worker waits for the server's reply to its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -359,6 +364,8 @@ impl Worker<'_> {
         tokio::pin!(sleep);
         // When this connection was last free to send: the go, then the end of each send.
         let mut free_since_us = go_us;
+        // Messages read in a row since the timer was last looked at.
+        let mut streak = 0;
         let flow = loop {
             if slot >= quota {
                 break Flow::Continue;
@@ -367,38 +374,43 @@ impl Worker<'_> {
             // Incoming first: echoes are bounded by the sends, so reading cannot starve
             // sending, while a connection behind its timetable (its slot always due)
             // would otherwise never read and inflate every latency it measures.
-            tokio::select! {
+            let slot_due = tokio::select! {
                 biased;
                 () = stop.wait() => break Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         break Flow::Ended;
                     }
+                    streak += 1;
+                    streak % FLOOD_CHECK == 0
+                        && self.shared.stats.now_us() >= due_us.saturating_sub(TIMER_LEAD_US)
                 }
-                () = &mut sleep => {
-                    let now_us = self.shared.stats.now_us();
-                    if now_us >= end_us {
-                        // Behind the timetable at the end of -d: what is left is not sent.
-                        self.shared
-                            .stats
-                            .add(self.index, |c| &c.not_sent, quota - slot);
-                        break Flow::Continue;
-                    }
-                    lag.record(now_us.saturating_sub(due_us.max(free_since_us)));
-                    // Late, the latency counts from the slot (the wait counts); early
-                    // (by the timer lead), from the actual send.
-                    match self.send(due_us.min(now_us), now_us, stop).await {
-                        Sent::Done => {}
-                        Sent::Stopped => break Flow::Continue,
-                        Sent::Ended => break Flow::Ended,
-                    }
-                    free_since_us = self.shared.stats.now_us();
-                    self.inflight.expire(free_since_us);
-                    slot += 1;
-                    sleep
-                        .as_mut()
-                        .reset(wake_at(go_us.saturating_add(timetable.due_us(self.index, slot))));
+                () = &mut sleep => true,
+            };
+            if slot_due {
+                streak = 0;
+                let now_us = self.shared.stats.now_us();
+                if now_us >= end_us {
+                    // Behind the timetable at the end of -d: what is left is not sent.
+                    self.shared
+                        .stats
+                        .add(self.index, |c| &c.not_sent, quota - slot);
+                    break Flow::Continue;
                 }
+                lag.record(now_us.saturating_sub(due_us.max(free_since_us)));
+                // Late, the latency counts from the slot (the wait counts); early
+                // (by the timer lead), from the actual send.
+                match self.send(due_us.min(now_us), now_us, stop).await {
+                    Sent::Done => {}
+                    Sent::Stopped => break Flow::Continue,
+                    Sent::Ended => break Flow::Ended,
+                }
+                free_since_us = self.shared.stats.now_us();
+                self.inflight.expire(free_since_us);
+                slot += 1;
+                sleep.as_mut().reset(wake_at(
+                    go_us.saturating_add(timetable.due_us(self.index, slot)),
+                ));
             }
         };
         self.shared
@@ -418,6 +430,8 @@ impl Worker<'_> {
         let timer = sleep_until(self.shared.at(go_us));
         tokio::pin!(timer);
         let mut armed = false;
+        // Messages read in a row since the timer was last looked at.
+        let mut streak = 0;
         loop {
             if self.inflight.waiting() == 0 {
                 if stop.requested() {
@@ -453,9 +467,14 @@ impl Worker<'_> {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         return Flow::Ended;
                     }
+                    streak += 1;
+                    if streak % FLOOD_CHECK == 0 {
+                        self.inflight.expire(self.shared.stats.now_us());
+                    }
                 }
                 () = &mut timer => {
                     armed = false;
+                    streak = 0;
                     self.inflight.expire(self.shared.stats.now_us());
                 }
             }
@@ -531,13 +550,14 @@ impl Worker<'_> {
                     }
                     return Sent::Stopped;
                 }
-                push = poll_fn(|cx| poll_push(&mut self.ws, &mut message, cx)) => push,
+                // Before the push: a server that floods must not hide the deadline.
                 () = &mut deadline => {
                     // The ping never (wholly) left: it cannot be lost.
                     self.inflight.unsend();
                     self.shared.stats.record_stalled(self.index);
                     return Sent::Ended;
                 }
+                push = poll_fn(|cx| poll_push(&mut self.ws, &mut message, cx)) => push,
             };
             match push {
                 Push::Done(Ok(())) => {

@@ -930,3 +930,36 @@ async fn a_second_ctrl_c_reports_the_pings_in_flight_as_not_counted() {
         describe(&output)
     );
 }
+
+/// A server that floods the connections with messages cannot keep the run from seeing
+/// its timers: both models still send, and end within `-d` + `--timeout` + 1 s (the
+/// bound here is generous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_server_cannot_hold_the_run_past_its_end() {
+    let url = support::spawn_flood_server().await;
+    for model in [&["--rate", "100/s"][..], &[]] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("load.json");
+        let mut line = vec![
+            url.as_str(),
+            "-c",
+            "2",
+            "-d",
+            "1s",
+            "--timeout",
+            "500ms",
+            "--report-json",
+            json.to_str().unwrap(),
+        ];
+        line.extend_from_slice(model);
+        let child = start_load(&line);
+        let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        let report = read_report(&json);
+        assert!(count(&report, "messages", "corrupted") > 0, "{report}");
+        assert!(
+            count(&report, "messages", "sent") > 0,
+            "{model:?}: {report}"
+        );
+    }
+}

@@ -618,3 +618,27 @@ pub async fn spawn_oversized_server(size: usize) -> (String, mpsc::UnboundedRece
     });
     (url, closes)
 }
+
+/// A WebSocket server on 127.0.0.1:0 that reads everything a client sends (and drops
+/// it) while sending it 100-byte text messages as fast as it can, until the connection
+/// ends. Returns its `ws://` URL.
+pub async fn spawn_flood_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+                let flood = Message::text("f".repeat(100));
+                while sink.send(flood.clone()).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
