@@ -963,3 +963,34 @@ async fn a_flooding_server_cannot_hold_the_run_past_its_end() {
         );
     }
 }
+
+/// A server that dies mid-run (no close frame) ends the run early: the connections are
+/// dropped with 1006, and the sending time and the rate are what actually ran, not the
+/// 6 s planned (the report used to say "6.00s sending, 0.30s in all").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_run_gives_the_time_actually_spent_sending() {
+    let url = support::spawn_dying_server(20).await;
+    let (output, report) = load_report(args(&[
+        &url, "-c", "2", "--rate", "100/s", "-d", "6s", "--echo", "full",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
+    assert_eq!(report["connections"]["close_codes"]["1006"], 2, "{report}");
+    assert_eq!(count(&report, "messages", "echoed"), 40, "{report}");
+    let elapsed = report["elapsed_s"].as_f64().unwrap();
+    let sending = report["sending_s"].as_f64().unwrap();
+    assert!(
+        elapsed < 6.0,
+        "the run ended with its connections: {report}"
+    );
+    assert!(sending <= elapsed, "{report}");
+    let rate = report["achieved_rate"].as_f64().unwrap();
+    let sent = count(&report, "messages", "sent") as f64;
+    assert!((rate - sent / sending).abs() < 1.0, "{report}");
+    let table = stdout(&output);
+    assert!(
+        table.contains("2 of 2 connections dropped during the run"),
+        "{table}"
+    );
+}

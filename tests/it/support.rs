@@ -642,3 +642,38 @@ pub async fn spawn_flood_server() -> String {
     });
     url
 }
+
+/// A WebSocket server on 127.0.0.1:0 that echoes the first `echoes` messages of each
+/// connection whole, then dies: it drops the TCP connection without a close frame.
+/// Returns its `ws://` URL.
+pub async fn spawn_dying_server(echoes: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let mut echoed = 0;
+                while echoed < echoes {
+                    match ws.next().await {
+                        Some(Ok(message @ Message::Text(_))) => {
+                            if ws.send(message).await.is_err() {
+                                return;
+                            }
+                            echoed += 1;
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                }
+                // Gone, without a close frame.
+                drop(ws);
+            });
+        }
+    });
+    url
+}
