@@ -14,6 +14,7 @@ pub mod client;
 pub mod command;
 pub mod message;
 pub mod options;
+pub mod report_file;
 pub mod secret;
 pub mod session;
 pub mod values;

@@ -176,6 +176,11 @@ impl InFlight {
             .map(|slot| slot.since_us.saturating_add(self.timeout_us))
     }
 
+    /// Pings that timed out and have not come back (late) yet.
+    pub fn overdue(&self) -> u64 {
+        self.overdue.len() as u64
+    }
+
     /// Pings never echoed: overdue ones and those still waiting. Called once, at the end.
     pub fn lost(&self) -> u64 {
         (self.overdue.len() + self.waiting) as u64

@@ -21,7 +21,6 @@ pub mod threshold;
 mod worker;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant, SystemTime};
@@ -34,6 +33,7 @@ use crate::{Context, Error, Outcome};
 use wsprobe_core::client::{self, WebSocketConfig};
 use wsprobe_core::options::ConnectOptions;
 use wsprobe_core::options::EchoPolicy;
+use wsprobe_core::report_file::ReportFile;
 
 use report::{ConnectionsReport, HdrLog, LatencySummary, MessagesReport};
 pub use report::{LoadReport, Model};
@@ -44,6 +44,10 @@ use worker::{Shared, WorkerEnd};
 
 /// How long a run sends for when neither `-d` nor `-n` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// The highest `--rate`: far above what one process sends (a few hundred thousand pings a
+/// second at best), low enough that the timetable's arithmetic stays exact.
+const MAX_RATE: f64 = 10_000_000.0;
 
 /// Far more connections than one client address can hold (each needs a local port, and
 /// there are 65535); a larger count would only overflow the per-connection bookkeeping.
@@ -133,6 +137,12 @@ impl Plan {
         if args.timeout.is_zero() {
             return Err(Error::usage("--timeout must be longer than zero"));
         }
+        if args.rate.is_some_and(|rate| rate > MAX_RATE) {
+            return Err(Error::usage(format!(
+                "--rate must be at most {MAX_RATE}/s (one wsprobe process sends a few hundred \
+                 thousand pings a second at best; spread a higher load over several)"
+            )));
+        }
         let limit = match (args.count, args.duration) {
             (Some(count), _) => Limit::Count(count),
             (None, Some(duration)) => Limit::Duration(duration),
@@ -169,14 +179,25 @@ pub async fn run(
     let plan = Plan::from_args(&args, &options)?;
     let url = client::parse_url(&args.url)?;
     let mut client = crate::cli::lower::client_config(&options)?;
+    let incoming_limit = ping::incoming_limit(args.size);
     client.websocket = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         // Each ping is written out at once: no batching that would add latency.
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        // A server cannot make a connection hold more than an echo needs.
+        .max_message_size(Some(incoming_limit))
+        .max_frame_size(Some(incoming_limit));
     let report_json = args
         .report_json
         .as_deref()
-        .map(|path| create_file(path, "--report-json"))
+        .map(|path| {
+            ReportFile::create(path).map_err(|e| {
+                Error::usage(format!(
+                    "cannot write --report-json {}: {e}",
+                    path.display()
+                ))
+            })
+        })
         .transpose()?;
     let started_wall = SystemTime::now();
     let hdr_log = args
@@ -217,18 +238,29 @@ pub async fn run(
     // Registered before the first worker starts, so no Ctrl-C falls back to the default
     // action (killing the process without a report).
     let interrupts = Interrupts::register();
-    let mut stop_senders = Vec::with_capacity(plan.connections);
+    let mut controls = Controls {
+        stop: Vec::with_capacity(plan.connections),
+        abort: Vec::with_capacity(plan.connections),
+        timeout: plan.timeout,
+    };
     let mut workers = JoinSet::new();
     for index in 0..plan.connections {
         let (stop_sender, stop) = oneshot::channel();
-        stop_senders.push(stop_sender);
-        workers.spawn(worker::run(shared.clone(), index, worker::Stop::new(stop)));
+        let (abort_sender, abort) = oneshot::channel();
+        controls.stop.push(stop_sender);
+        controls.abort.push(abort_sender);
+        workers.spawn(worker::run(
+            shared.clone(),
+            index,
+            worker::Stop::new(stop),
+            worker::Stop::new(abort),
+        ));
     }
     let Joined {
         ends,
-        interrupted_at,
+        interrupted,
         crashed,
-    } = wait_for_workers(&mut workers, &shared.stats, stop_senders, interrupts).await;
+    } = wait_for_workers(&mut workers, &shared.stats, controls, interrupts).await;
     let _ = stop_monitor.send(());
     let (collector, hdr_result) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
@@ -246,7 +278,7 @@ pub async fn run(
         &collector,
         rare,
         &ends,
-        interrupted_at,
+        interrupted,
         elapsed,
         context,
     );
@@ -264,8 +296,9 @@ pub async fn run(
     if let Some(hint) = too_many_files_hint(&report) {
         let _ = writeln!(std::io::stderr(), "{hint}");
     }
-    if let Some((path, mut file)) = report_json {
-        file.write_all(report::to_json(&report).as_bytes())
+    if let Some(file) = report_json {
+        let path = file.path().to_owned();
+        file.write(report::to_json(&report).as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     if let Err(e) = hdr_result {
@@ -294,39 +327,54 @@ pub async fn run(
     })
 }
 
-/// Creates an output file now, so a bad path is a usage error before anything is sent.
-fn create_file(path: &Path, flag: &str) -> Result<(PathBuf, std::fs::File), Error> {
-    std::fs::File::create(path)
-        .map(|file| (path.to_owned(), file))
-        .map_err(|e| Error::usage(format!("cannot write {flag} {}: {e}", path.display())))
-}
-
 /// Histogram shards: enough that worker threads rarely contend, few enough to stay small.
 fn shard_count() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
+}
+
+/// A run stopped by a signal.
+#[derive(Clone, Copy, Debug)]
+struct Interruption {
+    /// When the first signal came, µs since the start.
+    at_us: u64,
+    /// Which signal it was (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    signal: &'static str,
 }
 
 /// How the workers ended.
 struct Joined {
     /// What each worker that finished reported.
     ends: Vec<WorkerEnd>,
-    /// When the run was interrupted (µs since the start), if it was.
-    interrupted_at: Option<u64>,
+    /// When and by what the run was interrupted, if it was.
+    interrupted: Option<Interruption>,
     /// Workers that panicked (a bug; aborted ones, after a second Ctrl-C, do not count).
     crashed: usize,
 }
 
-/// Waits for every worker. The first Ctrl-C stops the sending (workers then wait for the
-/// echoes in flight, up to the timeout); a second one stops the workers at once.
+/// How the run tells its workers to stop.
+struct Controls {
+    /// Stop sending, one per worker (the first Ctrl-C).
+    stop: Vec<oneshot::Sender<()>>,
+    /// Stop waiting for echoes and closing, one per worker (the second Ctrl-C). Kept
+    /// until the end: a dropped sender means abort.
+    abort: Vec<oneshot::Sender<()>>,
+    /// `--timeout`, for the note on what the first Ctrl-C waits for.
+    timeout: Duration,
+}
+
+/// Waits for every worker. The first Ctrl-C (or SIGTERM, SIGHUP) stops the sending
+/// (workers then wait for the echoes in flight, up to the timeout); a second one ends
+/// the waiting at once (the pings then in flight are not counted); a third aborts the
+/// workers outright.
 async fn wait_for_workers(
     workers: &mut JoinSet<WorkerEnd>,
     stats: &Stats,
-    mut stop_senders: Vec<oneshot::Sender<()>>,
+    mut controls: Controls,
     mut interrupts: Interrupts,
 ) -> Joined {
     let mut joined = Joined {
         ends: Vec::with_capacity(workers.len()),
-        interrupted_at: None,
+        interrupted: None,
         crashed: 0,
     };
     let mut listening = true;
@@ -338,15 +386,28 @@ async fn wait_for_workers(
                 None => break,
             },
             signal = interrupts.next(), if listening => {
-                if signal.is_none() {
+                let Some(signal) = signal else {
                     // No signal handling on this platform: just wait for the workers.
                     listening = false;
                     continue;
-                }
-                if joined.interrupted_at.is_none() {
-                    joined.interrupted_at = Some(stats.now_us());
-                    for stop in stop_senders.drain(..) {
+                };
+                if joined.interrupted.is_none() {
+                    joined.interrupted = Some(Interruption {
+                        at_us: stats.now_us(),
+                        signal,
+                    });
+                    for stop in controls.stop.drain(..) {
                         let _ = stop.send(());
+                    }
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "stopping ({signal}): waiting up to {} for the echoes in flight; \
+                         Ctrl-C again to stop at once",
+                        humantime::format_duration(controls.timeout)
+                    );
+                } else if !controls.abort.is_empty() {
+                    for abort in controls.abort.drain(..) {
+                        let _ = abort.send(());
                     }
                 } else {
                     workers.abort_all();
@@ -357,30 +418,54 @@ async fn wait_for_workers(
     joined
 }
 
-/// Ctrl-C, listened for from [`Interrupts::register`] on: a signal that comes while the
-/// listener is not being polled is kept for the next [`Interrupts::next`], not lost.
+/// The signals that interrupt a run: Ctrl-C (SIGINT), and SIGTERM and SIGHUP, which CI
+/// cancellation, `timeout(1)`, Kubernetes and a closed terminal send; all three act alike.
+/// Listened for from [`Interrupts::register`] on: a signal that comes while the listener
+/// is not being polled is kept for the next [`Interrupts::next`], not lost.
 struct Interrupts {
     #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
+    signals: Vec<(&'static str, tokio::signal::unix::Signal)>,
 }
 
 impl Interrupts {
     fn register() -> Self {
-        Self {
-            #[cfg(unix)]
-            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
-        }
-    }
-
-    /// The next Ctrl-C; `None` when this platform cannot listen for it.
-    async fn next(&mut self) -> Option<()> {
         #[cfg(unix)]
         {
-            self.signal.as_mut()?.recv().await
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = [
+                ("SIGINT", SignalKind::interrupt()),
+                ("SIGTERM", SignalKind::terminate()),
+                ("SIGHUP", SignalKind::hangup()),
+            ]
+            .into_iter()
+            .filter_map(|(name, kind)| signal(kind).ok().map(|signal| (name, signal)))
+            .collect();
+            Self { signals }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The name of the next signal; `None` when this platform cannot listen for any.
+    async fn next(&mut self) -> Option<&'static str> {
+        #[cfg(unix)]
+        {
+            if self.signals.is_empty() {
+                return None;
+            }
+            std::future::poll_fn(|cx| {
+                for (name, signal) in &mut self.signals {
+                    if let std::task::Poll::Ready(Some(())) = signal.poll_recv(cx) {
+                        return std::task::Poll::Ready(Some(*name));
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await
         }
         #[cfg(not(unix))]
         {
-            tokio::signal::ctrl_c().await.ok()
+            tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
         }
     }
 }
@@ -456,7 +541,7 @@ fn build_report(
     collector: &Collector,
     rare: stats::Rare,
     ends: &[WorkerEnd],
-    interrupted_at: Option<u64>,
+    interrupted: Option<Interruption>,
     elapsed: Duration,
     context: Context,
 ) -> LoadReport {
@@ -464,7 +549,13 @@ fn build_report(
     let sent = stats.total(|c| &c.sent);
     // Every connection tried to open before the workers ended, so the go was given.
     let go_us = shared.go.borrow().unwrap_or_else(|| stats.now_us());
-    let sending_us = sending_window_us(&shared.plan, go_us, ends, interrupted_at);
+    let sending_us = sending_window_us(
+        &shared.plan,
+        go_us,
+        u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        ends,
+        interrupted.map(|interruption| interruption.at_us),
+    );
     let achieved_rate = if sending_us == 0 {
         0.0
     } else {
@@ -494,13 +585,27 @@ fn build_report(
         elapsed_s: elapsed.as_secs_f64(),
         opening_s: go_us as f64 / 1e6,
         sending_s: sending_us as f64 / 1e6,
-        interrupted: interrupted_at.is_some(),
+        interrupted: interrupted.is_some(),
+        interrupted_by: interrupted.map(|interruption| interruption.signal),
+        client_lag: match shared.plan.mode {
+            WorkMode::Open(_) => {
+                let lagged = stats.total(|c| &c.lagged);
+                Some(report::ClientLag {
+                    bound_ms: worker::LAG_BOUND_US as f64 / 1e3,
+                    lagged,
+                    max_ms: stats.max_lag_us() as f64 / 1e3,
+                    saturated: lagged as f64 > sent as f64 * report::SATURATED_SHARE,
+                })
+            }
+            WorkMode::Closed => None,
+        },
         connections: ConnectionsReport {
             requested: shared.plan.connections as u64,
             opened: stats.total(|c| &c.opened),
             failed: stats.total(|c| &c.connect_failed),
             failures: rare.connect_failures,
             dropped: stats.total(|c| &c.dropped),
+            stalled: stats.total(|c| &c.stalled),
             close_codes: rare
                 .close_codes
                 .into_iter()
@@ -512,7 +617,9 @@ fn build_report(
             echoed: stats.total(|c| &c.echoed),
             late: stats.total(|c| &c.late),
             lost: stats.total(|c| &c.lost),
+            not_sent: stats.total(|c| &c.not_sent),
             duplicated: stats.total(|c| &c.duplicated),
+            in_flight: stats.total(|c| &c.in_flight),
             corrupted: stats.total(|c| &c.corrupted),
             error_frames: stats.total(|c| &c.error_frames),
             error_kinds: rare.error_kinds,
@@ -525,14 +632,18 @@ fn build_report(
 }
 
 /// How long pings were being sent, in µs: what the achieved rate is measured over.
-/// Sending starts at the go (`go_us`, µs since the start), for every connection at once.
+/// Sending starts at the go (`go_us`, µs since the start), for every connection at once;
+/// the run ended at `end_us`, and the window never reaches past it.
 ///
-/// Closed model: from the go until the last worker stopped sending. Open model: the
-/// planned sending time (`-d`, or `-n / rate`; cut short by Ctrl-C), or longer if the
-/// sends fell behind the timetable (then up to the last send plus one slot).
+/// Closed model: from the go until the last worker stopped sending. Open model, when a
+/// connection went through its timetable: the planned sending time (`-d`, or
+/// `-n / rate`; cut short by Ctrl-C), or longer if the sends fell behind (then up to the
+/// last send plus one slot). When none did (every connection dropped, stalled or was
+/// interrupted), only until the last one stopped sending: the rest of the plan never ran.
 fn sending_window_us(
     plan: &Plan,
     go_us: u64,
+    end_us: u64,
     ends: &[WorkerEnd],
     interrupted_at: Option<u64>,
 ) -> u64 {
@@ -542,7 +653,7 @@ fn sending_window_us(
         .filter_map(|end| end.stopped_sending_us)
         .max()
         .map_or(0, since_go);
-    match plan.mode {
+    let window = match plan.mode {
         WorkMode::Closed => stopped,
         WorkMode::Open(timetable) => {
             let planned = match plan.limit {
@@ -554,13 +665,14 @@ fn sending_window_us(
             let planned = interrupted_at.map_or(planned, |at| planned.min(since_go(at)));
             let last_send = ends.iter().filter_map(|end| end.last_send_us).max();
             match last_send {
-                Some(last) => {
+                Some(last) if ends.iter().any(|end| end.completed) => {
                     planned.max(since_go(last).saturating_add(timetable.period_us().round() as u64))
                 }
-                None => planned,
+                _ => planned.min(stopped),
             }
         }
-    }
+    };
+    window.min(since_go(end_us))
 }
 
 /// Prints the table and the threshold lines on stdout; a closed stdout is not an error.
@@ -681,6 +793,8 @@ mod tests {
             &["--echo", "off"],
             &["--route-field", "x", "--body-field", "x"],
             &["--timeout", "0s"],
+            &["--rate", "1e308/s"],
+            &["--rate", "10000001/s"],
         ] {
             let args = args(line);
             let options = crate::cli::lower::connection(&args.connection, None)
@@ -719,12 +833,22 @@ mod tests {
             WorkerEnd {
                 last_send_us: Some(1),
                 stopped_sending_us: Some(2),
+                completed: true,
             }
         });
         let stats = Stats::new(Instant::now(), 1);
         let joined = tokio::time::timeout(
             Duration::from_secs(10),
-            wait_for_workers(&mut workers, &stats, Vec::new(), Interrupts::register()),
+            wait_for_workers(
+                &mut workers,
+                &stats,
+                Controls {
+                    stop: Vec::new(),
+                    abort: Vec::new(),
+                    timeout: Duration::from_secs(1),
+                },
+                Interrupts::register(),
+            ),
         )
         .await
         .expect("the workers are joined");
@@ -739,26 +863,57 @@ mod tests {
             &ConnectOptions::default(),
         )
         .unwrap();
-        // Times since the start; the go came at 5 ms.
-        let go = 5_000;
+        // Times since the start; the go came at 5 ms, the run ended at 1 s.
+        let (go, run_end) = (5_000, 1_000_000);
         let end = |last: u64| WorkerEnd {
             last_send_us: Some(go + last),
             stopped_sending_us: Some(go + last),
+            completed: true,
+        };
+        let cut = |last: u64| WorkerEnd {
+            completed: false,
+            ..end(last)
         };
         // On time: the planned 100 ms.
         assert_eq!(
-            sending_window_us(&open, go, &[end(98_000), end(99_000)], None),
+            sending_window_us(&open, go, run_end, &[end(98_000), end(99_000)], None),
             100_000
         );
         // Behind: up to the last send plus a slot.
-        assert_eq!(sending_window_us(&open, go, &[end(150_000)], None), 151_000);
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[end(150_000)], None),
+            151_000
+        );
         // Interrupted early.
         assert_eq!(
-            sending_window_us(&open, go, &[end(10_000)], Some(go + 20_000)),
-            20_000
+            sending_window_us(&open, go, run_end, &[cut(19_000)], Some(go + 20_000)),
+            19_000
+        );
+        // Every connection dropped at 30 ms: the rest of the plan never ran.
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[cut(30_000), cut(20_000)], None),
+            30_000
+        );
+        // One went on: the whole plan ran, at a lower rate.
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[cut(30_000), end(99_000)], None),
+            100_000
+        );
+        // Never longer than the run itself.
+        assert_eq!(
+            sending_window_us(&open, go, go + 50_000, &[end(40_000)], None),
+            50_000
+        );
+        // No connection opened: nothing was sent.
+        assert_eq!(
+            sending_window_us(&open, go, run_end, &[WorkerEnd::default()], None),
+            0
         );
         let closed = Plan::from_args(&args(&["-n", "5"]), &ConnectOptions::default()).unwrap();
-        assert_eq!(sending_window_us(&closed, go, &[end(7), end(9)], None), 9);
-        assert_eq!(sending_window_us(&closed, go, &[], None), 0);
+        assert_eq!(
+            sending_window_us(&closed, go, run_end, &[end(7), end(9)], None),
+            9
+        );
+        assert_eq!(sending_window_us(&closed, go, run_end, &[], None), 0);
     }
 }

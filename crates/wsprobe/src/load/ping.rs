@@ -35,6 +35,17 @@ const PATTERN: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 /// each go in one frame.
 pub const MAX_SIZE: u64 = 16 << 20;
 
+/// The largest message a connection accepts from the server when pings are `size`
+/// bytes: twice the ping, and never under 64 KiB (an echo app may re-space or wrap the
+/// message; gateway error frames are small). Anything larger is not an echo, and reading
+/// it whole would let a server make each connection hold up to tungstenite's default of
+/// 64 MiB.
+pub fn incoming_limit(size: u64) -> usize {
+    const FLOOR: u64 = 64 << 10;
+    let size = size.min(MAX_SIZE);
+    usize::try_from(size.saturating_mul(2).max(size + FLOOR)).unwrap_or(usize::MAX)
+}
+
 /// How pings of one run are written and their echoes read.
 #[derive(Clone, Debug)]
 pub struct PingFormat {
@@ -59,6 +70,22 @@ pub enum Decoded {
     Corrupted,
     /// No ping token at all (e.g. a gateway error frame); the caller looks closer.
     NotAnEcho,
+}
+
+impl Decoded {
+    /// The same token, found in a message of the wrong shape: damaged if it was intact.
+    fn damaged(self) -> Self {
+        match self {
+            Self::Echo {
+                connection,
+                sequence,
+            } => Self::Damaged {
+                connection,
+                sequence,
+            },
+            other => other,
+        }
+    }
 }
 
 /// The bytes after the padding: the end of the body string and of the message.
@@ -130,6 +157,9 @@ impl PingFormat {
     }
 
     /// Reads an incoming text message as the echo of a ping, under the run's policy.
+    /// An echo of the wrong shape (a body echo under `--echo full`, a whole message
+    /// under `body`, a lone quote) whose token is still readable is *damaged*: it names
+    /// the ping it answers, so that ping is not also lost.
     pub fn decode(&self, text: &str) -> Decoded {
         let bytes = text.as_bytes();
         match self.policy {
@@ -138,10 +168,11 @@ impl PingFormat {
                 let Some(at) = text.find("\"wsp1:") else {
                     return Decoded::NotAnEcho;
                 };
+                let decoded = self.token(&bytes[at + 1..], true);
                 if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
-                    return Decoded::Corrupted;
+                    return decoded.damaged();
                 }
-                self.token(&bytes[at + 1..], true)
+                decoded
             }
             // `Off` never reaches here (refused before the run); read it like `body`.
             EchoPolicy::Body | EchoPolicy::Off => {
@@ -151,16 +182,17 @@ impl PingFormat {
                     other => (other, false),
                 };
                 if !inner.starts_with(TAG.as_bytes()) {
-                    return if find(trimmed, TAG.as_bytes()).is_some() {
-                        Decoded::Corrupted
-                    } else {
-                        Decoded::NotAnEcho
+                    let Some(at) = find(trimmed, TAG.as_bytes()) else {
+                        return Decoded::NotAnEcho;
                     };
+                    // A token inside something else, e.g. the whole message echoed.
+                    let in_quotes = at > 0 && trimmed[at - 1] == b'"';
+                    return self.token(&trimmed[at..], in_quotes).damaged();
                 }
                 let decoded = self.token(inner, false);
                 // A bare token is fine (an app that echoes text), but a lone quote is not.
                 if !quoted && (trimmed.first() == Some(&b'"') || trimmed.last() == Some(&b'"')) {
-                    return Decoded::Corrupted;
+                    return decoded.damaged();
                 }
                 decoded
             }
@@ -282,6 +314,13 @@ mod tests {
     }
 
     #[test]
+    fn the_incoming_limit_is_near_the_ping_size() {
+        assert_eq!(incoming_limit(64), 64 + 65_536);
+        assert_eq!(incoming_limit(1 << 20), 2 << 20);
+        assert_eq!(incoming_limit(u64::MAX), 32 << 20);
+    }
+
+    #[test]
     fn names_are_json_escaped() {
         let fields = RouteFields {
             route_field: "a\"b".into(),
@@ -347,10 +386,15 @@ mod tests {
             connection: 2,
             sequence: 10,
         };
+        // A readable token in a message of the wrong shape is damaged too: it answers
+        // its ping, which is then not also lost.
         for bad in [
             quoted(&changed),
             quoted(&body[..body.len() - 1]),
             quoted(&format!("{body}x")),
+            format!("\"{body}"),
+            format!("[{}]", quoted(&body)),
+            String::from_utf8(message.to_vec()).unwrap(),
         ] {
             assert_eq!(ping.decode(&bad), damaged, "{bad}");
         }
@@ -358,8 +402,6 @@ mod tests {
             quoted("wsp1:2:x:"),
             quoted("wsp1:02:10:"),
             quoted("wsp1:2:99999999999999999999999:"),
-            format!("\"{body}"),
-            format!("[{}]", quoted(&body)),
         ] {
             assert_eq!(ping.decode(&bad), Decoded::Corrupted, "{bad}");
         }
@@ -385,7 +427,8 @@ mod tests {
         );
         assert_eq!(
             format(64, EchoPolicy::Full).decode(&quoted(&body)),
-            Decoded::Corrupted
+            damaged,
+            "a body echo under --echo full"
         );
     }
 

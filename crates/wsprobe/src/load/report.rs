@@ -84,8 +84,12 @@ pub struct ConnectionsReport {
     /// Failures by cause: an HTTP status (`"403"`), `refused`, `dns`, `tls`, `timeout`,
     /// `proxy`, `too_many_open_files`, `other`.
     pub failures: BTreeMap<String, u64>,
-    /// Connections the server closed (or that broke) before the run was done with them.
+    /// Connections the server closed (or that broke or stalled) before the run was done
+    /// with them.
     pub dropped: u64,
+    /// Of those, connections given up because a send could not be written out within
+    /// `--timeout`: the server was not reading.
+    pub stalled: u64,
     /// Close codes of those connections (`1006`: ended without a close frame).
     pub close_codes: BTreeMap<String, u64>,
 }
@@ -101,8 +105,15 @@ pub struct MessagesReport {
     pub late: u64,
     /// Pings never echoed (by the end of the run plus `--timeout`).
     pub lost: u64,
+    /// Open model with `-d`: slots of the timetable due before the end that were not sent
+    /// by then (the connection was behind). Not an error: a sign that the target rate is
+    /// above what the client or the server sustains.
+    pub not_sent: u64,
     /// Echoes of a sequence already echoed.
     pub duplicated: u64,
+    /// Pings still awaiting their echo when a second Ctrl-C stopped the run at once:
+    /// in flight, not counted (neither echoed nor lost).
+    pub in_flight: u64,
     /// Damaged echoes, unreadable messages, echoes of pings never sent.
     pub corrupted: u64,
     /// Gateway error frames (`{"message": "Forbidden", …}`).
@@ -113,6 +124,24 @@ pub struct MessagesReport {
     /// `--threshold errors…` compares.
     pub errors: u64,
 }
+
+/// Open model: how late the client itself was with its sends (see `worker.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClientLag {
+    /// A send is lagged when it left more than this (ms) after both its slot and the
+    /// end of the connection's previous send.
+    pub bound_ms: f64,
+    /// Sends lagged beyond the bound.
+    pub lagged: u64,
+    /// The longest lag, ms.
+    pub max_ms: f64,
+    /// More than [`SATURATED_SHARE`] of the sends lagged: the client, not the server,
+    /// held the rate back, and the latencies include its own delay.
+    pub saturated: bool,
+}
+
+/// The share of lagged sends above which the client counts as saturated.
+pub const SATURATED_SHARE: f64 = 0.01;
 
 /// Everything a load run measured. Reports are pure functions of it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -140,8 +169,12 @@ pub struct LoadReport {
     pub opening_s: f64,
     /// How long pings were being sent, in seconds (what the rate is measured over).
     pub sending_s: f64,
-    /// Stopped early by Ctrl-C.
+    /// Stopped early by Ctrl-C, SIGTERM or SIGHUP.
     pub interrupted: bool,
+    /// Which signal stopped it (`SIGINT`, `SIGTERM`, `SIGHUP`); `null` when none did.
+    pub interrupted_by: Option<&'static str>,
+    /// Open model: the client's own lag; `null` in the closed model.
+    pub client_lag: Option<ClientLag>,
     /// Connections.
     pub connections: ConnectionsReport,
     /// Pings.
@@ -201,7 +234,15 @@ pub fn to_table(report: &LoadReport) -> String {
     };
     let _ = writeln!(out, "{} {}", "load".bold(), report.url);
     if report.interrupted {
-        let _ = writeln!(out, "{}", "interrupted: what ran until Ctrl-C".yellow());
+        let by = match report.interrupted_by {
+            None | Some("SIGINT") => "Ctrl-C",
+            Some(signal) => signal,
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            format!("interrupted by {by}: what ran until then").yellow()
+        );
     }
     let row = |out: &mut String, name: &str, value: String| {
         let _ = writeln!(out, "  {name:<12} {value}");
@@ -223,6 +264,14 @@ pub fn to_table(report: &LoadReport) -> String {
         ),
         None => format!("{:.1}/s achieved", report.achieved_rate),
     };
+    // The rate is over the whole sending time: connections lost on the way pull it down.
+    let rate = match report.connections.dropped {
+        0 => rate,
+        dropped => format!(
+            "{rate}, {dropped} of {} connections dropped during the run",
+            report.connections.opened
+        ),
+    };
     row(&mut out, "Rate", rate);
     let c = &report.connections;
     let failed = if c.failed == 0 {
@@ -230,22 +279,35 @@ pub fn to_table(report: &LoadReport) -> String {
     } else {
         format!("{} failed ({})", c.failed, counts(&c.failures))
     };
+    let stalled = if c.stalled == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({} stalled: the server is not reading; a send did not complete within --timeout)",
+            c.stalled
+        )
+    };
     row(
         &mut out,
         "Connections",
         format!(
-            "{} of {} opened, {failed}, {} dropped",
+            "{} of {} opened, {failed}, {} dropped{stalled}",
             c.opened, c.requested, c.dropped
         ),
     );
     let close_codes = counts(&c.close_codes);
     row(&mut out, "Close codes", close_codes);
     let m = &report.messages;
+    let in_flight = if m.in_flight == 0 {
+        String::new()
+    } else {
+        format!(", {} in flight (not counted)", m.in_flight)
+    };
     row(
         &mut out,
         "Messages",
         format!(
-            "{} sent, {} echoed, {} late, {} lost, {} duplicated, {} corrupted",
+            "{} sent, {} echoed, {} late, {} lost, {} duplicated, {} corrupted{in_flight}",
             m.sent, m.echoed, m.late, m.lost, m.duplicated, m.corrupted
         ),
     );
@@ -261,6 +323,36 @@ pub fn to_table(report: &LoadReport) -> String {
         m.errors.to_string().red().to_string()
     };
     row(&mut out, "Errors", errors);
+    if m.not_sent > 0 {
+        row(
+            &mut out,
+            "Not sent",
+            format!(
+                "{} {}",
+                m.not_sent,
+                "slots of the timetable were due before the end of -d but not sent: the \
+                 target rate is above what the client or the server sustains"
+                    .yellow()
+            ),
+        );
+    }
+    if let Some(lag) = report.client_lag.as_ref().filter(|lag| lag.saturated) {
+        let share = lag.lagged as f64 * 100.0 / (m.sent.max(1)) as f64;
+        row(
+            &mut out,
+            "Warning",
+            format!(
+                "the client was saturated: {} sends ({share:.1}%) left over {} late for \
+                 its own reasons (max {}), and the latencies include that delay; lower \
+                 --rate or -c, or spread the load over more processes",
+                lag.lagged,
+                format_ms(lag.bound_ms * 1e3),
+                format_ms(lag.max_ms * 1e3)
+            )
+            .yellow()
+            .to_string(),
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -362,12 +454,20 @@ mod tests {
             opening_s: 0.1,
             sending_s: 1.0,
             interrupted: false,
+            interrupted_by: None,
+            client_lag: Some(ClientLag {
+                bound_ms: 10.0,
+                lagged: 0,
+                max_ms: 0.5,
+                saturated: false,
+            }),
             connections: ConnectionsReport {
                 requested: 3,
                 opened: 2,
                 failed: 1,
                 failures: [("403".to_owned(), 1)].into(),
                 dropped: 0,
+                stalled: 0,
                 close_codes: BTreeMap::new(),
             },
             messages: MessagesReport {
@@ -396,6 +496,33 @@ mod tests {
         }
         let connect_row = table.lines().find(|l| l.contains("Connect ")).unwrap();
         assert!(connect_row.contains(" - "), "{connect_row}");
+    }
+
+    #[test]
+    fn not_sent_slots_drops_in_flight_pings_and_a_saturated_client_are_explained() {
+        let mut report = report();
+        assert!(!to_table(&report).contains("Not sent"));
+        assert!(!to_table(&report).contains("saturated"));
+        report.messages.not_sent = 70;
+        report.connections.dropped = 1;
+        report.messages.in_flight = 3;
+        report.client_lag = Some(ClientLag {
+            bound_ms: 10.0,
+            lagged: 2,
+            max_ms: 25.0,
+            saturated: true,
+        });
+        let table = to_table(&report);
+        for needle in [
+            "Not sent     70 slots",
+            "the target rate is above what the client or the server sustains",
+            "the client was saturated: 2 sends (50.0%) left over 10.0ms late",
+            "(max 25.0ms)",
+            "99.5/s achieved of 100.0/s target (99.5%), 1 of 2 connections dropped during the run",
+            "0 corrupted, 3 in flight (not counted)",
+        ] {
+            assert!(table.contains(needle), "{needle} in\n{table}");
+        }
     }
 
     #[test]

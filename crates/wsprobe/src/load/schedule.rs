@@ -56,6 +56,28 @@ impl Timetable {
         (slot as f64 * 1e6 / self.rate).round() as u64
     }
 
+    /// How many global slots are due before `end_us` (µs since the go): the slots a
+    /// `-d` of that length holds.
+    pub fn slots_before(&self, end_us: u64) -> u64 {
+        // An estimate, then exact against `global_due_us` (which rounds).
+        let estimate = (end_us as f64 * self.rate / 1e6).ceil();
+        let mut slots = if estimate >= u64::MAX as f64 {
+            return u64::MAX;
+        } else {
+            estimate as u64
+        };
+        for _ in 0..4 {
+            if slots > 0 && self.global_due_us(slots - 1) >= end_us {
+                slots -= 1;
+            } else if self.global_due_us(slots) < end_us {
+                slots += 1;
+            } else {
+                break;
+            }
+        }
+        slots
+    }
+
     /// How many of the global slots `0..count` belong to `connection`.
     pub fn share_of(&self, connection: usize, count: u64) -> u64 {
         count
@@ -129,6 +151,21 @@ mod tests {
         );
         assert_eq!(timetable.share_of(3, 2), 0);
         assert_eq!(timetable.period_us(), 1000.0);
+    }
+
+    #[test]
+    fn slots_before_the_end_of_a_duration() {
+        let timetable = Timetable::new(3, 1000.0);
+        assert_eq!(timetable.slots_before(1_000_000), 1000);
+        assert_eq!(timetable.slots_before(1_000_001), 1001);
+        assert_eq!(timetable.slots_before(0), 0);
+        assert_eq!(timetable.slots_before(1), 1, "slot 0 is due at once");
+        let odd = Timetable::new(1, 3.0);
+        // Due at 0, 333_333, 666_667: three before 1 s, two before 666_667.
+        assert_eq!(odd.slots_before(1_000_000), 3);
+        assert_eq!(odd.slots_before(666_667), 2);
+        assert_eq!(Timetable::new(1, 1e-30).slots_before(1_000_000), 1);
+        assert_eq!(Timetable::new(1, 1e300).slots_before(1_000_000), u64::MAX);
     }
 
     #[test]

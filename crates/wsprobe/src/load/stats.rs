@@ -98,8 +98,22 @@ pub struct Counters {
     pub corrupted: AtomicU64,
     /// Gateway error frames (`{"message": "Forbidden", …}`), by kind in [`Rare`].
     pub error_frames: AtomicU64,
-    /// Connections the server closed, or that broke, while the run wanted them open.
+    /// Connections the server closed, or that broke or stalled, while the run wanted
+    /// them open.
     pub dropped: AtomicU64,
+    /// Of the dropped connections, those given up because a send could not be written
+    /// out within the timeout: the server was not reading.
+    pub stalled: AtomicU64,
+    /// Pings still awaiting their echo (within the timeout) when a second Ctrl-C
+    /// aborted the run: neither echoed nor lost, not counted.
+    pub in_flight: AtomicU64,
+    /// Open model with `-d`: slots due before the end that were not sent by then.
+    pub not_sent: AtomicU64,
+    /// Open model: sends that left more than the lag bound late for the client's own
+    /// reasons.
+    pub lagged: AtomicU64,
+    /// Open model: the longest such lag, in µs (a maximum, not a sum).
+    pub max_lag_us: AtomicU64,
     /// Connections opened.
     pub opened: AtomicU64,
     /// Connections that could not be opened.
@@ -207,6 +221,29 @@ impl Stats {
     pub fn record_dropped(&self, connection: usize, code: u16) {
         self.count(connection, |c| &c.dropped);
         *lock(&self.rare).close_codes.entry(code).or_default() += 1;
+    }
+
+    /// `connection` was given up: a send could not be written out in time (it counts as
+    /// dropped too, with no close code: none was exchanged).
+    pub fn record_stalled(&self, connection: usize) {
+        self.count(connection, |c| &c.dropped);
+        self.count(connection, |c| &c.stalled);
+    }
+
+    /// The lags of `connection`'s sends: `lagged` over the bound, the longest `max_us`.
+    pub fn record_lag(&self, connection: usize, lagged: u64, max_us: u64) {
+        let counters = &self.counters[connection % self.counters.len()];
+        counters.lagged.fetch_add(lagged, Ordering::Relaxed);
+        counters.max_lag_us.fetch_max(max_us, Ordering::Relaxed);
+    }
+
+    /// The longest lag of any send, µs.
+    pub fn max_lag_us(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|shard| shard.max_lag_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// A gateway error frame whose `message` is `kind` arrived on `connection`.

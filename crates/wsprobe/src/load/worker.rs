@@ -9,13 +9,22 @@
 //!
 //! The task reads and writes the WebSocket itself (no session task, no channels): one
 //! `select!` over the next incoming message, the next due send and the stop signal.
+//!
+//! Every send is bounded: it must be written out within `--timeout`, and while it waits
+//! the connection keeps reading (a server blocked writing its echoes to us must not look
+//! like one that stopped reading). A send that cannot complete in time means the server
+//! is not reading: the connection is counted as *stalled* (and dropped) and abandoned. A
+//! stop (Ctrl-C) ends a waiting send at once. So no server can hold a run past its end.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, Stream as _, StreamExt};
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -39,6 +48,11 @@ use wsprobe_core::message::parse_gateway_error;
 /// measuring from the earlier of the slot and the actual send keeps the timetable's rate
 /// and leaves the slack out of the latencies.
 const TIMER_LEAD_US: u64 = 1_000;
+
+/// Reading comes first in the sending loops, so a server that floods could keep their
+/// timers from ever being polled (and the end of `-d` from being seen): after this many
+/// messages in a row, the loop looks at the clock itself.
+const FLOOD_CHECK: u32 = 64;
 
 /// How long a worker waits for the server's reply to its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -95,34 +109,87 @@ pub struct WorkerEnd {
     pub last_send_us: Option<u64>,
     /// When it stopped sending (µs since the start), if it opened.
     pub stopped_sending_us: Option<u64>,
+    /// It went through its whole share of the timetable, or sent until the end of `-d`
+    /// (not stopped early by a drop, a stall or Ctrl-C).
+    pub completed: bool,
+}
+
+/// A send is *lagged* when it left more than this long (µs) after both its slot and
+/// the end of the connection's previous send: time the client spent elsewhere (a busy
+/// runtime), not waiting for the server.
+pub const LAG_BOUND_US: u64 = 10_000;
+
+/// The open model's lags of one connection, added to the shared counts at its end (so
+/// the hot loop touches nothing shared for them).
+#[derive(Clone, Copy, Debug, Default)]
+struct Lag {
+    /// Sends lagged beyond [`LAG_BOUND_US`].
+    lagged: u64,
+    /// The longest lag, µs.
+    max_us: u64,
+}
+
+impl Lag {
+    fn record(&mut self, lag_us: u64) {
+        self.lagged += u64::from(lag_us > LAG_BOUND_US);
+        self.max_us = self.max_us.max(lag_us);
+    }
 }
 
 /// How a wait on the connection ended.
 enum Flow {
     /// The connection is still open.
     Continue,
-    /// The server closed the connection, or it broke; it has been counted as dropped.
+    /// The server closed the connection, or it broke, or stalled; it has been counted as
+    /// dropped.
+    Ended,
+    /// The run was aborted (a second Ctrl-C) while echoes were awaited: the pings then
+    /// in flight are not counted.
+    Aborted,
+}
+
+/// How a send ended.
+enum Sent {
+    /// Written out.
+    Done,
+    /// A stop came first. The ping counts as sent if it was handed to the connection
+    /// (the rest of it may still go out while the echoes in flight are awaited).
+    Stopped,
+    /// The connection ended (counted as dropped), or the send could not complete in
+    /// time (counted as stalled); the ping was not sent.
     Ended,
 }
 
+/// What one turn of pushing a message out produced.
+enum Push {
+    /// The message is written out, or writing failed.
+    Done(Result<(), tungstenite::Error>),
+    /// While the write waits, a message came in (or the connection ended).
+    Incoming(Option<Result<Message, tungstenite::Error>>),
+}
+
 /// Runs connection `index` to its end: open at its turn, wait for the go (every
-/// connection has tried to open), send until the limit or a stop, drain, close.
-pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd {
+/// connection has tried to open), send until the limit or a `stop`, drain, close. An
+/// `abort` ends the drain and the close at once.
+pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop, mut abort: Stop) -> WorkerEnd {
     let ws = open(&shared, index, &mut stop).await;
     shared.opening_done();
     let Some(ws) = ws else {
         return WorkerEnd::default();
     };
     let plan = &shared.plan;
+    let timeout_us = u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX);
     let mut worker = Worker {
         index,
         shared: &shared,
         ws,
-        inflight: InFlight::new(u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX)),
+        inflight: InFlight::new(timeout_us),
+        timeout_us,
         buffer: BytesMut::new(),
         end: WorkerEnd::default(),
+        owed_close: None,
     };
-    let flow = match worker.wait_for_go(&mut stop).await {
+    let mut flow = match worker.wait_for_go(&mut stop).await {
         Go::Start(go_us) => match plan.mode {
             WorkMode::Open(_) => worker.open_loop(go_us, &mut stop).await,
             WorkMode::Closed => worker.closed_loop(go_us, &mut stop).await,
@@ -131,13 +198,24 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop) -> WorkerEnd
         Go::Ended => Flow::Ended,
     };
     worker.end.stopped_sending_us = Some(shared.stats.now_us());
-    if let Flow::Continue = flow
-        && let Flow::Continue = worker.drain().await
-    {
-        worker.close().await;
+    worker.end.completed = matches!(flow, Flow::Continue) && !stop.requested();
+    if let Flow::Continue = flow {
+        flow = worker.drain(&mut abort).await;
+    }
+    if let Flow::Continue = flow {
+        worker.close(CloseCode::Normal, &mut abort).await;
+    }
+    if let Some(code) = worker.owed_close.take() {
+        worker.close(code, &mut abort).await;
     }
     let stats = &shared.stats;
-    stats.add(index, |c| &c.lost, worker.inflight.lost());
+    if let Flow::Aborted = flow {
+        // Overdue pings are lost; those still within the timeout might have come back.
+        stats.add(index, |c| &c.lost, worker.inflight.overdue());
+        stats.add(index, |c| &c.in_flight, worker.inflight.waiting() as u64);
+    } else {
+        stats.add(index, |c| &c.lost, worker.inflight.lost());
+    }
     stats.count(index, |c| &c.closed);
     worker.end
 }
@@ -181,8 +259,8 @@ enum Go {
     Ended,
 }
 
-/// The run's request to stop sending (Ctrl-C), as one worker sees it: its own oneshot
-/// channel, so checking and waiting touch nothing shared with other workers (a shared
+/// A request of the run (stop sending at the first Ctrl-C, abort at the second), as one
+/// worker sees it: its own oneshot channel, so checking and waiting touch nothing shared with other workers (a shared
 /// `watch` would take a lock on every turn of every worker's loop).
 #[derive(Debug)]
 pub struct Stop {
@@ -222,9 +300,15 @@ struct Worker<'a> {
     shared: &'a Shared,
     ws: WebSocketStream<Stream>,
     inflight: InFlight,
+    /// `--timeout` in µs: how long an echo, and a send, may take.
+    timeout_us: u64,
     /// Reused for every ping (see `ping.rs`).
     buffer: BytesMut,
     end: WorkerEnd,
+    /// The close frame owed to the server after it broke the protocol (an oversized
+    /// message: 1009; a protocol error: 1002; invalid UTF-8: 1007), sent before the
+    /// connection is dropped.
+    owed_close: Option<CloseCode>,
 }
 
 impl Worker<'_> {
@@ -251,58 +335,88 @@ impl Worker<'_> {
         }
     }
 
-    /// Open model: send on the timetable until the limit or a stop.
+    /// Open model: send on the timetable until the limit or a stop. With `-d`, sending
+    /// stops at the end of the duration even when the connection is behind: the slots
+    /// left are counted as not sent. Each send's own lag (how long after both its slot
+    /// and the end of the previous send it left: time the client spent elsewhere) is
+    /// measured, to tell a saturated client from a slow server.
     async fn open_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
         let (WorkMode::Open(timetable), limit) = (self.shared.plan.mode, self.shared.plan.limit)
         else {
             return Flow::Continue;
         };
         let mut slot = 0;
-        let quota = match limit {
-            Limit::Count(count) => timetable.share_of(self.index, count),
-            Limit::Duration(_) => u64::MAX,
+        let (quota, end_us) = match limit {
+            Limit::Count(count) => (timetable.share_of(self.index, count), u64::MAX),
+            Limit::Duration(duration) => {
+                let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+                (
+                    timetable.share_of(self.index, timetable.slots_before(duration_us)),
+                    go_us.saturating_add(duration_us),
+                )
+            }
         };
+        let mut lag = Lag::default();
         let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
         let sleep = sleep_until(wake_at(
             go_us.saturating_add(timetable.due_us(self.index, slot)),
         ));
         tokio::pin!(sleep);
-        loop {
-            let due_us = timetable.due_us(self.index, slot);
-            let within_limit = match limit {
-                Limit::Duration(duration) => Duration::from_micros(due_us) < duration,
-                Limit::Count(_) => slot < quota,
-            };
-            let due_us = go_us.saturating_add(due_us);
-            if !within_limit {
-                return Flow::Continue;
+        // When this connection was last free to send: the go, then the end of each send.
+        let mut free_since_us = go_us;
+        // Messages read in a row since the timer was last looked at.
+        let mut streak = 0;
+        let flow = loop {
+            if slot >= quota {
+                break Flow::Continue;
             }
+            let due_us = go_us.saturating_add(timetable.due_us(self.index, slot));
             // Incoming first: echoes are bounded by the sends, so reading cannot starve
             // sending, while a connection behind its timetable (its slot always due)
             // would otherwise never read and inflate every latency it measures.
-            tokio::select! {
+            let slot_due = tokio::select! {
                 biased;
-                () = stop.wait() => return Flow::Continue,
+                () = stop.wait() => break Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
-                        return Flow::Ended;
+                        break Flow::Ended;
                     }
+                    streak += 1;
+                    streak % FLOOD_CHECK == 0
+                        && self.shared.stats.now_us() >= due_us.saturating_sub(TIMER_LEAD_US)
                 }
-                () = &mut sleep => {
-                    // Late, the latency counts from the slot (the wait counts); early
-                    // (by the timer lead), from the actual send.
-                    let now_us = self.shared.stats.now_us();
-                    if let Flow::Ended = self.send(due_us.min(now_us), now_us).await {
-                        return Flow::Ended;
-                    }
-                    self.inflight.expire(self.shared.stats.now_us());
-                    slot += 1;
-                    sleep
-                        .as_mut()
-                        .reset(wake_at(go_us.saturating_add(timetable.due_us(self.index, slot))));
+                () = &mut sleep => true,
+            };
+            if slot_due {
+                streak = 0;
+                let now_us = self.shared.stats.now_us();
+                if now_us >= end_us {
+                    // Behind the timetable at the end of -d: what is left is not sent.
+                    self.shared
+                        .stats
+                        .add(self.index, |c| &c.not_sent, quota - slot);
+                    break Flow::Continue;
                 }
+                lag.record(now_us.saturating_sub(due_us.max(free_since_us)));
+                // Late, the latency counts from the slot (the wait counts); early
+                // (by the timer lead), from the actual send.
+                match self.send(due_us.min(now_us), now_us, stop).await {
+                    Sent::Done => {}
+                    Sent::Stopped => break Flow::Continue,
+                    Sent::Ended => break Flow::Ended,
+                }
+                free_since_us = self.shared.stats.now_us();
+                self.inflight.expire(free_since_us);
+                slot += 1;
+                sleep.as_mut().reset(wake_at(
+                    go_us.saturating_add(timetable.due_us(self.index, slot)),
+                ));
             }
-        }
+        };
+        self.shared
+            .stats
+            .record_lag(self.index, lag.lagged, lag.max_us);
+        flow
     }
 
     /// Closed model: one ping in flight; the next goes as soon as the echo is in (or the
@@ -316,6 +430,8 @@ impl Worker<'_> {
         let timer = sleep_until(self.shared.at(go_us));
         tokio::pin!(timer);
         let mut armed = false;
+        // Messages read in a row since the timer was last looked at.
+        let mut streak = 0;
         loop {
             if self.inflight.waiting() == 0 {
                 if stop.requested() {
@@ -331,10 +447,11 @@ impl Worker<'_> {
                 if !may_send {
                     return Flow::Continue;
                 }
-                if let Flow::Ended = self.send(now_us, now_us).await {
-                    return Flow::Ended;
+                match self.send(now_us, now_us, stop).await {
+                    Sent::Done => continue,
+                    Sent::Stopped => return Flow::Continue,
+                    Sent::Ended => return Flow::Ended,
                 }
-                continue;
             }
             if !armed {
                 let expiry = self.inflight.next_expiry().unwrap_or_default();
@@ -350,19 +467,26 @@ impl Worker<'_> {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         return Flow::Ended;
                     }
+                    streak += 1;
+                    if streak % FLOOD_CHECK == 0 {
+                        self.inflight.expire(self.shared.stats.now_us());
+                    }
                 }
                 () = &mut timer => {
                     armed = false;
+                    streak = 0;
                     self.inflight.expire(self.shared.stats.now_us());
                 }
             }
         }
     }
 
-    /// After the last send: wait for the echoes in flight, each up to the timeout.
-    async fn drain(&mut self) -> Flow {
+    /// After the last send: wait for the echoes in flight, each up to the timeout, or
+    /// until an abort.
+    async fn drain(&mut self, abort: &mut Stop) -> Flow {
         while let Some(expiry) = self.inflight.next_expiry() {
             tokio::select! {
+                () = abort.wait() => return Flow::Aborted,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         return Flow::Ended;
@@ -376,23 +500,34 @@ impl Worker<'_> {
         Flow::Continue
     }
 
-    /// Closes with 1000 and waits briefly for the server's close frame.
-    async fn close(&mut self) {
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            let normal = CloseFrame {
-                code: CloseCode::Normal,
+    /// Closes with `code` and waits briefly for the server's close frame (not after an
+    /// abort).
+    async fn close(&mut self, code: CloseCode, abort: &mut Stop) {
+        if abort.requested() {
+            return;
+        }
+        let closing = tokio::time::timeout(CLOSE_WAIT, async {
+            let frame = CloseFrame {
+                code,
                 reason: Utf8Bytes::default(),
             };
-            if self.ws.close(Some(normal)).await.is_ok() {
+            if self.ws.close(Some(frame)).await.is_ok() {
                 while let Some(Ok(_)) = self.ws.next().await {}
             }
-        })
-        .await;
+        });
+        tokio::select! {
+            _ = closing => {}
+            () = abort.wait() => {}
+        }
     }
 
-    /// Sends the next ping; its latency will count from `since_us`.
-    /// `now_us` is the time just before the send (one clock read serves both).
-    async fn send(&mut self, since_us: u64, now_us: u64) -> Flow {
+    /// Sends the next ping; its latency will count from `since_us`. `now_us` is the
+    /// time just before the send (one clock read serves both).
+    ///
+    /// The send must be written out within the timeout, reading what comes in
+    /// meanwhile; otherwise the server is not reading, and the connection is given up as
+    /// stalled. A stop ends the wait at once.
+    async fn send(&mut self, since_us: u64, now_us: u64, stop: &mut Stop) -> Sent {
         let sequence = self.inflight.next_sequence();
         let bytes = self
             .shared
@@ -401,19 +536,52 @@ impl Worker<'_> {
         // The ping is built from JSON-escaped text and ASCII only, so it is UTF-8.
         let text = Utf8Bytes::try_from(bytes).expect("pings are ASCII");
         self.inflight.sent(since_us);
-        match self.ws.send(Message::Text(text)).await {
-            Ok(()) => {
-                self.shared.stats.count(self.index, |c| &c.sent);
-                self.end.last_send_us = Some(now_us);
-                Flow::Continue
-            }
-            Err(error) => {
-                // The ping never left: it cannot be lost.
-                self.inflight.unsend();
-                self.dropped(close_code_of(&error));
-                Flow::Ended
+        let mut message = Some(Message::Text(text));
+        let deadline = sleep_until(self.shared.at(now_us.saturating_add(self.timeout_us)));
+        tokio::pin!(deadline);
+        loop {
+            let push = tokio::select! {
+                biased;
+                () = stop.wait() => {
+                    if message.is_some() {
+                        self.inflight.unsend();
+                    } else {
+                        self.count_sent(now_us);
+                    }
+                    return Sent::Stopped;
+                }
+                // Before the push: a server that floods must not hide the deadline.
+                () = &mut deadline => {
+                    // The ping never (wholly) left: it cannot be lost.
+                    self.inflight.unsend();
+                    self.shared.stats.record_stalled(self.index);
+                    return Sent::Ended;
+                }
+                push = poll_fn(|cx| poll_push(&mut self.ws, &mut message, cx)) => push,
+            };
+            match push {
+                Push::Done(Ok(())) => {
+                    self.count_sent(now_us);
+                    return Sent::Done;
+                }
+                Push::Done(Err(error)) => {
+                    self.inflight.unsend();
+                    self.dropped(close_code_of(&error));
+                    return Sent::Ended;
+                }
+                Push::Incoming(incoming) => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        self.inflight.unsend();
+                        return Sent::Ended;
+                    }
+                }
             }
         }
+    }
+
+    fn count_sent(&mut self, now_us: u64) {
+        self.shared.stats.count(self.index, |c| &c.sent);
+        self.end.last_send_us = Some(now_us);
     }
 
     fn on_incoming(&mut self, incoming: Option<Result<Message, tungstenite::Error>>) -> Flow {
@@ -433,7 +601,13 @@ impl Worker<'_> {
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
             Some(Err(error)) => {
-                self.dropped(close_code_of(&error));
+                match close_owed_for(&error) {
+                    Some(code) => {
+                        self.owed_close = Some(code);
+                        self.dropped(u16::from(code));
+                    }
+                    None => self.dropped(close_code_of(&error)),
+                }
                 Flow::Ended
             }
             None => {
@@ -486,6 +660,54 @@ impl Worker<'_> {
 
     fn dropped(&mut self, code: u16) {
         self.shared.stats.record_dropped(self.index, code);
+    }
+}
+
+/// One turn of writing `message` out: hands it to the connection when it is ready to
+/// take it (taking it out of `message`), then flushes. While the write waits, whatever
+/// comes in is returned, so the caller can read while a send is pending.
+fn poll_push(
+    ws: &mut WebSocketStream<Stream>,
+    message: &mut Option<Message>,
+    cx: &mut Context<'_>,
+) -> Poll<Push> {
+    let mut ws = Pin::new(ws);
+    if message.is_some() {
+        match ws.as_mut().poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if let Some(message) = message.take()
+                    && let Err(error) = ws.as_mut().start_send(message)
+                {
+                    return Poll::Ready(Push::Done(Err(error)));
+                }
+            }
+            Poll::Ready(Err(error)) => return Poll::Ready(Push::Done(Err(error))),
+            Poll::Pending => {}
+        }
+    }
+    if message.is_none()
+        && let Poll::Ready(result) = ws.as_mut().poll_flush(cx)
+    {
+        return Poll::Ready(Push::Done(result));
+    }
+    ws.poll_next(cx).map(Push::Incoming)
+}
+
+/// The close frame a reading `error` calls for, when the connection can still carry one:
+/// a message over the size limit (1009), a protocol violation (1002), text that is not
+/// UTF-8 (1007). I/O errors and a connection already closed get none.
+fn close_owed_for(error: &tungstenite::Error) -> Option<CloseCode> {
+    use tungstenite::error::ProtocolError;
+    match error {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::ReceivedAfterClosing
+            | ProtocolError::SendAfterClosing,
+        ) => None,
+        tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
+        _ => None,
     }
 }
 

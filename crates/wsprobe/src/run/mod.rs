@@ -254,7 +254,7 @@ fn parse_management_url(text: &str) -> Result<url::Url, Error> {
 /// not a failure after the whole run), and the target it is for.
 struct ReportFile {
     target: ReportTarget,
-    file: std::fs::File,
+    file: wsprobe_core::report_file::ReportFile,
 }
 
 fn create_reports(targets: &[ReportTarget]) -> Result<Vec<ReportFile>, Error> {
@@ -262,7 +262,7 @@ fn create_reports(targets: &[ReportTarget]) -> Result<Vec<ReportFile>, Error> {
         .iter()
         .map(|target| {
             let (ReportTarget::Junit(path) | ReportTarget::Json(path)) = target;
-            let file = std::fs::File::create(path).map_err(|e| {
+            let file = wsprobe_core::report_file::ReportFile::create(path).map_err(|e| {
                 Error::usage(format!("cannot write the report {}: {e}", path.display()))
             })?;
             Ok(ReportFile {
@@ -274,7 +274,7 @@ fn create_reports(targets: &[ReportTarget]) -> Result<Vec<ReportFile>, Error> {
 }
 
 fn write_reports(files: Vec<ReportFile>, result: &ScriptResult) -> Result<(), Error> {
-    for ReportFile { target, mut file } in files {
+    for ReportFile { target, file } in files {
         let (path, text) = match &target {
             ReportTarget::Junit(path) => {
                 let xml = report::junit::render(result).map_err(|e| {
@@ -291,7 +291,7 @@ fn write_reports(files: Vec<ReportFile>, result: &ScriptResult) -> Result<(), Er
                 (path, text)
             }
         };
-        file.write_all(text.as_bytes())
+        file.write(text.as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())

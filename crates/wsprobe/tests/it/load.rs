@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -90,7 +91,7 @@ fn read_report(path: &Path) -> Value {
     }
     assert!(report["target_rate"].is_number() || report["target_rate"].is_null());
     assert!(report["interrupted"].is_boolean());
-    for key in ["requested", "opened", "failed", "dropped"] {
+    for key in ["requested", "opened", "failed", "dropped", "stalled"] {
         assert!(report["connections"][key].is_u64(), "connections.{key}");
     }
     for key in ["failures", "close_codes"] {
@@ -101,6 +102,8 @@ fn read_report(path: &Path) -> Value {
         "echoed",
         "late",
         "lost",
+        "not_sent",
+        "in_flight",
         "duplicated",
         "corrupted",
         "error_frames",
@@ -471,50 +474,87 @@ async fn a_server_that_goes_away_mid_run_gives_a_report_with_dropped_connections
         report["elapsed_s"].as_f64().unwrap() < 4.0,
         "the run ended with its connections: {report}"
     );
+    // The rate is over the time actually spent sending, not the 5 s planned (the report
+    // used to say "5.00s sending, 0.50s in all"), and the drop is said next to it.
+    let sending = report["sending_s"].as_f64().unwrap();
+    assert!(sending <= report["elapsed_s"].as_f64().unwrap(), "{report}");
+    let rate = report["achieved_rate"].as_f64().unwrap();
+    let sent = count(&report, "messages", "sent") as f64;
+    assert!((rate - sent / sending).abs() < 1.0, "{report}");
+    assert!(
+        stdout(&output).contains("2 of 2 connections dropped during the run"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// Starts `wsprobe load ARGS… --no-progress` as a child process, output piped.
+fn start_load(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .arg("load")
+        .args(args)
+        .arg("--no-progress")
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running wsprobe load")
+}
+
+/// Sends `signal` (`INT`, `TERM`, `HUP`) to `child` with `kill`.
+fn send_signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Waits (at most [`TIMEOUT`]) for `child` to exit, and returns its output.
+async fn wait_output(child: std::process::Child, what: &str) -> Output {
+    support::within(
+        what,
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("waiting")),
+    )
+    .await
+    .expect("the waiting thread")
+}
+
+/// Starts an open run of 30 s and waits until both its connections are open and pings
+/// are reaching `server`.
+async fn start_pinging(server: &wsprobe_serve::RunningServer, json: &Path) -> std::process::Child {
+    let mut events = server.events();
+    let child = start_load(&[
+        &server.ws_url(),
+        "-c",
+        "2",
+        "--rate",
+        "200/s",
+        "-d",
+        "30s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
+    wait_connected(&mut events, 2).await;
+    support::wait_event(&mut events, |event| {
+        matches!(event, ServeEvent::Message { .. }).then_some(())
+    })
+    .await;
+    child
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_prints_what_ran_and_exits_130() {
     let server = support::spawn_default_server().await;
-    let mut events = server.events();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("load.json");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
-        .args([
-            "load",
-            &server.ws_url(),
-            "-c",
-            "2",
-            "--rate",
-            "200/s",
-            "-d",
-            "30s",
-        ])
-        .args(["--no-progress", "--report-json", json.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_connected(&mut events, 2).await;
-    // Some pings must be out before the interrupt: wait for a message to be routed.
-    support::wait_event(&mut events, |event| {
-        matches!(event, ServeEvent::Message { .. }).then_some(())
-    })
-    .await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = support::within(
-        "wsprobe load to stop after Ctrl-C",
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .unwrap();
+    let child = start_pinging(&server, &json).await;
+    send_signal(&child, "INT");
+    let output = wait_output(child, "wsprobe load to stop after Ctrl-C").await;
     assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
     assert!(
-        stdout(&output).contains("interrupted"),
+        stdout(&output).contains("interrupted by Ctrl-C"),
         "{}",
         describe(&output)
     );
@@ -528,6 +568,43 @@ async fn ctrl_c_prints_what_ran_and_exits_130() {
         "in-flight echoes were awaited"
     );
     assert_eq!(count(&report, "messages", "lost"), 0, "{report}");
+}
+
+/// CI cancellation, `timeout(1)` and Kubernetes stop a run with SIGTERM, a closed terminal
+/// with SIGHUP: both act as Ctrl-C. And the report file is replaced whole at the end:
+/// while the run goes on, the previous report is still there, intact (it used to be
+/// truncated at the start, and stayed empty when the run was killed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sighup_act_as_ctrl_c_and_the_report_is_replaced_whole() {
+    let server = support::spawn_default_server().await;
+    for signal in ["TERM", "HUP"] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("load.json");
+        std::fs::write(&json, "the previous report").unwrap();
+        let child = start_pinging(&server, &json).await;
+        assert_eq!(
+            std::fs::read_to_string(&json).unwrap(),
+            "the previous report",
+            "during the run"
+        );
+        send_signal(&child, signal);
+        let output = wait_output(child, "wsprobe load to stop after a signal").await;
+        assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+        assert!(
+            stdout(&output).contains(&format!("interrupted by SIG{signal}")),
+            "{}",
+            describe(&output)
+        );
+        let report = read_report(&json);
+        assert_eq!(report["interrupted"], true, "{report}");
+        assert_eq!(report["interrupted_by"], format!("SIG{signal}"), "{report}");
+        assert!(count(&report, "messages", "sent") > 0, "{report}");
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["load.json"], "no temporary file is left behind");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,4 +679,318 @@ async fn running_out_of_file_descriptors_is_counted_and_explained() {
     );
     assert!(failed > 0, "{report}");
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
+
+/// Waits (at most `bound`) for `child` to exit, and returns its output.
+async fn wait_output_within(child: std::process::Child, bound: Duration, what: &str) -> Output {
+    match tokio::time::timeout(
+        bound,
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("waiting")),
+    )
+    .await
+    {
+        Ok(output) => output.expect("the waiting thread"),
+        Err(_) => panic!("{what} did not end within {bound:?}"),
+    }
+}
+
+/// The case: a server that stops reading after the handshake used to hold `load`
+/// for ever (the send had no limit and did not listen for the stop). Now a send that
+/// cannot complete within `--timeout` gives its connection up as stalled, and the run
+/// ends within `-d` + `--timeout` + 1 s (the bound here is generous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_reading_cannot_hold_the_run_past_its_end() {
+    let (url, _first_messages) = support::spawn_deaf_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let child = start_load(&[
+        &url,
+        "-c",
+        "5",
+        "--rate",
+        "2000/s",
+        "--size",
+        "65536",
+        "-d",
+        "3s",
+        "--timeout",
+        "2s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
+    let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = read_report(&json);
+    assert_eq!(count(&report, "connections", "opened"), 5, "{report}");
+    assert_eq!(count(&report, "connections", "stalled"), 5, "{report}");
+    assert_eq!(count(&report, "connections", "dropped"), 5, "{report}");
+    assert!(count(&report, "messages", "errors") >= 5, "{report}");
+    assert!(
+        stdout(&output).contains("5 stalled: the server is not reading"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A SIGTERM while sends are stuck on a server that stopped reading ends the run (it
+/// used to wait for the stuck send for ever, or die without a report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_run_whose_sends_are_stuck() {
+    let (url, mut first_messages) = support::spawn_deaf_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let child = start_load(&[
+        &url,
+        "-c",
+        "2",
+        "--rate",
+        "2000/s",
+        "--size",
+        "1048576",
+        "-d",
+        "60s",
+        "--timeout",
+        "3s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
+    for _ in 0..2 {
+        support::within("a first message", first_messages.recv())
+            .await
+            .expect("the server runs");
+    }
+    send_signal(&child, "TERM");
+    let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let report = read_report(&json);
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert!(count(&report, "messages", "sent") >= 2, "{report}");
+}
+
+/// A message far larger than any echo of the pings is refused (tungstenite would take up
+/// to 64 MiB per connection): the connection is closed with 1009 and counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_with_close_1009() {
+    let (url, mut closes) = support::spawn_oversized_server(4 << 20).await;
+    let (output, report) = load_report(args(&[
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "4",
+        "--size",
+        "100",
+        "--timeout",
+        "2s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for _ in 0..2 {
+        let code = support::within("the client's close", closes.recv()).await;
+        assert_eq!(code, Some(Some(1009)), "{}", describe(&output));
+    }
+    assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
+    assert_eq!(report["connections"]["close_codes"]["1009"], 2, "{report}");
+    assert_eq!(count(&report, "messages", "corrupted"), 0, "{report}");
+}
+
+/// The open model honours `-d` above capacity: sending stops at the end of the duration
+/// (it used to send every slot of the timetable however late: 1,000,000 pings for
+/// `--rate 1000000/s -d 1s`), the slots left are reported as not sent, with a hint, and
+/// the rate is measured over the time spent sending. An absurd rate is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_model_stops_at_the_end_of_the_duration_above_capacity() {
+    let server = support::spawn_default_server().await;
+    let (output, report) = load_report(args(&[
+        &server.ws_url(),
+        "-c",
+        "2",
+        "--rate",
+        "1000000/s",
+        "-d",
+        "1s",
+        "--timeout",
+        "2s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(count(&report, "connections", "dropped"), 0, "{report}");
+    let sent = count(&report, "messages", "sent");
+    let not_sent = count(&report, "messages", "not_sent");
+    assert!(not_sent > 0, "{report}");
+    assert_eq!(sent + not_sent, 1_000_000, "every slot of 1 s: {report}");
+    let sending = report["sending_s"].as_f64().unwrap();
+    assert!(sending <= report["elapsed_s"].as_f64().unwrap(), "{report}");
+    let rate = report["achieved_rate"].as_f64().unwrap();
+    assert!(
+        (rate - sent as f64 / sending).abs() < 1.0,
+        "the rate is over the time spent sending: {report}"
+    );
+    assert!(report["client_lag"]["lagged"].is_u64(), "{report}");
+    assert!(
+        stdout(&output).contains("the target rate is above what the client or the server sustains"),
+        "{}",
+        describe(&output)
+    );
+
+    let absurd = load(args(&[
+        &server.ws_url(),
+        "--rate",
+        "1e308/s",
+        "-d",
+        "200ms",
+    ]))
+    .await;
+    assert_eq!(absurd.status.code(), Some(2), "{}", describe(&absurd));
+    let stderr = String::from_utf8_lossy(&absurd.stderr);
+    assert!(stderr.contains("--rate must be at most"), "{stderr}");
+}
+
+/// A damaged echo answers its ping: a body echo under `--echo full` is corrupted, not
+/// also lost (2 pings used to make 4 errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_echo_is_not_also_lost() {
+    let server = support::spawn_default_server().await;
+    let (output, report) = load_report(args(&[
+        &server.ws_url(),
+        "-c",
+        "1",
+        "-n",
+        "2",
+        "--echo",
+        "full",
+        "--timeout",
+        "2s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(count(&report, "messages", "sent"), 2, "{report}");
+    assert_eq!(count(&report, "messages", "corrupted"), 2, "{report}");
+    assert_eq!(count(&report, "messages", "lost"), 0, "{report}");
+    assert_eq!(count(&report, "messages", "errors"), 2, "{report}");
+}
+
+/// A second Ctrl-C stops the wait for echoes at once; the pings then in flight are
+/// reported as "in flight, not counted" (neither echoed nor lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_reports_the_pings_in_flight_as_not_counted() {
+    let (url, mut first_messages) = support::spawn_deaf_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let mut child = start_load(&[
+        &url,
+        "-c",
+        "2",
+        "--rate",
+        "200/s",
+        "-d",
+        "60s",
+        "--timeout",
+        "60s",
+        "--report-json",
+        json.to_str().unwrap(),
+    ]);
+    for _ in 0..2 {
+        support::within("a first message", first_messages.recv())
+            .await
+            .expect("the server runs");
+    }
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines, mut stderr_lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    send_signal(&child, "INT");
+    // The first Ctrl-C is being handled: now waiting for the echoes in flight.
+    support::within("the note of the first Ctrl-C", async {
+        while let Some(line) = stderr_lines.recv().await {
+            if line.contains("Ctrl-C again to stop at once") {
+                return;
+            }
+        }
+        panic!("stderr ended without the note");
+    })
+    .await;
+    send_signal(&child, "INT");
+    let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let report = read_report(&json);
+    let in_flight = count(&report, "messages", "in_flight");
+    assert!(in_flight > 0, "{report}");
+    assert_eq!(count(&report, "messages", "lost"), 0, "{report}");
+    assert!(
+        stdout(&output).contains(&format!("{in_flight} in flight (not counted)")),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A server that floods the connections with messages cannot keep the run from seeing
+/// its timers: both models still send, and end within `-d` + `--timeout` + 1 s (the
+/// bound here is generous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_server_cannot_hold_the_run_past_its_end() {
+    let url = support::spawn_flood_server().await;
+    for model in [&["--rate", "100/s"][..], &[]] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("load.json");
+        let mut line = vec![
+            url.as_str(),
+            "-c",
+            "2",
+            "-d",
+            "1s",
+            "--timeout",
+            "500ms",
+            "--report-json",
+            json.to_str().unwrap(),
+        ];
+        line.extend_from_slice(model);
+        let child = start_load(&line);
+        let output = wait_output_within(child, Duration::from_secs(20), "wsprobe load").await;
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        let report = read_report(&json);
+        assert!(count(&report, "messages", "corrupted") > 0, "{report}");
+        assert!(
+            count(&report, "messages", "sent") > 0,
+            "{model:?}: {report}"
+        );
+    }
+}
+
+/// A server that dies mid-run (no close frame) ends the run early: the connections are
+/// dropped with 1006, and the sending time and the rate are what actually ran, not the
+/// 6 s planned (the report used to say "6.00s sending, 0.30s in all").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_run_gives_the_time_actually_spent_sending() {
+    let url = support::spawn_dying_server(20).await;
+    let (output, report) = load_report(args(&[
+        &url, "-c", "2", "--rate", "100/s", "-d", "6s", "--echo", "full",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
+    assert_eq!(report["connections"]["close_codes"]["1006"], 2, "{report}");
+    assert_eq!(count(&report, "messages", "echoed"), 40, "{report}");
+    let elapsed = report["elapsed_s"].as_f64().unwrap();
+    let sending = report["sending_s"].as_f64().unwrap();
+    assert!(
+        elapsed < 6.0,
+        "the run ended with its connections: {report}"
+    );
+    assert!(sending <= elapsed, "{report}");
+    let rate = report["achieved_rate"].as_f64().unwrap();
+    let sent = count(&report, "messages", "sent") as f64;
+    assert!((rate - sent / sending).abs() < 1.0, "{report}");
+    let table = stdout(&output);
+    assert!(
+        table.contains("2 of 2 connections dropped during the run"),
+        "{table}"
+    );
 }

@@ -840,3 +840,140 @@ pub fn keep_alive_request(addr: SocketAddr, method: &str, path: &str, body: &[u8
     request.extend_from_slice(body);
     request
 }
+
+/// A WebSocket server on 127.0.0.1:0 that completes each handshake, reads the first
+/// message, and then never reads (nor writes) again, holding the connection open: what a
+/// client sends next piles up until the socket buffers are full (kept small here, 4 KiB
+/// to receive). Returns its `ws://` URL and a channel that yields once per connection when
+/// its first message has been read.
+pub async fn spawn_deaf_server() -> (String, mpsc::UnboundedReceiver<()>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("binding port 0");
+    let listener = socket.listen(64).expect("listening");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    let (first_message, first_messages) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let first_message = first_message.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                if let Some(Ok(_)) = ws.next().await {
+                    let _ = first_message.send(());
+                }
+                // Deaf from now on, but the connection stays open.
+                std::future::pending::<()>().await;
+                drop(ws);
+            });
+        }
+    });
+    (url, first_messages)
+}
+
+/// A WebSocket server on 127.0.0.1:0 that answers each connection's first message with
+/// one text message of `size` bytes, then reads until the client's close frame. Returns
+/// its `ws://` URL and a channel that yields, per connection, the client's close code
+/// (`None` when the connection ended without a close frame).
+pub async fn spawn_oversized_server(size: usize) -> (String, mpsc::UnboundedReceiver<Option<u16>>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    let (close_codes, closes) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let close_codes = close_codes.clone();
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                if !matches!(stream.next().await, Some(Ok(_))) {
+                    return;
+                }
+                // Sent while reading: the client may stop reading the message halfway.
+                tokio::spawn(async move {
+                    let _ = sink.send(Message::text("x".repeat(size))).await;
+                    std::future::pending::<()>().await;
+                    drop(sink);
+                });
+                let code = loop {
+                    match stream.next().await {
+                        Some(Ok(Message::Close(frame))) => {
+                            break frame.map(|frame| u16::from(frame.code));
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => break None,
+                    }
+                };
+                let _ = close_codes.send(code);
+            });
+        }
+    });
+    (url, closes)
+}
+
+/// A WebSocket server on 127.0.0.1:0 that reads everything a client sends (and drops
+/// it) while sending it 100-byte text messages as fast as it can, until the connection
+/// ends. Returns its `ws://` URL.
+pub async fn spawn_flood_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+                let flood = Message::text("f".repeat(100));
+                while sink.send(flood.clone()).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+/// A WebSocket server on 127.0.0.1:0 that echoes the first `echoes` messages of each
+/// connection whole, then dies: it drops the TCP connection without a close frame.
+/// Returns its `ws://` URL.
+pub async fn spawn_dying_server(echoes: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let mut echoed = 0;
+                while echoed < echoes {
+                    match ws.next().await {
+                        Some(Ok(message @ Message::Text(_))) => {
+                            if ws.send(message).await.is_err() {
+                                return;
+                            }
+                            echoed += 1;
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                }
+                // Gone, without a close frame.
+                drop(ws);
+            });
+        }
+    });
+    url
+}
