@@ -66,6 +66,25 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Words that make a name look secret, compared case-insensitively: a variable or a
+/// capture named so (`TOKEN`, `api_key`, `DB_PASSWORD`) has its value redacted, and so
+/// does a URL query parameter (`?token=…`, `X-Amz-Signature=…`).
+const SECRET_WORDS: [&str; 7] = [
+    "token",
+    "key",
+    "auth",
+    "secret",
+    "signature",
+    "password",
+    "credential",
+];
+
+/// Whether something named `name` probably holds a secret.
+pub fn name_looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|word| name.contains(word))
+}
+
 /// Replaces every occurrence of each secret in `text` with the redaction marker.
 /// Used by reports and logs that embed user-supplied text which may contain a secret.
 pub fn redact_all<'a>(text: &str, secrets: impl IntoIterator<Item = &'a Secret>) -> String {
@@ -82,6 +101,25 @@ pub fn redact_all<'a>(text: &str, secrets: impl IntoIterator<Item = &'a Secret>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_names() {
+        for name in [
+            "TOKEN",
+            "api_key",
+            "ApiKey",
+            "DB_PASSWORD",
+            "AUTH_HEADER",
+            "secret",
+            "X-Amz-Signature",
+            "X-Amz-Credential",
+        ] {
+            assert!(name_looks_secret(name), "{name}");
+        }
+        for name in ["WS_URL", "USER", "GREETING", "conn", "page"] {
+            assert!(!name_looks_secret(name), "{name}");
+        }
+    }
 
     #[test]
     fn debug_and_display_hide_the_value() {

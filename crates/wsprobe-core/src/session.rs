@@ -36,6 +36,7 @@
 //! ```
 
 use std::collections::VecDeque;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -52,6 +53,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use url::Url;
 
 use crate::client::{Connection, Stream};
+
+/// How long closing a connection politely may wait for the server's answer.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The close code reported when a close frame carries no status (RFC 6455 §7.1.5).
 pub const NO_STATUS: u16 = 1005;

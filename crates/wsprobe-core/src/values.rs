@@ -4,6 +4,18 @@
 
 use std::time::Duration;
 
+/// A measured duration as people read it at a glance: `0.4 ms`, `12 ms`, `1.25 s`.
+pub fn short_duration(duration: Duration) -> String {
+    let millis = duration.as_secs_f64() * 1000.0;
+    if millis < 10.0 {
+        format!("{millis:.1} ms")
+    } else if millis < 1000.0 {
+        format!("{millis:.0} ms")
+    } else {
+        format!("{:.2} s", duration.as_secs_f64())
+    }
+}
+
 /// Parses a humane duration: `500ms`, `10s`, `2m`, `1h 30m`. A bare number is refused
 /// because `5` could mean seconds or milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -94,6 +106,13 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short_duration(Duration::from_micros(420)), "0.4 ms");
+        assert_eq!(short_duration(Duration::from_millis(12)), "12 ms");
+        assert_eq!(short_duration(Duration::from_millis(1250)), "1.25 s");
+    }
 
     #[test]
     fn durations() {

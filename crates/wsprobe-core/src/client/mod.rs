@@ -862,23 +862,11 @@ fn shorten(text: &str, max: usize) -> String {
 /// with the values of query parameters that look like credentials (`token`, `key`,
 /// `auth`, `signature`, …) redacted, as browser clients often put a token there.
 pub fn redacted_url(url: &Url) -> String {
-    const SECRET_WORDS: [&str; 7] = [
-        "token",
-        "key",
-        "auth",
-        "secret",
-        "signature",
-        "password",
-        "credential",
-    ];
     let mut shown = url.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some(crate::secret::REDACTED));
     }
-    let looks_secret = |name: &str| {
-        let name = name.to_ascii_lowercase();
-        SECRET_WORDS.iter().any(|word| name.contains(word))
-    };
+    let looks_secret = crate::secret::name_looks_secret;
     if url.query_pairs().any(|(name, _)| looks_secret(&name)) {
         let pairs: Vec<(String, String)> = url
             .query_pairs()

@@ -34,8 +34,7 @@ use crate::client::management::{self, Method, Response};
 use crate::message::{self, RouteFields};
 use crate::session::{Ending, Frame, Incoming, Outgoing, Session, WaitError};
 
-/// How long closing a connection politely may wait for the server's answer.
-pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
+pub use crate::session::CLOSE_WAIT;
 
 /// Which session a statement acts on: the front-end's own key (a script's connect index,
 /// the prompt's one connection).

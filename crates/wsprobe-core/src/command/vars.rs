@@ -6,15 +6,7 @@ use std::collections::HashMap;
 use crate::command::Variables;
 use crate::secret::Secret;
 
-/// Words that make a variable's name look secret (compared case-insensitively): its value
-/// is redacted from every output unless `--show-secrets`.
-const SECRET_WORDS: [&str; 5] = ["TOKEN", "KEY", "SECRET", "PASSWORD", "AUTH"];
-
-/// Whether a variable named `name` probably holds a secret (`TOKEN`, `API_KEY`, `db_password`…).
-pub fn looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|word| upper.contains(word))
-}
+pub use crate::secret::name_looks_secret as looks_secret;
 
 /// The variables of one file's run: `--var` values (shared by every file), the captures
 /// made so far in this file, and the environment.
@@ -147,23 +139,6 @@ impl Secrets {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_looking_names() {
-        for name in [
-            "TOKEN",
-            "api_key",
-            "ApiKey",
-            "DB_PASSWORD",
-            "AUTH_HEADER",
-            "secret",
-        ] {
-            assert!(looks_secret(name), "{name}");
-        }
-        for name in ["WS_URL", "USER", "GREETING", "conn"] {
-            assert!(!looks_secret(name), "{name}");
-        }
-    }
 
     #[test]
     fn captures_win_over_cli_values() {

@@ -304,17 +304,7 @@ pub fn ending_line(ending: &Ending, we_closed: bool, painter: &Painter) -> Strin
     painter.paint(tone, &text)
 }
 
-/// A duration as `0.8 ms`, `12 ms`, `1.25 s`: short and stable enough to read at a glance.
-pub fn short_duration(duration: Duration) -> String {
-    let millis = duration.as_secs_f64() * 1000.0;
-    if millis < 10.0 {
-        format!("{millis:.1} ms")
-    } else if millis < 1000.0 {
-        format!("{millis:.0} ms")
-    } else {
-        format!("{:.2} s", duration.as_secs_f64())
-    }
-}
+pub use wsprobe_core::values::short_duration;
 
 /// A duration as the user would write it: `5s`, `500ms`, `1m 30s`.
 pub fn human_duration(duration: Duration) -> String {
@@ -468,9 +458,6 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(short_duration(Duration::from_micros(800)), "0.8 ms");
-        assert_eq!(short_duration(Duration::from_millis(42)), "42 ms");
-        assert_eq!(short_duration(Duration::from_millis(1500)), "1.50 s");
         assert_eq!(human_duration(Duration::from_secs(5)), "5s");
     }
 }

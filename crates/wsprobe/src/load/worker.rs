@@ -54,8 +54,7 @@ const TIMER_LEAD_US: u64 = 1_000;
 /// messages in a row, the loop looks at the clock itself.
 const FLOOD_CHECK: u32 = 64;
 
-/// How long a worker waits for the server's reply to its close frame.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
+use wsprobe_core::session::CLOSE_WAIT;
 
 /// What every worker shares.
 #[derive(Debug)]

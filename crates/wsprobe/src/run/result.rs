@@ -299,18 +299,6 @@ pub fn cut(text: &str, max: usize) -> String {
     cut
 }
 
-/// A duration as people read it: `0.4 ms`, `12 ms`, `1.25 s`.
-pub fn human_duration(duration: Duration) -> String {
-    let ms = duration.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.1} ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.0} ms")
-    } else {
-        format!("{:.2} s", duration.as_secs_f64())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,12 +361,5 @@ mod tests {
         let rendered = failure.render(false);
         assert!(!rendered.contains("hunter22"), "{rendered}");
         assert!(rendered.contains("<redacted>"));
-    }
-
-    #[test]
-    fn durations_read_humanely() {
-        assert_eq!(human_duration(Duration::from_micros(420)), "0.4 ms");
-        assert_eq!(human_duration(Duration::from_millis(12)), "12 ms");
-        assert_eq!(human_duration(Duration::from_millis(1250)), "1.25 s");
     }
 }

@@ -3,11 +3,12 @@
 
 use colored::Colorize;
 
-use crate::run::result::{ScriptResult, TestResult, human_duration};
+use crate::run::result::{ScriptResult, TestResult};
+use wsprobe_core::values::short_duration;
 
 /// The line of one test: a mark, the name and the duration.
 pub fn test_line(test: &TestResult, color: bool) -> String {
-    let duration = format!("({})", human_duration(test.duration));
+    let duration = format!("({})", short_duration(test.duration));
     let (mark, duration) = if color {
         let mark = if test.passed() {
             "✓".green().bold().to_string()
@@ -55,7 +56,7 @@ pub fn totals(result: &ScriptResult, color: bool) -> String {
         "{passed}, {failed} ({tests} test{} in {files} file{}, {})",
         if tests == 1 { "" } else { "s" },
         if files == 1 { "" } else { "s" },
-        human_duration(result.duration)
+        short_duration(result.duration)
     )
 }
 
