@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::LoadArgs;
 use crate::{Context, Error, Outcome};
-use wsprobe_core::client::{self, WebSocketConfig};
+use wsprobe_core::client::{self, ClientConfig};
 use wsprobe_core::options::ConnectOptions;
 use wsprobe_core::options::EchoPolicy;
 use wsprobe_core::report_file::ReportFile;
@@ -52,9 +52,6 @@ const MAX_RATE: f64 = 10_000_000.0;
 /// Far more connections than one client address can hold (each needs a local port, and
 /// there are 65535); a larger count would only overflow the per-connection bookkeeping.
 const MAX_CONNECTIONS: usize = 1_000_000;
-
-/// tungstenite's read buffer per connection: small, so 10,000 idle connections fit.
-const READ_BUFFER: usize = 4 * 1024;
 
 /// Opening the connections for longer than this gets a note on stderr.
 const LONG_OPENING: Duration = Duration::from_secs(10);
@@ -178,15 +175,7 @@ pub async fn run(
         .map_err(Error::Usage)?;
     let plan = Plan::from_args(&args, &options)?;
     let url = client::parse_url(&args.url)?;
-    let mut client = crate::cli::lower::client_config(&options)?;
-    let incoming_limit = ping::incoming_limit(args.size);
-    client.websocket = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        // Each ping is written out at once: no batching that would add latency.
-        .write_buffer_size(0)
-        // A server cannot make a connection hold more than an echo needs.
-        .max_message_size(Some(incoming_limit))
-        .max_frame_size(Some(incoming_limit));
+    let client = client_config(&options, args.size)?;
     let report_json = args
         .report_json
         .as_deref()
@@ -532,6 +521,22 @@ async fn monitor(
     (collector, log_result)
 }
 
+/// How load connects: the user's options, small tungstenite buffers (tens of thousands of
+/// connections fit), incoming messages capped near what an echo needs, and the host's name
+/// resolved once for every connection.
+fn client_config(options: &ConnectOptions, size: u64) -> Result<ClientConfig, Error> {
+    let mut client = crate::cli::lower::client_config(options)?
+        .cache_dns()
+        .small_buffers();
+    let incoming_limit = ping::incoming_limit(size);
+    client.websocket = client
+        .websocket
+        // A server cannot make a connection hold more than an echo needs.
+        .max_message_size(Some(incoming_limit))
+        .max_frame_size(Some(incoming_limit));
+    Ok(client)
+}
+
 /// The report of what ran.
 #[allow(clippy::too_many_arguments)]
 fn build_report(
@@ -779,6 +784,17 @@ mod tests {
         assert_eq!(plan.limit, Limit::Duration(DEFAULT_DURATION));
         let plan = Plan::from_args(&args(&["-d", "3s"]), &ConnectOptions::default()).unwrap();
         assert_eq!(plan.limit, Limit::Duration(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn connections_share_one_dns_lookup_and_keep_small_buffers() {
+        let client = client_config(&ConnectOptions::default(), 64).unwrap();
+        assert!(client.dns_cache.is_some());
+        assert_eq!(client.websocket.read_buffer_size, 4096);
+        assert_eq!(
+            client.websocket.max_message_size,
+            Some(ping::incoming_limit(64))
+        );
     }
 
     #[test]
