@@ -15,8 +15,6 @@
 
 use std::fmt;
 
-use colored::Colorize;
-
 use super::ast::Span;
 
 /// The kinds of syntax error, for callers (and tests) that need to tell them apart.
@@ -179,14 +177,6 @@ impl fmt::Display for SyntaxErrors {
 
 impl std::error::Error for SyntaxErrors {}
 
-impl From<SyntaxErrors> for crate::Error {
-    fn from(errors: SyntaxErrors) -> Self {
-        crate::Error::Syntax {
-            rendered: errors.render(colored::control::SHOULD_COLORIZE.should_colorize()),
-        }
-    }
-}
-
 /// `line` with the value of a secret-bearing connect option (`auth`, `api-key`, or a
 /// `header` named `Authorization` or `X-API-Key`) masked with `*`, one per character so
 /// that carets still line up. `${NAME}` references stay visible: they are not secrets.
@@ -260,6 +250,31 @@ pub struct Diagnostic {
     pub hint: Option<String>,
 }
 
+/// The styles of a rendered diagnostic, as ANSI escapes: the caller decides whether to
+/// colour (at the sink), so the language needs no terminal crate.
+#[derive(Clone, Copy)]
+enum Style {
+    /// `error`, the carets and the label: bold red.
+    Error,
+    /// The message: bold.
+    Emphasis,
+    /// `-->` and the `|` gutter: bold blue.
+    Gutter,
+    /// `= hint:`: bold cyan.
+    Hint,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Error => "1;31",
+            Style::Emphasis => "1",
+            Style::Gutter => "1;34",
+            Style::Hint => "1;36",
+        }
+    }
+}
+
 /// Renders `diagnostic` rustc-style. `source_line` is the text of `span.line` (secrets
 /// on it are masked, see [`mask_secrets`]); with
 /// `file_name` a `--> file:line:col` line and the line number are shown, without (a REPL
@@ -270,9 +285,9 @@ pub fn render_diagnostic(
     file_name: Option<&str>,
     color: bool,
 ) -> String {
-    let paint = |text: &str, style: fn(&str) -> colored::ColoredString| -> String {
+    let paint = |text: &str, style: Style| -> String {
         if color {
-            style(text).to_string()
+            format!("\x1b[{}m{text}\x1b[0m", style.code())
         } else {
             text.to_owned()
         }
@@ -283,16 +298,19 @@ pub fn render_diagnostic(
         None => String::new(),
     };
     let pad = " ".repeat(number.len());
-    let gutter = paint(&format!("{pad} |"), |s| s.blue().bold());
+    let gutter = paint(&format!("{pad} |"), Style::Gutter);
 
     let mut out = String::new();
-    out.push_str(&paint("error", |s| s.red().bold()));
-    out.push_str(&paint(&format!(": {}", diagnostic.message), |s| s.bold()));
+    out.push_str(&paint("error", Style::Error));
+    out.push_str(&paint(
+        &format!(": {}", diagnostic.message),
+        Style::Emphasis,
+    ));
     out.push('\n');
     if let Some(file_name) = file_name {
         out.push_str(&format!(
             "{pad}{} {file_name}:{}:{}\n",
-            paint("-->", |s| s.blue().bold()),
+            paint("-->", Style::Gutter),
             span.line,
             span.column
         ));
@@ -301,7 +319,7 @@ pub fn render_diagnostic(
     }
     // A tab is shown as one space so that the carets line up with the characters above.
     let shown_line = mask_secrets(source_line).replace('\t', " ");
-    let number_gutter = paint(&format!("{number} |"), |s| s.blue().bold());
+    let number_gutter = paint(&format!("{number} |"), Style::Gutter);
     if shown_line.is_empty() {
         out.push_str(&number_gutter);
     } else {
@@ -312,21 +330,18 @@ pub fn render_diagnostic(
     let mut caret_line = format!(
         "{gutter} {}{}",
         " ".repeat(span.column.saturating_sub(1)),
-        paint(&carets, |s| s.red().bold())
+        paint(&carets, Style::Error)
     );
     if let Some(label) = &diagnostic.label {
         caret_line.push(' ');
-        caret_line.push_str(&paint(label, |s| s.red().bold()));
+        caret_line.push_str(&paint(label, Style::Error));
     }
     out.push_str(&caret_line);
     out.push('\n');
     if let Some(hint) = &diagnostic.hint {
         out.push_str(&gutter);
         out.push('\n');
-        out.push_str(&format!(
-            "{pad} {} {hint}\n",
-            paint("= hint:", |s| s.cyan().bold())
-        ));
+        out.push_str(&format!("{pad} {} {hint}\n", paint("= hint:", Style::Hint)));
     }
     out
 }
@@ -408,11 +423,14 @@ error: invalid duration
 
     #[test]
     fn colour_only_adds_escapes() {
-        // No global colour override here: tests run in parallel. Whether or not `colored`
-        // decides to colour, removing the escapes must give the plain text.
+        // Removing the escapes gives the plain text.
         let error = SyntaxError::new(ErrorKind::BadJson, "invalid JSON", Span::new(1, 1, 1))
             .with_hint("fix it");
         let coloured = error.render("{", "f", true);
+        assert!(
+            coloured.contains("\u{1b}[1;31merror\u{1b}[0m"),
+            "{coloured:?}"
+        );
         let stripped = regex::Regex::new("\u{1b}\\[[0-9;]*m")
             .unwrap()
             .replace_all(&coloured, "");
