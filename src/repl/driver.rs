@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use tokio::sync::{Mutex, mpsc};
 use url::Url;
 
@@ -388,8 +389,8 @@ impl Driver {
         if let Some(ending) = &self.ended {
             // With `-x` or a pipe the lines already given still run (and fail, or check
             // the close), as they would in a script; at the prompt the session is over.
-            let queued = !self.settings.interactive && !self.queue.is_empty();
-            if self.running.is_none() && !queued {
+            let pending = self.running.is_some() || !self.queue.is_empty();
+            if self.settings.interactive || !pending {
                 return Some(Finish::Closed {
                     ending: ending.clone(),
                     we_closed: self.we_closed,
@@ -446,13 +447,19 @@ impl Driver {
 
     /// What runs when the loop ends: an `@connections` call still shows its answer (e.g.
     /// `/delete` of this very connection, whose close can arrive first), unless the
-    /// session was interrupted; anything else is cancelled.
+    /// session was interrupted; a command the connection's end has settled shows how;
+    /// anything else is cancelled.
     async fn settle(&mut self, finish: &Finish) {
         let Some(mut running) = self.running.take() else {
             return;
         };
         if running.is_call && *finish != Finish::Interrupted {
             let result = (&mut running.future).await;
+            self.on_done(result, &running);
+        } else if matches!(finish, Finish::Closed { .. })
+            && let Some(result) = (&mut running.future).now_or_never()
+        {
+            // An `/expect` that the end of the connection settled says so.
             self.on_done(result, &running);
         }
     }
