@@ -17,7 +17,7 @@
 //!   it ends when the user quits, when the input has ended and everything has settled,
 //!   when the connection ends, or on Ctrl-C or SIGTERM.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::Write as _;
 use std::pin::Pin;
@@ -32,7 +32,8 @@ use super::display::{self, DisplayOptions, Painter, Tone};
 use super::echo::{EchoOutcome, EchoTicks};
 use super::prompt::Printer;
 use crate::client::{ClientConfig, ConnectError, Connection};
-use crate::command::engine::{Done, Engine, Fault};
+use crate::command::engine::{Done, Engine, EngineOptions, Fault};
+use crate::command::vars::Vars;
 use crate::command::{EchoPolicy, Statement};
 use crate::message::RouteFields;
 use crate::session::{Ending, Frame, Incoming, Outgoing, Session, Watch};
@@ -234,8 +235,19 @@ pub struct Driver {
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
 
 impl Driver {
-    /// A session that has not connected yet; `engine` runs its commands.
-    pub fn new(settings: Settings, output: Output, engine: Engine) -> Self {
+    /// A session that has not connected yet, with an engine for its commands.
+    pub fn new(settings: Settings, output: Output) -> Self {
+        let options = EngineOptions {
+            timeout: settings.expect_timeout,
+            fields: settings.fields.clone(),
+            echo: settings.echo,
+            management_url: None,
+            stage_url: None,
+            client: settings.client.clone(),
+        };
+        // `${NAME}`: captures, then the environment.
+        let mut engine = Engine::new(options, Vars::new(HashMap::new()));
+        engine.set_url(SESSION, settings.url.clone());
         Self {
             settings,
             painter: Painter::from_environment(),
