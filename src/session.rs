@@ -57,6 +57,9 @@ pub const NO_STATUS: u16 = 1005;
 /// The close code of a connection that ended without a close frame (RFC 6455 §7.1.5).
 pub const ABNORMAL: u16 = 1006;
 
+/// How long closing a connection politely may wait for the server's answer.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// How long the reader keeps the socket after a close frame, so that tungstenite can
 /// send its reply and the server can end TCP cleanly.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);

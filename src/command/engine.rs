@@ -32,10 +32,7 @@ use super::vars::Vars;
 use crate::client::ClientConfig;
 use crate::client::management::{self, Method, Response};
 use crate::message::{self, RouteFields};
-use crate::session::{Ending, Frame, Incoming, Outgoing, Session, WaitError};
-
-/// How long closing a connection politely may wait for the server's answer.
-pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
+use crate::session::{CLOSE_WAIT, Ending, Frame, Incoming, Outgoing, Session, WaitError};
 
 /// Which session a statement acts on: the front-end's own key (a script's connect index,
 /// the prompt's one connection).
@@ -126,8 +123,6 @@ pub enum Done {
     },
     /// A `post`/`get`/`delete` was answered.
     Answered {
-        /// `POST http://…/@connections/abc%3D`.
-        request: String,
         /// The answer.
         response: Response,
     },
@@ -666,16 +661,12 @@ impl Engine {
             .hint("its `connect` did not run; pass --management-url URL")
             .into());
         };
-        let request = match &body {
-            Some(body) if !body.is_empty() => format!("{} {url} {body}", method.as_str()),
-            _ => format!("{} {url}", method.as_str()),
-        };
         // A failed call leaves no answer behind for `expect status`.
         self.last_response = None;
         match management::call(method, &url, body, &self.options.client).await {
             Ok(response) => {
                 self.last_response = Some(response.clone());
-                Ok(Done::Answered { request, response })
+                Ok(Done::Answered { response })
             }
             Err(error) => {
                 let mut failed = Failed::new(

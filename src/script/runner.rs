@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use crate::client::{self, ClientConfig, ConnectError};
-use crate::command::engine::{CLOSE_WAIT, Engine, EngineOptions, Failed, FailedKind, Fault};
+use crate::command::engine::{Engine, EngineOptions, Failed, FailedKind, Fault};
 use crate::command::{
     Command, Connect, ConnectOption, Diagnostic, EchoPolicy, ResolveError, Script, Span, Statement,
 };
 use crate::message::RouteFields;
-use crate::session::Session;
+use crate::session::{CLOSE_WAIT, Session};
 use crate::values::Header;
 
 use super::result::Failure;
