@@ -256,23 +256,11 @@ impl Engine {
         self.sessions.contains_key(&key)
     }
 
-    /// How the session `key` ended, if it has.
-    pub fn ending(&self, key: SessionKey) -> Option<Ending> {
-        self.sessions
-            .get(&key)
-            .and_then(|conn| conn.session.ending().cloned())
-    }
-
     /// Keeps at most `limit` unconsumed messages in the inbox of session `key`.
     pub fn trim_inbox(&mut self, key: SessionKey, limit: usize) {
         if let Some(conn) = self.sessions.get_mut(&key) {
             conn.session.inbox().trim_to(limit);
         }
-    }
-
-    /// The current echo policy.
-    pub fn echo_policy(&self) -> EchoPolicy {
-        self.echo
     }
 
     /// Closes the session `key` politely (code 1000), waiting at most [`CLOSE_WAIT`].
