@@ -353,7 +353,13 @@ impl Driver {
 
     fn on_input(&mut self, input: Option<Input>) {
         match input {
-            Some(Input::Line(line)) => self.queue.push_back(line),
+            Some(Input::Line(line)) => {
+                self.queue.push_back(line);
+                // Started at once, so that a Ctrl-C read after it cancels it.
+                if self.connected {
+                    self.start_queued();
+                }
+            }
             Some(Input::Interrupted) => self.interrupt(),
             Some(Input::Note(text)) => self.output.note(text),
             Some(Input::End) | None => {
