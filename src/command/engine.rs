@@ -307,9 +307,10 @@ impl Engine {
                 let message = message::route_tagged(&route, body.as_deref(), &self.options.fields);
                 let echo = message::expected_echo(&message, self.echo, &self.options.fields);
                 let frame = Outgoing::Text(message.to_string());
-                let conn = self.conn(statement, target)?;
-                conn.last_sent = Some(message);
-                self.send(statement, target, frame, echo).await
+                let done = self.send(statement, target, frame, echo).await?;
+                // Only once it went out (a cancelled send expects no echo).
+                self.conn(statement, target)?.last_sent = Some(message);
+                Ok(done)
             }
             Command::Text(text) => {
                 let frame = Outgoing::Text(text.resolve(&self.vars)?);
