@@ -2,16 +2,15 @@
 //!
 //! [`Session::start`] takes an open [`Connection`] and spawns a reader task. Every frame
 //! that arrives becomes an [`Incoming`] (stamped with its arrival time) in the session's
-//! inbox; pings are answered with pongs by tungstenite as they are read. Front-ends use it
-//! in two ways, over the same type:
+//! inbox; pings are answered with pongs by tungstenite as they are read.
 //!
-//! - a script runner calls [`Session::wait_for`] with a matcher: buffered messages are
-//!   scanned in arrival order, then new arrivals, until the deadline; the first match is
-//!   consumed and the others stay buffered for later expectations;
-//! - a REPL also wants to *see* everything as it arrives: [`Session::start_watched`]
+//! - The command engine ([`crate::command::engine`]) calls [`Session::wait_for`] with a
+//!   matcher: buffered messages are scanned in arrival order, then new arrivals, until the
+//!   deadline; the first match is consumed and the others stay buffered for later
+//!   expectations. Every wait is cancel-safe: what it read stays buffered.
+//! - The prompt also wants to *see* everything as it arrives: [`Session::start_watched`]
 //!   returns a [`Watch`] that receives a copy of every frame the moment it is read,
-//!   independently of what `wait_for` consumes. [`Session::split`] separates the cloneable
-//!   [`SessionSender`] from the [`Inbox`] so sending and waiting can live in different tasks.
+//!   independently of what `wait_for` consumes.
 //!
 //! Every wait has a deadline. A failed wait ([`WaitError`]) tells a timeout from a closed
 //! connection and carries the messages that arrived and were not consumed, so a failure
@@ -54,13 +53,13 @@ use url::Url;
 
 use crate::client::{Connection, Stream};
 
-/// How long closing a connection politely may wait for the server's answer.
-pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
 /// The close code reported when a close frame carries no status (RFC 6455 §7.1.5).
 pub const NO_STATUS: u16 = 1005;
 /// The close code of a connection that ended without a close frame (RFC 6455 §7.1.5).
 pub const ABNORMAL: u16 = 1006;
+
+/// How long closing a connection politely may wait for the server's answer.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// How long the reader keeps the socket after a close frame, so that tungstenite can
 /// send its reply and the server can end TCP cleanly.
@@ -512,12 +511,6 @@ impl Inbox {
         }
     }
 
-    /// The next message if one is already here, without waiting.
-    pub fn try_next(&mut self) -> Option<Incoming> {
-        self.pull_pending();
-        self.buffered.pop_front()
-    }
-
     /// Every message that arrived and was not consumed yet, in arrival order.
     pub fn received_so_far(&mut self) -> Vec<Incoming> {
         self.pull_pending();
@@ -665,19 +658,14 @@ impl Session {
         &self.info
     }
 
-    /// A handle for sending from another task.
-    pub fn sender(&self) -> SessionSender {
-        self.sender.clone()
+    /// Separates sending from receiving, e.g. to wait in one task and send in another.
+    pub fn split(self) -> (SessionSender, Inbox) {
+        (self.sender, self.inbox)
     }
 
     /// The inbox, for the waits not mirrored here.
     pub fn inbox(&mut self) -> &mut Inbox {
         &mut self.inbox
-    }
-
-    /// Separates sending from receiving, e.g. to wait in one task and send in another.
-    pub fn split(self) -> (SessionSender, Inbox) {
-        (self.sender, self.inbox)
     }
 
     /// Sends one frame and flushes it.

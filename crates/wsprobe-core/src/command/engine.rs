@@ -32,9 +32,7 @@ use super::vars::Vars;
 use crate::client::ClientConfig;
 use crate::client::management::{self, Method, Response};
 use crate::message::{self, RouteFields};
-use crate::session::{Ending, Frame, Incoming, Outgoing, Session, WaitError};
-
-pub use crate::session::CLOSE_WAIT;
+use crate::session::{CLOSE_WAIT, Ending, Frame, Incoming, Outgoing, Session, WaitError};
 
 /// Which session a statement acts on: the front-end's own key (a script's connect index,
 /// the prompt's one connection).
@@ -125,8 +123,6 @@ pub enum Done {
     },
     /// A `post`/`get`/`delete` was answered.
     Answered {
-        /// `POST http://…/@connections/abc%3D`.
-        request: String,
         /// The answer.
         response: Response,
     },
@@ -260,23 +256,11 @@ impl Engine {
         self.sessions.contains_key(&key)
     }
 
-    /// How the session `key` ended, if it has.
-    pub fn ending(&self, key: SessionKey) -> Option<Ending> {
-        self.sessions
-            .get(&key)
-            .and_then(|conn| conn.session.ending().cloned())
-    }
-
     /// Keeps at most `limit` unconsumed messages in the inbox of session `key`.
     pub fn trim_inbox(&mut self, key: SessionKey, limit: usize) {
         if let Some(conn) = self.sessions.get_mut(&key) {
             conn.session.inbox().trim_to(limit);
         }
-    }
-
-    /// The current echo policy.
-    pub fn echo_policy(&self) -> EchoPolicy {
-        self.echo
     }
 
     /// Closes the session `key` politely (code 1000), waiting at most [`CLOSE_WAIT`].
@@ -323,9 +307,10 @@ impl Engine {
                 let message = message::route_tagged(&route, body.as_deref(), &self.options.fields);
                 let echo = message::expected_echo(&message, self.echo, &self.options.fields);
                 let frame = Outgoing::Text(message.to_string());
-                let conn = self.conn(statement, target)?;
-                conn.last_sent = Some(message);
-                self.send(statement, target, frame, echo).await
+                let done = self.send(statement, target, frame, echo).await?;
+                // Only once it went out (a cancelled send expects no echo).
+                self.conn(statement, target)?.last_sent = Some(message);
+                Ok(done)
             }
             Command::Text(text) => {
                 let frame = Outgoing::Text(text.resolve(&self.vars)?);
@@ -665,16 +650,12 @@ impl Engine {
             .hint("its `connect` did not run; pass --management-url URL")
             .into());
         };
-        let request = match &body {
-            Some(body) if !body.is_empty() => format!("{} {url} {body}", method.as_str()),
-            _ => format!("{} {url}", method.as_str()),
-        };
         // A failed call leaves no answer behind for `expect status`.
         self.last_response = None;
         match management::call(method, &url, body, &self.options.client).await {
             Ok(response) => {
                 self.last_response = Some(response.clone());
-                Ok(Done::Answered { request, response })
+                Ok(Done::Answered { response })
             }
             Err(error) => {
                 let mut failed = Failed::new(

@@ -250,6 +250,31 @@ pub struct Diagnostic {
     pub hint: Option<String>,
 }
 
+/// The styles of a rendered diagnostic, as ANSI escapes: the caller decides whether to
+/// colour (at the sink), so the language needs no terminal crate.
+#[derive(Clone, Copy)]
+enum Style {
+    /// `error`, the carets and the label: bold red.
+    Error,
+    /// The message: bold.
+    Emphasis,
+    /// `-->` and the `|` gutter: bold blue.
+    Gutter,
+    /// `= hint:`: bold cyan.
+    Hint,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Error => "1;31",
+            Style::Emphasis => "1",
+            Style::Gutter => "1;34",
+            Style::Hint => "1;36",
+        }
+    }
+}
+
 /// Renders `diagnostic` rustc-style. `source_line` is the text of `span.line` (secrets
 /// on it are masked, see [`mask_secrets`]); with
 /// `file_name` a `--> file:line:col` line and the line number are shown, without (a REPL
@@ -260,14 +285,9 @@ pub fn render_diagnostic(
     file_name: Option<&str>,
     color: bool,
 ) -> String {
-    // SGR styles, as rustc colours its diagnostics; the sink decides whether to colour.
-    const BOLD: &str = "1";
-    const RED: &str = "1;31";
-    const BLUE: &str = "1;34";
-    const CYAN: &str = "1;36";
-    let paint = |text: &str, sgr: &str| -> String {
+    let paint = |text: &str, style: Style| -> String {
         if color {
-            format!("\u{1b}[{sgr}m{text}\u{1b}[0m")
+            format!("\x1b[{}m{text}\x1b[0m", style.code())
         } else {
             text.to_owned()
         }
@@ -278,16 +298,19 @@ pub fn render_diagnostic(
         None => String::new(),
     };
     let pad = " ".repeat(number.len());
-    let gutter = paint(&format!("{pad} |"), BLUE);
+    let gutter = paint(&format!("{pad} |"), Style::Gutter);
 
     let mut out = String::new();
-    out.push_str(&paint("error", RED));
-    out.push_str(&paint(&format!(": {}", diagnostic.message), BOLD));
+    out.push_str(&paint("error", Style::Error));
+    out.push_str(&paint(
+        &format!(": {}", diagnostic.message),
+        Style::Emphasis,
+    ));
     out.push('\n');
     if let Some(file_name) = file_name {
         out.push_str(&format!(
             "{pad}{} {file_name}:{}:{}\n",
-            paint("-->", BLUE),
+            paint("-->", Style::Gutter),
             span.line,
             span.column
         ));
@@ -296,7 +319,7 @@ pub fn render_diagnostic(
     }
     // A tab is shown as one space so that the carets line up with the characters above.
     let shown_line = mask_secrets(source_line).replace('\t', " ");
-    let number_gutter = paint(&format!("{number} |"), BLUE);
+    let number_gutter = paint(&format!("{number} |"), Style::Gutter);
     if shown_line.is_empty() {
         out.push_str(&number_gutter);
     } else {
@@ -307,18 +330,18 @@ pub fn render_diagnostic(
     let mut caret_line = format!(
         "{gutter} {}{}",
         " ".repeat(span.column.saturating_sub(1)),
-        paint(&carets, RED)
+        paint(&carets, Style::Error)
     );
     if let Some(label) = &diagnostic.label {
         caret_line.push(' ');
-        caret_line.push_str(&paint(label, RED));
+        caret_line.push_str(&paint(label, Style::Error));
     }
     out.push_str(&caret_line);
     out.push('\n');
     if let Some(hint) = &diagnostic.hint {
         out.push_str(&gutter);
         out.push('\n');
-        out.push_str(&format!("{pad} {} {hint}\n", paint("= hint:", CYAN)));
+        out.push_str(&format!("{pad} {} {hint}\n", paint("= hint:", Style::Hint)));
     }
     out
 }
@@ -400,14 +423,17 @@ error: invalid duration
 
     #[test]
     fn colour_only_adds_escapes() {
-        // Removing the escapes must give the plain text.
+        // Removing the escapes gives the plain text.
         let error = SyntaxError::new(ErrorKind::BadJson, "invalid JSON", Span::new(1, 1, 1))
             .with_hint("fix it");
         let coloured = error.render("{", "f", true);
+        assert!(
+            coloured.contains("\u{1b}[1;31merror\u{1b}[0m"),
+            "{coloured:?}"
+        );
         let stripped = regex::Regex::new("\u{1b}\\[[0-9;]*m")
             .unwrap()
             .replace_all(&coloured, "");
-        assert_ne!(coloured, stripped);
         assert_eq!(stripped, error.render("{", "f", false));
         assert!(!error.render("{", "f", false).contains('\u{1b}'));
     }

@@ -17,13 +17,14 @@
 //!   it ends when the user quits, when the input has ended and everything has settled,
 //!   when the connection ends, or on Ctrl-C or SIGTERM.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use tokio::sync::{Mutex, mpsc};
 use url::Url;
 
@@ -31,7 +32,8 @@ use super::display::{self, DisplayOptions, Painter, Tone};
 use super::echo::{EchoOutcome, EchoTicks};
 use super::prompt::Printer;
 use wsprobe_core::client::{ClientConfig, ConnectError, Connection};
-use wsprobe_core::command::engine::{Done, Engine, Fault};
+use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Fault};
+use wsprobe_core::command::vars::Vars;
 use wsprobe_core::command::{EchoPolicy, Statement};
 use wsprobe_core::message::RouteFields;
 use wsprobe_core::session::{Ending, Frame, Incoming, Outgoing, Session, Watch};
@@ -233,8 +235,19 @@ pub struct Driver {
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
 
 impl Driver {
-    /// A session that has not connected yet; `engine` runs its commands.
-    pub fn new(settings: Settings, output: Output, engine: Engine) -> Self {
+    /// A session that has not connected yet, with an engine for its commands.
+    pub fn new(settings: Settings, output: Output) -> Self {
+        let options = EngineOptions {
+            timeout: settings.expect_timeout,
+            fields: settings.fields.clone(),
+            echo: settings.echo,
+            management_url: None,
+            stage_url: None,
+            client: settings.client.clone(),
+        };
+        // `${NAME}`: captures, then the environment.
+        let mut engine = Engine::new(options, Vars::new(HashMap::new()));
+        engine.set_url(SESSION, settings.url.clone());
         Self {
             settings,
             painter: Painter::from_environment(),
@@ -340,7 +353,13 @@ impl Driver {
 
     fn on_input(&mut self, input: Option<Input>) {
         match input {
-            Some(Input::Line(line)) => self.queue.push_back(line),
+            Some(Input::Line(line)) => {
+                self.queue.push_back(line);
+                // Started at once, so that a Ctrl-C read after it cancels it.
+                if self.connected {
+                    self.start_queued();
+                }
+            }
             Some(Input::Interrupted) => self.interrupt(),
             Some(Input::Note(text)) => self.output.note(text),
             Some(Input::End) | None => {
@@ -388,8 +407,8 @@ impl Driver {
         if let Some(ending) = &self.ended {
             // With `-x` or a pipe the lines already given still run (and fail, or check
             // the close), as they would in a script; at the prompt the session is over.
-            let queued = !self.settings.interactive && !self.queue.is_empty();
-            if self.running.is_none() && !queued {
+            let pending = self.running.is_some() || !self.queue.is_empty();
+            if self.settings.interactive || !pending {
                 return Some(Finish::Closed {
                     ending: ending.clone(),
                     we_closed: self.we_closed,
@@ -446,13 +465,19 @@ impl Driver {
 
     /// What runs when the loop ends: an `@connections` call still shows its answer (e.g.
     /// `/delete` of this very connection, whose close can arrive first), unless the
-    /// session was interrupted; anything else is cancelled.
+    /// session was interrupted; a command the connection's end has settled shows how;
+    /// anything else is cancelled.
     async fn settle(&mut self, finish: &Finish) {
         let Some(mut running) = self.running.take() else {
             return;
         };
         if running.is_call && *finish != Finish::Interrupted {
             let result = (&mut running.future).await;
+            self.on_done(result, &running);
+        } else if matches!(finish, Finish::Closed { .. })
+            && let Some(result) = (&mut running.future).now_or_never()
+        {
+            // An `/expect` that the end of the connection settled says so.
             self.on_done(result, &running);
         }
     }

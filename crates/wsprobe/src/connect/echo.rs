@@ -83,13 +83,6 @@ pub enum EchoOutcome {
     },
 }
 
-impl EchoOutcome {
-    /// Whether the tick passed.
-    pub fn passed(&self) -> bool {
-        matches!(self, EchoOutcome::Matched { .. })
-    }
-}
-
 /// A data frame seen recently, and whether it already settled a tick.
 #[derive(Debug)]
 struct Seen {
@@ -267,7 +260,7 @@ mod tests {
         assert!(
             ticks
                 .expect(json!("x"), start, TIMEOUT)
-                .is_some_and(|o| o.passed())
+                .is_some_and(|o| matches!(o, EchoOutcome::Matched { .. }))
         );
         // The same frame cannot be the echo of a second send.
         assert_eq!(ticks.expect(json!("x"), start, TIMEOUT), None);
@@ -316,7 +309,12 @@ mod tests {
         let ending = Ending::Dropped {
             reason: "reset".into(),
         };
-        assert!(ticks.close(&ending).iter().all(|o| !o.passed()));
+        assert!(
+            ticks
+                .close(&ending)
+                .iter()
+                .all(|o| matches!(o, EchoOutcome::Closed { .. }))
+        );
         assert!(ticks.is_empty());
     }
 }

@@ -224,7 +224,7 @@ impl Driver {
                 self.note(Tone::Good, &format!("✓ expect nothing: silence for {took}"));
             }
             Done::Checked { what } => self.note(Tone::Good, &format!("✓ {what}")),
-            Done::Answered { response, .. } => {
+            Done::Answered { response } => {
                 let tone = if (200..300).contains(&response.status) {
                     Tone::Good
                 } else {

@@ -12,9 +12,9 @@
 //! what it does in a script; [`exec`] shows what it did. Echo ticks ([`echo`]) and what is
 //! shown ([`display`], [`calls`]) are the prompt's own.
 //!
-//! Exit codes: 0; 1 when an echo check or `/expect` failed in `-x` or pipe mode, or the
-//! server closed abnormally (anything but 1000, 1001 or 1005, or a dropped connection);
-//! 2 for a malformed `-x` command or URL; 3 when the connection could not be opened;
+//! Exit codes: 0; 1 when an echo check, `/expect`, `/capture` or another command failed in
+//! `-x` or pipe mode, or the server closed abnormally (anything but 1000, 1001 or 1005, or
+//! a dropped connection); 2 for a malformed `-x` command or URL; 3 when the connection could not be opened;
 //! 130 on Ctrl-C outside the prompt, and on SIGTERM in every mode (the connection is
 //! closed with 1001 and the terminal given back first). At the prompt, quitting (`/quit`,
 //! Ctrl-D) exits 0: the results were shown as they came.
@@ -32,14 +32,11 @@ use std::time::Duration;
 
 pub use display::{DisplayOptions, is_normal_close};
 pub use driver::{Finish, Report};
-pub use echo::{EchoOutcome, EchoTicks};
 pub use prompt::default_history_file;
 
 use crate::cli::ConnectArgs;
 use crate::{Context, Error, Outcome};
 use wsprobe_core::client::{self};
-use wsprobe_core::command::engine::{Engine, EngineOptions};
-use wsprobe_core::command::vars::Vars;
 use wsprobe_core::command::{ReplInput, parse_repl_line};
 use wsprobe_core::options::ConnectOptions;
 use wsprobe_serve::{RouteBehaviour, RunningServer, ServeConfig};
@@ -109,25 +106,11 @@ pub async fn run(
         url: url.clone(),
         client: config.clone(),
     };
-    let engine = || {
-        let options = EngineOptions {
-            timeout: settings.expect_timeout,
-            fields: settings.fields.clone(),
-            echo: settings.echo,
-            management_url: None,
-            stage_url: None,
-            client: settings.client.clone(),
-        };
-        let mut engine = Engine::new(options, Vars::new(std::collections::HashMap::new()));
-        engine.set_url(driver::SESSION, settings.url.clone());
-        engine
-    };
-    let engine = engine();
     let connecting = Box::pin(async move { client::connect(&url, &config).await });
 
     let report = match prompt {
         Some((prompt, lines, printer)) => {
-            let result = Driver::new(settings, Output::Prompt(printer), engine)
+            let result = Driver::new(settings, Output::Prompt(printer))
                 .run(connecting, lines)
                 .await;
             // The driver and its printers are gone: the terminal can be given back.
@@ -140,7 +123,7 @@ pub async fn run(
             } else {
                 pipe::commands(args.execute)
             };
-            Driver::new(settings, Output::plain(), engine)
+            Driver::new(settings, Output::plain())
                 .run(connecting, lines)
                 .await?
         }

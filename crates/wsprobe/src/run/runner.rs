@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use wsprobe_core::client::{self, ClientConfig, ConnectError};
-use wsprobe_core::command::engine::{CLOSE_WAIT, Engine, EngineOptions, Failed, FailedKind, Fault};
+use wsprobe_core::command::engine::{Engine, EngineOptions, Failed, FailedKind, Fault};
 use wsprobe_core::command::{
     Command, Connect, ConnectOption, Diagnostic, EchoPolicy, ResolveError, Script, Span, Statement,
 };
 use wsprobe_core::message::RouteFields;
-use wsprobe_core::session::Session;
+use wsprobe_core::session::{CLOSE_WAIT, Session};
 use wsprobe_core::values::Header;
 
 use super::result::Failure;

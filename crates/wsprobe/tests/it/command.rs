@@ -689,3 +689,103 @@ pretty on"#
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The command engine, driven directly against `serve`
+
+mod engine {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use futures_util::FutureExt as _;
+    use wsprobe::client::{self, ClientConfig};
+    use wsprobe::command::engine::{Done, Engine, EngineOptions, Fault};
+    use wsprobe::command::vars::Vars;
+    use wsprobe::command::{EchoPolicy, ReplInput, Statement, parse_repl_line};
+    use wsprobe::message::RouteFields;
+    use wsprobe::session::Session;
+
+    use crate::support::{spawn_default_server, within};
+
+    const SESSION: usize = 0;
+
+    fn statement(line: &str) -> Statement {
+        match parse_repl_line(line) {
+            Ok(ReplInput::Command(statement)) => statement,
+            other => panic!("not a command: {line}: {other:?}"),
+        }
+    }
+
+    async fn engine(url: &str) -> Engine {
+        let options = EngineOptions {
+            timeout: Duration::from_secs(5),
+            fields: RouteFields::default(),
+            echo: EchoPolicy::Body,
+            management_url: None,
+            stage_url: None,
+            client: ClientConfig::default(),
+        };
+        let mut engine = Engine::new(options, Vars::new(HashMap::new()));
+        let url = client::parse_url(url).expect("the server's URL");
+        let connection = client::connect(&url, &ClientConfig::default())
+            .await
+            .expect("connecting");
+        engine.set_url(SESSION, url);
+        engine.open(SESSION, Session::start(connection));
+        engine
+    }
+
+    async fn run(engine: &mut Engine, line: &str) -> Result<Done, Fault> {
+        within(line, engine.execute(&statement(line), Some(SESSION))).await
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_loses_no_frame_and_consumes_none() {
+        let server = spawn_default_server().await;
+        let mut engine = engine(&server.ws_url()).await;
+        let sent = run(&mut engine, r#"/send send "a""#).await;
+        assert!(
+            matches!(sent, Ok(Done::Sent { echo: Some(_), .. })),
+            "{sent:?}"
+        );
+        // A wait for something else starts (and may read "a"), then is dropped, as the
+        // prompt drops it on Ctrl-C.
+        let other = statement(r#"/expect json "b" within 5s"#);
+        let polled = engine.execute(&other, Some(SESSION)).now_or_never();
+        assert!(polled.is_none(), "the wait for \"b\" cannot be over yet");
+        match run(&mut engine, r#"/expect json "a" within 5s"#).await {
+            Ok(Done::Matched { frame, .. }) => {
+                assert_eq!(frame.frame.as_text(), Some("\"a\""));
+            }
+            other => panic!("{other:?}"),
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn sends_leave_the_inbox_alone_and_echo_is_one_verdict() {
+        let server = spawn_default_server().await;
+        let mut engine = engine(&server.ws_url()).await;
+        run(&mut engine, r#"/send send "A""#).await.expect("sent");
+        run(&mut engine, "/text not routed").await.expect("sent");
+        run(&mut engine, r#"/send send "B""#).await.expect("sent");
+        // Both echoes are still there, whatever was sent in between: `expect echo` (of the
+        // last send, "B") skips "A" and the error frame, which stay for later.
+        for line in ["/expect echo", r#"/expect json "A""#, "/expect any"] {
+            let done = run(&mut engine, line).await;
+            assert!(matches!(done, Ok(Done::Matched { .. })), "{line}: {done:?}");
+        }
+        let failed = run(&mut engine, "/expect echo within 100ms").await;
+        match failed {
+            Err(Fault::Failed(failed)) => {
+                assert_eq!(failed.command, r#"expect echo "B""#);
+                assert_eq!(
+                    failed.label.as_deref(),
+                    Some("nothing matched within 100ms")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        server.shutdown().await;
+    }
+}

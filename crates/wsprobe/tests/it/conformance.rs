@@ -81,7 +81,8 @@ fn prompt_case(dir: &Path) -> Result<PromptCase, String> {
         text
     };
     let mut connects = 0;
-    let mut in_connect = false;
+    // The indentation of the `connect` whose options may follow (deeper indented).
+    let mut in_connect: Option<usize> = None;
     let mut commands = Vec::new();
     for line in source.lines() {
         let line = line.trim_end_matches('\r');
@@ -89,9 +90,9 @@ fn prompt_case(dir: &Path) -> Result<PromptCase, String> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let indented = line.starts_with([' ', '\t']);
+        let indent = line.len() - line.trim_start().len();
         let (word, rest) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
-        if in_connect && indented {
+        if in_connect.is_some_and(|connect| indent > connect) {
             let flag = match word {
                 "auth" => "--auth",
                 "api-key" => "--api-key",
@@ -100,11 +101,11 @@ fn prompt_case(dir: &Path) -> Result<PromptCase, String> {
             flags.insert(flag.to_owned(), substitute(rest.trim()));
             continue;
         }
-        in_connect = false;
+        in_connect = None;
         match word {
             "connect" => {
                 connects += 1;
-                in_connect = true;
+                in_connect = Some(indent);
             }
             "test" => {}
             _ if word.starts_with('@') => return Err("a named connection".into()),
@@ -261,7 +262,12 @@ async fn run_and_the_prompt_give_the_same_verdicts() {
         "pass_echo_raw_text",
         "pass_inbox_keeps_unmatched",
         "pass_capture_interpolation",
+        "pass_echo_auth_api_key",
+        "pass_push_connections",
+        "fail_closed",
+        "fail_connect_unexpected",
         "fail_expect_next",
+        "fail_secret_in_message",
     ] {
         assert!(
             compared.iter().any(|name| name == must),

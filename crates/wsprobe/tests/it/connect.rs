@@ -549,6 +549,27 @@ fn sigterm_at_the_prompt_gives_the_terminal_back_and_closes_with_1001() {
 }
 
 #[test]
+fn ctrl_c_cancels_a_running_expect_and_loses_nothing() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.wait_connected();
+    pty.type_line(r#"/expect json "never" within 30s"#);
+    // The editor's next prompt: from then on Ctrl-C is a key, not SIGINT.
+    pty.expect("within 30s");
+    pty.wait_prompt();
+    pty.control(ControlCode::EndOfText);
+    pty.expect("expect cancelled");
+    pty.type_line(r#"/send send "after""#);
+    pty.expect("✓ echo");
+    pty.type_line(r#"/expect json "after""#);
+    pty.expect(r#"✓ expect json "after""#);
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
 fn the_last_line_ends_with_a_newline_after_ctrl_d() {
     let backend = Backend::sample();
     let home = temp_home();

@@ -498,8 +498,8 @@ async fn a_send_to_a_server_that_stopped_reading_gives_up_after_the_timeout() {
     let _ = server.await;
 }
 
-/// An HTTP server on port 0 that answers every request `200 OK` and sends its request line
-/// down the channel.
+/// An HTTP server on port 0 that answers every request `200 OK` and sends its request head
+/// (the request line, then the headers) down the channel.
 async fn recording_http_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -520,7 +520,7 @@ async fn recording_http_server() -> (String, tokio::sync::mpsc::UnboundedReceive
                     }
                 }
                 let head = String::from_utf8_lossy(&head);
-                let _ = record.send(head.lines().next().unwrap_or_default().to_owned());
+                let _ = record.send(head.trim_end().to_owned());
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .await;
@@ -554,8 +554,9 @@ async fn connection_ids_reach_the_wire_percent_encoded() {
         String::from_utf8_lossy(&ran.stdout)
     );
     let wanted = "POST /dev/@connections/R0oX%2FAdf%3D HTTP/1.1";
-    let line = tokio::time::timeout(crate::support::TIMEOUT, lines.recv()).await;
-    assert_eq!(line.ok().flatten().as_deref(), Some(wanted));
+    let head = tokio::time::timeout(crate::support::TIMEOUT, lines.recv()).await;
+    let head = head.ok().flatten().unwrap_or_default();
+    assert_eq!(head.lines().next(), Some(wanted), "{head}");
 
     let managed = wsprobe(
         dir.path(),
@@ -568,6 +569,65 @@ async fn connection_ids_reach_the_wire_percent_encoded() {
         "{}",
         String::from_utf8_lossy(&managed.stderr)
     );
-    let line = tokio::time::timeout(crate::support::TIMEOUT, lines.recv()).await;
-    assert_eq!(line.ok().flatten().as_deref(), Some(wanted));
+    let head = tokio::time::timeout(crate::support::TIMEOUT, lines.recv()).await;
+    let head = head.ok().flatten().unwrap_or_default();
+    assert_eq!(head.lines().next(), Some(wanted), "{head}");
+}
+
+/// With `--sigv4`, a script's `@connections` call is signed, as `wsprobe manage`'s is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_calls_of_a_script_are_signed_with_sigv4() {
+    let (stage, mut heads) = recording_http_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("get.wsp"), "get abc=\nexpect status 200\n").unwrap();
+    let management = format!("{stage}/@connections");
+    let args: Vec<String> = [
+        "run",
+        "get.wsp",
+        "--management-url",
+        &management,
+        "--sigv4",
+        "--region",
+        "us-east-1",
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    let output = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+                .args(&args)
+                .current_dir(&dir)
+                .env("NO_COLOR", "1")
+                .env("AWS_ACCESS_KEY_ID", "AKIDWSPROBERUN")
+                .env(
+                    "AWS_SECRET_ACCESS_KEY",
+                    "wJalrXUtnFEMI/K7MDENG+runEXAMPLEKEY",
+                )
+                .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+                .env("AWS_CONFIG_FILE", dir.join("none"))
+                .env_remove("AWS_PROFILE")
+                .env_remove("AWS_SESSION_TOKEN")
+                .stdin(Stdio::null())
+                .output()
+                .expect("running wsprobe")
+        }
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("wsprobe finished within a minute")
+        .expect("the blocking task ran");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let head = tokio::time::timeout(crate::support::TIMEOUT, heads.recv()).await;
+    let head = head.ok().flatten().unwrap_or_default().to_lowercase();
+    assert!(
+        head.contains("\nauthorization: aws4-hmac-sha256 credential=akidwsproberun/"),
+        "{head}"
+    );
 }
