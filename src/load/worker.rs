@@ -260,8 +260,9 @@ enum Go {
 }
 
 /// A request of the run (stop sending at the first Ctrl-C, abort at the second), as one
-/// worker sees it: its own oneshot channel, so checking and waiting touch nothing shared with other workers (a shared
-/// `watch` would take a lock on every turn of every worker's loop).
+/// worker sees it: its own oneshot channel, so checking and waiting touch nothing shared
+/// with other workers (a shared `watch` would take a lock on every turn of every
+/// worker's loop).
 #[derive(Debug)]
 pub struct Stop {
     receiver: oneshot::Receiver<()>,
