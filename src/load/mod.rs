@@ -229,9 +229,10 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
     });
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
+    let progress = progress::Progress::new(!args.no_progress);
     let monitor = tokio::spawn(monitor(
         shared.clone(),
-        progress::Progress::new(!args.no_progress),
+        progress.clone(),
         hdr_log,
         monitor_stopped,
     ));
@@ -242,6 +243,7 @@ pub async fn run(args: LoadArgs, context: Context) -> Result<Outcome, Error> {
         stop: Vec::with_capacity(plan.connections),
         abort: Vec::with_capacity(plan.connections),
         timeout: plan.timeout,
+        progress,
     };
     let mut workers = JoinSet::new();
     for index in 0..plan.connections {
@@ -360,6 +362,8 @@ struct Controls {
     abort: Vec<oneshot::Sender<()>>,
     /// `--timeout`, for the note on what the first Ctrl-C waits for.
     timeout: Duration,
+    /// Where that note goes (above the progress line, if any).
+    progress: progress::Progress,
 }
 
 /// Waits for every worker. The first Ctrl-C (or SIGTERM, SIGHUP) stops the sending
@@ -399,12 +403,11 @@ async fn wait_for_workers(
                     for stop in controls.stop.drain(..) {
                         let _ = stop.send(());
                     }
-                    let _ = writeln!(
-                        std::io::stderr(),
+                    controls.progress.note(&format!(
                         "stopping ({signal}): waiting up to {} for the echoes in flight; \
                          Ctrl-C again to stop at once",
                         humantime::format_duration(controls.timeout)
-                    );
+                    ));
                 } else if !controls.abort.is_empty() {
                     for abort in controls.abort.drain(..) {
                         let _ = abort.send(());
@@ -838,6 +841,7 @@ mod tests {
                     stop: Vec::new(),
                     abort: Vec::new(),
                     timeout: Duration::from_secs(1),
+                    progress: progress::Progress::new(false),
                 },
                 Interrupts::register(),
             ),
