@@ -435,14 +435,18 @@ impl Interrupts {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let signals = [
+            let mut kinds = vec![
                 ("SIGINT", SignalKind::interrupt()),
                 ("SIGTERM", SignalKind::terminate()),
-                ("SIGHUP", SignalKind::hangup()),
-            ]
-            .into_iter()
-            .filter_map(|(name, kind)| signal(kind).ok().map(|signal| (name, signal)))
-            .collect();
+            ];
+            // Under `nohup`, a hangup must not stop the run: an ignored SIGHUP stays so.
+            if !hangup_ignored_at_start() {
+                kinds.push(("SIGHUP", SignalKind::hangup()));
+            }
+            let signals = kinds
+                .into_iter()
+                .filter_map(|(name, kind)| signal(kind).ok().map(|signal| (name, signal)))
+                .collect();
             Self { signals }
         }
         #[cfg(not(unix))]
@@ -471,6 +475,26 @@ impl Interrupts {
             tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
         }
     }
+}
+
+/// Whether SIGHUP was ignored when wsprobe started, as `nohup` (or `trap '' HUP`) leaves
+/// it. Linux tells in `/proc/self/status`; elsewhere it is taken as not ignored.
+#[cfg(unix)]
+fn hangup_ignored_at_start() -> bool {
+    /// SIGHUP's number on every Unix.
+    const SIGHUP: u32 = 1;
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status
+                .lines()
+                .find_map(|line| line.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|ignored| ignored & (1 << (SIGHUP - 1)) != 0)
 }
 
 /// Every tick: gathers the histograms and redraws the progress line (rate and p50/p99

@@ -994,3 +994,40 @@ async fn a_server_that_dies_mid_run_gives_the_time_actually_spent_sending() {
         "{table}"
     );
 }
+
+/// Under `nohup` (here `trap '' HUP`, which `exec` keeps), a hangup does not stop the run:
+/// an ignored SIGHUP stays ignored. A Ctrl-C still does.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_sighup_stays_ignored() {
+    let server = support::spawn_default_server().await;
+    let mut events = server.events();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let script = format!(
+        "trap '' HUP && exec \"$0\" load {} -c 1 --rate 100/s -d 30s --no-progress \
+         --report-json {}",
+        server.ws_url(),
+        json.display()
+    );
+    let child = std::process::Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_wsprobe")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running sh");
+    wait_connected(&mut events, 1).await;
+    send_signal(&child, "HUP");
+    // Pings still arrive after the hangup (wsprobe is the process: `exec`).
+    for _ in 0..3 {
+        support::wait_event(&mut events, |event| {
+            matches!(event, ServeEvent::Message { .. }).then_some(())
+        })
+        .await;
+    }
+    send_signal(&child, "INT");
+    let output = wait_output(child, "wsprobe load to stop after Ctrl-C").await;
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let report = read_report(&json);
+    assert_eq!(report["interrupted_by"], "SIGINT", "{report}");
+}
