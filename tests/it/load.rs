@@ -792,6 +792,27 @@ async fn an_oversized_message_is_refused_with_close_1009() {
     assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
     assert_eq!(report["connections"]["close_codes"]["1009"], 2, "{report}");
     assert_eq!(count(&report, "messages", "corrupted"), 0, "{report}");
+
+    // The limit is near what the pings need: 64 KiB plus the ping (here 100 bytes) is
+    // still read (and counted as corrupted, being no echo).
+    let (url, mut closes) = support::spawn_oversized_server(64 << 10).await;
+    let (output, report) = load_report(args(&[
+        &url,
+        "-c",
+        "1",
+        "-n",
+        "1",
+        "--size",
+        "100",
+        "--timeout",
+        "1s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let code = support::within("the client's close", closes.recv()).await;
+    assert_eq!(code, Some(Some(1000)), "{}", describe(&output));
+    assert_eq!(count(&report, "connections", "dropped"), 0, "{report}");
+    assert_eq!(count(&report, "messages", "corrupted"), 1, "{report}");
 }
 
 /// The open model honours `-d` above capacity: sending stops at the end of the duration
