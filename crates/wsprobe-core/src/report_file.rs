@@ -8,6 +8,9 @@
 //! renames it over the path: on one file system the rename is atomic, so the path always
 //! holds either the previous report or the new one, never a part.
 //!
+//! A report written bit by bit during the run (`load --hdr-log`) goes the same way: into
+//! the temporary file through [`Write`], put in place by [`ReportFile::finish`].
+//!
 //! A path that is not a regular file (`/dev/stdout`, a named pipe) cannot be replaced by a
 //! rename, and is not a report a later run would reread: it is written directly.
 
@@ -92,28 +95,54 @@ impl ReportFile {
 
     /// Writes the whole report and puts it in place.
     pub fn write(mut self, contents: &[u8]) -> io::Result<()> {
+        self.write_all(contents)?;
+        self.finish()
+    }
+
+    /// Puts what was written in place (nothing to do for a device or a pipe).
+    pub fn finish(mut self) -> io::Result<()> {
         match &mut self.target {
-            Target::Direct(file) => {
-                file.write_all(contents)?;
-                file.flush()
-            }
+            Target::Direct(file) => file.flush(),
             Target::Atomic {
                 temporary,
                 destination,
             } => {
-                let Some((temporary_path, mut file)) = temporary.take() else {
+                let Some((temporary_path, file)) = temporary.take() else {
                     return Ok(());
                 };
-                let written = file
-                    .write_all(contents)
-                    .and_then(|()| file.sync_all())
+                let finished = file
+                    .sync_all()
                     .and_then(|()| std::fs::rename(&temporary_path, &*destination));
-                if written.is_err() {
+                if finished.is_err() {
                     let _ = std::fs::remove_file(&temporary_path);
                 }
-                written
+                finished
             }
         }
+    }
+
+    fn file(&mut self) -> io::Result<&mut File> {
+        match &mut self.target {
+            Target::Direct(file) => Ok(file),
+            Target::Atomic {
+                temporary: Some((_, file)),
+                ..
+            } => Ok(file),
+            Target::Atomic {
+                temporary: None, ..
+            } => Err(io::Error::other("the report was already put in place")),
+        }
+    }
+}
+
+/// Writes into the report (the temporary file until [`ReportFile::finish`]).
+impl Write for ReportFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file()?.flush()
     }
 }
 
@@ -171,6 +200,19 @@ mod tests {
         report.write(b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(entries(dir.path()), ["report.json"]);
+    }
+
+    #[test]
+    fn a_report_written_bit_by_bit_appears_when_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtt.hlog");
+        let mut report = ReportFile::create(&path).unwrap();
+        report.write_all(b"one ").unwrap();
+        report.write_all(b"two").unwrap();
+        assert!(!path.exists(), "not before it is finished");
+        report.finish().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one two");
+        assert_eq!(entries(dir.path()), ["rtt.hlog"]);
     }
 
     #[test]

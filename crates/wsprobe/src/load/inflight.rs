@@ -251,6 +251,7 @@ mod tests {
         // Arrived before expire() ran, but after the timeout: late all the same.
         assert_eq!(inflight.echo(2, 200), EchoVerdict::Late(140));
         assert_eq!(inflight.waiting(), 0);
+        assert_eq!(inflight.overdue(), 1);
         assert_eq!(inflight.lost(), 1, "sequence 0 never came back");
     }
 

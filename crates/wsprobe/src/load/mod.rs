@@ -218,9 +218,10 @@ pub async fn run(
     });
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
+    let progress = progress::Progress::new(!args.no_progress);
     let monitor = tokio::spawn(monitor(
         shared.clone(),
-        progress::Progress::new(!args.no_progress),
+        progress.clone(),
         hdr_log,
         monitor_stopped,
     ));
@@ -231,6 +232,7 @@ pub async fn run(
         stop: Vec::with_capacity(plan.connections),
         abort: Vec::with_capacity(plan.connections),
         timeout: plan.timeout,
+        progress,
     };
     let mut workers = JoinSet::new();
     for index in 0..plan.connections {
@@ -349,6 +351,8 @@ struct Controls {
     abort: Vec<oneshot::Sender<()>>,
     /// `--timeout`, for the note on what the first Ctrl-C waits for.
     timeout: Duration,
+    /// Where that note goes (above the progress line, if any).
+    progress: progress::Progress,
 }
 
 /// Waits for every worker. The first Ctrl-C (or SIGTERM, SIGHUP) stops the sending
@@ -388,12 +392,11 @@ async fn wait_for_workers(
                     for stop in controls.stop.drain(..) {
                         let _ = stop.send(());
                     }
-                    let _ = writeln!(
-                        std::io::stderr(),
+                    controls.progress.note(&format!(
                         "stopping ({signal}): waiting up to {} for the echoes in flight; \
                          Ctrl-C again to stop at once",
                         humantime::format_duration(controls.timeout)
-                    );
+                    ));
                 } else if !controls.abort.is_empty() {
                     for abort in controls.abort.drain(..) {
                         let _ = abort.send(());
@@ -421,14 +424,18 @@ impl Interrupts {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let signals = [
+            let mut kinds = vec![
                 ("SIGINT", SignalKind::interrupt()),
                 ("SIGTERM", SignalKind::terminate()),
-                ("SIGHUP", SignalKind::hangup()),
-            ]
-            .into_iter()
-            .filter_map(|(name, kind)| signal(kind).ok().map(|signal| (name, signal)))
-            .collect();
+            ];
+            // Under `nohup`, a hangup must not stop the run: an ignored SIGHUP stays so.
+            if !hangup_ignored_at_start() {
+                kinds.push(("SIGHUP", SignalKind::hangup()));
+            }
+            let signals = kinds
+                .into_iter()
+                .filter_map(|(name, kind)| signal(kind).ok().map(|signal| (name, signal)))
+                .collect();
             Self { signals }
         }
         #[cfg(not(unix))]
@@ -457,6 +464,26 @@ impl Interrupts {
             tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
         }
     }
+}
+
+/// Whether SIGHUP was ignored when wsprobe started, as `nohup` (or `trap '' HUP`) leaves
+/// it. Linux tells in `/proc/self/status`; elsewhere it is taken as not ignored.
+#[cfg(unix)]
+fn hangup_ignored_at_start() -> bool {
+    /// SIGHUP's number on every Unix.
+    const SIGHUP: u32 = 1;
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status
+                .lines()
+                .find_map(|line| line.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|ignored| ignored & (1 << (SIGHUP - 1)) != 0)
 }
 
 /// Every tick: gathers the histograms and redraws the progress line (rate and p50/p99
@@ -862,6 +889,7 @@ mod tests {
                     stop: Vec::new(),
                     abort: Vec::new(),
                     timeout: Duration::from_secs(1),
+                    progress: progress::Progress::new(false),
                 },
                 Interrupts::register(),
             ),

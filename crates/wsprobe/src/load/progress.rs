@@ -28,8 +28,8 @@ pub struct Snapshot {
     pub errors: u64,
 }
 
-/// The progress line; does nothing when off.
-#[derive(Debug)]
+/// The progress line; does nothing when off. Clones draw the same line.
+#[derive(Clone, Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
 }
@@ -53,6 +53,18 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_message(line(snapshot));
             bar.tick();
+        }
+    }
+
+    /// Prints `text` on stderr, above the line when there is one (so the two do not
+    /// garble each other). A closed stderr is not an error.
+    pub fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "{text}");
+            }
         }
     }
 

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, BufWriter, Write as _};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -16,6 +15,7 @@ use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use serde::Serialize;
 
 use super::threshold::{Verdict, format_ms};
+use wsprobe_core::report_file::ReportFile;
 
 /// Version of the JSON document; bumped when a field changes meaning or goes away.
 pub const SCHEMA: &str = "wsprobe-load/1";
@@ -380,9 +380,10 @@ pub fn threshold_lines(report: &LoadReport) -> String {
 
 /// A `--hdr-log` file: the standard HdrHistogram interval log (V2, deflate-compressed),
 /// one histogram of round trips in µs per interval, timestamps relative to the start.
-/// Logs from several machines merge with the usual HdrHistogram tools.
+/// Logs from several machines merge with the usual HdrHistogram tools. Like every report
+/// file, it is written to a temporary file and put in place whole by [`HdrLog::finish`].
 pub struct HdrLog {
-    file: BufWriter<File>,
+    file: BufWriter<ReportFile>,
     serializer: V2DeflateSerializer,
 }
 
@@ -395,7 +396,7 @@ impl std::fmt::Debug for HdrLog {
 impl HdrLog {
     /// Creates the file and writes the header (start time, base time, legend).
     pub fn create(path: &Path, started: SystemTime) -> io::Result<Self> {
-        let mut file = BufWriter::new(File::create(path)?);
+        let mut file = BufWriter::new(ReportFile::create(path)?);
         let mut serializer = V2DeflateSerializer::new();
         IntervalLogWriterBuilder::new()
             .add_comment("wsprobe load: round trips in microseconds, one interval a second")
@@ -424,9 +425,9 @@ impl HdrLog {
             .map_err(|e| io::Error::other(format!("{e}")))
     }
 
-    /// Flushes the file.
-    pub fn finish(mut self) -> io::Result<()> {
-        self.file.flush()
+    /// Writes out what is buffered and puts the file in place.
+    pub fn finish(self) -> io::Result<()> {
+        self.file.into_inner().map_err(|e| e.into_error())?.finish()
     }
 }
 

@@ -259,8 +259,9 @@ enum Go {
 }
 
 /// A request of the run (stop sending at the first Ctrl-C, abort at the second), as one
-/// worker sees it: its own oneshot channel, so checking and waiting touch nothing shared with other workers (a shared
-/// `watch` would take a lock on every turn of every worker's loop).
+/// worker sees it: its own oneshot channel, so checking and waiting touch nothing shared
+/// with other workers (a shared `watch` would take a lock on every turn of every
+/// worker's loop).
 #[derive(Debug)]
 pub struct Stop {
     receiver: oneshot::Receiver<()>,
@@ -536,6 +537,13 @@ impl Worker<'_> {
         let text = Utf8Bytes::try_from(bytes).expect("pings are ASCII");
         self.inflight.sent(since_us);
         let mut message = Some(Message::Text(text));
+        // Usually the ping goes out at once: then no timer is armed for it.
+        let first = poll_fn(|cx| Poll::Ready(poll_push(&mut self.ws, &mut message, cx))).await;
+        if let Poll::Ready(push) = first
+            && let Some(sent) = self.pushed(push, now_us)
+        {
+            return sent;
+        }
         let deadline = sleep_until(self.shared.at(now_us.saturating_add(self.timeout_us)));
         tokio::pin!(deadline);
         loop {
@@ -558,23 +566,31 @@ impl Worker<'_> {
                 }
                 push = poll_fn(|cx| poll_push(&mut self.ws, &mut message, cx)) => push,
             };
-            match push {
-                Push::Done(Ok(())) => {
-                    self.count_sent(now_us);
-                    return Sent::Done;
-                }
-                Push::Done(Err(error)) => {
-                    self.inflight.unsend();
-                    self.dropped(close_code_of(&error));
-                    return Sent::Ended;
-                }
-                Push::Incoming(incoming) => {
-                    if let Flow::Ended = self.on_incoming(incoming) {
-                        self.inflight.unsend();
-                        return Sent::Ended;
-                    }
-                }
+            if let Some(sent) = self.pushed(push, now_us) {
+                return sent;
             }
+        }
+    }
+
+    /// What one turn of a send produced: `Some` when the send is over.
+    fn pushed(&mut self, push: Push, now_us: u64) -> Option<Sent> {
+        match push {
+            Push::Done(Ok(())) => {
+                self.count_sent(now_us);
+                Some(Sent::Done)
+            }
+            Push::Done(Err(error)) => {
+                self.inflight.unsend();
+                self.dropped(close_code_of(&error));
+                Some(Sent::Ended)
+            }
+            Push::Incoming(incoming) => match self.on_incoming(incoming) {
+                Flow::Ended | Flow::Aborted => {
+                    self.inflight.unsend();
+                    Some(Sent::Ended)
+                }
+                Flow::Continue => None,
+            },
         }
     }
 

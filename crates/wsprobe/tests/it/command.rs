@@ -698,12 +698,12 @@ mod engine {
     use std::time::Duration;
 
     use futures_util::FutureExt as _;
-    use wsprobe::client::{self, ClientConfig};
-    use wsprobe::command::engine::{Done, Engine, EngineOptions, Fault};
-    use wsprobe::command::vars::Vars;
-    use wsprobe::command::{EchoPolicy, ReplInput, Statement, parse_repl_line};
-    use wsprobe::message::RouteFields;
-    use wsprobe::session::Session;
+    use wsprobe_core::client::{self, ClientConfig};
+    use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Fault};
+    use wsprobe_core::command::vars::Vars;
+    use wsprobe_core::command::{EchoPolicy, ReplInput, Statement, parse_repl_line};
+    use wsprobe_core::message::RouteFields;
+    use wsprobe_core::session::Session;
 
     use crate::support::{spawn_default_server, within};
 

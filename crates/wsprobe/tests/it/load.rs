@@ -792,6 +792,27 @@ async fn an_oversized_message_is_refused_with_close_1009() {
     assert_eq!(count(&report, "connections", "dropped"), 2, "{report}");
     assert_eq!(report["connections"]["close_codes"]["1009"], 2, "{report}");
     assert_eq!(count(&report, "messages", "corrupted"), 0, "{report}");
+
+    // The limit is near what the pings need: 64 KiB plus the ping (here 100 bytes) is
+    // still read (and counted as corrupted, being no echo).
+    let (url, mut closes) = support::spawn_oversized_server(64 << 10).await;
+    let (output, report) = load_report(args(&[
+        &url,
+        "-c",
+        "1",
+        "-n",
+        "1",
+        "--size",
+        "100",
+        "--timeout",
+        "1s",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let code = support::within("the client's close", closes.recv()).await;
+    assert_eq!(code, Some(Some(1000)), "{}", describe(&output));
+    assert_eq!(count(&report, "connections", "dropped"), 0, "{report}");
+    assert_eq!(count(&report, "messages", "corrupted"), 1, "{report}");
 }
 
 /// The open model honours `-d` above capacity: sending stops at the end of the duration
@@ -993,4 +1014,41 @@ async fn a_server_that_dies_mid_run_gives_the_time_actually_spent_sending() {
         table.contains("2 of 2 connections dropped during the run"),
         "{table}"
     );
+}
+
+/// Under `nohup` (here `trap '' HUP`, which `exec` keeps), a hangup does not stop the run:
+/// an ignored SIGHUP stays ignored. A Ctrl-C still does.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_sighup_stays_ignored() {
+    let server = support::spawn_default_server().await;
+    let mut events = server.events();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let script = format!(
+        "trap '' HUP && exec \"$0\" load {} -c 1 --rate 100/s -d 30s --no-progress \
+         --report-json {}",
+        server.ws_url(),
+        json.display()
+    );
+    let child = std::process::Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_wsprobe")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running sh");
+    wait_connected(&mut events, 1).await;
+    send_signal(&child, "HUP");
+    // Pings still arrive after the hangup (wsprobe is the process: `exec`).
+    for _ in 0..3 {
+        support::wait_event(&mut events, |event| {
+            matches!(event, ServeEvent::Message { .. }).then_some(())
+        })
+        .await;
+    }
+    send_signal(&child, "INT");
+    let output = wait_output(child, "wsprobe load to stop after Ctrl-C").await;
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let report = read_report(&json);
+    assert_eq!(report["interrupted_by"], "SIGINT", "{report}");
 }
