@@ -483,6 +483,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     pub integration: Option<String>,
 
+    /// Lambda REQUEST authorizer for $connect: POST a REQUEST event to this Lambda-runtime
+    /// URL before the handshake is accepted (401, 403 or 500 when it refuses or fails)
+    #[arg(long, value_name = "URL")]
+    pub authorizer: Option<String>,
+
+    /// The authorizer's identity sources, comma-separated: route.request.header.NAME,
+    /// route.request.querystring.NAME; any missing or empty gets 401 without a call
+    /// [default: route.request.header.Authorization]
+    #[arg(long, value_name = "SOURCES", requires = "authorizer")]
+    pub identity_source: Option<String>,
+
     /// Give route NAME a route response: its integration's body goes back to the caller,
     /// repeatable
     #[arg(long = "route-response", value_name = "NAME")]
