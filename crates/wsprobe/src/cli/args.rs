@@ -438,7 +438,8 @@ pub enum LogFormat {
 Examples:
   wsprobe serve                                          # ws://127.0.0.1:8080/dev
   wsprobe serve --route-selection-expression '$request.body.message'   # the blog's sample app
-  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --token xyz --route chat=broadcast")]
+  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --token xyz --route chat=broadcast
+  wsprobe serve --integration \"$LAMBDA_URL\" --authorizer \"$AUTHORIZER_URL\" --default-route none")]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -468,7 +469,8 @@ pub struct ServeArgs {
     )]
     pub tokens: Vec<Secret>,
 
-    /// Route selection expression, $request.body.PATH
+    /// Route selection expression: $request.body.PATH, ${request.body.PATH}, or several
+    /// variables with static text (${request.body.kind}-${request.body.op})
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
