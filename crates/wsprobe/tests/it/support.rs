@@ -1174,9 +1174,14 @@ pub fn python_runtime_missing() -> Option<String> {
         .output();
     match probe {
         Ok(output) if output.status.success() => None,
+        // The traceback's last line says which module is missing.
         Ok(output) => Some(format!(
             "python3 cannot import awslambdaric and boto3 ({})",
-            String::from_utf8_lossy(&output.stderr).trim()
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
         )),
         Err(e) => Some(format!("python3 cannot be run: {e}")),
     }
