@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::auth::{self, FORBIDDEN_BODY};
+use crate::authorizer::{self, Authorizer, Decision};
 use crate::registry::{ConnectionHandle, ConnectionInfo, OUTBOUND_QUEUE};
 use crate::server::PeerAddr;
 use crate::{ServeConfig, ServeEvent, ServerState, connection, lambda, management};
@@ -199,8 +200,9 @@ async fn handshake(
         );
     }
     let config = state.config();
-    // IAM authorization comes first, as in API Gateway: then the API key, then the
-    // $connect integration (the token).
+    // API Gateway's order: IAM or the Lambda authorizer (a route has one of them), then
+    // the API key, then the $connect integration (the sample app's token check, then the
+    // user's handler).
     if !config.iam_keys.is_empty() {
         let verified = wsprobe_core::aws::verify::verify(
             request.method().as_str(),
@@ -221,16 +223,6 @@ async fn handshake(
             );
         }
     }
-    if let Err(refusal) = auth::authorize(request.headers(), &config.api_keys, &config.tokens) {
-        return reject(
-            &state,
-            refusal.status,
-            refusal.body,
-            refusal.reason,
-            peer,
-            started,
-        );
-    }
     let Some(on_upgrade) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -244,71 +236,83 @@ async fn handshake(
             started,
         );
     };
+    // The head alone from here on: it may be held across the invocations' awaits (the
+    // body is not `Sync`, and a handshake has none).
+    let (parts, _) = request.into_parts();
+    let headers = &parts.headers;
+    let query = parts.uri.query();
+    let secure = config.tls.is_some();
 
     let connection_id = state.next_id();
     let request_id = state.next_id();
-    // In a block: a borrow of the request must not live across the integration's await
-    // (the request's body is not `Sync`).
-    let (user_agent, mut subprotocol, received_headers, info, lambda_context, connect_event) = {
-        let headers = request.headers();
-        let user_agent = headers
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        // With a $connect integration, its answer alone decides (below), as on API
-        // Gateway. Without one there is no handler to choose, and browsers fail a
-        // handshake that offers subprotocols and gets none back, so we pick the first [U].
-        let subprotocol = headers
-            .get(header::SEC_WEBSOCKET_PROTOCOL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
-            .and_then(|p| HeaderValue::from_str(p).ok())
-            .filter(|_| config.integrations.connect.is_none());
-        let received_headers = headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect::<Vec<_>>();
-        let info = Arc::new(ConnectionInfo::new(peer, user_agent.clone()));
-        let lambda_context = (!config.integrations.endpoints.is_empty()).then(|| {
-            Arc::new(lambda::ConnectionContext {
-                connection_id: connection_id.clone(),
-                domain_name: domain_name(headers),
-                stage: config.stage.clone(),
-                connected_at: info.connected_at,
-                source_ip: peer,
-                user_agent: user_agent.clone(),
-            })
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // With a $connect integration, its answer alone decides (below), as on API Gateway.
+    // Without one there is no handler to choose, and browsers fail a handshake that
+    // offers subprotocols and gets none back, so we pick the first [U].
+    let mut subprotocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
+        .and_then(|p| HeaderValue::from_str(p).ok())
+        .filter(|_| config.integrations.connect.is_none());
+    let info = Arc::new(ConnectionInfo::new(peer, user_agent.clone()));
+    let mut lambda_context =
+        (!config.integrations.endpoints.is_empty()).then(|| lambda::ConnectionContext {
+            connection_id: connection_id.clone(),
+            domain_name: domain_name(headers),
+            stage: config.stage.clone(),
+            connected_at: info.connected_at,
+            source_ip: peer,
+            user_agent: user_agent.clone(),
+            authorizer: None,
         });
-        let connect_event = lambda_context
-            .as_ref()
-            .filter(|_| config.integrations.connect.is_some())
-            .map(|context| {
-                let secure = config.tls.is_some();
-                lambda::connect_event(
-                    context,
-                    &request_id,
-                    headers,
-                    request.uri().query(),
-                    local_port(headers, secure),
-                    secure,
-                )
-            });
-        (
-            user_agent,
-            subprotocol,
-            received_headers,
-            info,
-            lambda_context,
-            connect_event,
-        )
-    };
-    if let (Some(context), Some(index), Some(event)) =
-        (&lambda_context, config.integrations.connect, connect_event)
-    {
+    if let (Some(authorizer), Some(context)) = (&config.authorizer, lambda_context.as_mut()) {
+        let call = AuthorizerCall {
+            state: &state,
+            authorizer,
+            context,
+            request_id: &request_id,
+            parts: &parts,
+            secure,
+            peer,
+            started,
+        };
+        match call.run().await {
+            Ok(allowed) => context.authorizer = Some(allowed),
+            Err(refused) => return refused,
+        }
+    }
+    if let Err(refusal) = auth::authorize(headers, &config.api_keys, &config.tokens) {
+        return reject(
+            &state,
+            refusal.status,
+            refusal.body,
+            refusal.reason,
+            peer,
+            started,
+        );
+    }
+    let received_headers = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect::<Vec<_>>();
+    let lambda_context = lambda_context.map(Arc::new);
+    if let (Some(context), Some(index)) = (&lambda_context, config.integrations.connect) {
+        let event = lambda::connect_event(
+            context,
+            &request_id,
+            headers,
+            query,
+            local_port(headers, secure),
+            secure,
+        );
         match connect_integration(&state, context, index, event, &request_id).await {
             // The handler's header goes out as it is, even naming a protocol the client
             // did not offer (or when it offered none): API Gateway does not check it, and
@@ -381,6 +385,117 @@ async fn handshake(
         response_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, subprotocol);
     }
     response
+}
+
+/// One run of the `$connect` authorizer for a handshake.
+struct AuthorizerCall<'a> {
+    state: &'a ServerState,
+    authorizer: &'a Authorizer,
+    /// The connection's context so far (without `authorizer`).
+    context: &'a lambda::ConnectionContext,
+    request_id: &'a str,
+    parts: &'a axum::http::request::Parts,
+    secure: bool,
+    peer: IpAddr,
+    started: Instant,
+}
+
+impl AuthorizerCall<'_> {
+    /// Checks the identity sources and invokes the authorizer: `Ok` with what every later
+    /// event carries as `requestContext.authorizer`, or the refused handshake. Logged as
+    /// an AUTHORIZE line either way.
+    async fn run(self) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+        let headers = &self.parts.headers;
+        let query = self.parts.uri.query();
+        if let Some(missing) =
+            authorizer::missing_source(&self.authorizer.identity_sources, headers, query)
+        {
+            let reason = format!("identity source {missing} is missing or empty");
+            self.log(
+                "missing-identity",
+                Some(401),
+                Some(reason.clone()),
+                None,
+                Duration::ZERO,
+            );
+            return Err(reject(
+                self.state,
+                401,
+                auth::UNAUTHORIZED_BODY,
+                &reason,
+                self.peer,
+                self.started,
+            ));
+        }
+        let arn = authorizer::method_arn(&self.context.stage);
+        let connect = lambda::connect_event(
+            self.context,
+            self.request_id,
+            headers,
+            query,
+            local_port(headers, self.secure),
+            self.secure,
+        );
+        let event = authorizer::request_event(&connect, &arn, headers);
+        let called = Instant::now();
+        let answer = self.state.send(self.authorizer.endpoint, &event).await;
+        let latency = called.elapsed();
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let decision = authorizer::decide(answer, &arn, latency_ms);
+        let refusal = decision.refusal();
+        match decision {
+            Decision::Allow(allowed) => {
+                let principal = allowed
+                    .get("principalId")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_owned);
+                self.log("allow", None, None, principal, latency);
+                Ok(allowed)
+            }
+            refused => {
+                let (status, body) =
+                    refusal.unwrap_or((500, r#"{"message":"Internal server error"}"#));
+                let reason = match &refused {
+                    Decision::Deny(why) | Decision::Error(why) => why.clone(),
+                    _ => "the authorizer threw Unauthorized".to_owned(),
+                };
+                self.log(
+                    refused.outcome(),
+                    Some(status),
+                    Some(reason.clone()),
+                    None,
+                    latency,
+                );
+                Err(reject(
+                    self.state,
+                    status,
+                    body,
+                    &format!("authorizer: {reason}"),
+                    self.peer,
+                    self.started,
+                ))
+            }
+        }
+    }
+
+    fn log(
+        &self,
+        outcome: &str,
+        status: Option<u16>,
+        reason: Option<String>,
+        principal_id: Option<String>,
+        duration: Duration,
+    ) {
+        self.state.emit(ServeEvent::Authorized {
+            request_id: self.request_id.to_owned(),
+            connection_id: self.context.connection_id.clone(),
+            outcome: outcome.to_owned(),
+            status,
+            reason,
+            principal_id,
+            duration,
+        });
+    }
 }
 
 /// What the `$connect` integration decided.

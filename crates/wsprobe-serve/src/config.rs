@@ -8,6 +8,7 @@ use std::time::Duration;
 use wsprobe_core::aws::IamKey;
 use wsprobe_core::secret::Secret;
 
+use crate::authorizer::Authorizer;
 use crate::lambda::Integrations;
 use crate::log::{LogFormat, LogSink};
 use crate::routing::{RouteBehaviour, RouteTable, SelectionExpression};
@@ -58,6 +59,9 @@ pub struct ServeConfig {
     /// Lambda integrations (`--integration`, `--route NAME=lambda:URL`): where events go
     /// and which routes answer. Empty by default: the sample app runs built in.
     pub integrations: Integrations,
+    /// A Lambda REQUEST authorizer on `$connect` (`--authorizer`, `--identity-source`); its
+    /// endpoint is one of `integrations.endpoints`.
+    pub authorizer: Option<Authorizer>,
 }
 
 /// API Gateway's shortest integration timeout.
@@ -88,6 +92,7 @@ impl Default for ServeConfig {
             log_format: LogFormat::Plain,
             tls: None,
             integrations: Integrations::default(),
+            authorizer: None,
         }
     }
 }

@@ -82,12 +82,9 @@ impl Invoker {
         }
     }
 
-    /// Invokes the endpoint once a slot is free; `timeout` starts when the event is sent.
-    pub async fn invoke(
-        &self,
-        event: &Value,
-        timeout: Duration,
-    ) -> Result<ProxyResponse, InvokeError> {
+    /// Sends `event` to the endpoint once a slot is free; `timeout` starts when it is
+    /// sent.
+    pub async fn send(&self, event: &Value, timeout: Duration) -> Result<Answer, InvokeError> {
         use std::sync::atomic::Ordering;
         let waiting = Waiting(&self.waiting);
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.bound {
@@ -99,7 +96,7 @@ impl Invoker {
         // The semaphore is never closed; if it were, invoking without a slot is harmless.
         let _slot = self.slots.acquire().await.ok();
         drop(waiting);
-        invoke(&self.url, event, timeout).await
+        send(&self.url, event, timeout).await
     }
 
     /// How many invocations wait for a slot.
@@ -165,10 +162,14 @@ pub struct ConnectionContext {
     pub source_ip: IpAddr,
     /// The client's `User-Agent`, if it sent one.
     pub user_agent: Option<String>,
+    /// What the `$connect` authorizer allowed with, flattened as API Gateway delivers it
+    /// (`principalId`, `integrationLatency` and each key of its `context`): every event
+    /// of the connection carries it as `requestContext.authorizer`.
+    pub authorizer: Option<Map<String, Value>>,
 }
 
 /// The `apiId` of every event: there is no API id locally.
-const API_ID: &str = "local";
+pub const API_ID: &str = "local";
 
 /// The `requestContext` shared by every event type; `request_id` is also the
 /// `extendedRequestId` (they are always equal).
@@ -194,6 +195,9 @@ fn request_context(
     fields.insert("connectedAt".into(), epoch_ms(context.connected_at).into());
     fields.insert("requestTimeEpoch".into(), epoch_ms(now).into());
     fields.insert("identity".into(), Value::Object(identity));
+    if let Some(authorizer) = &context.authorizer {
+        fields.insert("authorizer".into(), Value::Object(authorizer.clone()));
+    }
     fields.insert("requestId".into(), request_id.into());
     fields.insert("domainName".into(), context.domain_name.clone().into());
     fields.insert("connectionId".into(), context.connection_id.clone().into());
@@ -353,12 +357,18 @@ pub enum InvokeError {
     Malformed { reason: String },
 }
 
-/// POSTs `event` to `url` and reads the proxy response, within `timeout`.
-pub async fn invoke(
-    url: &Url,
-    event: &Value,
-    timeout: Duration,
-) -> Result<ProxyResponse, InvokeError> {
+/// What a runtime answered to one invocation, before it is read as a proxy response or
+/// an authorizer's policy.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The function's result (or the runtime's error object).
+    pub payload: Vec<u8>,
+    /// The runtime said the handler failed (`X-Amz-Function-Error`).
+    pub function_error: bool,
+}
+
+/// POSTs `event` to `url` and returns what the runtime answered, within `timeout`.
+pub async fn send(url: &Url, event: &Value, timeout: Duration) -> Result<Answer, InvokeError> {
     use axum::http::{HeaderValue, Method, header};
     use wsprobe_core::client::ConnectError;
     let mut headers = HeaderMap::new();
@@ -401,7 +411,10 @@ pub async fn invoke(
         });
     }
     let function_error = response.headers.contains_key("x-amz-function-error");
-    parse_response(&response.body, function_error)
+    Ok(Answer {
+        payload: response.body.to_vec(),
+        function_error,
+    })
 }
 
 /// The HTTP client configuration of every invocation: direct (no proxy), the platform's
@@ -557,6 +570,7 @@ mod tests {
             connected_at: UNIX_EPOCH + Duration::from_millis(1_731_324_924_553),
             source_ip: [127, 0, 0, 1].into(),
             user_agent: None,
+            authorizer: None,
         }
     }
 
@@ -695,7 +709,7 @@ mod tests {
         let url = Url::parse(&format!("http://{}/x", listener.local_addr().unwrap())).unwrap();
         let invoker = Arc::new(Invoker::new(url, 1, 1));
         let call = |invoker: Arc<Invoker>| {
-            tokio::spawn(async move { invoker.invoke(&json!({}), Duration::from_secs(29)).await })
+            tokio::spawn(async move { invoker.send(&json!({}), Duration::from_secs(29)).await })
         };
         let first = call(invoker.clone());
         // Accepted and never answered: the one slot stays taken.
@@ -708,7 +722,7 @@ mod tests {
         })
         .await
         .expect("the second invocation queues");
-        let third = invoker.invoke(&json!({}), Duration::from_secs(29)).await;
+        let third = invoker.send(&json!({}), Duration::from_secs(29)).await;
         assert!(
             matches!(third, Err(InvokeError::Throttled { waiting: 1, .. })),
             "{third:?}"

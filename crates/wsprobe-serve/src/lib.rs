@@ -10,6 +10,7 @@
 //! - `server.rs`: the accept loop (hyper HTTP/1.1, upgrades kept).
 //! - `app.rs`: the router: stage path, handshake checks, the 101, other paths.
 //! - `auth.rs`: `$connect` authorization (API keys, bearer tokens).
+//! - `authorizer.rs`: `$connect` Lambda REQUEST authorizers: identity sources, policies.
 //! - `connection.rs`: one task per connection: limits, timers, close codes.
 //! - `routing.rs`: route selection and what each route does.
 //! - `lambda.rs`: Lambda integrations: proxy events out, proxy responses back.
@@ -19,6 +20,7 @@
 
 mod app;
 mod auth;
+mod authorizer;
 mod config;
 mod connection;
 mod lambda;
@@ -38,6 +40,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use app::app;
+pub use authorizer::{Authorizer, IdentitySource};
 pub use config::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, MAX_INTEGRATION_TIMEOUT,
     MIN_INTEGRATION_TIMEOUT, ServeConfig, self_signed_path,
@@ -248,16 +251,27 @@ impl ServerState {
         self.inner.tasks.wait_idle(grace).await;
     }
 
-    /// Invokes integration endpoint `index` through its queue.
+    /// Invokes integration endpoint `index` through its queue and reads the proxy
+    /// response.
     async fn invoke(
         &self,
         index: usize,
         event: &serde_json::Value,
     ) -> Result<lambda::ProxyResponse, lambda::InvokeError> {
+        let answer = self.send(index, event).await?;
+        lambda::parse_response(&answer.payload, answer.function_error)
+    }
+
+    /// Sends `event` to integration endpoint `index` through its queue.
+    async fn send(
+        &self,
+        index: usize,
+        event: &serde_json::Value,
+    ) -> Result<lambda::Answer, lambda::InvokeError> {
         match self.inner.invokers.get(index) {
             Some(invoker) => {
                 invoker
-                    .invoke(event, self.inner.config.integrations.timeout)
+                    .send(event, self.inner.config.integrations.timeout)
                     .await
             }
             None => Err(lambda::InvokeError::Unreachable {

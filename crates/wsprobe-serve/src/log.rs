@@ -48,6 +48,23 @@ pub enum ServeEvent {
         source_ip: Option<IpAddr>,
         duration: Duration,
     },
+    /// The `$connect` authorizer decided (or was not called: an identity source was
+    /// missing).
+    Authorized {
+        /// The handshake's request id (also in the authorizer's event).
+        request_id: String,
+        connection_id: String,
+        /// `allow`, `deny`, `unauthorized`, `error`, or `missing-identity`.
+        outcome: String,
+        /// The handshake's status when refused (401, 403, 500).
+        status: Option<u16>,
+        /// Why, in words (never a secret or an identity value).
+        reason: Option<String>,
+        /// The `principalId` of an Allow.
+        principal_id: Option<String>,
+        /// How long the authorizer took (zero when it was not called).
+        duration: Duration,
+    },
     /// A text message arrived and was routed.
     Message {
         connection_id: String,
@@ -105,7 +122,8 @@ impl ServeEvent {
             | Self::Message { connection_id, .. }
             | Self::Disconnected { connection_id, .. }
             | Self::Managed { connection_id, .. }
-            | Self::Integration { connection_id, .. } => Some(connection_id),
+            | Self::Integration { connection_id, .. }
+            | Self::Authorized { connection_id, .. } => Some(connection_id),
             Self::Rejected { .. } => None,
         }
     }
@@ -227,6 +245,35 @@ pub fn format_line(format: LogFormat, time: SystemTime, event: &ServeEvent) -> S
                 (
                     "sourceIp",
                     source_ip.map_or(Field::Missing, |ip| Field::Owned(ip.to_string())),
+                ),
+            ],
+            *duration,
+        ),
+        ServeEvent::Authorized {
+            request_id,
+            connection_id,
+            outcome,
+            status,
+            reason,
+            principal_id,
+            duration,
+        } => (
+            "AUTHORIZE",
+            vec![
+                ("requestId", Field::Text(request_id)),
+                ("connectionId", Field::Text(connection_id)),
+                ("outcome", Field::Text(outcome)),
+                (
+                    "status",
+                    status.map_or(Field::Missing, |s| Field::Number(u64::from(s))),
+                ),
+                (
+                    "principalId",
+                    principal_id.as_deref().map_or(Field::Missing, Field::Text),
+                ),
+                (
+                    "reason",
+                    reason.as_deref().map_or(Field::Missing, Field::Text),
                 ),
             ],
             *duration,

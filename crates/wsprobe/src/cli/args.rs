@@ -438,7 +438,8 @@ pub enum LogFormat {
 Examples:
   wsprobe serve                                          # ws://127.0.0.1:8080/dev
   wsprobe serve --route-selection-expression '$request.body.message'   # the blog's sample app
-  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --token xyz --route chat=broadcast")]
+  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --token xyz --route chat=broadcast
+  wsprobe serve --integration \"$LAMBDA_URL\" --authorizer \"$AUTHORIZER_URL\" --default-route none")]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -468,7 +469,8 @@ pub struct ServeArgs {
     )]
     pub tokens: Vec<Secret>,
 
-    /// Route selection expression, $request.body.PATH
+    /// Route selection expression: $request.body.PATH, ${request.body.PATH}, or several
+    /// variables with static text (${request.body.kind}-${request.body.op})
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub route_selection_expression: String,
 
@@ -482,6 +484,17 @@ pub struct ServeArgs {
     /// http://127.0.0.1:9000/2015-03-31/functions/function/invocations
     #[arg(long, value_name = "URL")]
     pub integration: Option<String>,
+
+    /// Lambda REQUEST authorizer for $connect: POST a REQUEST event to this Lambda-runtime
+    /// URL before the handshake is accepted (401, 403 or 500 when it refuses or fails)
+    #[arg(long, value_name = "URL")]
+    pub authorizer: Option<String>,
+
+    /// The authorizer's identity sources, comma-separated: route.request.header.NAME,
+    /// route.request.querystring.NAME; any missing or empty gets 401 without a call
+    /// [default: route.request.header.Authorization]
+    #[arg(long, value_name = "SOURCES", requires = "authorizer")]
+    pub identity_source: Option<String>,
 
     /// Give route NAME a route response: its integration's body goes back to the caller,
     /// repeatable

@@ -10,5 +10,6 @@ mod load;
 mod run;
 mod serve;
 mod serve_lambda;
+mod serve_sample_app;
 mod stage;
 mod support;

@@ -357,3 +357,239 @@ async fn an_integration_concurrency_of_0_is_a_usage_error() {
         .expect("running wsprobe serve");
     assert_eq!(output.status.code(), Some(2));
 }
+
+// 1. REQUEST authorizers.
+
+/// An authorizer that decides by the `Authorization` header: `Bearer allow` (and
+/// `Bearer allow-q` for query-string tests) is allowed with a context, `Bearer deny` gets
+/// a Deny, `Bearer wide` an Allow on `…/dev/*/*` (which does not cover `$connect`),
+/// `Bearer unauthorized` throws `Unauthorized`, `Bearer boom` throws something else,
+/// `Bearer slow` never answers.
+async fn authorizer_lambda() -> InvokeApi {
+    InvokeApi::start(|event: Value| async move {
+        let arn = event["methodArn"].as_str().unwrap_or_default().to_owned();
+        let token = event["headers"]["Authorization"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let policy = |effect: &str, resource: &str| {
+            json!({
+                "principalId": "user-42",
+                "policyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}]
+                },
+                "context": {"role": "admin", "tenant": 7, "beta": true}
+            })
+        };
+        match token.as_str() {
+            "Bearer allow" => LambdaReply::Return(policy("Allow", &arn)),
+            "Bearer deny" => LambdaReply::Return(policy("Deny", &arn)),
+            "Bearer wide" => {
+                let wide = arn.replace("/$connect", "/*/*");
+                LambdaReply::Return(policy("Allow", &wide))
+            }
+            "Bearer unauthorized" => LambdaReply::throw("Unauthorized"),
+            "Bearer slow" => LambdaReply::Hang,
+            _ => LambdaReply::throw("boom"),
+        }
+    })
+    .await
+}
+
+/// `{"principalId": "user-42", "integrationLatency": N, "role": "admin", …}`, flattened as
+/// API Gateway delivers it.
+fn assert_authorizer_context(event: &Value) {
+    let authorizer = &event["requestContext"]["authorizer"];
+    assert_eq!(authorizer["principalId"], "user-42", "{event}");
+    assert!(authorizer["integrationLatency"].is_u64(), "{event}");
+    assert_eq!(authorizer["role"], "admin", "{event}");
+    assert_eq!(authorizer["tenant"], 7, "{event}");
+    assert_eq!(authorizer["beta"], true, "{event}");
+    assert_eq!(authorizer.as_object().map(|a| a.len()), Some(5), "{event}");
+}
+
+#[tokio::test]
+async fn an_authorizer_refuses_with_api_gateway_s_statuses() {
+    let (log, capture) = wsprobe_serve::LogSink::capture();
+    let mut authorizer = authorizer_lambda().await;
+    let mut config = serve_config(&[
+        "--authorizer",
+        &authorizer.url,
+        "--integration-timeout",
+        "200ms",
+    ]);
+    config.log = log;
+    let server = spawn_server(config).await;
+    let url = server.ws_url();
+
+    // No identity: 401, and the authorizer is not called.
+    let (status, body) = refused(&url, &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"message":"Unauthorized"}"#)
+    );
+    let (status, _) = refused(&url, &[("Authorization", "")]).await;
+    assert_eq!(status, 401);
+
+    for (token, expected) in [
+        (
+            "Bearer unauthorized",
+            (401, r#"{"message":"Unauthorized"}"#),
+        ),
+        ("Bearer deny", (403, r#"{"message":"Forbidden"}"#)),
+        ("Bearer wide", (403, r#"{"message":"Forbidden"}"#)),
+        (
+            "Bearer boom",
+            (500, r#"{"message":"Internal server error"}"#),
+        ),
+        (
+            "Bearer slow",
+            (500, r#"{"message":"Internal server error"}"#),
+        ),
+    ] {
+        let (status, body) = refused(&url, &[("Authorization", token)]).await;
+        assert_eq!((status, body.as_str()), expected, "{token}");
+        let event = authorizer.next_event().await;
+        // The first event the authorizer sees is this one: the refusals without an
+        // identity never reached it.
+        assert_eq!(event["headers"]["Authorization"], token);
+    }
+    let lines = capture.lines();
+    let authorize: Vec<&String> = lines.iter().filter(|l| l.contains(" AUTHORIZE ")).collect();
+    let outcomes: Vec<&str> = authorize
+        .iter()
+        .filter_map(|l| l.split(" outcome=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "missing-identity",
+            "missing-identity",
+            "unauthorized",
+            "deny",
+            "deny",
+            "error",
+            "error"
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        authorize[0].contains("route.request.header.Authorization"),
+        "{}",
+        authorize[0]
+    );
+    for line in &lines {
+        for secret in ["Bearer deny", "Bearer boom", "Bearer wide"] {
+            assert!(!line.contains(secret), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_connection_carries_the_authorizer_context_on_every_event() {
+    let mut authorizer = authorizer_lambda().await;
+    let mut handler = echo_lambda().await;
+    let server = serve_flags(&[
+        "--authorizer",
+        &authorizer.url,
+        "--integration",
+        &handler.url,
+        "--route-response",
+        "$default",
+    ])
+    .await;
+    let mut events = server.events();
+    let mut ws = connect_with(
+        &format!("{}?room=7", server.ws_url()),
+        &[("Authorization", "Bearer allow")],
+    )
+    .await;
+
+    // The authorizer's REQUEST event.
+    let request = authorizer.next_event().await;
+    assert_eq!(request["type"], "REQUEST");
+    assert_eq!(
+        request["methodArn"],
+        "arn:aws:execute-api:local:000000000000:local/dev/$connect"
+    );
+    assert_eq!(request["headers"]["Authorization"], "Bearer allow");
+    assert_eq!(
+        request["multiValueHeaders"]["Authorization"],
+        json!(["Bearer allow"])
+    );
+    assert_eq!(request["queryStringParameters"], json!({"room": "7"}));
+    assert_eq!(request["requestContext"]["routeKey"], "$connect");
+    assert_eq!(request["requestContext"]["eventType"], "CONNECT");
+    assert!(request["requestContext"].get("authorizer").is_none());
+
+    // Then $connect, a message and $disconnect, each with the authorizer's context.
+    let connect = handler.next_event().await;
+    assert_eq!(connect["requestContext"]["routeKey"], "$connect");
+    assert_eq!(
+        connect["requestContext"]["requestId"],
+        request["requestContext"]["requestId"]
+    );
+    assert_authorizer_context(&connect);
+    send_text(&mut ws, "hello").await;
+    assert_eq!(next_text(&mut ws).await, "got:hello");
+    let message = handler.next_event().await;
+    assert_eq!(message["requestContext"]["eventType"], "MESSAGE");
+    assert_authorizer_context(&message);
+    within("the close", futures_util::SinkExt::close(&mut ws))
+        .await
+        .expect("closing");
+    let disconnect = handler.next_event().await;
+    assert_eq!(disconnect["requestContext"]["eventType"], "DISCONNECT");
+    assert_authorizer_context(&disconnect);
+
+    let (outcome, principal) = wait_event(&mut events, |event| match event {
+        ServeEvent::Authorized {
+            outcome,
+            principal_id,
+            ..
+        } => Some((outcome.clone(), principal_id.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (outcome.as_str(), principal.as_deref()),
+        ("allow", Some("user-42"))
+    );
+}
+
+#[tokio::test]
+async fn query_string_identity_sources_are_all_required() {
+    let mut authorizer = InvokeApi::start(|event: Value| async move {
+        let arn = event["methodArn"].as_str().unwrap_or_default().to_owned();
+        LambdaReply::Return(json!({
+            "principalId": event["queryStringParameters"]["token"],
+            "policyDocument": {"Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": arn}]}
+        }))
+    })
+    .await;
+    let server = serve_flags(&[
+        "--authorizer",
+        &authorizer.url,
+        "--identity-source",
+        "route.request.querystring.token,route.request.header.X-Tenant",
+    ])
+    .await;
+    let url = server.ws_url();
+    assert_eq!(refused(&format!("{url}?token=t1"), &[]).await.0, 401);
+    assert_eq!(refused(&url, &[("X-Tenant", "a")]).await.0, 401);
+    assert_eq!(
+        refused(&format!("{url}?token="), &[("X-Tenant", "a")])
+            .await
+            .0,
+        401
+    );
+    // Both present: allowed, and the sample app (no $connect integration) answers.
+    let mut ws = connect_with(&format!("{url}?token=t1"), &[("X-Tenant", "a")]).await;
+    assert_eq!(
+        authorizer.next_event().await["queryStringParameters"]["token"],
+        "t1"
+    );
+    send_text(&mut ws, r#"{"action":"send","body":"in"}"#).await;
+    assert_eq!(next_text(&mut ws).await, r#""in""#);
+}

@@ -977,3 +977,259 @@ pub async fn spawn_dying_server(echoes: usize) -> String {
     });
     url
 }
+
+// ---------------------------------------------------------------------------------------
+// A Lambda Runtime API for real handlers under awslambdaric
+
+/// The Invoke API in front and the Lambda Runtime API behind, as the Runtime Interface
+/// Emulator has them: `serve` POSTs an event to [`LambdaRuntime::url`], a real runtime
+/// client (`python3 -m awslambdaric module.handler` with `AWS_LAMBDA_RUNTIME_API` set to
+/// [`LambdaRuntime::runtime_api`]) takes it from `/2018-06-01/runtime/invocation/next`
+/// and posts the result back, which answers the POST. One invocation at a time: an
+/// overlapping one gets 400, as from the emulator.
+pub struct LambdaRuntime {
+    pub url: String,
+    pub runtime_api: String,
+    events: mpsc::UnboundedReceiver<serde_json::Value>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LambdaRuntime {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An invocation on its way to the runtime client: its id and event.
+type Pending = (String, axum::body::Bytes);
+
+/// What the runtime client reported: a function error, and the payload.
+type Outcome = (bool, axum::body::Bytes);
+
+struct RuntimeBridge {
+    queue: mpsc::UnboundedSender<Pending>,
+    next: tokio::sync::Mutex<mpsc::UnboundedReceiver<Pending>>,
+    waiting:
+        std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Outcome>>>,
+    busy: std::sync::atomic::AtomicBool,
+    count: std::sync::atomic::AtomicU64,
+    record: mpsc::UnboundedSender<serde_json::Value>,
+}
+
+impl LambdaRuntime {
+    pub async fn start() -> Self {
+        use axum::routing::{get, post};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("an address");
+        let (queue, next) = mpsc::unbounded_channel();
+        let (record, events) = mpsc::unbounded_channel();
+        let bridge = Arc::new(RuntimeBridge {
+            queue,
+            next: tokio::sync::Mutex::new(next),
+            waiting: Default::default(),
+            busy: Default::default(),
+            count: Default::default(),
+            record,
+        });
+        let router = axum::Router::new()
+            .route(
+                "/2015-03-31/functions/function/invocations",
+                post(runtime_invoke),
+            )
+            .route("/2018-06-01/runtime/invocation/next", get(runtime_next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(runtime_response),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/error",
+                post(runtime_error),
+            )
+            .route("/2018-06-01/runtime/init/error", post(runtime_init_error))
+            .with_state(bridge);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            url: format!("http://{addr}/2015-03-31/functions/function/invocations"),
+            runtime_api: addr.to_string(),
+            events,
+            task,
+        }
+    }
+
+    /// The next event a handler was given.
+    pub async fn next_event(&mut self) -> serde_json::Value {
+        within("an event at the runtime", self.events.recv())
+            .await
+            .expect("the runtime bridge is running")
+    }
+}
+
+async fn runtime_invoke(
+    axum::extract::State(bridge): axum::extract::State<std::sync::Arc<RuntimeBridge>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    if bridge.busy.swap(true, Ordering::SeqCst) {
+        return (axum::http::StatusCode::BAD_REQUEST, "busy").into_response();
+    }
+    if let Ok(event) = serde_json::from_slice(&body) {
+        let _ = bridge.record.send(event);
+    }
+    let id = format!("invocation-{}", bridge.count.fetch_add(1, Ordering::SeqCst));
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    bridge
+        .waiting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), done);
+    let _ = bridge.queue.send((id, body));
+    let outcome = outcome.await;
+    bridge.busy.store(false, Ordering::SeqCst);
+    match outcome {
+        Ok((false, payload)) => (axum::http::StatusCode::OK, payload).into_response(),
+        Ok((true, payload)) => (
+            axum::http::StatusCode::OK,
+            [("X-Amz-Function-Error", "Unhandled")],
+            payload,
+        )
+            .into_response(),
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+async fn runtime_next(
+    axum::extract::State(bridge): axum::extract::State<std::sync::Arc<RuntimeBridge>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some((id, event)) = bridge.next.lock().await.recv().await else {
+        return axum::http::StatusCode::GONE.into_response();
+    };
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() + 30_000)
+        .to_string();
+    (
+        [
+            ("Lambda-Runtime-Aws-Request-Id", id),
+            ("Lambda-Runtime-Deadline-Ms", deadline),
+            (
+                "Lambda-Runtime-Invoked-Function-Arn",
+                "arn:aws:lambda:us-east-1:000000000000:function:local".to_owned(),
+            ),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        event,
+    )
+        .into_response()
+}
+
+fn runtime_report(bridge: &RuntimeBridge, id: &str, outcome: Outcome) -> axum::http::StatusCode {
+    let done = bridge
+        .waiting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id);
+    match done {
+        Some(done) => {
+            let _ = done.send(outcome);
+            axum::http::StatusCode::ACCEPTED
+        }
+        None => axum::http::StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn runtime_response(
+    axum::extract::State(bridge): axum::extract::State<std::sync::Arc<RuntimeBridge>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    runtime_report(&bridge, &id, (false, body))
+}
+
+async fn runtime_error(
+    axum::extract::State(bridge): axum::extract::State<std::sync::Arc<RuntimeBridge>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    runtime_report(&bridge, &id, (true, body))
+}
+
+async fn runtime_init_error(body: axum::body::Bytes) -> axum::http::StatusCode {
+    eprintln!(
+        "the handler failed to initialise: {}",
+        String::from_utf8_lossy(&body)
+    );
+    axum::http::StatusCode::ACCEPTED
+}
+
+/// Why real Python handlers cannot run here (`python3` with `awslambdaric` and `boto3`),
+/// or `None` when they can.
+pub fn python_runtime_missing() -> Option<String> {
+    let probe = Command::new("python3")
+        .args(["-c", "import awslambdaric, boto3"])
+        .output();
+    match probe {
+        Ok(output) if output.status.success() => None,
+        // The traceback's last line says which module is missing.
+        Ok(output) => Some(format!(
+            "python3 cannot import awslambdaric and boto3 ({})",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+        )),
+        Err(e) => Some(format!("python3 cannot be run: {e}")),
+    }
+}
+
+/// A Python handler under the real runtime client (`python3 -m awslambdaric
+/// MODULE.handler` in `dir`), fed by `runtime`. Killed on drop.
+pub struct PythonHandler(Child);
+
+impl PythonHandler {
+    pub fn start(
+        dir: &std::path::Path,
+        module: &str,
+        runtime: &LambdaRuntime,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new("python3");
+        command
+            .args(["-m", "awslambdaric", &format!("{module}.handler")])
+            .current_dir(dir)
+            .env("AWS_LAMBDA_RUNTIME_API", &runtime.runtime_api)
+            // Any credentials do: serve checks signatures only with --iam-key.
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Self(command.spawn().expect("running python3 -m awslambdaric"))
+    }
+}
+
+impl Drop for PythonHandler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

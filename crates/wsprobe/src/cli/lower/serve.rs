@@ -3,9 +3,9 @@
 use wsprobe_core::aws::IamKey;
 use wsprobe_core::secret::Secret;
 use wsprobe_serve::{
-    Integrations, LogFormat as ServeLogFormat, LogSink, MAX_INTEGRATION_TIMEOUT,
-    MIN_INTEGRATION_TIMEOUT, RouteBehaviour, RouteTable, SelectionExpression, ServeConfig,
-    self_signed_path,
+    Authorizer, IdentitySource, Integrations, LogFormat as ServeLogFormat, LogSink,
+    MAX_INTEGRATION_TIMEOUT, MIN_INTEGRATION_TIMEOUT, RouteBehaviour, RouteTable,
+    SelectionExpression, ServeConfig, self_signed_path,
 };
 
 use crate::Error;
@@ -96,6 +96,21 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServeConfig, Error> {
             routes.insert(name, behaviour);
         }
     }
+    let authorizer = match &args.authorizer {
+        Some(text) => {
+            let url = Integrations::parse_url(text)
+                .map_err(|e| Error::usage(format!("--authorizer: {e}")))?;
+            let identity_sources = match &args.identity_source {
+                Some(list) => IdentitySource::parse_list(list).map_err(Error::Usage)?,
+                None => IdentitySource::default_sources(),
+            };
+            Some(Authorizer {
+                endpoint: integrations.endpoint(url),
+                identity_sources,
+            })
+        }
+        None => None,
+    };
     for name in &args.route_responses {
         let name = name.trim();
         if name.is_empty() {
@@ -142,7 +157,14 @@ pub fn serve_config(args: &ServeArgs) -> Result<ServeConfig, Error> {
         .iter()
         .map(|key| IamKey::parse(key.expose()).map_err(Error::Usage))
         .collect::<Result<Vec<_>, _>>()?;
+    if authorizer.is_some() && !args.iam_keys.is_empty() {
+        // A route has one authorization type: IAM or a Lambda authorizer.
+        return Err(Error::usage(
+            "--authorizer and --iam-key cannot be combined: $connect is authorized by IAM or by a Lambda authorizer, not both",
+        ));
+    }
     Ok(ServeConfig {
+        authorizer,
         stage: stage.to_owned(),
         iam_keys,
         api_keys: non_empty("--api-key (or WSPROBE_SERVE_API_KEYS)", &args.api_keys)?,
@@ -356,6 +378,43 @@ mod tests {
         assert_eq!(given("echo"), Some(RouteBehaviour::Echo));
         let config = serve_config(&args(&["--integration", url])).unwrap();
         assert_eq!(config.default_route, Some(RouteBehaviour::Lambda(0)));
+    }
+
+    #[test]
+    fn authorizer_flags() {
+        let url = "http://127.0.0.1:9001/2015-03-31/functions/function/invocations";
+        let config = serve_config(&args(&["--authorizer", url])).unwrap();
+        let authorizer = config.authorizer.unwrap();
+        assert_eq!(
+            config.integrations.endpoints[authorizer.endpoint].as_str(),
+            url
+        );
+        assert_eq!(
+            authorizer.identity_sources,
+            [IdentitySource::Header("Authorization".into())]
+        );
+        // No integration for $connect: the sample app stays.
+        assert_eq!(config.integrations.connect, None);
+        assert_eq!(config.routes.get("send"), Some(RouteBehaviour::EchoBody));
+        let config = serve_config(&args(&[
+            "--authorizer",
+            url,
+            "--identity-source",
+            "route.request.querystring.token,route.request.header.X-Key",
+        ]))
+        .unwrap();
+        assert_eq!(config.authorizer.unwrap().identity_sources.len(), 2);
+        for bad in [
+            &["--authorizer", "127.0.0.1:9001"][..],
+            &["--authorizer", url, "--identity-source", "header.Auth"],
+            &["--authorizer", url, "--iam-key", "AKID:s"],
+        ] {
+            let result = serve_config(&args(bad));
+            assert!(
+                matches!(result, Err(Error::Usage(_))),
+                "{bad:?} gave {result:?}"
+            );
+        }
     }
 
     #[test]
