@@ -4,12 +4,12 @@
 //! usage code is 2.
 
 /// Everything that was asked for happened and every check passed.
-pub const SUCCESS: u8 = 0;
+pub(crate) const SUCCESS: u8 = 0;
 /// A check failed: an expectation, an echo mismatch, a load threshold, an abnormal close.
 pub const CHECK_FAILED: u8 = 1;
 /// The command line, a script's syntax or an input file is wrong; nothing was sent.
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 /// A connection could not be opened: DNS, refused, timeout, TLS, or a rejected handshake.
-pub const CONNECT_FAILED: u8 = 3;
+pub(crate) const CONNECT_FAILED: u8 = 3;
 /// Interrupted by Ctrl-C, after printing what was measured.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;

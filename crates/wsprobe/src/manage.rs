@@ -26,7 +26,7 @@ use wsprobe_core::options::ConnectOptions;
 const MAX_POST: usize = 128 * 1024;
 
 /// Runs `wsprobe manage`.
-pub async fn run(
+pub(crate) async fn run(
     args: ManageArgs,
     options: ConnectOptions,
     _context: Context,
@@ -75,7 +75,7 @@ pub async fn run(
 /// The `@connections` endpoint for what the user gave: a stage URL (`ws(s)://HOST/STAGE`,
 /// via [`wsprobe_core::message::management_url`]), an endpoint (`http(s)://HOST/STAGE`, as SDKs
 /// take it) or the `@connections` URL itself.
-pub fn management_base(text: &str) -> Result<Url, Error> {
+pub(crate) fn management_base(text: &str) -> Result<Url, Error> {
     let text = text.trim();
     let invalid = |reason: &str| {
         Error::Connect(ConnectError::InvalidUrl {

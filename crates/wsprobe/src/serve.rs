@@ -8,7 +8,7 @@ use crate::cli::lower;
 use crate::{Context, Error, Outcome};
 
 /// Runs `wsprobe serve`.
-pub async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
+pub(crate) async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
     let config = lower::serve_config(&args)?;
     let signal = wsprobe_serve::shutdown_signal();
     let server = wsprobe_serve::spawn(config, args.listen)

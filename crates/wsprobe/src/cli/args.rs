@@ -39,7 +39,7 @@ pub struct Cli {
 
     /// Print tokens, API keys and other secrets instead of redacting them
     #[arg(long, global = true)]
-    pub show_secrets: bool,
+    pub(crate) show_secrets: bool,
 }
 
 /// The jobs wsprobe does.
@@ -66,7 +66,7 @@ pub enum Command {
 /// What an echo of a route-tagged send looks like (`--echo`); lowered into
 /// [`wsprobe_core::options::EchoPolicy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EchoFlag {
+pub(crate) enum EchoFlag {
     /// The value of the body field, as JSON (the sample echo app's `send` route)
     Body,
     /// The whole message, as sent
@@ -80,7 +80,7 @@ pub enum EchoFlag {
 pub struct ConnectionArgs {
     /// Extra handshake header, repeatable
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = values::parse_header)]
-    pub headers: Vec<Header>,
+    pub(crate) headers: Vec<Header>,
 
     /// Authorization header value, e.g. 'Bearer xyz'
     #[arg(
@@ -89,7 +89,7 @@ pub struct ConnectionArgs {
         env = "WSPROBE_AUTH",
         hide_env_values = true
     )]
-    pub auth: Option<Secret>,
+    pub(crate) auth: Option<Secret>,
 
     /// X-API-Key header value
     #[arg(
@@ -98,56 +98,56 @@ pub struct ConnectionArgs {
         env = "WSPROBE_API_KEY",
         hide_env_values = true
     )]
-    pub api_key: Option<Secret>,
+    pub(crate) api_key: Option<Secret>,
 
     /// Sec-WebSocket-Protocol to offer, repeatable
     #[arg(short = 's', long = "subprotocol", value_name = "PROTOCOL")]
-    pub subprotocols: Vec<String>,
+    pub(crate) subprotocols: Vec<String>,
 
     /// Origin header
     #[arg(short = 'o', long, value_name = "URL")]
-    pub origin: Option<String>,
+    pub(crate) origin: Option<String>,
 
     /// How long the TCP connect, TLS and WebSocket handshake may take [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
 
     /// Extra PEM root certificates to trust (besides the platform's)
     #[arg(long, value_name = "FILE")]
-    pub cacert: Option<PathBuf>,
+    pub(crate) cacert: Option<PathBuf>,
 
     /// PEM client certificate for mutual TLS (with --key)
     #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
 
     /// PEM private key of the client certificate (with --cert)
     #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
 
     /// Do not verify the server's TLS certificate (dangerous; prints a warning)
     #[arg(short = 'k', long)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
 
     /// JSON field that carries the route of a route-tagged send [default: action]
     #[arg(long, value_name = "NAME")]
-    pub route_field: Option<String>,
+    pub(crate) route_field: Option<String>,
 
     /// JSON field that carries the payload of a route-tagged send [default: body]
     #[arg(long, value_name = "NAME")]
-    pub body_field: Option<String>,
+    pub(crate) body_field: Option<String>,
 
     /// What the echo of a route-tagged send looks like [default: body]
     #[arg(long, value_name = "POLICY", value_enum)]
-    pub echo: Option<EchoFlag>,
+    pub(crate) echo: Option<EchoFlag>,
 
     /// HTTP CONNECT proxy for every connection, loopback included: http://HOST:PORT or http://USER:PASS@HOST:PORT
     /// (overrides HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY; '' connects directly)
     #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
-    pub proxy: Option<Secret>,
+    pub(crate) proxy: Option<Secret>,
 
     /// Connect directly, ignoring the proxy environment variables
     #[arg(long)]
-    pub no_proxy: bool,
+    pub(crate) no_proxy: bool,
 
     /// Take the URL and connection options from this stage of wsprobe.toml (flags win)
     #[arg(short = 'S', long, value_name = "NAME", env = "WSPROBE_STAGE")]
@@ -156,23 +156,23 @@ pub struct ConnectionArgs {
     /// The stage profile file (default: ./wsprobe.toml, else wsprobe/wsprobe.toml in the
     /// user's config directory)
     #[arg(long = "config", value_name = "FILE", env = "WSPROBE_CONFIG")]
-    pub config_file: Option<PathBuf>,
+    pub(crate) config_file: Option<PathBuf>,
 
     /// Sign the handshake (and @connections calls) with AWS SigV4 for service execute-api, as IAM-protected stages require
     #[arg(long)]
-    pub sigv4: bool,
+    pub(crate) sigv4: bool,
 
     /// Sign with a presigned URL (SigV4 in the query string) instead of headers
     #[arg(long)]
-    pub sigv4_query: bool,
+    pub(crate) sigv4_query: bool,
 
     /// AWS region to sign for (default: from an execute-api host, AWS_REGION, or the profile)
     #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
 
     /// Profile of ~/.aws/credentials and ~/.aws/config to sign with (default: AWS_PROFILE, then `default`)
     #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
 }
 
 /// `wsprobe connect`.
@@ -195,32 +195,32 @@ pub struct ConnectArgs {
 
     /// Run this command (or send this text) after connecting, repeatable; then exit
     #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
-    pub execute: Vec<String>,
+    pub(crate) execute: Vec<String>,
 
     /// With -x or piped input: how long to wait for messages before exiting (0: leave as soon as echo checks settle)
     #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger)]
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 
     /// How long an echo check waits for the echo
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
-    pub echo_timeout: Duration,
+    pub(crate) echo_timeout: Duration,
 
     /// Show control frames (ping, pong, close)
     #[arg(short = 'P', long)]
-    pub show_control: bool,
+    pub(crate) show_control: bool,
 
     /// Prefix each message with a timestamp
     #[arg(short = 't', long)]
-    pub timestamps: bool,
+    pub(crate) timestamps: bool,
 
     /// Pretty-print JSON messages
     #[arg(long)]
-    pub pretty: bool,
+    pub(crate) pretty: bool,
 
     /// History file (default: wsprobe/history in the user's data directory; with --stage
     /// NAME, wsprobe/history-NAME)
     #[arg(long, value_name = "FILE")]
-    pub history_file: Option<PathBuf>,
+    pub(crate) history_file: Option<PathBuf>,
 }
 
 /// `-w`: a duration, where a bare `0` (no wait at all) needs no unit.
@@ -234,7 +234,7 @@ fn parse_linger(text: &str) -> Result<Duration, String> {
 
 /// A `--report FORMAT=PATH` of `wsprobe run`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReportTarget {
+pub(crate) enum ReportTarget {
     Junit(PathBuf),
     Json(PathBuf),
 }
@@ -258,11 +258,11 @@ Examples:
 pub struct RunArgs {
     /// Script files to run, in order
     #[arg(value_name = "FILE", required = true)]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
 
     /// Set a variable for ${NAME} interpolation, repeatable
     #[arg(long = "var", value_name = "KEY=VALUE", value_parser = values::parse_key_value)]
-    pub vars: Vec<(String, String)>,
+    pub(crate) vars: Vec<(String, String)>,
 
     /// URL for `connect` lines that name none (also available as ${WS_URL})
     #[arg(long, value_name = "URL")]
@@ -270,20 +270,20 @@ pub struct RunArgs {
 
     /// Write a report: junit=PATH or json=PATH, repeatable
     #[arg(long = "report", value_name = "FORMAT=PATH", value_parser = parse_report_target)]
-    pub reports: Vec<ReportTarget>,
+    pub(crate) reports: Vec<ReportTarget>,
 
     /// Stop at the first failing test
     #[arg(long)]
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
 
     /// Default wait of an expectation without `within`
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// Base URL of the @connections API for post/get/delete (default: derived from the
     /// connection's URL, e.g. ws://host/dev -> http://host/dev/@connections)
     #[arg(long, value_name = "URL")]
-    pub management_url: Option<String>,
+    pub(crate) management_url: Option<String>,
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -311,60 +311,60 @@ pub struct LoadArgs {
 
     /// Number of connections
     #[arg(short = 'c', long, value_name = "N", default_value_t = 10)]
-    pub connections: usize,
+    pub(crate) connections: usize,
 
     /// Target message rate over all connections (open model); without it, one ping in flight per connection
     #[arg(long, value_name = "N/s", value_parser = values::parse_rate)]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
 
     /// How long to send for, once every connection has tried to open [default: 10s]
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = values::parse_duration, conflicts_with = "count")]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 
     /// How many pings to send in all
     #[arg(short = 'n', long, value_name = "COUNT")]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
 
     /// Spread connection opening over this long (never faster than --connect-rate)
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
-    pub ramp_up: Option<Duration>,
+    pub(crate) ramp_up: Option<Duration>,
 
     /// Maximum rate of new connections
     #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate)]
-    pub connect_rate: f64,
+    pub(crate) connect_rate: f64,
 
     /// Size of each ping message in bytes (padding is added up to it; at most 16MiB)
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = values::parse_size)]
-    pub size: u64,
+    pub(crate) size: u64,
 
     /// Route of each ping
     #[arg(long, value_name = "NAME", default_value = "send")]
-    pub route: String,
+    pub(crate) route: String,
 
     /// An echo that takes longer than this is counted as late
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 
     /// Pass/fail condition, repeatable: p99<50ms, p99.9<200ms, errors<0.1%, connect_errors==0, rate>=950/s
     #[arg(long = "threshold", value_name = "EXPR")]
-    pub thresholds: Vec<String>,
+    pub(crate) thresholds: Vec<String>,
 
     /// Write the report as JSON
     #[arg(long, value_name = "PATH")]
-    pub report_json: Option<PathBuf>,
+    pub(crate) report_json: Option<PathBuf>,
 
     /// Write round-trip latencies as an HdrHistogram interval log
     #[arg(long, value_name = "PATH")]
-    pub hdr_log: Option<PathBuf>,
+    pub(crate) hdr_log: Option<PathBuf>,
 
     /// No live progress line
     #[arg(long)]
-    pub no_progress: bool,
+    pub(crate) no_progress: bool,
 }
 
 /// An `@connections` call of `wsprobe manage`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ManageAction {
+pub(crate) enum ManageAction {
     /// PostToConnection: send DATA to the client
     Post,
     /// GetConnection: when it connected, from where, when it was last active
@@ -390,15 +390,15 @@ endpoint cannot be reached.")]
 pub struct ManageArgs {
     /// post, get or delete
     #[arg(value_name = "ACTION", value_enum)]
-    pub action: ManageAction,
+    pub(crate) action: ManageAction,
 
     /// The connection id, e.g. R0oXAdfD0kwCH6w= (it may start with `-`)
     #[arg(value_name = "CONNECTION_ID", allow_hyphen_values = true)]
-    pub connection_id: String,
+    pub(crate) connection_id: String,
 
     /// For post: the data to send (without it, standard input is sent)
     #[arg(value_name = "DATA", allow_hyphen_values = true)]
-    pub data: Option<String>,
+    pub(crate) data: Option<String>,
 
     /// The stage URL or its @connections endpoint (may come from --stage instead)
     #[arg(
@@ -416,7 +416,7 @@ pub struct ManageArgs {
 
 /// What `serve` does with a message no route matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DefaultRoute {
+pub(crate) enum DefaultRoute {
     /// Echo the frame back (a plain echo server)
     Echo,
     /// No $default route: the client gets API Gateway's Forbidden error frame
@@ -425,7 +425,7 @@ pub enum DefaultRoute {
 
 /// Log line format of `serve`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One access-log-like line per event
     Plain,
     /// One JSON object per line
@@ -443,7 +443,7 @@ Examples:
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     /// Stage name: clients connect to /STAGE
     #[arg(long, value_name = "NAME", default_value = "dev")]
@@ -457,7 +457,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_keys: Vec<Secret>,
+    pub(crate) api_keys: Vec<Secret>,
 
     /// Require 'Authorization: Bearer TOKEN' on $connect (401 otherwise), repeatable
     #[arg(
@@ -467,78 +467,78 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub tokens: Vec<Secret>,
+    pub(crate) tokens: Vec<Secret>,
 
     /// Route selection expression: $request.body.PATH, ${request.body.PATH}, or several
     /// variables with static text (${request.body.kind}-${request.body.op})
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
-    pub route_selection_expression: String,
+    pub(crate) route_selection_expression: String,
 
     /// Add a route: NAME=echo-body|echo|broadcast|whoami|lambda|lambda:URL ($default=… sets
     /// the default route; $connect and $disconnect take lambda only), repeatable
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
-    pub routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
 
     /// Lambda integration for $connect, $disconnect and $default (replacing the built-in
     /// send route): POST each event to this Lambda-runtime URL, e.g.
     /// http://127.0.0.1:9000/2015-03-31/functions/function/invocations
     #[arg(long, value_name = "URL")]
-    pub integration: Option<String>,
+    pub(crate) integration: Option<String>,
 
     /// Lambda REQUEST authorizer for $connect: POST a REQUEST event to this Lambda-runtime
     /// URL before the handshake is accepted (401, 403 or 500 when it refuses or fails)
     #[arg(long, value_name = "URL")]
-    pub authorizer: Option<String>,
+    pub(crate) authorizer: Option<String>,
 
     /// The authorizer's identity sources, comma-separated: route.request.header.NAME,
     /// route.request.querystring.NAME; any missing or empty gets 401 without a call
     /// [default: route.request.header.Authorization]
     #[arg(long, value_name = "SOURCES", requires = "authorizer")]
-    pub identity_source: Option<String>,
+    pub(crate) identity_source: Option<String>,
 
     /// Give route NAME a route response: its integration's body goes back to the caller,
     /// repeatable
     #[arg(long = "route-response", value_name = "NAME")]
-    pub route_responses: Vec<String>,
+    pub(crate) route_responses: Vec<String>,
 
     /// How long an integration may take before the client gets `Internal server error`
     /// (502 on $connect)
     #[arg(long, value_name = "DURATION", default_value = "29s", value_parser = values::parse_duration)]
-    pub integration_timeout: Duration,
+    pub(crate) integration_timeout: Duration,
 
     /// How many invocations may be in flight at once per integration endpoint; the others
     /// wait in its queue (1: one Lambda runtime handles one invocation at a time)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub integration_concurrency: u16,
+    pub(crate) integration_concurrency: u16,
 
     /// What unmatched messages get: `echo`, or `none` (no $default route: API Gateway's
     /// Forbidden frame). Default: none, or the --integration handler when one is given
     #[arg(long, value_name = "ROUTE", value_enum)]
-    pub default_route: Option<DefaultRoute>,
+    pub(crate) default_route: Option<DefaultRoute>,
 
     /// Close a connection with 1001 after this long without a message
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = values::parse_duration)]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 
     /// Close a connection with 1001 after this long in all
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = values::parse_duration)]
-    pub max_connection_duration: Duration,
+    pub(crate) max_connection_duration: Duration,
 
     /// Largest frame accepted (bigger closes with 1009)
     #[arg(long, value_name = "BYTES", default_value = "32KiB", value_parser = values::parse_size)]
-    pub max_frame_size: u64,
+    pub(crate) max_frame_size: u64,
 
     /// Largest message accepted (bigger closes with 1009)
     #[arg(long, value_name = "BYTES", default_value = "128KiB", value_parser = values::parse_size)]
-    pub max_message_size: u64,
+    pub(crate) max_message_size: u64,
 
     /// PEM certificate chain: serve wss:// and https:// (with --tls-key)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 
     /// Serve wss:// and https:// with a certificate generated at start for localhost,
     /// 127.0.0.1 and ::1; its PEM is written to PATH (default: a file in the temp dir,
@@ -549,7 +549,7 @@ pub struct ServeArgs {
         num_args = 0..=1,
         conflicts_with_all = ["tls_cert", "tls_key"]
     )]
-    pub tls_self_signed: Option<Option<PathBuf>>,
+    pub(crate) tls_self_signed: Option<Option<PathBuf>>,
 
     /// Require a SigV4 signature (service execute-api) by this key on $connect and @connections (403 otherwise), repeatable
     #[arg(
@@ -559,15 +559,15 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub iam_keys: Vec<Secret>,
+    pub(crate) iam_keys: Vec<Secret>,
 
     /// Log line format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 
     /// No log lines
     #[arg(short = 'q', long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[cfg(test)]

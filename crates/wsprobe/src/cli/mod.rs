@@ -3,6 +3,6 @@
 
 mod args;
 pub mod lower;
-pub(crate) mod profile;
+pub mod profile;
 
 pub use args::*;

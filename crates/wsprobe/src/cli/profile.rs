@@ -25,7 +25,7 @@ use wsprobe_core::secret::Secret;
 use wsprobe_core::values::{self, Header};
 
 /// The profile file's name, in the working directory or `wsprobe/` in the config directory.
-pub const FILE_NAME: &str = "wsprobe.toml";
+pub(crate) const FILE_NAME: &str = "wsprobe.toml";
 
 /// A stage of the profile file, resolved: secrets read from the environment, paths made
 /// relative to the file's directory, values checked.
@@ -34,53 +34,53 @@ pub struct StageProfile {
     /// The stage's name (`[stages.NAME]`).
     pub name: String,
     /// The file it was read from.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// `url`: the stage's `ws://` or `wss://` URL.
     pub url: Option<String>,
     /// `auth`: the `Authorization` header value.
-    pub auth: Option<Secret>,
+    pub(crate) auth: Option<Secret>,
     /// `api_key`: the `x-api-key` header value.
-    pub api_key: Option<Secret>,
+    pub(crate) api_key: Option<Secret>,
     /// `headers = { Name = "value" }`: extra handshake headers.
-    pub headers: Vec<Header>,
+    pub(crate) headers: Vec<Header>,
     /// `subprotocols = ["…"]`.
-    pub subprotocols: Vec<String>,
+    pub(crate) subprotocols: Vec<String>,
     /// `origin`.
-    pub origin: Option<String>,
+    pub(crate) origin: Option<String>,
     /// `connect_timeout = "5s"`.
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     /// `cacert`, relative to the file's directory.
-    pub cacert: Option<PathBuf>,
+    pub(crate) cacert: Option<PathBuf>,
     /// `cert` and `key` (mutual TLS), relative to the file's directory.
-    pub client_identity: Option<(PathBuf, PathBuf)>,
+    pub(crate) client_identity: Option<(PathBuf, PathBuf)>,
     /// `insecure = true`: no certificate verification.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// `route_field`.
-    pub route_field: Option<String>,
+    pub(crate) route_field: Option<String>,
     /// `body_field`.
-    pub body_field: Option<String>,
+    pub(crate) body_field: Option<String>,
     /// `echo = "body" | "full" | "off"`.
-    pub echo: Option<EchoPolicy>,
+    pub(crate) echo: Option<EchoPolicy>,
     /// `proxy = "http://…"` (or `"env:NAME"`); `""` connects directly.
-    pub proxy: Option<Secret>,
+    pub(crate) proxy: Option<Secret>,
     /// `region`: the AWS region for SigV4 signing.
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
     /// `profile`: the AWS credentials profile for SigV4 signing.
-    pub aws_profile: Option<String>,
+    pub(crate) aws_profile: Option<String>,
     /// `sigv4 = true`: sign the handshake (AWS_IAM stages).
-    pub sigv4: Option<bool>,
+    pub(crate) sigv4: Option<bool>,
     /// `sigv4_query = true`: sign as a presigned query string instead of headers.
-    pub sigv4_query: Option<bool>,
+    pub(crate) sigv4_query: Option<bool>,
 }
 
 /// An error in the profile file or in choosing a stage; `Display` gives `FILE:LINE:COL:`
 /// when the error has a place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileError {
+pub(crate) struct ProfileError {
     /// Where, as `FILE` or `FILE:LINE:COL`.
-    pub location: String,
+    pub(crate) location: String,
     /// What is wrong, and how to put it right.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ProfileError {
@@ -117,7 +117,7 @@ pub(crate) fn read_stage(
 
 /// The profile file to read: `explicit` (`--config`), else `./wsprobe.toml`, else
 /// `wsprobe/wsprobe.toml` in the user's config directory; `None` when there is none.
-pub fn find_file(explicit: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn find_file(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = explicit {
         // Named by the user: reading it reports a missing file.
         return Some(path.to_owned());
@@ -136,7 +136,7 @@ fn user_file() -> Option<PathBuf> {
 
 /// The REPL's history file for `stage`: `wsprobe/history-STAGE` in the user's data
 /// directory (stage names are checked to be safe in a file name when the file is read).
-pub fn history_file(stage: &str) -> Option<PathBuf> {
+pub(crate) fn history_file(stage: &str) -> Option<PathBuf> {
     dirs::data_dir().map(|dir| dir.join("wsprobe").join(format!("history-{stage}")))
 }
 
@@ -181,7 +181,7 @@ struct RawStage {
 }
 
 /// Reads stage `stage` from `file`; `lookup` reads environment variables.
-pub fn load(
+pub(crate) fn load(
     file: &Path,
     stage: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -195,7 +195,7 @@ pub fn load(
 
 /// Parses profile file text (read from `file`, for messages and relative paths) and
 /// resolves stage `stage`.
-pub fn parse(
+pub(crate) fn parse(
     text: &str,
     file: &Path,
     stage: &str,

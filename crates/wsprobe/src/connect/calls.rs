@@ -5,7 +5,7 @@
 use wsprobe_core::client::management;
 
 /// `← 410 Gone GoneException`: the status, its reason phrase and AWS's error type.
-pub fn status_line(response: &management::Response) -> String {
+pub(crate) fn status_line(response: &management::Response) -> String {
     let mut line = format!("← {}", response.status);
     let reason = hyper::StatusCode::from_u16(response.status)
         .ok()

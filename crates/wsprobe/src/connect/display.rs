@@ -17,18 +17,18 @@ use wsprobe_core::session::{Ending, Frame};
 
 /// The display settings, changed at runtime by `/pretty`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DisplayOptions {
+pub(crate) struct DisplayOptions {
     /// `-P`: show ping, pong and close frames.
-    pub show_control: bool,
+    pub(crate) show_control: bool,
     /// `-t`: prefix each line with the time of day (UTC).
-    pub timestamps: bool,
+    pub(crate) timestamps: bool,
     /// `--pretty` / `/pretty on`: pretty-print JSON messages.
-    pub pretty: bool,
+    pub(crate) pretty: bool,
 }
 
 /// What kind of line is shown; decides its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tone {
+pub(crate) enum Tone {
     /// A frame we sent.
     Sent,
     /// A data frame we received.
@@ -58,13 +58,13 @@ impl Tone {
 
 /// Applies colour to finished text, or not.
 #[derive(Clone, Copy, Debug)]
-pub struct Painter {
+pub(crate) struct Painter {
     enabled: bool,
 }
 
 impl Painter {
     /// Colours when `colored` is globally on (decided once by `init_color`).
-    pub fn from_environment() -> Self {
+    pub(crate) fn from_environment() -> Self {
         Self {
             enabled: colored::control::SHOULD_COLORIZE.should_colorize(),
         }
@@ -72,12 +72,12 @@ impl Painter {
 
     /// No colour at all.
     #[cfg(test)]
-    pub fn plain() -> Self {
+    pub(crate) fn plain() -> Self {
         Self { enabled: false }
     }
 
     /// `text` in the colour of `tone`; bold for failures so they stand out.
-    pub fn paint(&self, tone: Tone, text: &str) -> String {
+    pub(crate) fn paint(&self, tone: Tone, text: &str) -> String {
         if !self.enabled {
             return text.to_owned();
         }
@@ -90,7 +90,7 @@ impl Painter {
     }
 
     /// `text` dimmed (timestamps, ids), or as is without colour.
-    pub fn dim(&self, text: &str) -> String {
+    pub(crate) fn dim(&self, text: &str) -> String {
         if self.enabled {
             text.dimmed().to_string()
         } else {
@@ -112,7 +112,7 @@ fn timestamp(options: &DisplayOptions, at: Instant, painter: &Painter) -> String
 }
 
 /// `HH:MM:SS.mmm` in UTC.
-pub fn time_of_day(time: SystemTime) -> String {
+pub(crate) fn time_of_day(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let millis_of_day = since_epoch.as_millis() % 86_400_000;
     let (hours, rest) = (millis_of_day / 3_600_000, millis_of_day % 3_600_000);
@@ -123,7 +123,7 @@ pub fn time_of_day(time: SystemTime) -> String {
 
 /// The text of a message as shown: pretty-printed when asked and it is JSON (an object
 /// or an array: a bare `"string"` or number reads best as sent), else as is.
-pub fn message_text(text: &str, pretty: bool) -> String {
+pub(crate) fn message_text(text: &str, pretty: bool) -> String {
     if pretty {
         let trimmed = text.trim_start();
         if (trimmed.starts_with('{') || trimmed.starts_with('['))
@@ -137,7 +137,7 @@ pub fn message_text(text: &str, pretty: bool) -> String {
 }
 
 /// Binary data as shown at the prompt: the size and the first bytes in hex.
-pub fn binary_text(data: &[u8]) -> String {
+pub(crate) fn binary_text(data: &[u8]) -> String {
     const SHOWN: usize = 32;
     let hex: Vec<String> = data
         .iter()
@@ -149,7 +149,7 @@ pub fn binary_text(data: &[u8]) -> String {
 }
 
 /// Binary data as one pipe-friendly line, in the form `/binary` reads back.
-pub fn binary_line(data: &[u8]) -> String {
+pub(crate) fn binary_line(data: &[u8]) -> String {
     use base64::Engine as _;
     format!(
         "base64:{}",
@@ -179,7 +179,7 @@ fn prefixed(marker: &str, text: &str) -> String {
 
 /// The line for a frame we sent: `> {"action":"send",…}`, `> [binary, 3 bytes] …`,
 /// `> ping`, `> close 1000 bye`.
-pub fn sent_line(
+pub(crate) fn sent_line(
     frame: &wsprobe_core::session::Outgoing,
     at: Instant,
     options: &DisplayOptions,
@@ -206,7 +206,7 @@ pub fn sent_line(
 
 /// The line for a frame that arrived, or `None` when it is not shown (a control frame
 /// without `-P`; the ending, which [`ending_line`] reports).
-pub fn received_line(
+pub(crate) fn received_line(
     frame: &Frame,
     at: Instant,
     options: &DisplayOptions,
@@ -257,7 +257,7 @@ fn lossy(data: &[u8]) -> String {
 
 /// `gateway error: Forbidden (connectionId …, requestId …)`: API Gateway answered
 /// instead of the app (no route matched, the integration failed, …).
-pub fn gateway_error_text(error: &GatewayError) -> String {
+pub(crate) fn gateway_error_text(error: &GatewayError) -> String {
     format!(
         "gateway error: {} (connectionId {}, requestId {})",
         error.message, error.connection_id, error.request_id
@@ -267,13 +267,13 @@ pub fn gateway_error_text(error: &GatewayError) -> String {
 /// Whether a close code means the connection ended normally: 1000 (normal), 1001
 /// (going away: idle timeout, server shutdown) and 1005 (a close frame without a code).
 /// Every other code (1006 dropped, 1011 server error, 1008, 1009, 4xxx, …) is abnormal.
-pub fn is_normal_close(code: u16) -> bool {
+pub(crate) fn is_normal_close(code: u16) -> bool {
     matches!(code, 1000 | 1001 | 1005)
 }
 
 /// How the connection ended, as one line: `connection closed by the server: 1000 bye`.
 /// `we_closed` tells whether the close was our `/close` (then it is never an error).
-pub fn ending_line(ending: &Ending, we_closed: bool, painter: &Painter) -> String {
+pub(crate) fn ending_line(ending: &Ending, we_closed: bool, painter: &Painter) -> String {
     let (tone, text) = match ending {
         Ending::Closed { code, reason } => {
             let who = if we_closed {
@@ -304,10 +304,10 @@ pub fn ending_line(ending: &Ending, we_closed: bool, painter: &Painter) -> Strin
     painter.paint(tone, &text)
 }
 
-pub use wsprobe_core::values::short_duration;
+pub(crate) use wsprobe_core::values::short_duration;
 
 /// A duration as the user would write it: `5s`, `500ms`, `1m 30s`.
-pub fn human_duration(duration: Duration) -> String {
+pub(crate) fn human_duration(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
 

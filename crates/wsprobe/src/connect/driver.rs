@@ -47,7 +47,7 @@ const INBOX_LIMIT: usize = 1000;
 
 /// Something from the line source.
 #[derive(Debug)]
-pub enum Input {
+pub(crate) enum Input {
     /// A line to run (a `/command`) or to send (anything else).
     Line(String),
     /// Ctrl-C at the prompt: the editor has cleared the line.
@@ -60,32 +60,32 @@ pub enum Input {
 
 /// The settings of one session.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Route and body fields of route-tagged sends.
-    pub fields: RouteFields,
+    pub(crate) fields: RouteFields,
     /// What an echo looks like at the start; `/echo` changes it.
-    pub echo: EchoPolicy,
+    pub(crate) echo: EchoPolicy,
     /// How long each echo tick waits.
-    pub echo_timeout: Duration,
+    pub(crate) echo_timeout: Duration,
     /// The default `within` of `/expect` and `/capture`, and the longest a send may block.
-    pub expect_timeout: Duration,
+    pub(crate) expect_timeout: Duration,
     /// How things are shown; `/pretty` changes it.
-    pub display: DisplayOptions,
+    pub(crate) display: DisplayOptions,
     /// `-w`: after the input ends, how long to wait for late messages.
-    pub linger: Duration,
+    pub(crate) linger: Duration,
     /// At the prompt (Ctrl-D quits) rather than `-x` or a pipe (the end of input drains).
-    pub interactive: bool,
+    pub(crate) interactive: bool,
     /// `--show-secrets`: show captured values even when their names look secret.
-    pub show_secrets: bool,
+    pub(crate) show_secrets: bool,
     /// The URL connected to: `/post`, `/get` and `/delete` go to its stage.
     pub url: Url,
     /// The connection options (TLS, proxies, timeout, signer) of `@connections` calls.
-    pub client: ClientConfig,
+    pub(crate) client: ClientConfig,
 }
 
 /// Where the session's output goes.
 #[derive(Debug)]
-pub enum Output {
+pub(crate) enum Output {
     /// Above the prompt, every line decorated.
     Prompt(Printer),
     /// Received messages to stdout, one a line and undecorated; everything else to stderr.
@@ -97,14 +97,14 @@ pub enum Output {
 
 impl Output {
     /// A plain output with stdout open.
-    pub fn plain() -> Self {
+    pub(crate) fn plain() -> Self {
         Output::Plain {
             stdout_closed: false,
         }
     }
 
     /// A line for the user (not a received message).
-    pub fn note(&mut self, text: String) {
+    pub(crate) fn note(&mut self, text: String) {
         match self {
             Output::Prompt(printer) => printer.print(text),
             Output::Plain { .. } => {
@@ -160,7 +160,7 @@ impl Output {
 
 /// Why the session loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finish {
+pub(crate) enum Finish {
     /// `/quit` or Ctrl-D at the prompt.
     Quit,
     /// The input ended and everything settled (or stdout was closed).
@@ -178,11 +178,11 @@ pub enum Finish {
 
 /// How the session went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// Why it ended.
-    pub finish: Finish,
+    pub(crate) finish: Finish,
     /// Echo ticks, expectations and commands that failed.
-    pub failed_checks: usize,
+    pub(crate) failed_checks: usize,
 }
 
 /// The engine future of the command in flight.
@@ -191,19 +191,19 @@ type EngineFuture = Pin<Box<dyn Future<Output = Result<Done, Fault>> + Send>>;
 /// A command running on the engine.
 pub(super) struct Running {
     /// The engine working on it; dropping it cancels the command.
-    pub future: EngineFuture,
+    pub(crate) future: EngineFuture,
     /// What runs, for "… cancelled": `wait`, `expect`, `POST http://…`.
-    pub what: String,
+    pub(crate) what: String,
     /// The line as typed, to point at in error messages.
-    pub line: String,
+    pub(crate) line: String,
     /// Whether the frame it sends is shown (a plain typed line is already on screen).
-    pub show_sent: bool,
+    pub(crate) show_sent: bool,
     /// An `@connections` call, whose answer is still shown when the session ends.
-    pub is_call: bool,
+    pub(crate) is_call: bool,
 }
 
 /// The state of one session.
-pub struct Driver {
+pub(crate) struct Driver {
     pub(super) settings: Settings,
     pub(super) painter: Painter,
     pub(super) output: Output,
@@ -236,7 +236,7 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> 
 
 impl Driver {
     /// A session that has not connected yet, with an engine for its commands.
-    pub fn new(settings: Settings, output: Output) -> Self {
+    pub(crate) fn new(settings: Settings, output: Output) -> Self {
         let options = EngineOptions {
             timeout: settings.expect_timeout,
             fields: settings.fields.clone(),
@@ -270,7 +270,7 @@ impl Driver {
 
     /// Runs the session: connects (the future), then runs the lines `input` delivers
     /// until the session is over. A failed handshake is the error.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         connecting: Connecting,
         mut input: mpsc::UnboundedReceiver<Input>,

@@ -54,7 +54,7 @@ impl Tick {
 
 /// How a tick ended.
 #[derive(Clone, Debug, PartialEq)]
-pub enum EchoOutcome {
+pub(crate) enum EchoOutcome {
     /// The echo arrived this long after the send.
     Matched {
         /// From the send to the arrival of the echo.
@@ -93,21 +93,21 @@ struct Seen {
 
 /// The pending echo ticks of the prompt's connection.
 #[derive(Debug, Default)]
-pub struct EchoTicks {
+pub(crate) struct EchoTicks {
     pending: VecDeque<Tick>,
     recent: VecDeque<Seen>,
 }
 
 impl EchoTicks {
     /// No ticks.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Starts a tick for a message sent at `sent_at` whose echo should be `expected`,
     /// failing after `timeout`. Frames already seen since `sent_at` count: the tick may
     /// pass at once (the returned outcome).
-    pub fn expect(
+    pub(crate) fn expect(
         &mut self,
         expected: Value,
         sent_at: Instant,
@@ -139,17 +139,17 @@ impl EchoTicks {
     }
 
     /// Whether no tick is waiting.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
 
     /// The earliest deadline of a waiting tick.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.pending.iter().map(|tick| tick.deadline).min()
     }
 
     /// Looks at a frame that arrived (see the module doc); returns the tick it settled.
-    pub fn observe(&mut self, incoming: &Incoming) -> Option<EchoOutcome> {
+    pub(crate) fn observe(&mut self, incoming: &Incoming) -> Option<EchoOutcome> {
         if !incoming.frame.is_data() {
             return None;
         }
@@ -183,7 +183,7 @@ impl EchoTicks {
     }
 
     /// Fails every tick whose deadline has come (at or before `now`), oldest first.
-    pub fn expire(&mut self, now: Instant) -> Vec<EchoOutcome> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<EchoOutcome> {
         let mut done = Vec::new();
         self.pending.retain(|tick| {
             if tick.deadline > now {
@@ -205,7 +205,7 @@ impl EchoTicks {
     }
 
     /// Fails every waiting tick: the connection ended.
-    pub fn close(&mut self, ending: &Ending) -> Vec<EchoOutcome> {
+    pub(crate) fn close(&mut self, ending: &Ending) -> Vec<EchoOutcome> {
         self.pending
             .drain(..)
             .map(|tick| EchoOutcome::Closed {

@@ -30,9 +30,9 @@ mod prompt;
 use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
 
-pub use display::{DisplayOptions, is_normal_close};
-pub use driver::{Finish, Report};
-pub use prompt::default_history_file;
+pub(crate) use display::{DisplayOptions, is_normal_close};
+pub(crate) use driver::{Finish, Report};
+pub(crate) use prompt::default_history_file;
 
 use crate::cli::ConnectArgs;
 use crate::{Context, Error, Outcome};
@@ -47,7 +47,7 @@ use driver::{Driver, Output, Settings};
 const EXPECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `wsprobe connect`.
-pub async fn run(
+pub(crate) async fn run(
     args: ConnectArgs,
     options: ConnectOptions,
     context: Context,
@@ -135,7 +135,7 @@ pub async fn run(
 }
 
 /// The outcome of a finished session (see the module doc for the rules).
-pub fn outcome(report: &Report, interactive: bool) -> Outcome {
+pub(crate) fn outcome(report: &Report, interactive: bool) -> Outcome {
     match &report.finish {
         Finish::Interrupted => Outcome::Interrupted,
         Finish::Closed { ending, we_closed } if !we_closed && !is_normal_close(ending.code()) => {

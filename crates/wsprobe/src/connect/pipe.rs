@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::driver::Input;
 
 /// The `-x` commands, in order, then the end of input.
-pub fn commands(commands: Vec<String>) -> mpsc::UnboundedReceiver<Input> {
+pub(crate) fn commands(commands: Vec<String>) -> mpsc::UnboundedReceiver<Input> {
     let (sender, receiver) = mpsc::unbounded_channel();
     for command in commands {
         let _ = sender.send(Input::Line(command));
@@ -21,7 +21,7 @@ pub fn commands(commands: Vec<String>) -> mpsc::UnboundedReceiver<Input> {
 /// The lines of stdin, read on a thread of their own (reading blocks), then the end of
 /// input. A line that is not UTF-8 is read with replacement characters; a read error
 /// ends the input with a note.
-pub fn stdin_lines() -> mpsc::UnboundedReceiver<Input> {
+pub(crate) fn stdin_lines() -> mpsc::UnboundedReceiver<Input> {
     let (sender, receiver) = mpsc::unbounded_channel();
     let spawned = std::thread::Builder::new()
         .name("wsprobe-stdin".into())

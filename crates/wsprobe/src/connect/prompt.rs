@@ -47,26 +47,26 @@ const PRINT_BATCH: usize = 256;
 const HISTORY_SIZE: usize = 1000;
 
 /// The default history file: `wsprobe/history` in the user's data directory.
-pub fn default_history_file() -> Option<PathBuf> {
+pub(crate) fn default_history_file() -> Option<PathBuf> {
     dirs::data_dir().map(|dir| dir.join("wsprobe").join("history"))
 }
 
 /// Completes `/command` names: only in the first word of a line that starts with one
 /// slash (`//text` is a text line).
 #[derive(Debug)]
-pub struct CommandCompleter {
+pub(crate) struct CommandCompleter {
     names: &'static [&'static str],
 }
 
 impl CommandCompleter {
     /// Completes the given command names (without their slash).
-    pub fn new(names: &'static [&'static str]) -> Self {
+    pub(crate) fn new(names: &'static [&'static str]) -> Self {
         Self { names }
     }
 
     /// Where the completed word starts, and the candidates (with a trailing space, so a
     /// single candidate is ready for its arguments).
-    pub fn candidates(&self, line: &str, pos: usize) -> (usize, Vec<Pair>) {
+    pub(crate) fn candidates(&self, line: &str, pos: usize) -> (usize, Vec<Pair>) {
         let typed = &line[..pos.min(line.len())];
         let Some(word) = typed.strip_prefix('/') else {
             return (0, Vec::new());
@@ -112,13 +112,13 @@ impl rustyline::Helper for CommandCompleter {}
 
 /// Sends text to the terminal above the line being typed. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Printer {
+pub(crate) struct Printer {
     sender: std::sync::mpsc::Sender<String>,
 }
 
 impl Printer {
     /// Prints `text` (one or more lines) above the prompt.
-    pub fn print(&self, text: String) {
+    pub(crate) fn print(&self, text: String) {
         // The printer thread only stops after every Printer is gone.
         let _ = self.sender.send(text);
     }
@@ -126,7 +126,7 @@ impl Printer {
 
 /// The running editor (lines come out of the channel [`Prompt::start`] returns, text
 /// goes in through its [`Printer`]).
-pub struct Prompt {
+pub(crate) struct Prompt {
     printer_thread: Option<JoinHandle<()>>,
     terminal: TerminalMode,
     /// Set when the session is over: the editor thread must not start another `readline`.
@@ -139,7 +139,7 @@ impl Prompt {
     /// Starts the editor thread. `history_file` is loaded if it exists (a failure is a
     /// warning) and every accepted line is appended to it at once. Returns the prompt,
     /// the channel of what the user types, and the printer for what arrives.
-    pub fn start(
+    pub(crate) fn start(
         history_file: Option<PathBuf>,
         command_names: &'static [&'static str],
     ) -> Result<(Prompt, mpsc::UnboundedReceiver<Input>, Printer), crate::Error> {
@@ -229,7 +229,7 @@ impl Prompt {
     /// until everything printed has been handed to the editor, then, if the editor is
     /// still waiting for a line, puts the terminal back in its original mode and ends the
     /// half-typed line, so the process can exit.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.printer_thread.take() {
             let _ = thread.join();

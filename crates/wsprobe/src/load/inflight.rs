@@ -21,7 +21,7 @@ struct Slot {
 
 /// The verdict on an echo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EchoVerdict {
+pub(crate) enum EchoVerdict {
     /// Within the timeout; the round trip in µs.
     OnTime(u64),
     /// After the timeout; the round trip in µs.
@@ -34,7 +34,7 @@ pub enum EchoVerdict {
 
 /// The pings of one connection awaiting their echo.
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     /// Sequence of the window's first slot.
     base: u64,
     window: VecDeque<Slot>,
@@ -47,7 +47,7 @@ pub struct InFlight {
 
 impl InFlight {
     /// Nothing in flight; echoes later than `timeout_us` are late.
-    pub fn new(timeout_us: u64) -> Self {
+    pub(crate) fn new(timeout_us: u64) -> Self {
         Self {
             base: 0,
             window: VecDeque::new(),
@@ -58,13 +58,13 @@ impl InFlight {
     }
 
     /// The sequence the next ping gets.
-    pub fn next_sequence(&self) -> u64 {
+    pub(crate) fn next_sequence(&self) -> u64 {
         self.base + self.window.len() as u64
     }
 
     /// Records that ping [`next_sequence`](Self::next_sequence) was sent; its latency
     /// will be measured from `since_us`.
-    pub fn sent(&mut self, since_us: u64) {
+    pub(crate) fn sent(&mut self, since_us: u64) {
         self.window.push_back(Slot {
             since_us,
             answered: false,
@@ -73,7 +73,7 @@ impl InFlight {
     }
 
     /// Takes back the last [`sent`](Self::sent) ping: it never left (the send failed).
-    pub fn unsend(&mut self) {
+    pub(crate) fn unsend(&mut self) {
         if let Some(slot) = self.window.pop_back()
             && !slot.answered
         {
@@ -82,12 +82,12 @@ impl InFlight {
     }
 
     /// Pings sent and neither answered nor timed out.
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.waiting
     }
 
     /// The verdict on an echo of `sequence` arriving at `now_us`.
-    pub fn echo(&mut self, sequence: u64, now_us: u64) -> EchoVerdict {
+    pub(crate) fn echo(&mut self, sequence: u64, now_us: u64) -> EchoVerdict {
         if sequence >= self.next_sequence() {
             return EchoVerdict::Unknown;
         }
@@ -117,7 +117,7 @@ impl InFlight {
 
     /// An error frame arrived instead of an echo: it answers the oldest waiting ping
     /// (so that ping is neither lost nor waited for). False when none is waiting.
-    pub fn answer_oldest(&mut self) -> bool {
+    pub(crate) fn answer_oldest(&mut self) -> bool {
         let Some(slot) = self.window.iter_mut().find(|slot| !slot.answered) else {
             return false;
         };
@@ -129,7 +129,7 @@ impl InFlight {
 
     /// A damaged echo of `sequence` arrived: the ping is answered (badly), so it is
     /// neither waited for nor lost. False when `sequence` was not waiting or overdue.
-    pub fn settle(&mut self, sequence: u64) -> bool {
+    pub(crate) fn settle(&mut self, sequence: u64) -> bool {
         if sequence >= self.next_sequence() {
             return false;
         }
@@ -154,7 +154,7 @@ impl InFlight {
 
     /// Moves pings that have waited longer than the timeout at `now_us` to the overdue
     /// list.
-    pub fn expire(&mut self, now_us: u64) {
+    pub(crate) fn expire(&mut self, now_us: u64) {
         while let Some(front) = self.window.front() {
             if !front.answered && now_us.saturating_sub(front.since_us) <= self.timeout_us {
                 break;
@@ -169,7 +169,7 @@ impl InFlight {
     }
 
     /// When the oldest waiting ping times out (µs since start), if one is waiting.
-    pub fn next_expiry(&self) -> Option<u64> {
+    pub(crate) fn next_expiry(&self) -> Option<u64> {
         self.window
             .iter()
             .find(|slot| !slot.answered)
@@ -177,12 +177,12 @@ impl InFlight {
     }
 
     /// Pings that timed out and have not come back (late) yet.
-    pub fn overdue(&self) -> u64 {
+    pub(crate) fn overdue(&self) -> u64 {
         self.overdue.len() as u64
     }
 
     /// Pings never echoed: overdue ones and those still waiting. Called once, at the end.
-    pub fn lost(&self) -> u64 {
+    pub(crate) fn lost(&self) -> u64 {
         (self.overdue.len() + self.waiting) as u64
     }
 

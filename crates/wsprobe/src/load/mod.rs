@@ -17,7 +17,7 @@ mod progress;
 pub mod report;
 mod schedule;
 mod stats;
-pub mod threshold;
+pub(crate) mod threshold;
 mod worker;
 
 use std::io::Write as _;
@@ -43,7 +43,7 @@ use threshold::{Observed, Threshold};
 use worker::{Shared, WorkerEnd};
 
 /// How long a run sends for when neither `-d` nor `-n` is given.
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 /// The highest `--rate`: far above what one process sends (a few hundred thousand pings a
 /// second at best), low enough that the timetable's arithmetic stays exact.
@@ -64,7 +64,7 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 /// How pings are paced.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum WorkMode {
+pub(crate) enum WorkMode {
     /// `--rate`: every connection follows a fixed timetable.
     Open(Timetable),
     /// No `--rate`: one ping in flight per connection, the next as soon as its echo is in.
@@ -73,7 +73,7 @@ pub enum WorkMode {
 
 /// When sending stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// `-d`: pings due (open) or ready (closed) before this long after the start.
     Duration(Duration),
     /// `-n`: this many pings over all connections.
@@ -82,23 +82,23 @@ pub enum Limit {
 
 /// What a load run does, decided from the command line.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Open or closed model.
-    pub mode: WorkMode,
+    pub(crate) mode: WorkMode,
     /// When sending stops.
-    pub limit: Limit,
+    pub(crate) limit: Limit,
     /// `-c`.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// When each connection opens.
-    pub openings: Openings,
+    pub(crate) openings: Openings,
     /// `--timeout`: an echo later than this is late; a ping not echoed by the end plus
     /// this is lost.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Plan {
     /// Checks the numbers of the command line and decides the plan.
-    pub fn from_args(args: &LoadArgs, options: &ConnectOptions) -> Result<Self, Error> {
+    pub(crate) fn from_args(args: &LoadArgs, options: &ConnectOptions) -> Result<Self, Error> {
         if args.connections == 0 {
             return Err(Error::usage("-c/--connections must be at least 1"));
         }
@@ -161,7 +161,7 @@ impl Plan {
 
 /// Runs `wsprobe load`: prints the report, writes the files asked for, and comes out per
 /// the thresholds (exit 1 on a breach), Ctrl-C (130), or no connection at all (3).
-pub async fn run(
+pub(crate) async fn run(
     args: LoadArgs,
     options: ConnectOptions,
     context: Context,

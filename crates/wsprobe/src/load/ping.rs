@@ -33,14 +33,14 @@ const PATTERN: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 
 /// The largest `--size`: 16 MiB, tungstenite's largest frame, so a ping and its echo
 /// each go in one frame.
-pub const MAX_SIZE: u64 = 16 << 20;
+pub(crate) const MAX_SIZE: u64 = 16 << 20;
 
 /// The largest message a connection accepts from the server when pings are `size`
 /// bytes: twice the ping, and never under 64 KiB (an echo app may re-space or wrap the
 /// message; gateway error frames are small). Anything larger is not an echo, and reading
 /// it whole would let a server make each connection hold up to tungstenite's default of
 /// 64 MiB.
-pub fn incoming_limit(size: u64) -> usize {
+pub(crate) fn incoming_limit(size: u64) -> usize {
     const FLOOR: u64 = 64 << 10;
     let size = size.min(MAX_SIZE);
     usize::try_from(size.saturating_mul(2).max(size + FLOOR)).unwrap_or(usize::MAX)
@@ -48,7 +48,7 @@ pub fn incoming_limit(size: u64) -> usize {
 
 /// How pings of one run are written and their echoes read.
 #[derive(Clone, Debug)]
-pub struct PingFormat {
+pub(crate) struct PingFormat {
     /// `{"action":"ROUTE","body":"wsp1:` with the names JSON-escaped.
     prefix: Vec<u8>,
     /// Wanted size of a whole ping message, in bytes.
@@ -61,7 +61,7 @@ pub struct PingFormat {
 
 /// What an incoming text turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// The echo of ping `sequence` sent on `connection`, intact.
     Echo { connection: u64, sequence: u64 },
     /// The echo of ping `sequence` of `connection`, damaged: wrong padding or length.
@@ -93,12 +93,12 @@ const SUFFIX: &[u8] = b"\"}";
 
 impl PingFormat {
     /// What the echo of a ping looks like.
-    pub fn policy(&self) -> EchoPolicy {
+    pub(crate) fn policy(&self) -> EchoPolicy {
         self.policy
     }
     /// The format for pings to `route`, `size` bytes long (never shorter than the
     /// envelope itself), echoed per `policy` (which must not be `off`).
-    pub fn new(route: &str, fields: &RouteFields, size: u64, policy: EchoPolicy) -> Self {
+    pub(crate) fn new(route: &str, fields: &RouteFields, size: u64, policy: EchoPolicy) -> Self {
         let json = |text: &str| serde_json::Value::from(text).to_string();
         let prefix = format!(
             "{{{}:{},{}:\"{TAG}",
@@ -143,7 +143,7 @@ impl PingFormat {
 
     /// Writes ping `sequence` of `connection` into `buffer` and returns it as one
     /// frozen message; `buffer` keeps its (reclaimable) capacity for the next one.
-    pub fn encode(&self, buffer: &mut BytesMut, connection: u64, sequence: u64) -> Bytes {
+    pub(crate) fn encode(&self, buffer: &mut BytesMut, connection: u64, sequence: u64) -> Bytes {
         buffer.clear();
         buffer.reserve(self.size.max(self.prefix.len() + 48));
         buffer.put_slice(&self.prefix);
@@ -160,7 +160,7 @@ impl PingFormat {
     /// An echo of the wrong shape (a body echo under `--echo full`, a whole message
     /// under `body`, a lone quote) whose token is still readable is *damaged*: it names
     /// the ping it answers, so that ping is not also lost.
-    pub fn decode(&self, text: &str) -> Decoded {
+    pub(crate) fn decode(&self, text: &str) -> Decoded {
         let bytes = text.as_bytes();
         match self.policy {
             EchoPolicy::Full => {

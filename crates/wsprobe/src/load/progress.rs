@@ -11,32 +11,32 @@ use super::threshold::format_ms;
 
 /// What the line shows at one tick.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Since the start of the run.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Connections open now.
-    pub open: usize,
+    pub(crate) open: usize,
     /// `-c`.
-    pub wanted: usize,
+    pub(crate) wanted: usize,
     /// Pings sent per second over the last second.
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Median round trip of the last second, in µs (none without echoes).
-    pub p50_us: Option<u64>,
+    pub(crate) p50_us: Option<u64>,
     /// 99th-percentile round trip of the last second, in µs (none without echoes).
-    pub p99_us: Option<u64>,
+    pub(crate) p99_us: Option<u64>,
     /// Ping errors plus connect failures so far.
-    pub errors: u64,
+    pub(crate) errors: u64,
 }
 
 /// The progress line; does nothing when off. Clones draw the same line.
 #[derive(Clone, Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
     /// A line on stderr when it is a terminal and `enabled`; otherwise none.
-    pub fn new(enabled: bool) -> Self {
+    pub(crate) fn new(enabled: bool) -> Self {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
             // A template without placeholders other than {spinner} and {msg} always parses.
@@ -49,7 +49,7 @@ impl Progress {
     }
 
     /// Shows `snapshot`.
-    pub fn update(&self, snapshot: &Snapshot) {
+    pub(crate) fn update(&self, snapshot: &Snapshot) {
         if let Some(bar) = &self.bar {
             bar.set_message(line(snapshot));
             bar.tick();
@@ -58,7 +58,7 @@ impl Progress {
 
     /// Prints `text` on stderr, above the line when there is one (so the two do not
     /// garble each other). A closed stderr is not an error.
-    pub fn note(&self, text: &str) {
+    pub(crate) fn note(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
             None => {
@@ -69,7 +69,7 @@ impl Progress {
     }
 
     /// Removes the line (before the report is printed).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -77,7 +77,7 @@ impl Progress {
 }
 
 /// The text of the line.
-pub fn line(snapshot: &Snapshot) -> String {
+pub(crate) fn line(snapshot: &Snapshot) -> String {
     let latency = |us: Option<u64>| us.map_or_else(|| "-".to_owned(), |us| format_ms(us as f64));
     format!(
         "{:>6.1}s  {}/{} connections  {:.0}/s  p50 {}  p99 {}  {} errors",

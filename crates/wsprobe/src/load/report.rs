@@ -18,7 +18,7 @@ use super::threshold::{Verdict, format_ms};
 use wsprobe_core::report_file::ReportFile;
 
 /// Version of the JSON document; bumped when a field changes meaning or goes away.
-pub const SCHEMA: &str = "wsprobe-load/1";
+pub(crate) const SCHEMA: &str = "wsprobe-load/1";
 
 /// Which load model ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -32,29 +32,29 @@ pub enum Model {
 
 /// Latency percentiles, in milliseconds; `None` when nothing was measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
+pub(crate) struct LatencySummary {
     /// Number of samples.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Shortest.
-    pub min: Option<f64>,
+    pub(crate) min: Option<f64>,
     /// Mean.
-    pub mean: Option<f64>,
+    pub(crate) mean: Option<f64>,
     /// Median.
-    pub p50: Option<f64>,
+    pub(crate) p50: Option<f64>,
     /// 90th percentile.
-    pub p90: Option<f64>,
+    pub(crate) p90: Option<f64>,
     /// 99th percentile.
-    pub p99: Option<f64>,
+    pub(crate) p99: Option<f64>,
     /// 99.9th percentile (`"p99.9"` in JSON).
     #[serde(rename = "p99.9")]
-    pub p99_9: Option<f64>,
+    pub(crate) p99_9: Option<f64>,
     /// Longest.
-    pub max: Option<f64>,
+    pub(crate) max: Option<f64>,
 }
 
 impl LatencySummary {
     /// Summarises a histogram of µs.
-    pub fn of(histogram: &Histogram<u64>) -> Self {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Self {
         if histogram.is_empty() {
             return Self::default();
         }
@@ -74,128 +74,128 @@ impl LatencySummary {
 
 /// Connections: how many opened, why others did not, how many the server dropped.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ConnectionsReport {
+pub(crate) struct ConnectionsReport {
     /// `-c`.
-    pub requested: u64,
+    pub(crate) requested: u64,
     /// Connections that opened (handshake 101).
-    pub opened: u64,
+    pub(crate) opened: u64,
     /// Connections that could not be opened.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Failures by cause: an HTTP status (`"403"`), `refused`, `dns`, `tls`, `timeout`,
     /// `proxy`, `too_many_open_files`, `other`.
-    pub failures: BTreeMap<String, u64>,
+    pub(crate) failures: BTreeMap<String, u64>,
     /// Connections the server closed (or that broke or stalled) before the run was done
     /// with them.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// Of those, connections given up because a send could not be written out within
     /// `--timeout`: the server was not reading.
-    pub stalled: u64,
+    pub(crate) stalled: u64,
     /// Close codes of those connections (`1006`: ended without a close frame).
-    pub close_codes: BTreeMap<String, u64>,
+    pub(crate) close_codes: BTreeMap<String, u64>,
 }
 
 /// Pings and what became of them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct MessagesReport {
+pub(crate) struct MessagesReport {
     /// Pings sent.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Echoes back within `--timeout`.
-    pub echoed: u64,
+    pub(crate) echoed: u64,
     /// Echoes back after `--timeout` (their round trips are in the histogram too).
-    pub late: u64,
+    pub(crate) late: u64,
     /// Pings never echoed (by the end of the run plus `--timeout`).
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// Open model with `-d`: slots of the timetable due before the end that were not sent
     /// by then (the connection was behind). Not an error: a sign that the target rate is
     /// above what the client or the server sustains.
-    pub not_sent: u64,
+    pub(crate) not_sent: u64,
     /// Echoes of a sequence already echoed.
-    pub duplicated: u64,
+    pub(crate) duplicated: u64,
     /// Pings still awaiting their echo when a second Ctrl-C stopped the run at once:
     /// in flight, not counted (neither echoed nor lost).
-    pub in_flight: u64,
+    pub(crate) in_flight: u64,
     /// Damaged echoes, unreadable messages, echoes of pings never sent.
-    pub corrupted: u64,
+    pub(crate) corrupted: u64,
     /// Gateway error frames (`{"message": "Forbidden", …}`).
-    pub error_frames: u64,
+    pub(crate) error_frames: u64,
     /// Error frames by their `message`.
-    pub error_kinds: BTreeMap<String, u64>,
+    pub(crate) error_kinds: BTreeMap<String, u64>,
     /// late + lost + duplicated + corrupted + error frames + dropped connections: what
     /// `--threshold errors…` compares.
-    pub errors: u64,
+    pub(crate) errors: u64,
 }
 
 /// Open model: how late the client itself was with its sends (see `worker.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ClientLag {
+pub(crate) struct ClientLag {
     /// A send is lagged when it left more than this (ms) after both its slot and the
     /// end of the connection's previous send.
-    pub bound_ms: f64,
+    pub(crate) bound_ms: f64,
     /// Sends lagged beyond the bound.
-    pub lagged: u64,
+    pub(crate) lagged: u64,
     /// The longest lag, ms.
-    pub max_ms: f64,
+    pub(crate) max_ms: f64,
     /// More than [`SATURATED_SHARE`] of the sends lagged: the client, not the server,
     /// held the rate back, and the latencies include its own delay.
-    pub saturated: bool,
+    pub(crate) saturated: bool,
 }
 
 /// The share of lagged sends above which the client counts as saturated.
-pub const SATURATED_SHARE: f64 = 0.01;
+pub(crate) const SATURATED_SHARE: f64 = 0.01;
 
 /// Everything a load run measured. Reports are pure functions of it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LoadReport {
     /// Always [`SCHEMA`].
-    pub schema: &'static str,
+    pub(crate) schema: &'static str,
     /// The URL (any password in it redacted).
     pub url: String,
     /// Which model ran.
-    pub model: Model,
+    pub(crate) model: Model,
     /// `--rate` (open model only), pings per second.
-    pub target_rate: Option<f64>,
+    pub(crate) target_rate: Option<f64>,
     /// Pings sent per second of sending.
-    pub achieved_rate: f64,
+    pub(crate) achieved_rate: f64,
     /// `--size`, bytes per ping.
-    pub size: u64,
+    pub(crate) size: u64,
     /// `--route`.
-    pub route: String,
+    pub(crate) route: String,
     /// `--echo`: `body` or `full`.
-    pub echo: String,
+    pub(crate) echo: String,
     /// From the first connection attempt to the end, in seconds.
-    pub elapsed_s: f64,
+    pub(crate) elapsed_s: f64,
     /// Opening the connections (at `--connect-rate`, over `--ramp-up`), in seconds:
     /// sending starts for every connection at once when all have tried to open.
-    pub opening_s: f64,
+    pub(crate) opening_s: f64,
     /// How long pings were being sent, in seconds (what the rate is measured over).
-    pub sending_s: f64,
+    pub(crate) sending_s: f64,
     /// Stopped early by Ctrl-C, SIGTERM or SIGHUP.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// Which signal stopped it (`SIGINT`, `SIGTERM`, `SIGHUP`); `null` when none did.
-    pub interrupted_by: Option<&'static str>,
+    pub(crate) interrupted_by: Option<&'static str>,
     /// Open model: the client's own lag; `null` in the closed model.
-    pub client_lag: Option<ClientLag>,
+    pub(crate) client_lag: Option<ClientLag>,
     /// Connections.
-    pub connections: ConnectionsReport,
+    pub(crate) connections: ConnectionsReport,
     /// Pings.
-    pub messages: MessagesReport,
+    pub(crate) messages: MessagesReport,
     /// Round trips (ms): from the scheduled send (open model) or the actual send (closed).
-    pub round_trip_ms: LatencySummary,
+    pub(crate) round_trip_ms: LatencySummary,
     /// Connect times (ms): DNS, TCP, TLS and the WebSocket handshake.
-    pub connect_ms: LatencySummary,
+    pub(crate) connect_ms: LatencySummary,
     /// Every `--threshold`, in order, with its verdict.
-    pub thresholds: Vec<Verdict>,
+    pub(crate) thresholds: Vec<Verdict>,
 }
 
 impl LoadReport {
     /// Whether any threshold was breached.
-    pub fn breached(&self) -> bool {
+    pub(crate) fn breached(&self) -> bool {
         self.thresholds.iter().any(|verdict| !verdict.passed)
     }
 }
 
 /// The report as the `--report-json` document.
-pub fn to_json(report: &LoadReport) -> String {
+pub(crate) fn to_json(report: &LoadReport) -> String {
     // Plain data with string keys: serializing cannot fail.
     serde_json::to_string_pretty(report).unwrap_or_default() + "\n"
 }
@@ -226,7 +226,7 @@ fn latency_row(out: &mut String, name: &str, summary: &LatencySummary) {
 }
 
 /// The report as a table for people (ends with a newline).
-pub fn to_table(report: &LoadReport) -> String {
+pub(crate) fn to_table(report: &LoadReport) -> String {
     let mut out = String::new();
     let model = match report.model {
         Model::Open => "open model: fixed timetable, latency from the scheduled send",
@@ -365,7 +365,7 @@ pub fn to_table(report: &LoadReport) -> String {
 }
 
 /// One line per threshold: `✓ p99 12.0ms < 50ms` or `✗ p99 62.1ms ≥ 50ms`.
-pub fn threshold_lines(report: &LoadReport) -> String {
+pub(crate) fn threshold_lines(report: &LoadReport) -> String {
     let mut out = String::new();
     for verdict in &report.thresholds {
         let mark = if verdict.passed {
@@ -382,7 +382,7 @@ pub fn threshold_lines(report: &LoadReport) -> String {
 /// one histogram of round trips in µs per interval, timestamps relative to the start.
 /// Logs from several machines merge with the usual HdrHistogram tools. Like every report
 /// file, it is written to a temporary file and put in place whole by [`HdrLog::finish`].
-pub struct HdrLog {
+pub(crate) struct HdrLog {
     file: BufWriter<ReportFile>,
     serializer: V2DeflateSerializer,
 }
@@ -395,7 +395,7 @@ impl std::fmt::Debug for HdrLog {
 
 impl HdrLog {
     /// Creates the file and writes the header (start time, base time, legend).
-    pub fn create(path: &Path, started: SystemTime) -> io::Result<Self> {
+    pub(crate) fn create(path: &Path, started: SystemTime) -> io::Result<Self> {
         let mut file = BufWriter::new(ReportFile::create(path)?);
         let mut serializer = V2DeflateSerializer::new();
         IntervalLogWriterBuilder::new()
@@ -411,7 +411,7 @@ impl HdrLog {
     }
 
     /// Appends the histogram of one interval that began `start` after the base time.
-    pub fn write_interval(
+    pub(crate) fn write_interval(
         &mut self,
         histogram: &Histogram<u64>,
         start: Duration,
@@ -426,7 +426,7 @@ impl HdrLog {
     }
 
     /// Writes out what is buffered and puts the file in place.
-    pub fn finish(self) -> io::Result<()> {
+    pub(crate) fn finish(self) -> io::Result<()> {
         self.file.into_inner().map_err(|e| e.into_error())?.finish()
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// `base + offset`, or about a century later when that would overflow: absurd rates and
 /// durations (`--rate 1e-30/s`) mean "never", not a panic.
-pub fn after(base: Instant, offset: Duration) -> Instant {
+pub(crate) fn after(base: Instant, offset: Duration) -> Instant {
     const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     base.checked_add(offset.min(FAR))
         .or_else(|| base.checked_add(Duration::from_secs(24 * 3600)))
@@ -23,7 +23,7 @@ pub fn after(base: Instant, offset: Duration) -> Instant {
 
 /// The open model's fixed timetable; times are µs since the go.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Timetable {
+pub(crate) struct Timetable {
     /// Number of connections sharing the rate.
     connections: u64,
     /// Pings per second over all connections.
@@ -32,7 +32,7 @@ pub struct Timetable {
 
 impl Timetable {
     /// A timetable for `rate` pings per second shared by `connections` (at least 1).
-    pub fn new(connections: usize, rate: f64) -> Self {
+    pub(crate) fn new(connections: usize, rate: f64) -> Self {
         Self {
             connections: connections.max(1) as u64,
             rate,
@@ -40,25 +40,25 @@ impl Timetable {
     }
 
     /// The global slot number of slot `index` of `connection`.
-    pub fn global_slot(&self, connection: usize, index: u64) -> u64 {
+    pub(crate) fn global_slot(&self, connection: usize, index: u64) -> u64 {
         index
             .saturating_mul(self.connections)
             .saturating_add(connection as u64)
     }
 
     /// When slot `index` of `connection` is due, in µs since the go.
-    pub fn due_us(&self, connection: usize, index: u64) -> u64 {
+    pub(crate) fn due_us(&self, connection: usize, index: u64) -> u64 {
         self.global_due_us(self.global_slot(connection, index))
     }
 
     /// When global slot `slot` is due, in µs since the go.
-    pub fn global_due_us(&self, slot: u64) -> u64 {
+    pub(crate) fn global_due_us(&self, slot: u64) -> u64 {
         (slot as f64 * 1e6 / self.rate).round() as u64
     }
 
     /// How many global slots are due before `end_us` (µs since the go): the slots a
     /// `-d` of that length holds.
-    pub fn slots_before(&self, end_us: u64) -> u64 {
+    pub(crate) fn slots_before(&self, end_us: u64) -> u64 {
         // An estimate, then exact against `global_due_us` (which rounds).
         let estimate = (end_us as f64 * self.rate / 1e6).ceil();
         let mut slots = if estimate >= u64::MAX as f64 {
@@ -79,28 +79,28 @@ impl Timetable {
     }
 
     /// How many of the global slots `0..count` belong to `connection`.
-    pub fn share_of(&self, connection: usize, count: u64) -> u64 {
+    pub(crate) fn share_of(&self, connection: usize, count: u64) -> u64 {
         count
             .saturating_sub(connection as u64)
             .div_ceil(self.connections)
     }
 
     /// One slot period of the whole timetable, in µs.
-    pub fn period_us(&self) -> f64 {
+    pub(crate) fn period_us(&self) -> f64 {
         1e6 / self.rate
     }
 }
 
 /// When each connection opens: one every `interval`, the first at the start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Openings {
+pub(crate) struct Openings {
     interval: Duration,
 }
 
 impl Openings {
     /// Openings at most `connect_rate` per second, spread over `ramp_up` when given:
     /// the interval is the longer of `1 / connect_rate` and `ramp_up / connections`.
-    pub fn new(connections: usize, connect_rate: f64, ramp_up: Option<Duration>) -> Self {
+    pub(crate) fn new(connections: usize, connect_rate: f64, ramp_up: Option<Duration>) -> Self {
         let by_rate = Duration::try_from_secs_f64(1.0 / connect_rate).unwrap_or(Duration::MAX);
         let by_ramp = ramp_up
             .map(|ramp| ramp / u32::try_from(connections.max(1)).unwrap_or(u32::MAX))
@@ -111,13 +111,13 @@ impl Openings {
     }
 
     /// When `connection` opens, since the start.
-    pub fn at(&self, connection: usize) -> Duration {
+    pub(crate) fn at(&self, connection: usize) -> Duration {
         self.interval
             .saturating_mul(u32::try_from(connection).unwrap_or(u32::MAX))
     }
 
     /// Time between two openings.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.interval
     }
 }

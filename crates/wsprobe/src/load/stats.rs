@@ -20,14 +20,14 @@ use hdrhistogram::Histogram;
 const HIGHEST_US: u64 = 600_000_000;
 
 /// An empty latency histogram (µs, 3 significant digits).
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts (low ≥ 1, high ≥ 2·low, sigfig ≤ 5).
     Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds")
 }
 
 /// Why a connection could not be opened, as counted in the report.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ConnectCause {
+pub(crate) enum ConnectCause {
     /// The handshake was answered with this HTTP status.
     Status(u16),
     /// Nothing listened.
@@ -48,7 +48,7 @@ pub enum ConnectCause {
 
 impl ConnectCause {
     /// Classifies a connect error.
-    pub fn of(error: &wsprobe_core::client::ConnectError) -> Self {
+    pub(crate) fn of(error: &wsprobe_core::client::ConnectError) -> Self {
         use wsprobe_core::client::ConnectError as E;
         match error {
             E::Rejected { status, .. } => Self::Status(*status),
@@ -64,7 +64,7 @@ impl ConnectCause {
     }
 
     /// The key in reports: the status number, or a word.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             Self::Status(status) => status.to_string(),
             Self::Refused => "refused".into(),
@@ -83,56 +83,56 @@ impl ConnectCause {
 /// over one line; totals are sums over the shards.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Pings sent.
-    pub sent: AtomicU64,
+    pub(crate) sent: AtomicU64,
     /// Echoes back within the timeout.
-    pub echoed: AtomicU64,
+    pub(crate) echoed: AtomicU64,
     /// Echoes back after the timeout.
-    pub late: AtomicU64,
+    pub(crate) late: AtomicU64,
     /// Pings never echoed (known per connection at its end).
-    pub lost: AtomicU64,
+    pub(crate) lost: AtomicU64,
     /// Echoes of a sequence already echoed.
-    pub duplicated: AtomicU64,
+    pub(crate) duplicated: AtomicU64,
     /// Echoes damaged, unparseable, or of a ping never sent.
-    pub corrupted: AtomicU64,
+    pub(crate) corrupted: AtomicU64,
     /// Gateway error frames (`{"message": "Forbidden", …}`), by kind in [`Rare`].
-    pub error_frames: AtomicU64,
+    pub(crate) error_frames: AtomicU64,
     /// Connections the server closed, or that broke or stalled, while the run wanted
     /// them open.
-    pub dropped: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     /// Of the dropped connections, those given up because a send could not be written
     /// out within the timeout: the server was not reading.
-    pub stalled: AtomicU64,
+    pub(crate) stalled: AtomicU64,
     /// Pings still awaiting their echo (within the timeout) when a second Ctrl-C
     /// aborted the run: neither echoed nor lost, not counted.
-    pub in_flight: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
     /// Open model with `-d`: slots due before the end that were not sent by then.
-    pub not_sent: AtomicU64,
+    pub(crate) not_sent: AtomicU64,
     /// Open model: sends that left more than the lag bound late for the client's own
     /// reasons.
-    pub lagged: AtomicU64,
+    pub(crate) lagged: AtomicU64,
     /// Open model: the longest such lag, in µs (a maximum, not a sum).
-    pub max_lag_us: AtomicU64,
+    pub(crate) max_lag_us: AtomicU64,
     /// Connections opened.
-    pub opened: AtomicU64,
+    pub(crate) opened: AtomicU64,
     /// Connections that could not be opened.
-    pub connect_failed: AtomicU64,
+    pub(crate) connect_failed: AtomicU64,
     /// Connections that opened and have ended since.
-    pub closed: AtomicU64,
+    pub(crate) closed: AtomicU64,
 }
 
 /// Things that happen rarely, counted by kind.
 #[derive(Debug, Default)]
-pub struct Rare {
+pub(crate) struct Rare {
     /// Connect failures by [`ConnectCause::key`].
-    pub connect_failures: BTreeMap<String, u64>,
+    pub(crate) connect_failures: BTreeMap<String, u64>,
     /// The first connect error, for the message when no connection opened at all.
-    pub first_connect_error: Option<wsprobe_core::client::ConnectError>,
+    pub(crate) first_connect_error: Option<wsprobe_core::client::ConnectError>,
     /// Close codes of the connections the server closed (1006: no close frame).
-    pub close_codes: BTreeMap<u16, u64>,
+    pub(crate) close_codes: BTreeMap<u16, u64>,
     /// Gateway error frames by their `message`.
-    pub error_kinds: BTreeMap<String, u64>,
+    pub(crate) error_kinds: BTreeMap<String, u64>,
 }
 
 /// One shard of latency histograms.
@@ -144,9 +144,9 @@ struct Shard {
 
 /// Everything the workers record into, shared by all of them.
 #[derive(Debug)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// The start of the run: every `_us` time is measured from here.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// Event counters, one set per shard.
     counters: Box<[Counters]>,
     shards: Box<[Mutex<Shard>]>,
@@ -160,7 +160,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Stats {
     /// Empty statistics for a run starting at `start`, with `shards` histogram shards.
-    pub fn new(start: Instant, shards: usize) -> Self {
+    pub(crate) fn new(start: Instant, shards: usize) -> Self {
         let shards: Box<[Mutex<Shard>]> = (0..shards.max(1))
             .map(|_| {
                 Mutex::new(Shard {
@@ -179,7 +179,7 @@ impl Stats {
     }
 
     /// Microseconds since the start of the run.
-    pub fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
@@ -188,14 +188,14 @@ impl Stats {
     }
 
     /// A round trip of `latency_us` measured on `connection`.
-    pub fn record_round_trip(&self, connection: usize, latency_us: u64) {
+    pub(crate) fn record_round_trip(&self, connection: usize, latency_us: u64) {
         self.shard(connection)
             .round_trip
             .saturating_record(latency_us.max(1));
     }
 
     /// `connection` opened in `connect_us`.
-    pub fn record_connected(&self, connection: usize, connect_us: u64) {
+    pub(crate) fn record_connected(&self, connection: usize, connect_us: u64) {
         self.shard(connection)
             .connect
             .saturating_record(connect_us.max(1));
@@ -203,7 +203,7 @@ impl Stats {
     }
 
     /// `connection` could not be opened.
-    pub fn record_connect_failure(
+    pub(crate) fn record_connect_failure(
         &self,
         connection: usize,
         error: wsprobe_core::client::ConnectError,
@@ -218,27 +218,27 @@ impl Stats {
     }
 
     /// The server closed `connection` with `code` (or it broke: 1006).
-    pub fn record_dropped(&self, connection: usize, code: u16) {
+    pub(crate) fn record_dropped(&self, connection: usize, code: u16) {
         self.count(connection, |c| &c.dropped);
         *lock(&self.rare).close_codes.entry(code).or_default() += 1;
     }
 
     /// `connection` was given up: a send could not be written out in time (it counts as
     /// dropped too, with no close code: none was exchanged).
-    pub fn record_stalled(&self, connection: usize) {
+    pub(crate) fn record_stalled(&self, connection: usize) {
         self.count(connection, |c| &c.dropped);
         self.count(connection, |c| &c.stalled);
     }
 
     /// The lags of `connection`'s sends: `lagged` over the bound, the longest `max_us`.
-    pub fn record_lag(&self, connection: usize, lagged: u64, max_us: u64) {
+    pub(crate) fn record_lag(&self, connection: usize, lagged: u64, max_us: u64) {
         let counters = &self.counters[connection % self.counters.len()];
         counters.lagged.fetch_add(lagged, Ordering::Relaxed);
         counters.max_lag_us.fetch_max(max_us, Ordering::Relaxed);
     }
 
     /// The longest lag of any send, µs.
-    pub fn max_lag_us(&self) -> u64 {
+    pub(crate) fn max_lag_us(&self) -> u64 {
         self.counters
             .iter()
             .map(|shard| shard.max_lag_us.load(Ordering::Relaxed))
@@ -247,7 +247,7 @@ impl Stats {
     }
 
     /// A gateway error frame whose `message` is `kind` arrived on `connection`.
-    pub fn record_error_frame(&self, connection: usize, kind: &str) {
+    pub(crate) fn record_error_frame(&self, connection: usize, kind: &str) {
         self.count(connection, |c| &c.error_frames);
         let mut rare = lock(&self.rare);
         match rare.error_kinds.get_mut(kind) {
@@ -259,17 +259,17 @@ impl Stats {
     }
 
     /// Adds one to a counter of `connection`'s shard.
-    pub fn count(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64) {
+    pub(crate) fn count(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64) {
         self.add(connection, counter, 1);
     }
 
     /// Adds `n` to a counter of `connection`'s shard.
-    pub fn add(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {
+    pub(crate) fn add(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {
         counter(&self.counters[connection % self.counters.len()]).fetch_add(n, Ordering::Relaxed);
     }
 
     /// A counter's total over every shard.
-    pub fn total(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+    pub(crate) fn total(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
         self.counters
             .iter()
             .map(|shard| counter(shard).load(Ordering::Relaxed))
@@ -277,18 +277,18 @@ impl Stats {
     }
 
     /// Connections open right now.
-    pub fn open_now(&self) -> u64 {
+    pub(crate) fn open_now(&self) -> u64 {
         self.total(|c| &c.opened)
             .saturating_sub(self.total(|c| &c.closed))
     }
 
     /// Takes the rare counts out (at the end of the run).
-    pub fn take_rare(&self) -> Rare {
+    pub(crate) fn take_rare(&self) -> Rare {
         std::mem::take(&mut *lock(&self.rare))
     }
 
     /// Errors so far: everything that went wrong with a ping or a connection once open.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.total(|c| &c.late)
             + self.total(|c| &c.lost)
             + self.total(|c| &c.duplicated)
@@ -300,11 +300,11 @@ impl Stats {
 
 /// Gathers the shards' histograms: the run's totals and the current interval.
 #[derive(Debug)]
-pub struct Collector {
+pub(crate) struct Collector {
     /// Every round trip of the run.
-    pub round_trip: Histogram<u64>,
+    pub(crate) round_trip: Histogram<u64>,
     /// Every connect time of the run.
-    pub connect: Histogram<u64>,
+    pub(crate) connect: Histogram<u64>,
     /// Round trips of the current interval (since the last [`Collector::take_interval`]).
     interval: Histogram<u64>,
     /// Round trips of the current tick (since the last [`Collector::take_tick`]).
@@ -325,7 +325,7 @@ impl Default for Collector {
 impl Collector {
     /// Moves what the shards recorded since the last call into the totals and the
     /// current interval.
-    pub fn drain(&mut self, stats: &Stats) {
+    pub(crate) fn drain(&mut self, stats: &Stats) {
         for shard in stats.shards.iter() {
             let mut shard = lock(shard);
             // Same bounds everywhere, so `add` cannot fail; skip the work when empty.
@@ -343,19 +343,19 @@ impl Collector {
     }
 
     /// The round trips of the interval that just ended; a new interval begins.
-    pub fn take_interval(&mut self) -> Histogram<u64> {
+    pub(crate) fn take_interval(&mut self) -> Histogram<u64> {
         std::mem::replace(&mut self.interval, new_histogram())
     }
 
     /// The round trips of the tick that just ended; a new tick begins.
-    pub fn take_tick(&mut self) -> Histogram<u64> {
+    pub(crate) fn take_tick(&mut self) -> Histogram<u64> {
         std::mem::replace(&mut self.tick, new_histogram())
     }
 }
 
 /// The last few ticks, summed: what the progress line shows as "the last second".
 #[derive(Debug)]
-pub struct Window {
+pub(crate) struct Window {
     ticks: std::collections::VecDeque<(Histogram<u64>, u64)>,
     length: usize,
     round_trip: Histogram<u64>,
@@ -364,7 +364,7 @@ pub struct Window {
 
 impl Window {
     /// A window over the last `length` ticks.
-    pub fn new(length: usize) -> Self {
+    pub(crate) fn new(length: usize) -> Self {
         Self {
             ticks: std::collections::VecDeque::with_capacity(length + 1),
             length: length.max(1),
@@ -374,7 +374,7 @@ impl Window {
     }
 
     /// Adds a tick's round trips and pings sent; the oldest tick leaves the window.
-    pub fn push(&mut self, round_trip: Histogram<u64>, sent: u64) {
+    pub(crate) fn push(&mut self, round_trip: Histogram<u64>, sent: u64) {
         // Same bounds everywhere, and only what was added is subtracted: cannot fail.
         let _ = self.round_trip.add(&round_trip);
         self.sent += sent;
@@ -388,17 +388,17 @@ impl Window {
     }
 
     /// Round trips in the window.
-    pub fn round_trip(&self) -> &Histogram<u64> {
+    pub(crate) fn round_trip(&self) -> &Histogram<u64> {
         &self.round_trip
     }
 
     /// Pings sent in the window.
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent
     }
 
     /// Ticks in the window (fewer than its length at the start).
-    pub fn ticks(&self) -> usize {
+    pub(crate) fn ticks(&self) -> usize {
         self.ticks.len()
     }
 }

@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 
 /// A comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// `<`
     Less,
     /// `<=`
@@ -61,7 +61,7 @@ impl Op {
 
 /// What a threshold measures.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Metric {
+pub(crate) enum Metric {
     /// A round-trip percentile (0 < p ≤ 100).
     Percentile(f64),
     /// Mean round trip.
@@ -78,49 +78,49 @@ pub enum Metric {
 
 /// One parsed `--threshold`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Threshold {
+pub(crate) struct Threshold {
     /// As typed, trimmed.
-    pub text: String,
+    pub(crate) text: String,
     /// The metric's name as typed (`p99.9`, `errors`).
     metric_name: String,
     /// What is measured.
-    pub metric: Metric,
+    pub(crate) metric: Metric,
     /// The comparison.
-    pub op: Op,
+    pub(crate) op: Op,
     /// The limit, in the metric's unit: µs for latencies, a count, a percentage, per second.
-    pub limit: f64,
+    pub(crate) limit: f64,
     /// The limit as typed (`50ms`, `0.1%`).
     limit_text: String,
 }
 
 /// What a run measured, as thresholds see it.
 #[derive(Clone, Copy, Debug)]
-pub struct Observed<'a> {
+pub(crate) struct Observed<'a> {
     /// Every round trip, in µs.
-    pub round_trip: &'a Histogram<u64>,
+    pub(crate) round_trip: &'a Histogram<u64>,
     /// Ping errors.
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Pings sent.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Connect failures.
-    pub connect_errors: u64,
+    pub(crate) connect_errors: u64,
     /// Connections tried.
-    pub connect_attempts: u64,
+    pub(crate) connect_attempts: u64,
     /// Achieved pings per second.
-    pub rate: f64,
+    pub(crate) rate: f64,
 }
 
 /// A threshold's verdict.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The threshold as typed.
-    pub threshold: String,
+    pub(crate) threshold: String,
     /// Whether it held.
-    pub passed: bool,
+    pub(crate) passed: bool,
     /// The measured value in the threshold's unit (ms for latencies), if there was one.
-    pub actual: Option<f64>,
+    pub(crate) actual: Option<f64>,
     /// One line for people: `p99 62.1ms ≥ 50ms` for a breach, `p99 12.0ms < 50ms` otherwise.
-    pub line: String,
+    pub(crate) line: String,
 }
 
 impl fmt::Display for Threshold {
@@ -130,7 +130,7 @@ impl fmt::Display for Threshold {
 }
 
 /// Parses one threshold expression.
-pub fn parse(text: &str) -> Result<Threshold, String> {
+pub(crate) fn parse(text: &str) -> Result<Threshold, String> {
     let text = text.trim();
     let bad = |why: &str| {
         format!(
@@ -244,7 +244,7 @@ fn parse_count_or_share(text: &str) -> Result<(f64, bool), String> {
 }
 
 /// Shows µs as milliseconds, with precision that suits the size.
-pub fn format_ms(us: f64) -> String {
+pub(crate) fn format_ms(us: f64) -> String {
     let ms = us / 1e3;
     if ms < 10.0 {
         format!("{ms:.2}ms")
@@ -265,7 +265,7 @@ fn share(part: u64, whole: u64) -> f64 {
 
 impl Threshold {
     /// Evaluates the threshold against what was measured.
-    pub fn evaluate(&self, observed: &Observed<'_>) -> Verdict {
+    pub(crate) fn evaluate(&self, observed: &Observed<'_>) -> Verdict {
         let histogram = observed.round_trip;
         let latency = |value: f64| (Some(value), format_ms(value));
         let (actual, shown) = match self.metric {

@@ -58,24 +58,24 @@ use wsprobe_core::session::CLOSE_WAIT;
 
 /// What every worker shares.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// Where to connect.
     pub url: Url,
     /// How to connect (small tungstenite buffers).
-    pub client: ClientConfig,
+    pub(crate) client: ClientConfig,
     /// What to do.
-    pub plan: Plan,
+    pub(crate) plan: Plan,
     /// How pings look.
-    pub format: PingFormat,
+    pub(crate) format: PingFormat,
     /// Where measurements go.
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     /// Closed model with `-n`: pings left to send, taken one at a time by any worker.
-    pub tickets: AtomicU64,
+    pub(crate) tickets: AtomicU64,
     /// Connections that have not yet tried to open; the last one to try starts the
     /// sending for everyone.
-    pub openings_left: AtomicUsize,
+    pub(crate) openings_left: AtomicUsize,
     /// When sending starts (µs since the start), once every connection has tried to open.
-    pub go: watch::Sender<Option<u64>>,
+    pub(crate) go: watch::Sender<Option<u64>>,
 }
 
 impl Shared {
@@ -103,20 +103,20 @@ impl Shared {
 
 /// What a worker tells the run when it is done.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WorkerEnd {
+pub(crate) struct WorkerEnd {
     /// When it sent its last ping (µs since the start), if it sent any.
-    pub last_send_us: Option<u64>,
+    pub(crate) last_send_us: Option<u64>,
     /// When it stopped sending (µs since the start), if it opened.
-    pub stopped_sending_us: Option<u64>,
+    pub(crate) stopped_sending_us: Option<u64>,
     /// It went through its whole share of the timetable, or sent until the end of `-d`
     /// (not stopped early by a drop, a stall or Ctrl-C).
-    pub completed: bool,
+    pub(crate) completed: bool,
 }
 
 /// A send is *lagged* when it left more than this long (µs) after both its slot and
 /// the end of the connection's previous send: time the client spent elsewhere (a busy
 /// runtime), not waiting for the server.
-pub const LAG_BOUND_US: u64 = 10_000;
+pub(crate) const LAG_BOUND_US: u64 = 10_000;
 
 /// The open model's lags of one connection, added to the shared counts at its end (so
 /// the hot loop touches nothing shared for them).
@@ -170,7 +170,12 @@ enum Push {
 /// Runs connection `index` to its end: open at its turn, wait for the go (every
 /// connection has tried to open), send until the limit or a `stop`, drain, close. An
 /// `abort` ends the drain and the close at once.
-pub async fn run(shared: Arc<Shared>, index: usize, mut stop: Stop, mut abort: Stop) -> WorkerEnd {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    mut stop: Stop,
+    mut abort: Stop,
+) -> WorkerEnd {
     let ws = open(&shared, index, &mut stop).await;
     shared.opening_done();
     let Some(ws) = ws else {
@@ -263,14 +268,14 @@ enum Go {
 /// with other workers (a shared `watch` would take a lock on every turn of every
 /// worker's loop).
 #[derive(Debug)]
-pub struct Stop {
+pub(crate) struct Stop {
     receiver: oneshot::Receiver<()>,
     requested: bool,
 }
 
 impl Stop {
     /// A stop requested by sending on (or dropping) the other end of `receiver`.
-    pub fn new(receiver: oneshot::Receiver<()>) -> Self {
+    pub(crate) fn new(receiver: oneshot::Receiver<()>) -> Self {
         Self {
             receiver,
             requested: false,

@@ -8,8 +8,8 @@
 //! prints the totals and writes the reports of the tests that finished, and exits 130.
 
 pub mod report;
-pub mod result;
-pub mod runner;
+pub(crate) mod result;
+pub(crate) mod runner;
 
 /// Variables and secrets live with the command language, which the engine runs.
 pub use wsprobe_core::command::vars;
@@ -24,13 +24,13 @@ use crate::{Context, Error, Outcome};
 use wsprobe_core::command::{Script, Variables, parse_script};
 use wsprobe_core::options::ConnectOptions;
 
-pub use result::{Failure, FailureKind, FileResult, ScriptResult, TestResult};
-pub use runner::{Progress, RunOptions};
+pub(crate) use result::{FileResult, ScriptResult, TestResult};
+pub(crate) use runner::{Progress, RunOptions};
 
 use vars::{Secrets, Vars, looks_secret};
 
 /// Runs `wsprobe run`.
-pub async fn run(
+pub(crate) async fn run(
     args: RunArgs,
     connect_options: ConnectOptions,
     context: Context,

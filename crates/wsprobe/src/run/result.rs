@@ -10,53 +10,53 @@ use wsprobe_core::command::{Diagnostic, Span, render_diagnostic};
 use super::vars::Secrets;
 
 /// At most this many received messages are listed under a failure.
-pub const SHOWN_MESSAGES: usize = 5;
+pub(crate) const SHOWN_MESSAGES: usize = 5;
 /// A received message is cut after this many characters in a failure.
-pub const SHOWN_CHARS: usize = 200;
+pub(crate) const SHOWN_CHARS: usize = 200;
 
 /// Every file of a run, in the order given.
 #[derive(Clone, Debug, Default)]
-pub struct ScriptResult {
+pub(crate) struct ScriptResult {
     /// One entry per file that ran (with `--fail-fast`, files after a failure are missing).
-    pub files: Vec<FileResult>,
+    pub(crate) files: Vec<FileResult>,
     /// The whole run, wall clock.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 /// One script file's tests.
 #[derive(Clone, Debug)]
-pub struct FileResult {
+pub(crate) struct FileResult {
     /// The file name as given on the command line.
-    pub file: String,
+    pub(crate) file: String,
     /// The tests that ran, in file order.
-    pub tests: Vec<TestResult>,
+    pub(crate) tests: Vec<TestResult>,
     /// The file's run, wall clock.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 /// One `test` block (or the implicit test of the commands before the first `test`).
 #[derive(Clone, Debug)]
-pub struct TestResult {
+pub(crate) struct TestResult {
     /// The test's name.
     pub name: String,
     /// The line of its `test` (for an implicit test: of its first command).
-    pub line: usize,
+    pub(crate) line: usize,
     /// How long it took, connects and closes included.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Why it failed; `None` when it passed.
-    pub failure: Option<Failure>,
+    pub(crate) failure: Option<Failure>,
 }
 
 impl TestResult {
     /// Whether every command of the test passed.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.failure.is_none()
     }
 }
 
 /// What kind of failure ended a test; decides the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// An expectation or capture did not hold (exit 1).
     Expectation,
     /// A `connect` that should have succeeded did not (exit 3 if no other kind failed).
@@ -68,7 +68,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// `expectation`, `connect` or `error` (the JSON report's `kind`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureKind::Expectation => "expectation",
             FailureKind::Connect => "connect",
@@ -79,36 +79,36 @@ impl FailureKind {
 
 /// Why a test failed, with the place in the script and what was received.
 #[derive(Clone, Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Which kind of failure.
-    pub kind: FailureKind,
+    pub(crate) kind: FailureKind,
     /// The headline, e.g. `expectation failed: json $.message == "Forbidden"`.
-    pub message: String,
+    pub(crate) message: String,
     /// The script file.
-    pub file: String,
+    pub(crate) file: String,
     /// The failing command (line, column, length).
-    pub span: Span,
+    pub(crate) span: Span,
     /// The text of the failing line (secret-bearing options are masked when rendered).
-    pub source_line: String,
+    pub(crate) source_line: String,
     /// A short note after the carets, e.g. `nothing matched within 2s`.
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     /// What was expected, with variables filled in (`None` for non-expectations).
-    pub expected: Option<String>,
+    pub(crate) expected: Option<String>,
     /// The connection the messages were received on (`alice`, or `the connection of line 3`).
     pub connection: Option<String>,
     /// The unconsumed messages on that connection when the wait gave up, oldest first, at
     /// most [`SHOWN_MESSAGES`], each cut at [`SHOWN_CHARS`]; `None` when the failure is
     /// not about waiting for a message.
-    pub received: Option<Vec<String>>,
+    pub(crate) received: Option<Vec<String>>,
     /// How many more messages were received than are listed.
-    pub received_more: usize,
+    pub(crate) received_more: usize,
     /// A suggestion.
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
 }
 
 impl Failure {
     /// A failure of `kind` at `span` of `file`.
-    pub fn new(
+    pub(crate) fn new(
         kind: FailureKind,
         message: impl Into<String>,
         file: &str,
@@ -131,25 +131,25 @@ impl Failure {
     }
 
     /// Sets the note after the carets.
-    pub fn label(mut self, label: impl Into<String>) -> Self {
+    pub(crate) fn label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
         self
     }
 
     /// Sets the hint.
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
     /// Sets what was expected.
-    pub fn expected(mut self, expected: impl Into<String>) -> Self {
+    pub(crate) fn expected(mut self, expected: impl Into<String>) -> Self {
         self.expected = Some(expected.into());
         self
     }
 
     /// Shows the answer of the management call an expectation checked.
-    pub fn response(mut self, response: String) -> Self {
+    pub(crate) fn response(mut self, response: String) -> Self {
         self.received = Some(vec![cut(&response, SHOWN_CHARS)]);
         self.connection = None;
         self
@@ -157,7 +157,7 @@ impl Failure {
 
     /// Lists `messages` (already described, oldest first) as received on `connection`,
     /// keeping the first [`SHOWN_MESSAGES`], each cut at [`SHOWN_CHARS`].
-    pub fn received(mut self, connection: &str, messages: Vec<String>) -> Self {
+    pub(crate) fn received(mut self, connection: &str, messages: Vec<String>) -> Self {
         self.received_more = messages.len().saturating_sub(SHOWN_MESSAGES);
         self.received = Some(
             messages
@@ -172,7 +172,7 @@ impl Failure {
 
     /// Renders the failure rustc-style, like a syntax error, followed by the received
     /// messages and the hint. `color: false` gives the plain text of the reports.
-    pub fn render(&self, color: bool) -> String {
+    pub(crate) fn render(&self, color: bool) -> String {
         let diagnostic = Diagnostic {
             message: self.message.clone(),
             span: self.span,
@@ -236,7 +236,7 @@ impl Failure {
     }
 
     /// Replaces every known secret in the failure's texts.
-    pub fn redact(&mut self, secrets: &Secrets) {
+    pub(crate) fn redact(&mut self, secrets: &Secrets) {
         if secrets.is_empty() {
             return;
         }
@@ -262,7 +262,7 @@ impl Failure {
 
 impl ScriptResult {
     /// Replaces every known secret in every text of the result (test names included).
-    pub fn redact(&mut self, secrets: &Secrets) {
+    pub(crate) fn redact(&mut self, secrets: &Secrets) {
         for file in &mut self.files {
             for test in &mut file.tests {
                 test.name = secrets.redact(&test.name);
@@ -274,23 +274,23 @@ impl ScriptResult {
     }
 
     /// How many tests passed.
-    pub fn passed(&self) -> usize {
+    pub(crate) fn passed(&self) -> usize {
         self.tests().filter(|test| test.passed()).count()
     }
 
     /// How many tests failed.
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.tests().filter(|test| !test.passed()).count()
     }
 
     /// Every test of every file.
-    pub fn tests(&self) -> impl Iterator<Item = &TestResult> {
+    pub(crate) fn tests(&self) -> impl Iterator<Item = &TestResult> {
         self.files.iter().flat_map(|file| file.tests.iter())
     }
 }
 
 /// `text` cut to `max` characters, with `…` when cut.
-pub fn cut(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
     }

@@ -33,25 +33,25 @@ use super::vars::{Secrets, Vars};
 
 /// Everything the runner needs from the command line.
 #[derive(Clone, Debug)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// `--url`: the URL of a `connect` that names none.
     pub url: Option<String>,
     /// `--management-url`: the `@connections` base URL (else derived from the connection).
-    pub management_url: Option<Url>,
+    pub(crate) management_url: Option<Url>,
     /// `--timeout`: the wait of an expectation without `within`.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// The connection options every `connect` starts from (-H, --auth, --api-key, …).
-    pub client: ClientConfig,
+    pub(crate) client: ClientConfig,
     /// `--route-field` and `--body-field`.
-    pub fields: RouteFields,
+    pub(crate) fields: RouteFields,
     /// `--echo`: the echo policy at the start of each file.
-    pub echo: EchoPolicy,
+    pub(crate) echo: EchoPolicy,
     /// `--fail-fast`: stop after the first failing test.
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
 }
 
 /// Hears about each test as it finishes, so the summary can be printed as the run goes.
-pub trait Progress {
+pub(crate) trait Progress {
     /// A test finished (its failure already redacted).
     fn test_finished(&mut self, file: &str, test: &TestResult);
 }
@@ -59,7 +59,7 @@ pub trait Progress {
 /// What the runner knows about a file before it connects: for every command, the
 /// `connect` it acts on (an index into `connects`).
 #[derive(Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     connects: Vec<PlannedConnect>,
     /// Per test, per statement: the connect the statement acts on (for commands that use a
     /// connection), or the most recent connect above it (for post/get/delete).
@@ -87,7 +87,7 @@ impl PlannedConnect {
 
 /// Resolves the connection of every command and checks, before anything connects, what
 /// only the runner can: every error found, as diagnostics for [`Script::render`].
-pub fn plan(script: &Script, options: &RunOptions) -> Result<Plan, Vec<Diagnostic>> {
+pub(crate) fn plan(script: &Script, options: &RunOptions) -> Result<Plan, Vec<Diagnostic>> {
     let mut connects: Vec<PlannedConnect> = Vec::new();
     let mut targets = Vec::new();
     let mut errors = Vec::new();
@@ -208,7 +208,7 @@ struct FileRun<'a> {
 /// Runs every test of `script`, telling `progress` as each one finishes. Stops after the
 /// first failing test when `options.fail_fast`. Also returns the first error of a
 /// `connect` that should have succeeded, for the exit code.
-pub async fn run_file(
+pub(crate) async fn run_file(
     script: &Script,
     plan: &Plan,
     options: &RunOptions,
@@ -507,7 +507,7 @@ impl FileRun<'_> {
 }
 
 /// Whether every failure of the run was a connect failure (exit 3).
-pub fn only_connect_failures<'a>(failures: impl IntoIterator<Item = &'a Failure>) -> bool {
+pub(crate) fn only_connect_failures<'a>(failures: impl IntoIterator<Item = &'a Failure>) -> bool {
     let mut any = false;
     for failure in failures {
         if failure.kind != FailureKind::Connect {

@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 use crate::run::result::{Failure, ScriptResult, TestResult};
 
 /// Version of the report's schema; bumped on an incompatible change.
-pub const SCHEMA_VERSION: u64 = 1;
+pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// The report as a JSON value.
-pub fn render(result: &ScriptResult) -> Value {
+pub(crate) fn render(result: &ScriptResult) -> Value {
     let files: Vec<Value> = result
         .files
         .iter()

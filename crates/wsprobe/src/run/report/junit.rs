@@ -7,7 +7,7 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use crate::run::result::ScriptResult;
 
 /// The report as an XML document.
-pub fn render(result: &ScriptResult) -> Result<String, quick_junit::SerializeError> {
+pub(crate) fn render(result: &ScriptResult) -> Result<String, quick_junit::SerializeError> {
     let mut report = Report::new("wsprobe run");
     report.set_time(result.duration);
     for file in &result.files {

@@ -4,6 +4,6 @@
 //! - [`junit`]: JUnit XML, one testsuite per file and one testcase per test;
 //! - [`json`]: the JSON result whose schema the README documents.
 
-pub mod json;
-pub mod junit;
-pub mod text;
+pub(crate) mod json;
+pub(crate) mod junit;
+pub(crate) mod text;

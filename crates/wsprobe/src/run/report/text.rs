@@ -7,7 +7,7 @@ use crate::run::result::{ScriptResult, TestResult};
 use wsprobe_core::values::short_duration;
 
 /// The line of one test: a mark, the name and the duration.
-pub fn test_line(test: &TestResult, color: bool) -> String {
+pub(crate) fn test_line(test: &TestResult, color: bool) -> String {
     let duration = format!("({})", short_duration(test.duration));
     let (mark, duration) = if color {
         let mark = if test.passed() {
@@ -24,7 +24,7 @@ pub fn test_line(test: &TestResult, color: bool) -> String {
 }
 
 /// A test's line, and its failure rendered below it (followed by a blank line).
-pub fn test_block(test: &TestResult, color: bool) -> String {
+pub(crate) fn test_block(test: &TestResult, color: bool) -> String {
     let mut out = test_line(test, color);
     out.push('\n');
     if let Some(failure) = &test.failure {
@@ -36,7 +36,7 @@ pub fn test_block(test: &TestResult, color: bool) -> String {
 }
 
 /// The totals: `3 passed, 1 failed (4 tests in 2 files, 1.20 s)`.
-pub fn totals(result: &ScriptResult, color: bool) -> String {
+pub(crate) fn totals(result: &ScriptResult, color: bool) -> String {
     let passed = format!("{} passed", result.passed());
     let failed_count = result.failed();
     let failed = format!("{failed_count} failed");
@@ -60,31 +60,8 @@ pub fn totals(result: &ScriptResult, color: bool) -> String {
     )
 }
 
-/// The whole summary at once, as `wsprobe run` prints it while tests finish: per file its
-/// name and its tests' blocks, then a blank line and the totals.
-pub fn render(result: &ScriptResult, color: bool) -> String {
-    let mut out = String::new();
-    for file in &result.files {
-        if !out.is_empty() && !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        out.push_str(&file_heading(&file.file, color));
-        out.push('\n');
-        for test in &file.tests {
-            out.push_str(&test_block(test, color));
-        }
-    }
-    // A failure block already ends with a blank line.
-    if !out.ends_with("\n\n") {
-        out.push('\n');
-    }
-    out.push_str(&totals(result, color));
-    out.push('\n');
-    out
-}
-
 /// The heading above a file's tests.
-pub fn file_heading(file: &str, color: bool) -> String {
+pub(crate) fn file_heading(file: &str, color: bool) -> String {
     if color {
         file.bold().to_string()
     } else {
@@ -99,6 +76,29 @@ mod tests {
     use super::*;
     use crate::run::result::{Failure, FailureKind, FileResult};
     use wsprobe_core::command::Span;
+
+    /// The pieces put together as `wsprobe run` prints them while tests finish: per file
+    /// its name and its tests' blocks, then a blank line and the totals.
+    fn render(result: &ScriptResult, color: bool) -> String {
+        let mut out = String::new();
+        for file in &result.files {
+            if !out.is_empty() && !out.ends_with("\n\n") {
+                out.push('\n');
+            }
+            out.push_str(&file_heading(&file.file, color));
+            out.push('\n');
+            for test in &file.tests {
+                out.push_str(&test_block(test, color));
+            }
+        }
+        // A failure block already ends with a blank line.
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        out.push_str(&totals(result, color));
+        out.push('\n');
+        out
+    }
 
     #[test]
     fn one_line_per_test_then_failures_then_totals() {
