@@ -14,6 +14,7 @@ pub mod error_reporting;
 pub mod exit;
 pub mod load;
 pub mod manage;
+mod os;
 pub mod run;
 pub mod serve;
 
