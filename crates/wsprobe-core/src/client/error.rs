@@ -146,7 +146,16 @@ impl ConnectError {
                 TlsProblem::ClientCertificate => {
                     Some("pass a client certificate the server trusts with --cert and --key".into())
                 }
-                TlsProblem::Expired | TlsProblem::Other => None,
+                TlsProblem::Expired => Some(
+                    "the server needs a renewed certificate, or this machine's clock is wrong \
+                     (-k skips verification, for testing only)"
+                        .into(),
+                ),
+                TlsProblem::Other => Some(
+                    "`openssl s_client -connect HOST:PORT` shows what the server offers \
+                     (-k skips verification, for testing only)"
+                        .into(),
+                ),
             },
             _ => None,
         }

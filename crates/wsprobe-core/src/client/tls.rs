@@ -2,6 +2,11 @@
 //! certificate for mutual TLS, or no verification at all with `-k`), built once and shared
 //! by every connection, and plain-words explanations of TLS failures.
 //!
+//! A certificate listed in `--cacert` is also trusted as the server's own certificate when
+//! the server presents exactly it, even when it is marked `CA:TRUE` (as `openssl req -x509`
+//! makes it), which webpki refuses as an end entity; its name and dates are still checked.
+//! curl, Python and Node accept such a certificate, and so do we.
+//!
 //! The files are read and checked up front ([`read_material`]), so a bad `--cacert` is a
 //! usage error before anything connects; the configuration itself, with the platform's
 //! roots, is built by [`build`] when the first `wss://` connection needs it.
@@ -12,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::error::TlsProblem;
@@ -124,7 +131,19 @@ pub(crate) fn build(
                 .add(certificate.clone())
                 .map_err(|e| format!("not a usable CA certificate: {e}"))?;
         }
-        builder.with_root_certificates(roots)
+        if material.extra_roots.is_empty() {
+            builder.with_root_certificates(roots)
+        } else {
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("cannot set up TLS: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ListedCertificates {
+                    webpki,
+                    listed: material.extra_roots.clone(),
+                }))
+        }
     };
     let mut config = match &material.client_identity {
         Some((chain, key, path)) => builder
@@ -166,6 +185,78 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
             path.display()
         )),
         Err(e) => Err(format!("{}: not a PEM key file: {e}", path.display())),
+    }
+}
+
+/// `--cacert`: webpki's verification, plus the server's own certificate when `--cacert`
+/// lists exactly it and webpki refused it only for being marked `CA:TRUE`. webpki checks
+/// the dates before that mark, so they have been checked; the name is checked here.
+#[derive(Debug)]
+struct ListedCertificates {
+    webpki: Arc<WebPkiServerVerifier>,
+    listed: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for ListedCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let refusal = match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => return Ok(verified),
+            Err(refusal) => refusal,
+        };
+        let listed = self
+            .listed
+            .iter()
+            .any(|certificate| certificate.as_ref() == end_entity.as_ref());
+        if !listed || webpki_error(&refusal) != Some(&webpki::Error::CaUsedAsEndEntity) {
+            return Err(refusal);
+        }
+        verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The webpki error inside a certificate refusal that rustls has no variant for.
+fn webpki_error(error: &rustls::Error) -> Option<&webpki::Error> {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<webpki::Error>()
+        }
+        _ => None,
     }
 }
 
@@ -247,7 +338,10 @@ pub(crate) fn explain(error: &rustls::Error, host: &str) -> (String, TlsProblem)
             TlsProblem::Other,
         ),
         E::AlertReceived(other) => (
-            format!("the server aborted the handshake (TLS alert: {other:?})"),
+            format!(
+                "the server aborted the handshake (TLS alert: {})",
+                words(&format!("{other:?}"))
+            ),
             TlsProblem::Other,
         ),
         E::InvalidMessage(_)
@@ -261,11 +355,17 @@ pub(crate) fn explain(error: &rustls::Error, host: &str) -> (String, TlsProblem)
             TlsProblem::Other,
         ),
         E::PeerIncompatible(why) => (
-            format!("the server's TLS is incompatible ({why:?})"),
+            format!(
+                "the server's TLS is incompatible ({})",
+                words(&format!("{why:?}"))
+            ),
             TlsProblem::Other,
         ),
         E::PeerMisbehaved(why) => (
-            format!("the server broke the TLS protocol ({why:?})"),
+            format!(
+                "the server broke the TLS protocol ({})",
+                words(&format!("{why:?}"))
+            ),
             TlsProblem::Other,
         ),
         E::NoApplicationProtocol => (
@@ -333,11 +433,62 @@ fn explain_certificate(error: &CertificateError, host: &str) -> (String, TlsProb
             other("the certificate uses a signature algorithm we do not support")
         }
         C::UnknownRevocationStatus => other("the certificate's revocation status is unknown"),
+        C::Other(inner) => match inner.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => (
+                "the server's certificate is a CA certificate (CA:TRUE, as `openssl req -x509` \
+                 makes it) that we do not trust"
+                    .into(),
+                TlsProblem::UnknownIssuer,
+            ),
+            Some(webpki::Error::EndEntityUsedAsCa) => {
+                other("the chain uses a server certificate as a CA (CA:FALSE)")
+            }
+            Some(webpki::Error::PathLenConstraintViolated) => {
+                other("the chain is longer than one of its CAs allows (pathlen)")
+            }
+            Some(webpki::Error::NameConstraintViolation) => {
+                other("the certificate's names break one of its CA's name constraints")
+            }
+            Some(webpki::Error::UnsupportedCertVersion) => {
+                other("the certificate is not an X.509 v3 certificate")
+            }
+            Some(
+                webpki::Error::MaximumSignatureChecksExceeded
+                | webpki::Error::MaximumPathBuildCallsExceeded
+                | webpki::Error::MaximumPathDepthExceeded,
+            ) => other("the certificate chain is too long or too tangled to verify"),
+            Some(e) => (
+                format!("the certificate was refused ({})", words(&format!("{e:?}"))),
+                TlsProblem::Other,
+            ),
+            None => (
+                format!("the certificate was refused ({inner})"),
+                TlsProblem::Other,
+            ),
+        },
         e => (
-            format!("the certificate was refused ({e})"),
+            format!("the certificate was refused ({})", words(&format!("{e:?}"))),
             TlsProblem::Other,
         ),
     }
+}
+
+/// An enum variant's name as lower-case words (`CaUsedAsEndEntity` → `ca used as end
+/// entity`), dropping any fields: the last resort for a refusal we have no sentence for,
+/// so that no debug dump reaches the user.
+fn words(debug: &str) -> String {
+    let name = debug
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or(debug);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.replace('_', " ")
 }
 
 /// A DNS name or IP address from webpki's list of the names a certificate presents
@@ -368,6 +519,13 @@ mod tests {
         assert_eq!(presented_name("DnsName(\"a.example\")"), Some("a.example"));
         assert_eq!(presented_name("IpAddress(10.0.0.1)"), Some("10.0.0.1"));
         assert_eq!(presented_name("DirectoryName"), None);
+    }
+
+    #[test]
+    fn variant_names_become_words() {
+        assert_eq!(words("CaUsedAsEndEntity"), "ca used as end entity");
+        assert_eq!(words("Other(OtherError(X))"), "other");
+        assert_eq!(words("DecryptError"), "decrypt error");
     }
 
     #[test]

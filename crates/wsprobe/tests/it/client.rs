@@ -646,6 +646,69 @@ async fn a_self_signed_certificate_is_refused_then_trusted_with_cacert() {
     round_trip(&url, &config(&["-k"])).await;
 }
 
+/// A self-signed certificate marked `CA:TRUE`, as `openssl req -x509` makes it.
+fn self_signed_ca(names: &[&str]) -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let certificate = params.self_signed(&key_pair).unwrap();
+    let key = PrivatePkcs8KeyDer::from(key_pair.serialize_der()).into();
+    (certificate.pem(), certificate.der().clone(), key)
+}
+
+#[tokio::test]
+async fn a_self_signed_ca_true_certificate_listed_in_cacert_is_trusted_and_its_name_checked() {
+    let pki = Pki::new();
+    let (pem, der, key) = self_signed_ca(&["localhost", "127.0.0.1"]);
+    let cacert = pki.write("server.pem", &pem);
+    let server = tls_echo_server(tls_acceptor(der, key, None)).await;
+    let url = server.url("wss");
+
+    // Not listed: refused in plain words, with the fix.
+    let error = connect(&url, &config(&[])).await.unwrap_err();
+    let (reason, problem, hint) = tls_failure(error);
+    assert_eq!(
+        reason,
+        "the server's certificate is a CA certificate (CA:TRUE, as `openssl req -x509` makes it) \
+         that we do not trust"
+    );
+    assert_eq!(problem, TlsProblem::UnknownIssuer);
+    assert!(hint.unwrap().contains("--cacert FILE"));
+
+    // Listed: trusted, as curl, Python and Node trust it.
+    round_trip(&url, &config(&["--cacert", &cacert])).await;
+
+    // Another CA:TRUE certificate listed does not make this one trusted.
+    let (other_pem, _, _) = self_signed_ca(&["localhost", "127.0.0.1"]);
+    let other = pki.write("other.pem", &other_pem);
+    let error = connect(&url, &config(&["--cacert", &other]))
+        .await
+        .unwrap_err();
+    assert_eq!(tls_failure(error).1, TlsProblem::UnknownIssuer);
+}
+
+#[tokio::test]
+async fn a_listed_ca_true_certificate_for_another_name_is_still_a_name_mismatch() {
+    let pki = Pki::new();
+    let (pem, der, key) = self_signed_ca(&["stage.example.test"]);
+    let cacert = pki.write("server.pem", &pem);
+    let server = tls_echo_server(tls_acceptor(der, key, None)).await;
+    let error = connect(&server.url("wss"), &config(&["--cacert", &cacert]))
+        .await
+        .unwrap_err();
+    let (reason, problem, hint) = tls_failure(error);
+    assert!(
+        reason.contains("not valid for the name `127.0.0.1` (it is for `stage.example.test`)"),
+        "{reason}"
+    );
+    assert_eq!(problem, TlsProblem::NameMismatch);
+    assert!(hint.is_some());
+}
+
 #[tokio::test]
 async fn a_certificate_for_another_name_is_a_name_mismatch() {
     let pki = Pki::new();
