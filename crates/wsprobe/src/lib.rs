@@ -51,10 +51,13 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
             run::run(args, lowered.options, context).await
         }
         Command::Load(mut args) => {
+            if let Some(cli::LoadCommand::Merge(merge)) = args.command.take() {
+                return load::merge::run(merge);
+            }
             let url = Some(std::mem::take(&mut args.url)).filter(|url| !url.is_empty());
             let lowered = lower::connection(&args.connection, url)?;
             args.url = lowered.url.unwrap_or_default();
-            load::run(args, lowered.options, context).await
+            load::run(*args, lowered.options, context).await
         }
         Command::Serve(args) => serve::run(args, context).await,
         Command::Manage(mut args) => {

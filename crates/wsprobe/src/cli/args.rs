@@ -50,7 +50,7 @@ pub enum Command {
     /// Run scripts of sends and expectations (for CI), with JUnit and JSON reports
     Run(RunArgs),
     /// Load-ping a stage: many connections, a target rate, exact latency percentiles
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Run the reference backend: an API Gateway WebSocket stage with the sample echo app
     Serve(ServeArgs),
     /// One @connections call: post data to a connection, get its details, or delete it
@@ -290,13 +290,24 @@ pub struct RunArgs {
 }
 
 /// `wsprobe load`.
-#[derive(Debug, Args)]
-#[command(after_help = "\
+#[derive(Clone, Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "\
 Examples:
   wsprobe load ws://127.0.0.1:8080/dev -c 50 -d 10s              # closed model: max rate
   wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms' --threshold 'errors<0.1%'
-  wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json")]
+  wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json
+  # sharded: run on each of 4 machines (I = 0..3), then merge the reports exactly
+  wsprobe load URL -c 40000 --rate 8000/s -d 5m --shard I/4 --start-at 2026-11-28T05:00:00Z \\
+      --report-json shard-I.json
+  wsprobe load merge shard-*.json --threshold 'p99<50ms'"
+)]
 pub struct LoadArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<LoadCommand>,
+
     /// ws:// or wss:// URL of the stage (may come from --stage instead)
     #[arg(
         value_name = "URL",
@@ -349,7 +360,7 @@ pub struct LoadArgs {
     #[arg(long = "threshold", value_name = "EXPR")]
     pub(crate) thresholds: Vec<String>,
 
-    /// Write the report as JSON
+    /// Write the report as JSON, with the exact histograms (`-`: to stdout, the table then goes to stderr)
     #[arg(long, value_name = "PATH")]
     pub(crate) report_json: Option<PathBuf>,
 
@@ -360,6 +371,50 @@ pub struct LoadArgs {
     /// No live progress line
     #[arg(long)]
     pub(crate) no_progress: bool,
+
+    /// Run shard I (0-based) of N: I/N, or N with I from JOB_COMPLETION_INDEX; thresholds are then left to `load merge`
+    #[arg(long, value_name = "I/N", value_parser = crate::load::shard::parse_shard_flag)]
+    pub(crate) shard: Option<crate::load::shard::ShardFlag>,
+
+    /// Open the connections first, start sending at TIME (RFC 3339 or Unix seconds, e.g. 1795842000.5)
+    #[arg(long, value_name = "TIME", value_parser = crate::load::shard::parse_start_at)]
+    pub(crate) start_at: Option<std::time::SystemTime>,
+
+    /// The run id the shards' reports share [default: a digest of the settings]
+    #[arg(long, value_name = "ID")]
+    pub(crate) run_id: Option<String>,
+}
+
+/// The subcommands of `wsprobe load`.
+#[derive(Clone, Debug, Subcommand)]
+pub(crate) enum LoadCommand {
+    /// Merge the --report-json files of a sharded run exactly, and evaluate thresholds on the whole
+    Merge(MergeArgs),
+}
+
+/// `wsprobe load merge`.
+#[derive(Clone, Debug, Args)]
+#[command(after_help = "\
+The reports must come from one sharded run (one run id, the same settings, shards 0 to
+N-1, each once). `-` reads standard input, where concatenated JSON documents are read
+and other lines skipped, so a pod's log will do:
+
+  wsprobe load merge shard-0.json shard-1.json shard-2.json --threshold 'p99<50ms'
+  kubectl logs -l job-name=wsprobe-load --tail=-1 | wsprobe load merge -
+
+Exit codes: 0 success, 1 a threshold failed, 2 the reports cannot be merged.")]
+pub(crate) struct MergeArgs {
+    /// Shard reports (--report-json of `load --shard`), or `-` for standard input
+    #[arg(value_name = "FILE", required = true)]
+    pub(crate) files: Vec<PathBuf>,
+
+    /// Pass/fail condition on the whole run, repeatable (besides those the shards were given)
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub(crate) thresholds: Vec<String>,
+
+    /// Write the merged report as JSON (`-`: to stdout, the table then goes to stderr)
+    #[arg(long, value_name = "PATH")]
+    pub(crate) report_json: Option<PathBuf>,
 }
 
 /// An `@connections` call of `wsprobe manage`.

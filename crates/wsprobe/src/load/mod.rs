@@ -9,13 +9,17 @@
 //! evaluates the thresholds (`threshold.rs`) and prints.
 //!
 //! The files: `schedule.rs` (when connections open and pings are due), `ping.rs` (ping
-//! encoding and echo decoding), `inflight.rs` (matching echoes by sequence).
+//! encoding and echo decoding), `inflight.rs` (matching echoes by sequence), `shard.rs`
+//! (`--shard` and `--start-at`: the split and the common start), `merge.rs` (`wsprobe
+//! load merge`: shard reports added up exactly).
 
 mod inflight;
+pub(crate) mod merge;
 mod ping;
 mod progress;
 pub mod report;
 mod schedule;
+pub(crate) mod shard;
 mod stats;
 pub(crate) mod threshold;
 mod worker;
@@ -36,9 +40,12 @@ use wsprobe_core::options::ConnectOptions;
 use wsprobe_core::options::EchoPolicy;
 use wsprobe_core::report_file::ReportFile;
 
-use report::{ConnectionsReport, HdrLog, LatencySummary, MessagesReport};
+use report::{
+    ConnectionsReport, HdrLog, Histograms, LatencySummary, MessagesReport, Settings, ShardIdentity,
+};
 pub use report::{LoadReport, Model};
 use schedule::{Openings, Timetable};
+use shard::Shard;
 use stats::{Collector, Stats};
 use threshold::{Observed, Threshold};
 use worker::{Shared, WorkerEnd};
@@ -160,36 +167,149 @@ impl Plan {
     }
 }
 
-/// Runs `wsprobe load`: prints the report, writes the files asked for, and comes out per
-/// the thresholds (exit 1 on a breach), Ctrl-C (130), or no connection at all (3).
-pub(crate) async fn run(
-    args: LoadArgs,
-    options: ConnectOptions,
-    context: Context,
-) -> Result<Outcome, Error> {
-    // Everything the user typed is checked before the first connection.
-    let thresholds = args
-        .thresholds
-        .iter()
-        .map(|text| threshold::parse(text))
-        .collect::<Result<Vec<Threshold>, String>>()
-        .map_err(Error::Usage)?;
-    let plan = Plan::from_args(&args, &options)?;
-    let url = client::parse_url(&args.url)?;
-    let client = client_config(&options, args.size)?;
-    let report_json = args
-        .report_json
-        .as_deref()
-        .map(|path| {
-            ReportFile::create(path).map_err(|e| {
+/// Where `--report-json` goes: a file written whole at the end, or stdout (`-`).
+pub(crate) enum JsonOut {
+    /// A report file (written to a temporary file, put in place whole).
+    File(ReportFile),
+    /// `-`: standard output (the table then goes to stderr).
+    Stdout,
+}
+
+impl JsonOut {
+    /// Opens `--report-json PATH` before anything runs, so a bad path fails first.
+    pub(crate) fn create(path: Option<&std::path::Path>) -> Result<Option<Self>, Error> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        if path == std::path::Path::new("-") {
+            return Ok(Some(Self::Stdout));
+        }
+        ReportFile::create(path)
+            .map(|file| Some(Self::File(file)))
+            .map_err(|e| {
                 Error::usage(format!(
                     "cannot write --report-json {}: {e}",
                     path.display()
                 ))
             })
-        })
-        .transpose()?;
+    }
+
+    /// Writes the document; a closed stdout is not an error.
+    pub(crate) fn write(self, json: &str) -> Result<(), Error> {
+        match self {
+            Self::File(file) => {
+                let path = file.path().to_owned();
+                file.write(json.as_bytes()).map_err(|e| {
+                    Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display()))
+                })
+            }
+            Self::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(json.as_bytes());
+                let _ = stdout.flush();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The settings of the whole command, as the report records them (before any split).
+fn settings(args: &LoadArgs, options: &ConnectOptions) -> Settings {
+    let seconds = |d: Duration| d.as_secs_f64();
+    Settings {
+        connections: args.connections as u64,
+        rate: args.rate,
+        count: args.count,
+        duration_s: match (args.count, args.duration) {
+            (Some(_), _) => None,
+            (None, duration) => Some(seconds(duration.unwrap_or(DEFAULT_DURATION))),
+        },
+        ramp_up_s: args.ramp_up.map(seconds),
+        connect_rate: args.connect_rate,
+        size: args.size,
+        route: args.route.clone(),
+        echo: match options.echo {
+            EchoPolicy::Full => "full".into(),
+            EchoPolicy::Body | EchoPolicy::Off => "body".into(),
+        },
+        timeout_s: seconds(args.timeout),
+        start_at: args
+            .start_at
+            .map(|at| humantime::format_rfc3339_nanos(at).to_string()),
+        thresholds: args.thresholds.clone(),
+    }
+}
+
+/// The command line of one shard: its part of the connections, `--rate`, `-n` and
+/// `--connect-rate` (see `shard.rs`); a shard that would get nothing to do is a usage
+/// error.
+fn shard_args(args: &LoadArgs, shard: Shard) -> Result<LoadArgs, Error> {
+    let mut mine = args.clone();
+    if (args.connections as u64) < shard.count {
+        return Err(Error::usage(format!(
+            "-c {} cannot be split over {} shards: each needs at least one connection",
+            args.connections, shard.count
+        )));
+    }
+    mine.connections =
+        usize::try_from(shard::split_whole(args.connections as u64, shard)).unwrap_or(usize::MAX);
+    if let Some(count) = args.count {
+        if count < shard.count {
+            return Err(Error::usage(format!(
+                "-n {count} cannot be split over {} shards: each needs at least one ping",
+                shard.count
+            )));
+        }
+        mine.count = Some(shard::split_whole(count, shard));
+    }
+    mine.rate = args.rate.map(|rate| shard::split_rate(rate, shard));
+    mine.connect_rate = shard::split_rate(args.connect_rate, shard);
+    Ok(mine)
+}
+
+/// Runs `wsprobe load`: prints the report, writes the files asked for, and comes out per
+/// the thresholds (exit 1 on a breach), Ctrl-C (130), or no connection at all (3). A
+/// shard (`--shard`) runs its part of the command and leaves the thresholds to `load
+/// merge`.
+pub(crate) async fn run(
+    whole: LoadArgs,
+    options: ConnectOptions,
+    context: Context,
+) -> Result<Outcome, Error> {
+    // Everything the user typed is checked before the first connection.
+    let thresholds = whole
+        .thresholds
+        .iter()
+        .map(|text| threshold::parse(text))
+        .collect::<Result<Vec<Threshold>, String>>()
+        .map_err(Error::Usage)?;
+    let shard = whole
+        .shard
+        .map(|flag| flag.resolve(std::env::var(shard::INDEX_VARIABLE).ok().as_deref()))
+        .transpose()
+        .map_err(Error::Usage)?;
+    // The whole command must make sense before its part does.
+    Plan::from_args(&whole, &options)?;
+    let args = match shard {
+        Some(shard) => shard_args(&whole, shard)?,
+        None => whole.clone(),
+    };
+    let plan = Plan::from_args(&args, &options)?;
+    let url = client::parse_url(&args.url)?;
+    let client = client_config(&options, args.size)?;
+    let report_json = JsonOut::create(args.report_json.as_deref())?;
     let started_wall = SystemTime::now();
+    let start = Instant::now();
+    let start_at_us = match args.start_at {
+        Some(at) => {
+            shard::check_start_at(at, started_wall).map_err(Error::Usage)?;
+            // Within the grace, a past TIME is the go itself: sending starts at once.
+            Some(at.duration_since(started_wall).map_or(0, |ahead| {
+                u64::try_from(ahead.as_micros()).unwrap_or(u64::MAX)
+            }))
+        }
+        None => None,
+    };
     let hdr_log = args
         .hdr_log
         .as_deref()
@@ -199,11 +319,33 @@ pub(crate) async fn run(
             })
         })
         .transpose()?;
+    let settings = settings(&whole, &options);
+    let shard_identity = shard.map(|shard| ShardIdentity {
+        index: shard.index,
+        count: shard.count,
+        run_id: whole.run_id.clone().unwrap_or_else(|| {
+            // The URL as typed (with any token): the id reveals nothing, and two stages
+            // with different tokens are different runs.
+            let digest_input = serde_json::json!({ "url": whole.url, "settings": settings });
+            shard::run_id_of(&digest_input.to_string())
+        }),
+        first_connection: shard::first_connection(whole.connections as u64, shard),
+    });
+    if let Some(identity) = &shard_identity
+        && !thresholds.is_empty()
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: shard {} of {}: --threshold is not evaluated by a shard; `wsprobe load \
+             merge` evaluates it on the whole run",
+            identity.index,
+            identity.count
+        );
+    }
     check_open_file_limit(plan.connections);
     announce_long_opening(&plan);
 
     let format = ping::PingFormat::new(&args.route, &options.fields, args.size, options.echo);
-    let start = Instant::now();
     let shared = Arc::new(Shared {
         url: url.clone(),
         client,
@@ -216,6 +358,9 @@ pub(crate) async fn run(
         }),
         openings_left: AtomicUsize::new(plan.connections),
         go: watch::channel(None).0,
+        start_at_us,
+        opened_us: AtomicU64::new(0),
+        first_connection: shard_identity.as_ref().map_or(0, |s| s.first_connection),
     });
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
@@ -274,24 +419,41 @@ pub(crate) async fn run(
         elapsed,
         context,
     );
-    let observed = Observed {
-        round_trip: &collector.round_trip,
-        errors: report.messages.errors,
-        sent: report.messages.sent,
-        connect_errors: report.connections.failed,
-        connect_attempts: report.connections.opened + report.connections.failed,
-        rate: report.achieved_rate,
-    };
-    report.thresholds = thresholds.iter().map(|t| t.evaluate(&observed)).collect();
+    report.started_at = humantime::format_rfc3339_millis(started_wall).to_string();
+    report.settings = Some(settings);
+    if let Some(at_us) = start_at_us {
+        let opened_us = shared.opened_us.load(std::sync::atomic::Ordering::Acquire);
+        report.opening_s = opened_us as f64 / 1e6;
+        if opened_us > at_us && !report.interrupted {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: the connections were still opening at --start-at (until {:.2}s \
+                 after it); the first pings were sent late, and that lateness is in the \
+                 latencies: pick a later --start-at",
+                (opened_us - at_us) as f64 / 1e6
+            );
+        }
+    }
+    if shard_identity.is_none() {
+        let observed = Observed {
+            round_trip: &collector.round_trip,
+            errors: report.messages.errors,
+            sent: report.messages.sent,
+            connect_errors: report.connections.failed,
+            connect_attempts: report.connections.opened + report.connections.failed,
+            rate: report.achieved_rate,
+        };
+        report.thresholds = thresholds.iter().map(|t| t.evaluate(&observed)).collect();
+    }
+    report.shard = shard_identity;
 
-    print_report(&report);
+    let to_stdout = matches!(report_json, Some(JsonOut::Stdout));
+    print_report(&report, to_stdout);
     if let Some(hint) = too_many_files_hint(&report) {
         let _ = writeln!(std::io::stderr(), "{hint}");
     }
-    if let Some(file) = report_json {
-        let path = file.path().to_owned();
-        file.write(report::to_json(&report).as_bytes())
-            .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+    if let Some(out) = report_json {
+        out.write(&report::to_json(&report))?;
     }
     if let Err(e) = hdr_result {
         return Err(Error::Other(anyhow::anyhow!("cannot write --hdr-log: {e}")));
@@ -525,7 +687,7 @@ fn build_report(
         client::redacted_url(url)
     };
     LoadReport {
-        schema: report::SCHEMA,
+        schema: report::SCHEMA.into(),
         url: shown_url,
         model: match shared.plan.mode {
             WorkMode::Open(_) => Model::Open,
@@ -543,7 +705,7 @@ fn build_report(
         opening_s: go_us as f64 / 1e6,
         sending_s: sending_us as f64 / 1e6,
         interrupted: interrupted.is_some(),
-        interrupted_by: interrupted.map(|interruption| interruption.signal),
+        interrupted_by: interrupted.map(|interruption| interruption.signal.to_owned()),
         client_lag: match shared.plan.mode {
             WorkMode::Open(_) => {
                 let lagged = stats.total(|c| &c.lagged);
@@ -585,6 +747,14 @@ fn build_report(
         round_trip_ms: LatencySummary::of(&collector.round_trip),
         connect_ms: LatencySummary::of(&collector.connect),
         thresholds: Vec::new(),
+        started_at: String::new(),
+        settings: None,
+        shard: None,
+        merged: None,
+        histograms: Some(Histograms::encode(
+            &collector.round_trip,
+            &collector.connect,
+        )),
     }
 }
 
@@ -632,15 +802,26 @@ fn sending_window_us(
     window.min(since_go(end_us))
 }
 
-/// Prints the table and the threshold lines on stdout; a closed stdout is not an error.
-fn print_report(report: &LoadReport) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(report::to_table(report).as_bytes());
+/// Prints the table and the threshold lines on stdout (on stderr when stdout carries
+/// the JSON report); a closed stream is not an error.
+pub(crate) fn print_report(report: &LoadReport, on_stderr: bool) {
+    let mut text = report::to_table(report);
     if !report.thresholds.is_empty() {
-        let _ = writeln!(stdout);
-        let _ = stdout.write_all(report::threshold_lines(report).as_bytes());
+        text.push('\n');
+        text.push_str(&report::threshold_lines(report));
     }
-    let _ = stdout.flush();
+    let written = if on_stderr {
+        let mut stderr = std::io::stderr().lock();
+        stderr
+            .write_all(text.as_bytes())
+            .and_then(|()| stderr.flush())
+    } else {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+    };
+    let _ = written;
 }
 
 fn too_many_files_hint(report: &LoadReport) -> Option<String> {
@@ -698,7 +879,7 @@ mod tests {
         let mut argv = vec!["wsprobe", "load", "ws://127.0.0.1:1/dev"];
         argv.extend_from_slice(line);
         match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Load(args) => args,
+            crate::cli::Command::Load(args) => *args,
             other => panic!("{other:?}"),
         }
     }

@@ -1,6 +1,13 @@
 //! The result of a load run as plain data ([`LoadReport`]), and the ways it is shown:
 //! the table on stdout, the threshold lines, the `--report-json` document (all pure
 //! functions of the report), and the `--hdr-log` interval log of round trips.
+//!
+//! The JSON document is lossless: besides the summaries it carries the histograms
+//! themselves ([`Histograms`]: HdrHistogram V2, deflate-compressed, base64, values in µs),
+//! the settings of the whole command ([`Settings`]) and, for a shard, its identity
+//! ([`ShardIdentity`]), so `wsprobe load merge` can add shards up exactly and refuse
+//! reports that do not belong together. A renderer (the table here, an HTML page) needs
+//! only a [`LoadReport`]; the exact histograms come from [`Histograms::decode`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +19,7 @@ use colored::Colorize;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::threshold::{Verdict, format_ms};
 use wsprobe_core::report_file::ReportFile;
@@ -21,7 +28,7 @@ use wsprobe_core::report_file::ReportFile;
 pub(crate) const SCHEMA: &str = "wsprobe-load/1";
 
 /// Which load model ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Model {
     /// `--rate`: a fixed timetable, latency from the scheduled send.
@@ -31,7 +38,7 @@ pub enum Model {
 }
 
 /// Latency percentiles, in milliseconds; `None` when nothing was measured.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct LatencySummary {
     /// Number of samples.
     pub(crate) count: u64,
@@ -73,7 +80,7 @@ impl LatencySummary {
 }
 
 /// Connections: how many opened, why others did not, how many the server dropped.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ConnectionsReport {
     /// `-c`.
     pub(crate) requested: u64,
@@ -95,7 +102,7 @@ pub(crate) struct ConnectionsReport {
 }
 
 /// Pings and what became of them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct MessagesReport {
     /// Pings sent.
     pub(crate) sent: u64,
@@ -126,7 +133,7 @@ pub(crate) struct MessagesReport {
 }
 
 /// Open model: how late the client itself was with its sends (see `worker.rs`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ClientLag {
     /// A send is lagged when it left more than this (ms) after both its slot and the
     /// end of the connection's previous send.
@@ -143,11 +150,12 @@ pub(crate) struct ClientLag {
 /// The share of lagged sends above which the client counts as saturated.
 pub(crate) const SATURATED_SHARE: f64 = 0.01;
 
-/// Everything a load run measured. Reports are pure functions of it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Everything a load run measured (or a merge of shards added up). Reports are pure
+/// functions of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Always [`SCHEMA`].
-    pub(crate) schema: &'static str,
+    pub(crate) schema: String,
     /// The URL (any password in it redacted).
     pub url: String,
     /// Which model ran.
@@ -172,7 +180,7 @@ pub struct LoadReport {
     /// Stopped early by Ctrl-C, SIGTERM or SIGHUP.
     pub(crate) interrupted: bool,
     /// Which signal stopped it (`SIGINT`, `SIGTERM`, `SIGHUP`); `null` when none did.
-    pub(crate) interrupted_by: Option<&'static str>,
+    pub(crate) interrupted_by: Option<String>,
     /// Open model: the client's own lag; `null` in the closed model.
     pub(crate) client_lag: Option<ClientLag>,
     /// Connections.
@@ -183,8 +191,134 @@ pub struct LoadReport {
     pub(crate) round_trip_ms: LatencySummary,
     /// Connect times (ms): DNS, TCP, TLS and the WebSocket handshake.
     pub(crate) connect_ms: LatencySummary,
-    /// Every `--threshold`, in order, with its verdict.
+    /// Every `--threshold`, in order, with its verdict (empty for a shard: the merge
+    /// evaluates them).
     pub(crate) thresholds: Vec<Verdict>,
+    /// When the run started (the first connection attempt), RFC 3339 UTC.
+    #[serde(default)]
+    pub(crate) started_at: String,
+    /// The command's settings (of the whole run, for a shard): what shards must agree on.
+    #[serde(default)]
+    pub(crate) settings: Option<Settings>,
+    /// `--shard`: which shard of which run this is; `null` for an unsharded run.
+    #[serde(default)]
+    pub(crate) shard: Option<ShardIdentity>,
+    /// A merged report: the run and how many shards were added up; `null` otherwise.
+    #[serde(default)]
+    pub(crate) merged: Option<Merged>,
+    /// The exact histograms; `null` only in reports of older versions.
+    #[serde(default)]
+    pub(crate) histograms: Option<Histograms>,
+}
+
+/// The settings of a load command, as typed (for a shard: of the whole run, before the
+/// split). Shards of one run have equal settings; `load merge` refuses others.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Settings {
+    /// `-c`, over all shards.
+    pub(crate) connections: u64,
+    /// `--rate`, over all shards.
+    pub(crate) rate: Option<f64>,
+    /// `-n`, over all shards.
+    pub(crate) count: Option<u64>,
+    /// `-d` in seconds (`null` with `-n`; 10 when neither was given).
+    pub(crate) duration_s: Option<f64>,
+    /// `--ramp-up` in seconds.
+    pub(crate) ramp_up_s: Option<f64>,
+    /// `--connect-rate`, over all shards.
+    pub(crate) connect_rate: f64,
+    /// `--size`.
+    pub(crate) size: u64,
+    /// `--route`.
+    pub(crate) route: String,
+    /// `--echo`: `body` or `full`.
+    pub(crate) echo: String,
+    /// `--timeout` in seconds.
+    pub(crate) timeout_s: f64,
+    /// `--start-at`, RFC 3339 UTC, if given.
+    pub(crate) start_at: Option<String>,
+    /// The `--threshold`s as typed (a shard leaves them to the merge).
+    pub(crate) thresholds: Vec<String>,
+}
+
+/// Which shard a report is of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ShardIdentity {
+    /// 0-based index.
+    pub(crate) index: u64,
+    /// How many shards the run has.
+    pub(crate) count: u64,
+    /// Shared by every shard of the run: `--run-id`, or a digest of the URL and settings.
+    pub(crate) run_id: String,
+    /// The global number of this shard's first connection (ping tokens carry it).
+    pub(crate) first_connection: u64,
+}
+
+/// What a merged report was made of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Merged {
+    /// The run id the shards share.
+    pub(crate) run_id: String,
+    /// How many shard reports were added up.
+    pub(crate) shards: u64,
+}
+
+/// The exact histograms of a run, in µs: each the HdrHistogram V2 serialisation,
+/// deflate-compressed (the format of `--hdr-log` intervals and of HdrHistogram's
+/// Java, C, Go and Python libraries), in standard base64.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Histograms {
+    /// Round trips (µs).
+    pub(crate) round_trip_us: String,
+    /// Connect times (µs).
+    pub(crate) connect_us: String,
+}
+
+impl Histograms {
+    /// Serialises both histograms.
+    pub(crate) fn encode(round_trip: &Histogram<u64>, connect: &Histogram<u64>) -> Self {
+        Self {
+            round_trip_us: encode_histogram(round_trip),
+            connect_us: encode_histogram(connect),
+        }
+    }
+
+    /// Reads both back: `(round_trip, connect)`.
+    pub(crate) fn decode(&self) -> Result<(Histogram<u64>, Histogram<u64>), String> {
+        Ok((
+            decode_histogram(&self.round_trip_us).map_err(|e| format!("round_trip_us: {e}"))?,
+            decode_histogram(&self.connect_us).map_err(|e| format!("connect_us: {e}"))?,
+        ))
+    }
+}
+
+/// A histogram as base64 of its V2 deflate serialisation.
+pub(crate) fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    // Writing to a Vec fails only for a histogram too large to serialise, which ours
+    // (bounded range, 3 significant digits) never are; an empty string then reads back
+    // as an error rather than a wrong histogram.
+    if V2DeflateSerializer::new()
+        .serialize(histogram, &mut bytes)
+        .is_err()
+    {
+        return String::new();
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads a histogram written by [`encode_histogram`].
+pub(crate) fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("not an HdrHistogram: {e:?}"))
 }
 
 impl LoadReport {
@@ -234,7 +368,7 @@ pub(crate) fn to_table(report: &LoadReport) -> String {
     };
     let _ = writeln!(out, "{} {}", "load".bold(), report.url);
     if report.interrupted {
-        let by = match report.interrupted_by {
+        let by = match report.interrupted_by.as_deref() {
             None | Some("SIGINT") => "Ctrl-C",
             Some(signal) => signal,
         };
@@ -248,6 +382,26 @@ pub(crate) fn to_table(report: &LoadReport) -> String {
         let _ = writeln!(out, "  {name:<12} {value}");
     };
     row(&mut out, "Model", model.into());
+    if let Some(shard) = &report.shard {
+        row(
+            &mut out,
+            "Shard",
+            format!(
+                "{} of {} (run {}): thresholds are evaluated by `wsprobe load merge`",
+                shard.index, shard.count, shard.run_id
+            ),
+        );
+    }
+    if let Some(merged) = &report.merged {
+        row(
+            &mut out,
+            "Merged",
+            format!(
+                "{} shards of run {}: counts added up, percentiles of the merged histograms",
+                merged.shards, merged.run_id
+            ),
+        );
+    }
     row(
         &mut out,
         "Time",
@@ -443,7 +597,7 @@ mod tests {
             histogram.record(us).unwrap();
         }
         LoadReport {
-            schema: SCHEMA,
+            schema: SCHEMA.into(),
             url: "ws://127.0.0.1:1/dev".into(),
             model: Model::Open,
             target_rate: Some(100.0),
@@ -479,7 +633,28 @@ mod tests {
             round_trip_ms: LatencySummary::of(&histogram),
             connect_ms: LatencySummary::default(),
             thresholds: Vec::new(),
+            started_at: "2026-11-28T05:00:00.000Z".into(),
+            settings: None,
+            shard: None,
+            merged: None,
+            histograms: Some(Histograms::encode(
+                &histogram,
+                &crate::load::stats::new_histogram(),
+            )),
         }
+    }
+
+    #[test]
+    fn the_json_reads_back_with_its_histograms() {
+        let report = report();
+        let back: LoadReport = serde_json::from_str(&to_json(&report)).unwrap();
+        assert_eq!(back, report);
+        let (round_trip, connect) = back.histograms.unwrap().decode().unwrap();
+        assert_eq!(round_trip.len(), 4);
+        assert_eq!(round_trip.max(), round_trip.highest_equivalent(4_000));
+        assert!(connect.is_empty());
+        assert!(decode_histogram("not base64!").is_err());
+        assert!(decode_histogram("aGVsbG8=").is_err());
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub(crate) struct Observed<'a> {
 }
 
 /// A threshold's verdict.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Verdict {
     /// The threshold as typed.
     pub(crate) threshold: String,

@@ -76,13 +76,24 @@ pub(crate) struct Shared {
     pub(crate) openings_left: AtomicUsize,
     /// When sending starts (µs since the start), once every connection has tried to open.
     pub(crate) go: watch::Sender<Option<u64>>,
+    /// `--start-at`, µs since the start: the go is then this time, not the moment the
+    /// last connection tried to open (sending waits for both).
+    pub(crate) start_at_us: Option<u64>,
+    /// When the last connection tried to open (µs since the start); 0 until then.
+    pub(crate) opened_us: AtomicU64,
+    /// The global number of connection 0 (a shard's first connection), which ping tokens
+    /// carry, so the shards of one run send distinct tokens.
+    pub(crate) first_connection: u64,
 }
 
 impl Shared {
     /// This connection has tried to open (or will not): the last one gives the go.
     fn opening_done(&self) {
         if self.openings_left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.go.send_replace(Some(self.stats.now_us()));
+            let now_us = self.stats.now_us();
+            self.opened_us.store(now_us, Ordering::Release);
+            self.go
+                .send_replace(Some(self.start_at_us.unwrap_or(now_us)));
         }
     }
 
@@ -185,6 +196,7 @@ pub(crate) async fn run(
     let timeout_us = u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX);
     let mut worker = Worker {
         index,
+        token: shared.first_connection.saturating_add(index as u64),
         shared: &shared,
         ws,
         inflight: InFlight::new(timeout_us),
@@ -302,6 +314,8 @@ impl Stop {
 
 struct Worker<'a> {
     index: usize,
+    /// The connection number ping tokens carry: `index` plus the shard's first.
+    token: u64,
     shared: &'a Shared,
     ws: WebSocketStream<Stream>,
     inflight: InFlight,
@@ -317,12 +331,14 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    /// Waits, open and reading, until every connection has tried to open.
+    /// Waits, open and reading, until every connection has tried to open, and then
+    /// (with `--start-at`) until the go.
     async fn wait_for_go(&mut self, stop: &mut Stop) -> Go {
         let mut go = self.shared.go.subscribe();
         loop {
-            if let Some(go_us) = *go.borrow_and_update() {
-                return Go::Start(go_us);
+            let known = *go.borrow_and_update();
+            if let Some(go_us) = known {
+                return self.wait_until(go_us, stop).await;
             }
             tokio::select! {
                 () = stop.wait() => return Go::Stop,
@@ -331,6 +347,24 @@ impl Worker<'_> {
                         return Go::Stop;
                     }
                 }
+                incoming = self.ws.next() => {
+                    if let Flow::Ended = self.on_incoming(incoming) {
+                        return Go::Ended;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits, reading, until `go_us` (µs since the start): at once unless `--start-at`
+    /// put the go in the future.
+    async fn wait_until(&mut self, go_us: u64, stop: &mut Stop) -> Go {
+        let sleep = sleep_until(self.shared.at(go_us));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Go::Start(go_us),
+                () = stop.wait() => return Go::Stop,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
                         return Go::Ended;
@@ -537,7 +571,7 @@ impl Worker<'_> {
         let bytes = self
             .shared
             .format
-            .encode(&mut self.buffer, self.index as u64, sequence);
+            .encode(&mut self.buffer, self.token, sequence);
         // The ping is built from JSON-escaped text and ASCII only, so it is UTF-8.
         let text = Utf8Bytes::try_from(bytes).expect("pings are ASCII");
         self.inflight.sent(since_us);
@@ -644,7 +678,7 @@ impl Worker<'_> {
             Decoded::Echo {
                 connection,
                 sequence,
-            } if connection == self.index as u64 => match self.inflight.echo(sequence, now_us) {
+            } if connection == self.token => match self.inflight.echo(sequence, now_us) {
                 EchoVerdict::OnTime(latency) => {
                     stats.count(self.index, |c| &c.echoed);
                     stats.record_round_trip(self.index, latency);
@@ -662,7 +696,7 @@ impl Worker<'_> {
             } => {
                 stats.count(self.index, |c| &c.corrupted);
                 // It came back, damaged: counted as corrupted, not lost as well.
-                if connection == self.index as u64 {
+                if connection == self.token {
                     self.inflight.settle(sequence);
                 }
             }

@@ -14,6 +14,9 @@ use wsprobe_serve::{ServeConfig, ServeEvent};
 
 use crate::support::{self, TIMEOUT};
 
+#[path = "load_shard.rs"]
+mod shard;
+
 /// Runs `wsprobe load ARGS…` (with `--no-progress`) off the async runtime, so in-process
 /// servers keep serving, and returns its output.
 async fn load(args: Vec<String>) -> Output {
