@@ -11,6 +11,7 @@
 //! The files: `schedule.rs` (when connections open and pings are due), `ping.rs` (ping
 //! encoding and echo decoding), `inflight.rs` (matching echoes by sequence).
 
+mod html;
 mod inflight;
 mod ping;
 mod progress;
@@ -18,6 +19,7 @@ pub mod report;
 mod schedule;
 mod stats;
 pub(crate) mod threshold;
+mod timeline;
 mod worker;
 
 use std::io::Write as _;
@@ -188,6 +190,18 @@ pub(crate) async fn run(
             })
         })
         .transpose()?;
+    let report_html = args
+        .report_html
+        .as_deref()
+        .map(|path| {
+            ReportFile::create(path).map_err(|e| {
+                Error::usage(format!(
+                    "cannot write --report-html {}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
     let started_wall = SystemTime::now();
     let hdr_log = args
         .hdr_log
@@ -219,10 +233,15 @@ pub(crate) async fn run(
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
     let progress = progress::Progress::new(!args.no_progress);
+    // The timeline is kept only for the HTML report (a few KiB a second).
+    let timeline = report_html
+        .is_some()
+        .then(|| timeline::Recorder::new(started_wall));
     let monitor = tokio::spawn(monitor(
         shared.clone(),
         progress.clone(),
         hdr_log,
+        timeline,
         monitor_stopped,
     ));
     // Registered before the first worker starts, so no Ctrl-C falls back to the default
@@ -253,7 +272,7 @@ pub(crate) async fn run(
         crashed,
     } = wait_for_workers(&mut workers, &shared.stats, controls, interrupts).await;
     let _ = stop_monitor.send(());
-    let (collector, hdr_result) = monitor.await.map_err(|e| {
+    let (collector, hdr_result, timeline) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
             "the load monitor stopped unexpectedly: {e}"
         ))
@@ -290,6 +309,13 @@ pub(crate) async fn run(
     if let Some(file) = report_json {
         let path = file.path().to_owned();
         file.write(report::to_json(&report).as_bytes())
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+    }
+    if let (Some(file), Some(timeline)) = (report_html, timeline) {
+        let path = file.path().to_owned();
+        let args: Vec<String> = std::env::args().collect();
+        let command = html::command_line(&args, context.show_secrets);
+        file.write(html::render(&report, &timeline.finish(), &command).as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     if let Err(e) = hdr_result {
@@ -493,8 +519,9 @@ async fn monitor(
     shared: Arc<Shared>,
     progress: progress::Progress,
     mut hdr_log: Option<HdrLog>,
+    mut timeline: Option<timeline::Recorder>,
     mut stop: oneshot::Receiver<()>,
-) -> (Collector, std::io::Result<()>) {
+) -> (Collector, std::io::Result<()>, Option<timeline::Recorder>) {
     let stats = &shared.stats;
     let mut collector = Collector::default();
     let ticks_per_interval = (INTERVAL.as_millis() / TICK.as_millis()).max(1) as usize;
@@ -527,6 +554,9 @@ async fn monitor(
             {
                 log_result = log.write_interval(&interval, interval_start, length);
             }
+            if let Some(timeline) = &mut timeline {
+                timeline.close(stats, &interval, interval_start, length);
+            }
             interval_start = elapsed;
         }
         let recent = window.round_trip();
@@ -545,7 +575,7 @@ async fn monitor(
     if let Some(log) = hdr_log {
         log_result = log_result.and(log.finish());
     }
-    (collector, log_result)
+    (collector, log_result, timeline)
 }
 
 /// How load connects: the user's options, small tungstenite buffers (tens of thousands of
