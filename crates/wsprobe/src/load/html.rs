@@ -149,7 +149,8 @@ h1{font-size:1.5rem;margin:0 0 .5rem}h2{font-size:1.15rem;margin:0 0 .25rem}
 section{margin:1.5rem 0;padding:1rem;background:var(--card);border:1px solid var(--line);border-radius:8px;break-inside:avoid}
 section p{margin:.2rem 0 .6rem;color:var(--muted)}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:0}dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
-code,pre{font:13px/1.4 ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace}pre{margin:0;overflow-x:auto;white-space:pre}
+code,pre{font:13px/1.4 ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace}pre{margin:0;white-space:pre-wrap}
+.legend{list-style:none;display:flex;flex-wrap:wrap;gap:.3rem 1.2rem;margin:.3rem 0;padding:0;font-size:.9rem}.legend span{display:inline-block;width:24px;margin:0 .4rem .25rem 0;vertical-align:middle}
 table{border-collapse:collapse;margin-top:.5rem}td,th{padding:.15rem .8rem;text-align:right;border-bottom:1px solid var(--line)}th:first-child,td:first-child{text-align:left}
 .banner{padding:.6rem 1rem;border-radius:6px;font-weight:600;margin:.5rem 0;border:2px solid}
 .ok{color:var(--ok)}.bad{color:var(--bad)}.warn{color:var(--warn)}
@@ -397,10 +398,31 @@ fn draw(chart: &Chart) -> String {
     }
     // Inline SVG in HTML needs no namespace, and the page names no URL at all.
     let svg = svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", " role=\"img\"", 1);
-    match svg.rfind("</svg>") {
+    let svg = match svg.rfind("</svg>") {
         Some(end) => format!("{}{hovers}{}", &svg[..end], &svg[end..]),
         None => svg,
+    };
+    legend(&chart.series) + &svg
+}
+
+/// The legend, above the chart in HTML so that it never hides a line (a border draws
+/// the swatch: borders print, backgrounds often do not).
+fn legend(series: &[Series]) -> String {
+    if series.is_empty() {
+        return String::new();
     }
+    let mut out = String::from("<ul class=\"legend\">");
+    for line in series {
+        let RGBColor(r, g, b) = line.color;
+        let style = if line.dashed { "dashed" } else { "solid" };
+        let _ = write!(
+            out,
+            "<li><span style=\"border-top:3px {style} #{r:02x}{g:02x}{b:02x}\"></span>{}</li>",
+            escape(&line.name)
+        );
+    }
+    out.push_str("</ul>\n");
+    out
 }
 
 fn draw_into(
@@ -419,6 +441,7 @@ fn draw_into(
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
     let mut context = ChartBuilder::on(&root)
         .margin(14)
+        .margin_right(44)
         .x_label_area_size(46)
         .y_label_area_size(72)
         .build_cartesian_2d(x0..x1, 0.0..y_max)?;
@@ -437,20 +460,16 @@ fn draw_into(
         .draw()?;
     for series in &chart.series {
         let style = series.color.stroke_width(2);
-        let drawn = if series.dashed {
+        if series.dashed {
             context.draw_series(DashedLineSeries::new(
                 series.points.iter().copied(),
                 8,
                 6,
                 style,
-            ))?
+            ))?;
         } else {
-            context.draw_series(LineSeries::new(series.points.iter().copied(), style))?
-        };
-        let color = series.color;
-        drawn.label(series.name.clone()).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-        });
+            context.draw_series(LineSeries::new(series.points.iter().copied(), style))?;
+        }
     }
     if let Some(text) = chart.empty {
         let (x, y) = context.backend_coord(&((x0 + x1) / 2.0, y_max / 2.0));
@@ -464,15 +483,6 @@ fn draw_into(
                 ),
             ),
         ))?;
-    }
-    if !chart.series.is_empty() {
-        context
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
     }
     for (from, to, text) in &chart.hovers {
         let (left, top) = context.backend_coord(&(*from, y_max));
