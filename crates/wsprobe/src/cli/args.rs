@@ -368,6 +368,10 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) hdr_log: Option<PathBuf>,
 
+    /// Write the report as one self-contained HTML page with charts (no network needed to view it)
+    #[arg(long, value_name = "PATH")]
+    pub(crate) report_html: Option<PathBuf>,
+
     /// No live progress line
     #[arg(long)]
     pub(crate) no_progress: bool,

@@ -13,6 +13,7 @@
 //! (`--shard` and `--start-at`: the split and the common start), `merge.rs` (`wsprobe
 //! load merge`: shard reports added up exactly).
 
+mod html;
 mod inflight;
 pub(crate) mod merge;
 mod ping;
@@ -22,6 +23,7 @@ mod schedule;
 pub(crate) mod shard;
 mod stats;
 pub(crate) mod threshold;
+mod timeline;
 mod worker;
 
 use std::io::Write as _;
@@ -298,6 +300,18 @@ pub(crate) async fn run(
     let url = client::parse_url(&args.url)?;
     let client = client_config(&options, args.size)?;
     let report_json = JsonOut::create(args.report_json.as_deref())?;
+    let report_html = args
+        .report_html
+        .as_deref()
+        .map(|path| {
+            ReportFile::create(path).map_err(|e| {
+                Error::usage(format!(
+                    "cannot write --report-html {}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
     let started_wall = SystemTime::now();
     let start = Instant::now();
     let start_at_us = match args.start_at {
@@ -365,10 +379,15 @@ pub(crate) async fn run(
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
     let progress = progress::Progress::new(!args.no_progress);
+    // The timeline is kept only for the HTML report (a few KiB a second).
+    let timeline = report_html
+        .is_some()
+        .then(|| timeline::Recorder::new(started_wall));
     let monitor = tokio::spawn(monitor(
         shared.clone(),
         progress.clone(),
         hdr_log,
+        timeline,
         monitor_stopped,
     ));
     // Registered before the first worker starts, so no Ctrl-C falls back to the default
@@ -399,7 +418,7 @@ pub(crate) async fn run(
         crashed,
     } = wait_for_workers(&mut workers, &shared.stats, controls, interrupts).await;
     let _ = stop_monitor.send(());
-    let (collector, hdr_result) = monitor.await.map_err(|e| {
+    let (collector, hdr_result, timeline) = monitor.await.map_err(|e| {
         Error::Other(anyhow::anyhow!(
             "the load monitor stopped unexpectedly: {e}"
         ))
@@ -454,6 +473,13 @@ pub(crate) async fn run(
     }
     if let Some(out) = report_json {
         out.write(&report::to_json(&report))?;
+    }
+    if let (Some(file), Some(timeline)) = (report_html, timeline) {
+        let path = file.path().to_owned();
+        let args: Vec<String> = std::env::args().collect();
+        let command = html::command_line(&args, context.show_secrets);
+        file.write(html::render(&report, &timeline.finish(), &command).as_bytes())
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     if let Err(e) = hdr_result {
         return Err(Error::Other(anyhow::anyhow!("cannot write --hdr-log: {e}")));
@@ -580,8 +606,9 @@ async fn monitor(
     shared: Arc<Shared>,
     progress: progress::Progress,
     mut hdr_log: Option<HdrLog>,
+    mut timeline: Option<timeline::Recorder>,
     mut stop: oneshot::Receiver<()>,
-) -> (Collector, std::io::Result<()>) {
+) -> (Collector, std::io::Result<()>, Option<timeline::Recorder>) {
     let stats = &shared.stats;
     let mut collector = Collector::default();
     let ticks_per_interval = (INTERVAL.as_millis() / TICK.as_millis()).max(1) as usize;
@@ -614,6 +641,9 @@ async fn monitor(
             {
                 log_result = log.write_interval(&interval, interval_start, length);
             }
+            if let Some(timeline) = &mut timeline {
+                timeline.close(stats, &interval, interval_start, length);
+            }
             interval_start = elapsed;
         }
         let recent = window.round_trip();
@@ -632,7 +662,7 @@ async fn monitor(
     if let Some(log) = hdr_log {
         log_result = log_result.and(log.finish());
     }
-    (collector, log_result)
+    (collector, log_result, timeline)
 }
 
 /// How load connects: the user's options, small tungstenite buffers (tens of thousands of

@@ -282,6 +282,11 @@ impl Stats {
             .saturating_sub(self.total(|c| &c.closed))
     }
 
+    /// Looks at the rare counts so far (the timeline copies them once an interval).
+    pub(crate) fn with_rare<T>(&self, look: impl FnOnce(&Rare) -> T) -> T {
+        look(&lock(&self.rare))
+    }
+
     /// Takes the rare counts out (at the end of the run).
     pub(crate) fn take_rare(&self) -> Rare {
         std::mem::take(&mut *lock(&self.rare))
