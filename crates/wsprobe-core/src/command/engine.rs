@@ -206,6 +206,24 @@ impl Failed {
         self.received = Some(seen.iter().map(|m| describe(&m.frame)).collect());
         self
     }
+
+    /// Says that the full inbox dropped `dropped` unconsumed frames: what was waited for
+    /// may have been among them.
+    fn dropped(mut self, dropped: u64) -> Self {
+        if dropped > 0 {
+            let plural = if dropped == 1 { "" } else { "s" };
+            let label = self.label.take().unwrap_or_default();
+            self.label = Some(format!(
+                "{label}; {dropped} older unconsumed frame{plural} dropped (the inbox was full)"
+            ));
+            self.hint = Some(
+                "the inbox keeps the newest frames up to --inbox-frames and --inbox-bytes; \
+                 raise them, or expect the message sooner"
+                    .into(),
+            );
+        }
+        self
+    }
 }
 
 impl From<Failed> for Fault {
@@ -254,13 +272,6 @@ impl Engine {
     /// Whether the session `key` is open (handed over and not closed by the front-end).
     pub fn is_open(&self, key: SessionKey) -> bool {
         self.sessions.contains_key(&key)
-    }
-
-    /// Keeps at most `limit` unconsumed messages in the inbox of session `key`.
-    pub fn trim_inbox(&mut self, key: SessionKey, limit: usize) {
-        if let Some(conn) = self.sessions.get_mut(&key) {
-            conn.session.inbox().trim_to(limit);
-        }
     }
 
     /// Closes the session `key` politely (code 1000), waiting at most [`CLOSE_WAIT`].
@@ -540,9 +551,13 @@ impl Engine {
             match conn.session.next(within).await {
                 Ok(incoming) => match resolved.check(&(&incoming.frame).into()) {
                     Ok(()) => Ok(incoming),
-                    Err(why) => Err((why, vec![incoming])),
+                    Err(why) => Err((why, vec![incoming], 0)),
                 },
-                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, true),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         } else {
             match conn
@@ -551,7 +566,11 @@ impl Engine {
                 .await
             {
                 Ok(incoming) => Ok(incoming),
-                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, false),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         };
         match outcome {
@@ -560,7 +579,7 @@ impl Engine {
                 frame,
                 started,
             }),
-            Err((why, seen)) => {
+            Err((why, seen, dropped)) => {
                 let prefix = if next { "next " } else { "" };
                 let mut failed = Failed::new(
                     FailedKind::Expectation,
@@ -569,7 +588,8 @@ impl Engine {
                     statement.keyword,
                 )
                 .label(why)
-                .received(&seen);
+                .received(&seen)
+                .dropped(dropped);
                 failed.expected = Some(description);
                 Err(failed.into())
             }
@@ -591,9 +611,17 @@ impl Engine {
             match conn.session.next(within).await {
                 Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
                     Some(value) => Ok((value, incoming)),
-                    None => Err((format!("the next message has no {source}"), vec![incoming])),
+                    None => Err((
+                        format!("the next message has no {source}"),
+                        vec![incoming],
+                        0,
+                    )),
                 },
-                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, true),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         } else {
             match conn
@@ -603,9 +631,13 @@ impl Engine {
             {
                 Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
                     Some(value) => Ok((value, incoming)),
-                    None => Err(("the value vanished".to_owned(), vec![incoming])),
+                    None => Err(("the value vanished".to_owned(), vec![incoming], 0)),
                 },
-                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, false),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         };
         match outcome {
@@ -618,7 +650,7 @@ impl Engine {
                     started,
                 })
             }
-            Err((why, seen)) => Err(Failed::new(
+            Err((why, seen, dropped)) => Err(Failed::new(
                 FailedKind::Expectation,
                 format!("capture failed: {name} = {source}"),
                 &format!("capture {name} = {source}"),
@@ -626,6 +658,7 @@ impl Engine {
             )
             .label(why)
             .received(&seen)
+            .dropped(dropped)
             .into()),
         }
     }
@@ -745,6 +778,7 @@ mod tests {
         let timeout = WaitError::Timeout {
             after: Duration::from_millis(300),
             seen: vec![],
+            dropped: 0,
         };
         assert_eq!(wait_label(&timeout, false), "nothing matched within 300ms");
         assert_eq!(wait_label(&timeout, true), "nothing arrived within 300ms");
@@ -754,6 +788,7 @@ mod tests {
                 reason: String::new(),
             },
             seen: vec![],
+            dropped: 0,
         };
         assert_eq!(
             wait_label(&closed, false),

@@ -36,14 +36,10 @@ use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Fault};
 use wsprobe_core::command::vars::Vars;
 use wsprobe_core::command::{EchoPolicy, Statement};
 use wsprobe_core::message::RouteFields;
-use wsprobe_core::session::{Ending, Frame, Incoming, Outgoing, Session, Watch};
+use wsprobe_core::session::{Ending, Frame, InboxLimits, Incoming, Outgoing, Session, Watch};
 
 /// The key of the prompt's one connection in the engine.
 pub(super) const SESSION: usize = 0;
-
-/// How many unconsumed frames the session's inbox keeps at the prompt (the oldest go
-/// first): a long session that never `/expect`s must not grow without bound.
-const INBOX_LIMIT: usize = 1000;
 
 /// Something from the line source.
 #[derive(Debug)]
@@ -81,6 +77,8 @@ pub(crate) struct Settings {
     pub url: Url,
     /// The connection options (TLS, proxies, timeout, signer) of `@connections` calls.
     pub(crate) client: ClientConfig,
+    /// `--inbox-frames`, `--inbox-bytes`: the bound of the session's inbox.
+    pub(crate) inbox: InboxLimits,
 }
 
 /// Where the session's output goes.
@@ -330,7 +328,8 @@ impl Driver {
                     connecting = None;
                     let connection = result?;
                     self.note(Tone::Good, &connected_text(&connection));
-                    let (session, watch) = Session::start_watched(connection);
+                    let (session, watch) =
+                        Session::start_watched(connection, self.settings.inbox);
                     // Nothing runs before the handshake: the engine is free.
                     self.engine.lock().await.open(SESSION, session);
                     self.watch = Some(watch);
@@ -495,12 +494,10 @@ impl Driver {
         if let Some(outcome) = self.ticks.observe(&incoming) {
             self.report_echo(outcome);
         }
+        // The inbox itself is bounded (`--inbox-frames`, `--inbox-bytes`): a long session
+        // that never `/expect`s keeps only the newest frames.
         if let Some(ending) = incoming.frame.ending() {
             self.on_ending(ending);
-        } else if self.running.is_none()
-            && let Ok(mut engine) = self.engine.try_lock()
-        {
-            engine.trim_inbox(SESSION, INBOX_LIMIT);
         }
     }
 

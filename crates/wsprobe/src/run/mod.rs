@@ -64,6 +64,7 @@ pub(crate) async fn run(
         fields: connect_options.fields.clone(),
         echo: connect_options.echo,
         fail_fast: args.fail_fast,
+        inbox: connect_options.inbox,
     };
     if args.timeout.is_zero() {
         return Err(Error::usage("--timeout must be longer than 0s"));

@@ -498,6 +498,97 @@ async fn a_send_to_a_server_that_stopped_reading_gives_up_after_the_timeout() {
     let _ = server.await;
 }
 
+/// A script that does not read while the server floods keeps only the newest frames, and
+/// a failure then says how many were dropped. Before, every frame was kept (a 4 s flood of
+/// 1 KB messages peaked near 1 GB) and nothing said so.
+#[tokio::test]
+async fn a_flood_while_the_script_sleeps_is_bounded_and_the_failure_counts_drops() {
+    let url = crate::support::spawn_flood_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\nsleep 300ms\nexpect text \"never\" within 100ms\n");
+    std::fs::write(dir.path().join("flood.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "flood.wsp", "--inbox-frames", "100"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        Regex::new(r"nothing matched within 100ms; \d+ older unconsumed frames dropped")
+            .unwrap()
+            .is_match(&stdout),
+        "{stdout}"
+    );
+    assert!(stdout.contains("received: 100 messages"), "{stdout}");
+    assert!(stdout.contains("--inbox-frames"), "{stdout}");
+}
+
+/// Peak memory of `run` while 200 MB of 1 KB messages arrive unread: bounded by the inbox
+/// defaults (10,000 frames, 16 MiB), far below what was sent. A guarantee, not a
+/// benchmark: the bound is generous.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn peak_memory_of_run_under_a_flood_is_bounded() {
+    let (url, mut written, release) = crate::support::spawn_burst_server(200_000, 1024).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\nexpect text \"done\" within 2m\n");
+    std::fs::write(dir.path().join("burst.wsp"), script).expect("writing the script");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(["run", "burst.wsp"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running wsprobe");
+    tokio::time::timeout(Duration::from_secs(120), written.recv())
+        .await
+        .expect("the burst was written within two minutes")
+        .expect("the server wrote the burst");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .expect("the child's status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in kB");
+    release.send(()).expect("the server waits for the release");
+    let output = tokio::task::spawn_blocking(move || {
+        let _ = child.stdin.take();
+        child.wait_with_output().expect("waiting for wsprobe")
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("wsprobe ended")
+        .expect("the blocking task ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        peak_kib < 100 * 1024,
+        "peak RSS {peak_kib} KiB while 200 MB arrived unread"
+    );
+}
+
+/// A message larger than the inbox is refused: the server gets a close frame with 1009
+/// (before, the limit was tungstenite's 64 MiB and the connection was dropped silently).
+#[tokio::test]
+async fn an_oversized_message_is_answered_with_close_1009() {
+    let (url, mut closes) = crate::support::spawn_oversized_server(100_000).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\ntext hi\nexpect text \"x\" within 5s\n");
+    std::fs::write(dir.path().join("big.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "big.wsp", "--inbox-bytes", "64KiB"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("too large"), "{stdout}");
+    assert!(
+        stdout.contains("closed the connection with 1009"),
+        "{stdout}"
+    );
+    let code = tokio::time::timeout(Duration::from_secs(10), closes.recv())
+        .await
+        .expect("the server saw the connection end");
+    assert_eq!(code, Some(Some(1009)));
+}
+
 /// An HTTP server on port 0 that answers every request `200 OK` and sends its request head
 /// (the request line, then the headers) down the channel.
 async fn recording_http_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {

@@ -943,6 +943,51 @@ pub async fn spawn_flood_server() -> String {
     url
 }
 
+/// A WebSocket server on 127.0.0.1:0 that sends each connection `count` text messages of
+/// `size` bytes as fast as the client reads them, then reports on the returned channel
+/// (the burst is written), waits for the test to send on `release`, and then sends the
+/// text `done` and keeps reading until the client goes. Returns its `ws://` URL.
+pub async fn spawn_burst_server(
+    count: usize,
+    size: usize,
+) -> (
+    String,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedSender<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    let (written, bursts) = mpsc::unbounded_channel();
+    let (release, mut released) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let (mut sink, mut stream) = ws.split();
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        let message = Message::text("b".repeat(size));
+        for _ in 0..count {
+            if sink.feed(message.clone()).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+        let _ = written.send(());
+        if released.recv().await.is_some() {
+            let _ = sink.send(Message::text("done")).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    (url, bursts, release)
+}
+
 /// A WebSocket server on 127.0.0.1:0 that echoes the first `echoes` messages of each
 /// connection whole, then dies: it drops the TCP connection without a close frame.
 /// Returns its `ws://` URL.
