@@ -392,8 +392,36 @@ fn redaction_keeps_the_shape() {
 }
 
 /// Ctrl-C: the tests that finished are summarised and reported, and the exit code is 130.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn ctrl_c_reports_the_finished_tests() {
+    interrupted_run_reports_the_finished_tests("INT", "SIGINT").await;
+}
+
+/// SIGTERM (CI cancellation, `timeout(1)`, Kubernetes) and SIGHUP act as Ctrl-C: before,
+/// they killed the run with no summary and report files left empty.
+#[tokio::test]
+async fn sigterm_and_sighup_act_as_ctrl_c() {
+    interrupted_run_reports_the_finished_tests("TERM", "SIGTERM").await;
+    // Under `nohup` the child inherits an ignored SIGHUP, which wsprobe rightly keeps.
+    if !hangup_ignored() {
+        interrupted_run_reports_the_finished_tests("HUP", "SIGHUP").await;
+    }
+}
+
+/// Whether this test process ignores SIGHUP (bit 1 of `SigIgn` in `/proc/self/status`).
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 != 0)
+}
+
+/// Sends `signal` while the second test sleeps: the first is reported, the summary and
+/// both report files say the run was interrupted, and the exit code is 130.
+async fn interrupted_run_reports_the_finished_tests(signal: &str, name: &str) {
     use std::io::BufRead;
 
     let server = case_server().await;
@@ -402,6 +430,7 @@ async fn ctrl_c_reports_the_finished_tests() {
     let script = "connect\nsend send 1\nexpect echo\n\ntest \"sleeps a minute\"\n  sleep 1m\n";
     std::fs::write(dir.path().join("slow.wsp"), script).unwrap();
     let path = dir.path().to_owned();
+    let signal = signal.to_owned();
     let run = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
             .args([
@@ -411,6 +440,8 @@ async fn ctrl_c_reports_the_finished_tests() {
                 &url,
                 "--report",
                 "json=report.json",
+                "--report",
+                "junit=junit.xml",
             ])
             .args(DEFAULT_ARGS)
             .current_dir(&path)
@@ -431,7 +462,7 @@ async fn ctrl_c_reports_the_finished_tests() {
             seen.push_str(&line);
         }
         let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([format!("-{signal}"), child.id().to_string()])
             .status()
             .expect("running kill");
         assert!(status.success());
@@ -441,11 +472,15 @@ async fn ctrl_c_reports_the_finished_tests() {
     });
     let (status, stdout) = tokio::time::timeout(Duration::from_secs(30), run)
         .await
-        .expect("wsprobe stopped within 30s of Ctrl-C")
+        .expect("wsprobe stopped within 30s of the signal")
         .expect("the blocking task ran");
-    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert_eq!(status.code(), Some(130), "{name}: {stdout}");
     assert!(
         stdout.contains("1 passed, 0 failed (1 test in 1 file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("interrupted by {name})")),
         "{stdout}"
     );
     let report: serde_json::Value = serde_json::from_str(
@@ -454,6 +489,17 @@ async fn ctrl_c_reports_the_finished_tests() {
     .expect("the JSON report parses");
     assert_eq!(report["passed"], 1);
     assert_eq!(report["files"][0]["tests"][0]["name"], "slow");
+    assert_eq!(report["interrupted"], true, "{name}");
+    assert_eq!(report["interrupted_by"], name);
+    assert_eq!(report["success"], false);
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).expect("junit.xml");
+    assert!(
+        junit.contains(&format!(
+            r#"<property name="wsprobe.interrupted" value="{name}"/>"#
+        )),
+        "{junit}"
+    );
+    assert!(junit.trim_end().ends_with("</testsuites>"), "{junit}");
     server.shutdown().await;
 }
 
