@@ -60,6 +60,7 @@ use url::Url;
 
 use crate::client::{Connection, Stream};
 pub use crate::options::InboxLimits;
+use crate::text::one_line;
 
 /// The close code reported when a close frame carries no status (RFC 6455 §7.1.5).
 pub const NO_STATUS: u16 = 1005;
@@ -160,17 +161,17 @@ impl Frame {
 }
 
 impl fmt::Display for Frame {
-    /// For failure reports: text as is, binary and control payloads by their size, the
-    /// ending with its code and reason.
+    /// For failure reports: text (escaped for a terminal), binary and control payloads by
+    /// their size, the ending with its code and reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Frame::Text(text) => f.write_str(text),
+            Frame::Text(text) => f.write_str(&one_line(text)),
             Frame::Binary(bytes) => write!(f, "<binary, {} bytes>", bytes.len()),
             Frame::Ping(bytes) => write!(f, "<ping, {} bytes>", bytes.len()),
             Frame::Pong(bytes) => write!(f, "<pong, {} bytes>", bytes.len()),
             Frame::Close { code, reason } if reason.is_empty() => write!(f, "<close {code}>"),
-            Frame::Close { code, reason } => write!(f, "<close {code} {reason}>"),
-            Frame::Dropped { reason } => write!(f, "<dropped: {reason}>"),
+            Frame::Close { code, reason } => write!(f, "<close {code} {}>", one_line(reason)),
+            Frame::Dropped { reason } => write!(f, "<dropped: {}>", one_line(reason)),
         }
     }
 }
@@ -224,8 +225,12 @@ impl fmt::Display for Ending {
             Ending::Closed { code, reason } if reason.is_empty() => {
                 write!(f, "closed with code {code}")
             }
-            Ending::Closed { code, reason } => write!(f, "closed with code {code} ({reason})"),
-            Ending::Dropped { reason } => write!(f, "dropped without a close frame: {reason}"),
+            Ending::Closed { code, reason } => {
+                write!(f, "closed with code {code} ({})", one_line(reason))
+            }
+            Ending::Dropped { reason } => {
+                write!(f, "dropped without a close frame: {}", one_line(reason))
+            }
         }
     }
 }

@@ -716,7 +716,10 @@ fn no_response(statement: &Statement, what: &str) -> Failed {
 /// A received frame in a failure's list.
 pub fn describe(frame: &Frame) -> String {
     match frame {
-        Frame::Dropped { reason } => format!("dropped without a close frame: {reason}"),
+        Frame::Dropped { reason } => format!(
+            "dropped without a close frame: {}",
+            crate::text::one_line(reason)
+        ),
         other => FrameView::from(other).to_string(),
     }
 }
@@ -726,7 +729,11 @@ fn response_text(response: &Response) -> String {
     if response.body.is_empty() {
         format!("status {}", response.status)
     } else {
-        format!("status {} {}", response.status, response.body)
+        format!(
+            "status {} {}",
+            response.status,
+            crate::text::one_line(&response.body)
+        )
     }
 }
 

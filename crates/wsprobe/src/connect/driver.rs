@@ -87,6 +87,7 @@ pub(crate) enum Output {
     /// Above the prompt, every line decorated.
     Prompt(Printer),
     /// Received messages to stdout, one a line and undecorated; everything else to stderr.
+    /// Messages go out raw only when stdout is not a terminal: there they are data.
     Plain {
         /// Set when stdout was closed by its reader (`| head -1`): nothing more to do.
         stdout_closed: bool,
@@ -118,6 +119,11 @@ impl Output {
             Output::Prompt(printer) => printer.print(decorated),
             Output::Plain { stdout_closed } => {
                 let body = match &incoming.frame {
+                    Frame::Text(text) if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+                        let text = display::message_text(text, options.pretty);
+                        wsprobe_core::text::escape(&text, wsprobe_core::text::Newlines::Keep)
+                            .into_owned()
+                    }
                     Frame::Text(text) => display::message_text(text, options.pretty),
                     Frame::Binary(data) => display::binary_line(data),
                     _ => {
@@ -580,7 +586,11 @@ fn connected_text(connection: &Connection) -> String {
         display::short_duration(connection.connect_time)
     );
     if let Some(protocol) = &connection.subprotocol {
-        text.push_str(&format!(", subprotocol {protocol}"));
+        // The server's choice, from a header.
+        text.push_str(&format!(
+            ", subprotocol {}",
+            wsprobe_core::text::one_line(protocol)
+        ));
     }
     text
 }

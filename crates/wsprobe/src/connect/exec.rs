@@ -211,7 +211,8 @@ impl Driver {
                 {
                     wsprobe_core::secret::REDACTED.to_owned()
                 } else {
-                    value
+                    // Taken from a frame: the server's text.
+                    wsprobe_core::text::one_line(&value)
                 };
                 let when = when(frame.at, started);
                 self.note(
@@ -234,9 +235,10 @@ impl Driver {
                 let mut text = format!("{stamp}{}", status_line(&response));
                 if !response.body.is_empty() {
                     text.push('\n');
-                    text.push_str(&display::message_text(
-                        &response.body,
-                        self.settings.display.pretty,
+                    let body = display::message_text(&response.body, self.settings.display.pretty);
+                    text.push_str(&wsprobe_core::text::escape(
+                        &body,
+                        wsprobe_core::text::Newlines::Keep,
                     ));
                 }
                 self.note(tone, &text);

@@ -372,6 +372,52 @@ fn prompt_sends_headers_shows_the_echo_and_quits_with_1000_on_ctrl_d() {
     assert!(saved.contains(r#"/send send "Hello World!""#), "{saved}");
 }
 
+/// A server cannot drive the terminal: its text frame and close reason reach the pty with
+/// their control characters escaped visibly. Before, they were printed raw (setting the
+/// window title, clearing the screen, writing the clipboard, asking for the cursor).
+#[test]
+fn escape_sequences_from_the_server_are_shown_escaped() {
+    let backend = Backend::sample();
+    let url = backend.block_on(support::spawn_hostile_server());
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[&url, "-P"], false);
+    pty.wait_connected();
+    pty.type_line("hello");
+    pty.expect(r"< \x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07evil\u{202e}txt");
+    let closed = pty.expect(r"connection closed by the server: 4000 bye\x1b[6n");
+    let rest = pty.rest();
+    let everything = closed + &rest;
+    for raw in ["\x1b]0;", "\x1b]52;", "\u{202e}", "bye\x1b[6n"] {
+        assert!(
+            !everything.contains(raw),
+            "{raw:?} reached the terminal raw"
+        );
+    }
+    assert!(
+        everything.contains(r"< close 4000 bye\x1b[6n"),
+        "{everything}"
+    );
+}
+
+/// In pipe mode, messages written to a stdout that is not a terminal are data: raw. The
+/// close reason, on stderr, is escaped.
+#[test]
+fn pipe_mode_passes_messages_raw_to_a_pipe_and_escapes_the_rest() {
+    let backend = Backend::sample();
+    let url = backend.block_on(support::spawn_hostile_server());
+    let home = temp_home();
+    let run = run(wsprobe(home.path())
+        .args(["connect", &url])
+        .write_stdin("hello\n"));
+    assert!(
+        run.stdout.contains(support::HOSTILE_TEXT),
+        "{:?}",
+        run.stdout
+    );
+    run.assert_stderr_has(r"4000 bye\x1b[6n");
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+}
+
 #[test]
 fn a_line_being_typed_survives_a_message_arriving() {
     let backend = Backend::sample();

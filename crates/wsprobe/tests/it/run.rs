@@ -635,6 +635,26 @@ async fn an_oversized_message_is_answered_with_close_1009() {
     assert_eq!(code, Some(Some(1009)));
 }
 
+/// A close reason and messages with escape sequences are shown escaped in a failure:
+/// before, the close reason went to the terminal raw.
+#[tokio::test]
+async fn escape_sequences_in_failures_are_shown_escaped() {
+    let url = crate::support::spawn_hostile_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\ntext hi\nexpect text \"never\" within 5s\n");
+    std::fs::write(dir.path().join("hostile.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "hostile.wsp"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(r"closed with code 4000 (bye\x1b[6n)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r"text \x1b]0;pwned\x07\x1b[2J"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "{stdout}");
+    assert!(!stdout.contains('\u{202e}'), "{stdout}");
+}
+
 /// An HTTP server on port 0 that answers every request `200 OK` and sends its request head
 /// (the request line, then the headers) down the channel.
 async fn recording_http_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {

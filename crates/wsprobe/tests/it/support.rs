@@ -988,6 +988,47 @@ pub async fn spawn_burst_server(
     (url, bursts, release)
 }
 
+/// What [`spawn_hostile_server`] sends: a window title, a screen clear, a clipboard
+/// write, a right-to-left override.
+pub const HOSTILE_TEXT: &str = "\x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07evil\u{202e}txt";
+/// The reason of [`spawn_hostile_server`]'s close frame: a cursor-position query, whose
+/// answer a terminal would type into the prompt.
+pub const HOSTILE_REASON: &str = "bye\x1b[6n";
+
+/// A WebSocket server on 127.0.0.1:0 that answers each connection's first text message
+/// with [`HOSTILE_TEXT`], then closes with code 4000 and [`HOSTILE_REASON`]. Returns its
+/// `ws://` URL.
+pub async fn spawn_hostile_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/dev", listener.local_addr().expect("the address"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(_))) => break,
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                }
+                let _ = ws.send(Message::text(HOSTILE_TEXT)).await;
+                let close = tungstenite::protocol::CloseFrame {
+                    code: 4000.into(),
+                    reason: HOSTILE_REASON.into(),
+                };
+                let _ = ws.send(Message::Close(Some(close))).await;
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+    url
+}
+
 /// A WebSocket server on 127.0.0.1:0 that echoes the first `echoes` messages of each
 /// connection whole, then dies: it drops the TCP connection without a close frame.
 /// Returns its `ws://` URL.
