@@ -401,6 +401,31 @@ impl ServeProcess {
 
     /// Like [`ServeProcess::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_configured(args, env, |_| {})
+    }
+
+    /// Like [`ServeProcess::start`], with the open-file limit (`RLIMIT_NOFILE`) set to
+    /// `soft` and `hard` before it starts.
+    #[cfg(unix)]
+    pub fn start_with_open_file_limit(args: &[&str], soft: u64, hard: u64) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        Self::start_configured(args, &[], |command| {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork
+            // and exec here.
+            unsafe {
+                command.pre_exec(move || {
+                    use nix::sys::resource::{Resource, setrlimit};
+                    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
+                });
+            }
+        })
+    }
+
+    fn start_configured(
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wsprobe"));
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -411,6 +436,7 @@ impl ServeProcess {
         for (name, value) in env {
             command.env(name, value);
         }
+        configure(&mut command);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
