@@ -175,6 +175,9 @@ pub struct Failed {
     pub response: Option<String>,
     /// A suggestion.
     pub hint: Option<String>,
+    /// A send did not complete within its limit (the server is not reading): the
+    /// connection cannot take more, and a front-end feeding it lines should stop.
+    pub stalled: bool,
 }
 
 impl Failed {
@@ -189,6 +192,7 @@ impl Failed {
             received: None,
             response: None,
             hint: None,
+            stalled: false,
         }
     }
 
@@ -421,7 +425,7 @@ impl Engine {
         // A server that stopped reading would block the write forever once the socket's
         // buffers fill; like every wait, a send gives up after the default timeout.
         let Ok(sent) = tokio::time::timeout(limit, conn.session.send(frame.clone())).await else {
-            return Err(Failed::new(
+            let mut failed = Failed::new(
                 FailedKind::Error,
                 format!(
                     "could not {command} within {}: the server is not reading",
@@ -430,8 +434,9 @@ impl Engine {
                 command,
                 statement.keyword,
             )
-            .hint("raise the timeout if the server is just slow")
-            .into());
+            .hint("raise the timeout if the server is just slow");
+            failed.stalled = true;
+            return Err(failed.into());
         };
         match sent {
             Ok(()) => Ok(Done::Sent { frame, at, echo }),

@@ -172,6 +172,15 @@ impl Driver {
                 self.failed_checks += 1;
                 let text = failed_text(&failed);
                 self.note(Tone::Bad, &text);
+                if failed.stalled && !self.settings.interactive {
+                    // Every later line would wait out the same limit on a server that
+                    // does not read: stop taking lines and leave (exit 1).
+                    self.note(
+                        Tone::Bad,
+                        "the server stopped reading; the remaining input is not sent",
+                    );
+                    self.quit();
+                }
             }
         }
     }

@@ -418,6 +418,51 @@ fn pipe_mode_passes_messages_raw_to_a_pipe_and_escapes_the_rest() {
     assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
 }
 
+/// Piped input to a server that stopped reading: the first send that cannot complete
+/// within the limit ends the session (exit 1). Before, each remaining line waited out the
+/// limit again (5 s a line: minutes here).
+#[test]
+fn piped_input_to_a_server_that_stopped_reading_ends_after_the_first_stalled_send() {
+    use std::io::Write as _;
+    let backend = Backend::sample();
+    let (url, _first_messages) = backend.block_on(support::spawn_deaf_server());
+    let home = temp_home();
+    let started = Instant::now();
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(["connect", &url, "-w", "0"])
+        .env("NO_COLOR", "1")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running wsprobe");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || {
+        // 200 lines of 100 KB: far more than the socket buffers hold. Writing stops when
+        // wsprobe leaves (a broken pipe).
+        let line = format!("{}\n", "x".repeat(100_000));
+        for _ in 0..200 {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let output = child.wait_with_output().expect("waiting for wsprobe");
+    let _ = writer.join();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the server is not reading"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it ended after the first stalled send: {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_line_being_typed_survives_a_message_arriving() {
     let backend = Backend::sample();
