@@ -17,4 +17,5 @@ pub mod options;
 pub mod report_file;
 pub mod secret;
 pub mod session;
+pub mod text;
 pub mod values;

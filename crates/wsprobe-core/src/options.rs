@@ -19,6 +19,35 @@ pub const DEFAULT_ROUTE_FIELD: &str = "action";
 pub const DEFAULT_BODY_FIELD: &str = "body";
 /// Default echo policy (`--echo`): the sample echo app sends the body field back.
 pub const DEFAULT_ECHO: EchoPolicy = EchoPolicy::Body;
+/// Default number of unconsumed frames a session's inbox keeps (`--inbox-frames`): a
+/// script that sleeps for a minute beside a stage chatting at 100 messages a second still
+/// finds everything, while a flooding server cannot grow it without bound.
+pub const DEFAULT_INBOX_FRAMES: usize = 10_000;
+/// Default number of payload bytes a session's inbox keeps (`--inbox-bytes`), which is
+/// also the largest message a session accepts: 16 MiB is 128 times API Gateway's largest
+/// message (128 KB), and keeps a CI job with a few connections far from any memory limit.
+pub const DEFAULT_INBOX_BYTES: usize = 16 * 1024 * 1024;
+
+/// How much a session keeps of what arrived and was not consumed yet (by `expect` or
+/// `capture`). When either bound is passed, the oldest unconsumed frames are dropped, and
+/// counted, to make room: a server that floods cannot run the client out of memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboxLimits {
+    /// The most frames kept (at least 1).
+    pub frames: usize,
+    /// The most payload bytes kept; also the largest message accepted (a larger one ends
+    /// the connection with close code 1009).
+    pub bytes: usize,
+}
+
+impl Default for InboxLimits {
+    fn default() -> Self {
+        Self {
+            frames: DEFAULT_INBOX_FRAMES,
+            bytes: DEFAULT_INBOX_BYTES,
+        }
+    }
+}
 
 /// What an echo of a route-tagged send looks like.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -124,6 +153,8 @@ pub struct ConnectOptions {
     pub fields: crate::message::RouteFields,
     /// What the echo of a route-tagged send looks like.
     pub echo: EchoPolicy,
+    /// The bounds of each session's inbox (`run`, `connect`).
+    pub inbox: InboxLimits,
 }
 
 impl Default for ConnectOptions {
@@ -142,6 +173,7 @@ impl Default for ConnectOptions {
             signing: None,
             fields: crate::message::RouteFields::default(),
             echo: DEFAULT_ECHO,
+            inbox: InboxLimits::default(),
         }
     }
 }

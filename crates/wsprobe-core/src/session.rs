@@ -12,6 +12,13 @@
 //!   returns a [`Watch`] that receives a copy of every frame the moment it is read,
 //!   independently of what `wait_for` consumes.
 //!
+//! The inbox is bounded ([`InboxLimits`]: frames and payload bytes). A front-end that does
+//! not wait (a script that sleeps, a prompt whose user is typing) while the server floods
+//! keeps the newest frames: the oldest unconsumed ones are dropped to make room, and
+//! counted ([`Inbox::dropped`], and in every [`WaitError`]). A message larger than the
+//! whole inbox is refused by tungstenite; the reader then closes the connection with 1009
+//! (1002 for a protocol error, 1007 for text that is not UTF-8) before it gives up on it.
+//!
 //! Every wait has a deadline. A failed wait ([`WaitError`]) tells a timeout from a closed
 //! connection and carries the messages that arrived and were not consumed, so a failure
 //! report can show what the server actually said.
@@ -43,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -52,6 +59,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use url::Url;
 
 use crate::client::{Connection, Stream};
+pub use crate::options::InboxLimits;
+use crate::text::one_line;
 
 /// The close code reported when a close frame carries no status (RFC 6455 §7.1.5).
 pub const NO_STATUS: u16 = 1005;
@@ -152,17 +161,17 @@ impl Frame {
 }
 
 impl fmt::Display for Frame {
-    /// For failure reports: text as is, binary and control payloads by their size, the
-    /// ending with its code and reason.
+    /// For failure reports: text (escaped for a terminal), binary and control payloads by
+    /// their size, the ending with its code and reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Frame::Text(text) => f.write_str(text),
+            Frame::Text(text) => f.write_str(&one_line(text)),
             Frame::Binary(bytes) => write!(f, "<binary, {} bytes>", bytes.len()),
             Frame::Ping(bytes) => write!(f, "<ping, {} bytes>", bytes.len()),
             Frame::Pong(bytes) => write!(f, "<pong, {} bytes>", bytes.len()),
             Frame::Close { code, reason } if reason.is_empty() => write!(f, "<close {code}>"),
-            Frame::Close { code, reason } => write!(f, "<close {code} {reason}>"),
-            Frame::Dropped { reason } => write!(f, "<dropped: {reason}>"),
+            Frame::Close { code, reason } => write!(f, "<close {code} {}>", one_line(reason)),
+            Frame::Dropped { reason } => write!(f, "<dropped: {}>", one_line(reason)),
         }
     }
 }
@@ -216,8 +225,12 @@ impl fmt::Display for Ending {
             Ending::Closed { code, reason } if reason.is_empty() => {
                 write!(f, "closed with code {code}")
             }
-            Ending::Closed { code, reason } => write!(f, "closed with code {code} ({reason})"),
-            Ending::Dropped { reason } => write!(f, "dropped without a close frame: {reason}"),
+            Ending::Closed { code, reason } => {
+                write!(f, "closed with code {code} ({})", one_line(reason))
+            }
+            Ending::Dropped { reason } => {
+                write!(f, "dropped without a close frame: {}", one_line(reason))
+            }
         }
     }
 }
@@ -237,7 +250,8 @@ pub enum SessionError {
 }
 
 /// Why a wait ended without the message it waited for. Both variants carry `seen`: the
-/// messages that arrived and are still unconsumed (in arrival order), to show in a report.
+/// messages that arrived and are still unconsumed (in arrival order), to show in a report,
+/// and `dropped`: how many older unconsumed frames the full inbox had to drop.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     /// The deadline passed.
@@ -247,6 +261,8 @@ pub enum WaitError {
         after: Duration,
         /// Unconsumed messages, in arrival order.
         seen: Vec<Incoming>,
+        /// Unconsumed frames dropped by the full inbox since the session started.
+        dropped: u64,
     },
     /// The connection ended first; nothing more can arrive.
     #[error("the connection {ending} before anything matched")]
@@ -256,6 +272,8 @@ pub enum WaitError {
         /// Unconsumed messages, in arrival order (the ending frame among them unless it
         /// was consumed earlier).
         seen: Vec<Incoming>,
+        /// Unconsumed frames dropped by the full inbox since the session started.
+        dropped: u64,
     },
 }
 
@@ -264,6 +282,14 @@ impl WaitError {
     pub fn seen(&self) -> &[Incoming] {
         match self {
             WaitError::Timeout { seen, .. } | WaitError::Closed { seen, .. } => seen,
+        }
+    }
+
+    /// How many unconsumed frames the full inbox dropped before the wait gave up: the
+    /// message waited for may have been among them.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            WaitError::Timeout { dropped, .. } | WaitError::Closed { dropped, .. } => *dropped,
         }
     }
 
@@ -393,15 +419,121 @@ fn send_error(error: tungstenite::Error) -> SessionError {
     }
 }
 
-/// Where the reader task delivers frames.
+/// What the reader delivered and nobody consumed yet, shared by the reader task (which
+/// appends, dropping the oldest frames when a limit is passed) and the [`Inbox`] (which
+/// scans and consumes). The lock is never held across an await.
+#[derive(Debug)]
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    /// Woken on every arrival and when the reader stops.
+    arrived: Notify,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    /// Unconsumed frames, in arrival order.
+    frames: VecDeque<Incoming>,
+    /// Their payload bytes.
+    bytes: usize,
+    limits: InboxLimits,
+    /// Frames dropped from the front to stay within `limits`. A scan that let go of the
+    /// lock finds its place again by how much this grew meanwhile.
+    dropped: u64,
+    /// Set when the ending frame arrived (or the reader stopped without one): nothing more
+    /// will come.
+    finished: Option<Ending>,
+}
+
+impl Queue {
+    fn new(limits: InboxLimits) -> Self {
+        Self {
+            state: std::sync::Mutex::new(QueueState {
+                frames: VecDeque::new(),
+                bytes: 0,
+                limits: InboxLimits {
+                    frames: limits.frames.max(1),
+                    bytes: limits.bytes,
+                },
+                dropped: 0,
+                finished: None,
+            }),
+            arrived: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while the lock was held left the queue consistent: every change to it is
+        // a single push or pop together with its byte count.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends a frame from the reader, dropping the oldest unconsumed ones while a limit
+    /// is passed (never the frame just read, so the newest is always there to see).
+    fn push(&self, incoming: Incoming) {
+        {
+            let mut state = self.lock();
+            if let Some(ending) = incoming.frame.ending() {
+                state.finished.get_or_insert(ending);
+            }
+            state.bytes += payload_len(&incoming.frame);
+            state.frames.push_back(incoming);
+            while state.frames.len() > 1
+                && (state.frames.len() > state.limits.frames || state.bytes > state.limits.bytes)
+            {
+                if let Some(oldest) = state.frames.pop_front() {
+                    state.bytes -= payload_len(&oldest.frame);
+                    state.dropped += 1;
+                }
+            }
+        }
+        self.arrived.notify_one();
+    }
+
+    /// The reader stopped: if it did so without an ending frame (a panic), the connection
+    /// is as good as dropped.
+    fn reader_stopped(&self, shared: &Shared) {
+        let ending = Ending::Dropped {
+            reason: "the reader stopped".into(),
+        };
+        let _ = shared.ending.set(ending.clone());
+        self.lock().finished.get_or_insert(ending);
+        self.arrived.notify_one();
+    }
+}
+
+impl QueueState {
+    fn take(&mut self, index: usize) -> Option<Incoming> {
+        let taken = self.frames.remove(index)?;
+        self.bytes -= payload_len(&taken.frame);
+        Some(taken)
+    }
+}
+
+/// The bytes a frame holds, as the inbox counts them.
+fn payload_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Text(text) => text.len(),
+        Frame::Binary(bytes) | Frame::Ping(bytes) | Frame::Pong(bytes) => bytes.len(),
+        Frame::Close { reason, .. } | Frame::Dropped { reason } => reason.len(),
+    }
+}
+
+/// Marks the queue finished when the reader task ends, however it ends.
+struct ReaderDone(Arc<Queue>, Arc<Shared>);
+
+impl Drop for ReaderDone {
+    fn drop(&mut self) {
+        self.0.reader_stopped(&self.1);
+    }
+}
+
+/// Where the reader task delivers frames: a bounded queue of unconsumed frames (see the
+/// module doc).
 #[derive(Debug)]
 pub struct Inbox {
-    receiver: mpsc::UnboundedReceiver<Incoming>,
-    /// Read from the channel but not consumed yet, in arrival order.
-    buffered: VecDeque<Incoming>,
-    /// Set when the ending frame has come through the channel (or the channel closed):
-    /// nothing more will arrive.
-    finished: Option<Ending>,
+    queue: Arc<Queue>,
     shared: Arc<Shared>,
     _reader: AbortOnDrop,
 }
@@ -417,26 +549,31 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What [`Inbox::find`] does with the first match.
+#[derive(Clone, Copy)]
+enum OnMatch {
+    /// Takes it out of the inbox.
+    Consume,
+    /// Leaves it there and returns a copy.
+    Peek,
+}
+
 impl Inbox {
     /// The next message: the oldest buffered one, else the next to arrive, waiting as long
     /// as it takes. `None` once the connection has ended and everything was delivered.
     /// Cancel-safe, so it can sit in a `tokio::select!` loop.
     pub async fn recv(&mut self) -> Option<Incoming> {
-        if let Some(message) = self.buffered.pop_front() {
-            return Some(message);
-        }
-        if self.finished.is_some() {
-            return None;
-        }
-        match self.receiver.recv().await {
-            Some(message) => {
-                self.note(&message);
-                Some(message)
+        loop {
+            {
+                let mut state = self.queue.lock();
+                if let Some(message) = state.take(0) {
+                    return Some(message);
+                }
+                if state.finished.is_some() {
+                    return None;
+                }
             }
-            None => {
-                self.channel_closed();
-                None
-            }
+            self.queue.arrived.notified().await;
         }
     }
 
@@ -455,120 +592,101 @@ impl Inbox {
         within: Duration,
         matcher: impl FnMut(&Incoming) -> bool,
     ) -> Result<Incoming, WaitError> {
-        let index = self.find(within, matcher).await?;
-        // `find` returns the index of a buffered message.
-        Ok(self
-            .buffered
-            .remove(index)
-            .expect("find returns an index inside the buffer"))
+        self.find(within, matcher, OnMatch::Consume).await
     }
 
     /// Waits until no data frame (text or binary) arrives for the whole of `within`. If
     /// one does, or one is already buffered, it is returned as the error and stays
     /// buffered. Control frames and the connection's end do not count. For `expect nothing`.
     pub async fn expect_silence(&mut self, within: Duration) -> Result<(), Incoming> {
-        match self.find(within, |m| m.frame.is_data()).await {
-            Ok(index) => Err(self.buffered[index].clone()),
+        match self
+            .find(within, |m| m.frame.is_data(), OnMatch::Peek)
+            .await
+        {
+            Ok(found) => Err(found),
             Err(_) => Ok(()),
         }
     }
 
-    /// The index in the buffer of the first message `matcher` accepts, reading new
-    /// arrivals into the buffer until the deadline.
+    /// The first message `matcher` accepts, scanning the buffer and then new arrivals
+    /// until the deadline.
     async fn find(
         &mut self,
         within: Duration,
         mut matcher: impl FnMut(&Incoming) -> bool,
-    ) -> Result<usize, WaitError> {
+        on_match: OnMatch,
+    ) -> Result<Incoming, WaitError> {
         let deadline = tokio::time::Instant::now() + within;
-        let mut scanned = 0;
+        // The position of the next frame to look at, counted from the first frame the
+        // session ever buffered (dropped ones included), so that drops at the front while
+        // the lock was let go do not make the scan skip or repeat frames.
+        let mut next_position: Option<u64> = None;
         loop {
-            while scanned < self.buffered.len() {
-                if matcher(&self.buffered[scanned]) {
-                    return Ok(scanned);
-                }
-                scanned += 1;
-            }
-            if let Some(ending) = &self.finished {
-                return Err(WaitError::Closed {
-                    ending: ending.clone(),
-                    seen: self.buffered.iter().cloned().collect(),
+            {
+                let mut state = self.queue.lock();
+                let start = next_position.map_or(0, |position| {
+                    usize::try_from(position.saturating_sub(state.dropped)).unwrap_or(usize::MAX)
                 });
-            }
-            match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
-                Ok(Some(message)) => {
-                    self.note(&message);
-                    self.buffered.push_back(message);
+                let found = (start..state.frames.len()).find(|&i| matcher(&state.frames[i]));
+                if let Some(index) = found {
+                    let message = match on_match {
+                        OnMatch::Consume => state.take(index),
+                        OnMatch::Peek => state.frames.get(index).cloned(),
+                    };
+                    if let Some(message) = message {
+                        return Ok(message);
+                    }
                 }
-                Ok(None) => self.channel_closed(),
-                Err(_elapsed) => {
-                    return Err(WaitError::Timeout {
-                        after: within,
-                        seen: self.buffered.iter().cloned().collect(),
+                next_position = Some(state.dropped + state.frames.len() as u64);
+                if let Some(ending) = &state.finished {
+                    return Err(WaitError::Closed {
+                        ending: ending.clone(),
+                        seen: state.frames.iter().cloned().collect(),
+                        dropped: state.dropped,
                     });
                 }
+            }
+            if tokio::time::timeout_at(deadline, self.queue.arrived.notified())
+                .await
+                .is_err()
+            {
+                let state = self.queue.lock();
+                return Err(WaitError::Timeout {
+                    after: within,
+                    seen: state.frames.iter().cloned().collect(),
+                    dropped: state.dropped,
+                });
             }
         }
     }
 
     /// Every message that arrived and was not consumed yet, in arrival order.
     pub fn received_so_far(&mut self) -> Vec<Incoming> {
-        self.pull_pending();
-        self.buffered.iter().cloned().collect()
+        self.queue.lock().frames.iter().cloned().collect()
     }
 
     /// Takes every message that arrived and was not consumed yet, in arrival order.
     pub fn drain(&mut self) -> Vec<Incoming> {
-        self.pull_pending();
-        self.buffered.drain(..).collect()
+        let mut state = self.queue.lock();
+        state.bytes = 0;
+        state.frames.drain(..).collect()
     }
 
-    /// Keeps at most the `limit` newest unconsumed messages, dropping the oldest: for a
-    /// front-end whose user may never wait for what arrives (the prompt).
-    pub fn trim_to(&mut self, limit: usize) {
-        self.pull_pending();
-        let excess = self.buffered.len().saturating_sub(limit);
-        self.buffered.drain(..excess);
+    /// How many unconsumed frames were dropped, oldest first, because the inbox was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.lock().dropped
     }
 
     /// Whether the connection has ended (a close frame arrived, or it dropped), even if
     /// the ending frame is still buffered.
     pub fn is_closed(&self) -> bool {
-        self.shared.ending.get().is_some() || self.finished.is_some()
+        self.shared.ending.get().is_some()
     }
 
-    /// How the connection ended, once it has.
+    /// How the connection ended, once it has (the reader records it before it delivers
+    /// the ending frame).
     pub fn ending(&self) -> Option<&Ending> {
-        self.shared.ending.get().or(self.finished.as_ref())
-    }
-
-    fn pull_pending(&mut self) {
-        while self.finished.is_none() {
-            match self.receiver.try_recv() {
-                Ok(message) => {
-                    self.note(&message);
-                    self.buffered.push_back(message);
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => self.channel_closed(),
-            }
-        }
-    }
-
-    fn note(&mut self, message: &Incoming) {
-        if let Some(ending) = message.frame.ending() {
-            self.finished = Some(ending);
-        }
-    }
-
-    fn channel_closed(&mut self) {
-        // The reader always sends an ending frame before it stops; if it stopped without
-        // one (it panicked or was aborted), the connection is as good as dropped.
-        if self.finished.is_none() {
-            self.finished = Some(Ending::Dropped {
-                reason: "the reader stopped".into(),
-            });
-        }
+        self.shared.ending.get()
     }
 }
 
@@ -600,23 +718,34 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts the reader task on `connection`. Must run inside a tokio runtime.
+    /// Starts the reader task on `connection`, with the default inbox limits. Must run
+    /// inside a tokio runtime.
     pub fn start(connection: Connection) -> Session {
-        Self::spawn(connection, None)
+        Self::spawn(connection, InboxLimits::default(), None)
     }
 
-    /// Like [`Session::start`], and also returns a [`Watch`] that gets a copy of every
-    /// frame (data, control and the ending) the moment it is read, whatever the inbox's
-    /// waits consume: a REPL prints from it while scripts-style waits run on the session.
-    pub fn start_watched(connection: Connection) -> (Session, Watch) {
+    /// Like [`Session::start`], with an inbox bounded by `limits`.
+    pub fn start_bounded(connection: Connection, limits: InboxLimits) -> Session {
+        Self::spawn(connection, limits, None)
+    }
+
+    /// Like [`Session::start_bounded`], and also returns a [`Watch`] that gets a copy of
+    /// every frame (data, control and the ending) the moment it is read, whatever the
+    /// inbox's waits consume: a REPL prints from it while scripts-style waits run on the
+    /// session.
+    pub fn start_watched(connection: Connection, limits: InboxLimits) -> (Session, Watch) {
         let (watch_sender, receiver) = mpsc::unbounded_channel();
         (
-            Self::spawn(connection, Some(watch_sender)),
+            Self::spawn(connection, limits, Some(watch_sender)),
             Watch { receiver },
         )
     }
 
-    fn spawn(connection: Connection, watch: Option<mpsc::UnboundedSender<Incoming>>) -> Session {
+    fn spawn(
+        connection: Connection,
+        limits: InboxLimits,
+        watch: Option<mpsc::UnboundedSender<Incoming>>,
+    ) -> Session {
         let Connection {
             stream,
             url,
@@ -628,8 +757,14 @@ impl Session {
         } = connection;
         let (sink, source) = stream.split();
         let shared = Arc::new(Shared::default());
-        let (inbox_sender, receiver) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(source, inbox_sender, watch, shared.clone()));
+        let queue = Arc::new(Queue::new(limits));
+        let sink = Arc::new(Mutex::new(sink));
+        let reader = tokio::spawn(read_loop(
+            source,
+            sink.clone(),
+            ReaderDone(queue.clone(), shared.clone()),
+            watch,
+        ));
         Session {
             info: ConnectionInfo {
                 url,
@@ -640,13 +775,11 @@ impl Session {
                 connect_time,
             },
             sender: SessionSender {
-                sink: Arc::new(Mutex::new(sink)),
+                sink,
                 shared: shared.clone(),
             },
             inbox: Inbox {
-                receiver,
-                buffered: VecDeque::new(),
-                finished: None,
+                queue,
                 shared,
                 _reader: AbortOnDrop(reader),
             },
@@ -737,13 +870,16 @@ impl Session {
 }
 
 /// Reads frames until the connection ends, delivering each to the inbox (and the watch).
-/// The last frame delivered is always an ending (close or dropped).
+/// The last frame delivered is always an ending (close or dropped). A frame tungstenite
+/// refuses (too large, a protocol violation, text that is not UTF-8) ends the connection:
+/// the reader first tells the server why with a close frame (1009, 1002, 1007).
 async fn read_loop(
     mut source: SplitStream<WebSocketStream<Stream>>,
-    inbox: mpsc::UnboundedSender<Incoming>,
+    sink: Arc<Mutex<Sink>>,
+    done: ReaderDone,
     watch: Option<mpsc::UnboundedSender<Incoming>>,
-    shared: Arc<Shared>,
 ) {
+    let ReaderDone(queue, shared) = &done;
     loop {
         let next = source.next().await;
         let at = Instant::now();
@@ -764,9 +900,15 @@ async fn read_loop(
             },
             // Raw frames are never returned by a read.
             Some(Ok(Message::Frame(_))) => continue,
-            Some(Err(error)) => Frame::Dropped {
-                reason: dropped_reason(error),
-            },
+            Some(Err(error)) => {
+                let mut reason = dropped_reason(&error);
+                if let Some(code) = refusal_code(&error)
+                    && close_for(&sink, code).await
+                {
+                    reason.push_str(&format!(" (wsprobe closed the connection with {code})"));
+                }
+                Frame::Dropped { reason }
+            }
             None => Frame::Dropped {
                 reason: "the connection ended without a close frame".into(),
             },
@@ -779,16 +921,12 @@ async fn read_loop(
         if let Some(watch) = &watch {
             let _ = watch.send(incoming.clone());
         }
-        if inbox.send(incoming).is_err() && watch.as_ref().is_none_or(|w| w.is_closed()) {
-            // Nobody is listening any more.
-            return;
-        }
+        queue.push(incoming);
         if ending.is_some() {
             break;
         }
     }
-    // Nothing follows the ending frame: let the receivers see the end of their channels.
-    drop(inbox);
+    // Nothing follows the ending frame: let the watch see the end of its channel.
     drop(watch);
     // After a close frame, keep reading a little: this lets tungstenite send its answer
     // to the server's close and see the TCP connection end cleanly.
@@ -798,7 +936,35 @@ async fn read_loop(
     .await;
 }
 
-fn dropped_reason(error: tungstenite::Error) -> String {
+/// The close code that tells the server why a frame it sent was refused, for the errors
+/// that are about what the server sent (not about the connection breaking).
+fn refusal_code(error: &tungstenite::Error) -> Option<u16> {
+    use tungstenite::Error as E;
+    use tungstenite::error::ProtocolError;
+    match error {
+        E::Capacity(_) => Some(1009),
+        E::Utf8(_) => Some(1007),
+        E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        E::Protocol(_) => Some(1002),
+        _ => None,
+    }
+}
+
+/// Sends a close frame with `code`, within [`CLOSE_WAIT`] (a server that stopped reading
+/// must not hold the reader). Whether it went out.
+async fn close_for(sink: &Mutex<Sink>, code: u16) -> bool {
+    let frame = Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: "".into(),
+    }));
+    tokio::time::timeout(CLOSE_WAIT, async {
+        sink.lock().await.send(frame).await.is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn dropped_reason(error: &tungstenite::Error) -> String {
     use tungstenite::Error as E;
     use tungstenite::error::ProtocolError;
     match error {

@@ -26,6 +26,13 @@ use wsprobe_core::secret::Secret;
 /// Something that happened on the server, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServeEvent {
+    /// Accepting a connection failed for a reason that is not the client's (out of file
+    /// descriptors, most often): logged once per burst, that is at the first failure after
+    /// an accept that worked, so a server refusing everyone says why without flooding.
+    AcceptFailed {
+        /// What failed, and what to do about it.
+        reason: String,
+    },
     /// A handshake succeeded (`$connect`).
     Connected {
         connection_id: String,
@@ -124,7 +131,7 @@ impl ServeEvent {
             | Self::Managed { connection_id, .. }
             | Self::Integration { connection_id, .. }
             | Self::Authorized { connection_id, .. } => Some(connection_id),
-            Self::Rejected { .. } => None,
+            Self::Rejected { .. } | Self::AcceptFailed { .. } => None,
         }
     }
 }
@@ -209,6 +216,11 @@ enum Field<'a> {
 /// the same keys and `durationMs`.
 pub fn format_line(format: LogFormat, time: SystemTime, event: &ServeEvent) -> String {
     let (name, fields, duration): (&str, Vec<(&str, Field<'_>)>, Duration) = match event {
+        ServeEvent::AcceptFailed { reason } => (
+            "ACCEPT_FAILED",
+            vec![("reason", Field::Text(reason))],
+            Duration::ZERO,
+        ),
         ServeEvent::Connected {
             connection_id,
             request_id,

@@ -34,6 +34,8 @@ pub async fn accept_loop(listener: TcpListener, router: Router, state: ServerSta
         .max_buf_size(MAX_REQUEST_HEAD)
         .keep_alive(true);
     let mut shutdown = state.shutdown_signal();
+    // Whether the last accept failed: a burst of failures is logged once, at its start.
+    let mut failing = false;
     loop {
         let accepted = tokio::select! {
             _ = stopped(&mut shutdown) => return,
@@ -41,6 +43,7 @@ pub async fn accept_loop(listener: TcpListener, router: Router, state: ServerSta
         };
         match accepted {
             Ok((socket, peer)) => {
+                failing = false;
                 // Echo latency matters more than packet count.
                 let _ = socket.set_nodelay(true);
                 let http = http.clone();
@@ -73,7 +76,13 @@ pub async fn accept_loop(listener: TcpListener, router: Router, state: ServerSta
                 }
             }
             Err(error) if is_per_connection(&error) => {}
-            Err(_) => {
+            Err(error) => {
+                if !failing {
+                    failing = true;
+                    state.emit(ServeEvent::AcceptFailed {
+                        reason: accept_failure(&error),
+                    });
+                }
                 // Out of file descriptors or similar: wait a moment instead of spinning.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -82,6 +91,20 @@ pub async fn accept_loop(listener: TcpListener, router: Router, state: ServerSta
 }
 
 /// Errors of one pending connection, not of the listener.
+/// Why accepting failed, with what to do when it is the file-descriptor limit.
+fn accept_failure(error: &std::io::Error) -> String {
+    /// EMFILE (this process) and ENFILE (the whole system) on Linux and the BSDs.
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    match error.raw_os_error() {
+        Some(EMFILE | ENFILE) => format!(
+            "out of file descriptors ({error}): new connections wait in the backlog until \
+             some close; raise the limit (`ulimit -n`)"
+        ),
+        _ => format!("accepting a connection failed: {error}"),
+    }
+}
+
 fn is_per_connection(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(

@@ -37,7 +37,8 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     };
     match cli.command {
         Command::Connect(mut args) => {
-            let lowered = lower::connection(&args.connection, args.url.take())?;
+            let mut lowered = lower::connection(&args.connection, args.url.take())?;
+            lowered.options.inbox = lower::inbox(&args.inbox)?;
             if let (Some(stage), None) = (&lowered.stage, &args.history_file) {
                 // Each stage keeps its own REPL history.
                 args.history_file = cli::profile::history_file(&stage.name);
@@ -46,7 +47,8 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
             connect::run(args, lowered.options, context).await
         }
         Command::Run(mut args) => {
-            let lowered = lower::connection(&args.connection, args.url.take())?;
+            let mut lowered = lower::connection(&args.connection, args.url.take())?;
+            lowered.options.inbox = lower::inbox(&args.inbox)?;
             args.url = lowered.url;
             run::run(args, lowered.options, context).await
         }

@@ -10,6 +10,9 @@ use crate::{Context, Error, Outcome};
 /// Runs `wsprobe serve`.
 pub(crate) async fn run(args: ServeArgs, _context: Context) -> Result<Outcome, Error> {
     let config = lower::serve_config(&args)?;
+    // Each connection is a socket: the soft limit (often 1024) would refuse clients long
+    // before the hard one.
+    let _ = crate::os::raise_open_file_limit();
     let signal = wsprobe_serve::shutdown_signal();
     let server = wsprobe_serve::spawn(config, args.listen)
         .await

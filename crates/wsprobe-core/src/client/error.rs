@@ -3,6 +3,7 @@
 //! No variant carries a header value, so a token or API key can never reach an error
 //! message; URLs are shown without their password.
 
+use crate::text::one_line;
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::http::HeaderMap;
@@ -24,7 +25,9 @@ pub enum TlsProblem {
     Other,
 }
 
-/// Why a connection could not be opened.
+/// Why a connection could not be opened. What came from the network (a rejection's body, a
+/// proxy's answer, a certificate's names) is kept as it came and escaped when displayed
+/// ([`crate::text`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL is malformed or not ws:// / wss:// (a usage error: exit 2).
@@ -58,7 +61,7 @@ pub enum ConnectError {
         after: Duration,
     },
     /// The TLS handshake failed.
-    #[error("TLS handshake with {host} failed: {reason}")]
+    #[error("TLS handshake with {host} failed: {}", one_line(reason))]
     Tls {
         /// The host name (or address) the certificate was checked against.
         host: String,
@@ -68,7 +71,7 @@ pub enum ConnectError {
         problem: TlsProblem,
     },
     /// The server answered the upgrade with an HTTP status other than 101.
-    #[error("handshake rejected: {status} {reason}{}", if body.is_empty() { String::new() } else { format!(" {body}") })]
+    #[error("handshake rejected: {status} {}{}", one_line(reason), if body.is_empty() { String::new() } else { format!(" {}", one_line(body)) })]
     Rejected {
         /// The HTTP status, e.g. 401 or 403.
         status: u16,
@@ -82,7 +85,7 @@ pub enum ConnectError {
     },
     /// The HTTP proxy (from `https_proxy`, `http_proxy` or `all_proxy`) did not open a
     /// tunnel to the server.
-    #[error("proxy {proxy} failed: {reason}")]
+    #[error("proxy {proxy} failed: {}", one_line(reason))]
     Proxy {
         /// `host:port` of the proxy.
         proxy: String,
@@ -92,7 +95,7 @@ pub enum ConnectError {
     /// Any other failure on the way: TCP errors other than a refusal, a server that hangs
     /// up during the handshake, an answer that is not a WebSocket handshake, a subprotocol
     /// that was not offered.
-    #[error("could not connect to {url}: {reason}")]
+    #[error("could not connect to {url}: {}", one_line(reason))]
     Other {
         /// The URL (or `host:port`) being opened.
         url: String,

@@ -217,7 +217,10 @@ impl ClientConfig {
             subprotocols: options.subprotocols.clone(),
             origin: options.origin.clone(),
             connect_timeout: options.connect_timeout,
-            websocket: WebSocketConfig::default(),
+            // A message larger than the whole inbox could not be kept for a wait anyway.
+            websocket: WebSocketConfig::default()
+                .max_message_size(Some(options.inbox.bytes))
+                .max_frame_size(Some(options.inbox.bytes)),
             tls: TlsConfig::new(&options.tls)?,
             dns_cache: None,
             proxy,

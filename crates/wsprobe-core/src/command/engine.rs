@@ -175,6 +175,9 @@ pub struct Failed {
     pub response: Option<String>,
     /// A suggestion.
     pub hint: Option<String>,
+    /// A send did not complete within its limit (the server is not reading): the
+    /// connection cannot take more, and a front-end feeding it lines should stop.
+    pub stalled: bool,
 }
 
 impl Failed {
@@ -189,6 +192,7 @@ impl Failed {
             received: None,
             response: None,
             hint: None,
+            stalled: false,
         }
     }
 
@@ -204,6 +208,24 @@ impl Failed {
 
     fn received(mut self, seen: &[Incoming]) -> Self {
         self.received = Some(seen.iter().map(|m| describe(&m.frame)).collect());
+        self
+    }
+
+    /// Says that the full inbox dropped `dropped` unconsumed frames: what was waited for
+    /// may have been among them.
+    fn dropped(mut self, dropped: u64) -> Self {
+        if dropped > 0 {
+            let plural = if dropped == 1 { "" } else { "s" };
+            let label = self.label.take().unwrap_or_default();
+            self.label = Some(format!(
+                "{label}; {dropped} older unconsumed frame{plural} dropped (the inbox was full)"
+            ));
+            self.hint = Some(
+                "the inbox keeps the newest frames up to --inbox-frames and --inbox-bytes; \
+                 raise them, or expect the message sooner"
+                    .into(),
+            );
+        }
         self
     }
 }
@@ -254,13 +276,6 @@ impl Engine {
     /// Whether the session `key` is open (handed over and not closed by the front-end).
     pub fn is_open(&self, key: SessionKey) -> bool {
         self.sessions.contains_key(&key)
-    }
-
-    /// Keeps at most `limit` unconsumed messages in the inbox of session `key`.
-    pub fn trim_inbox(&mut self, key: SessionKey, limit: usize) {
-        if let Some(conn) = self.sessions.get_mut(&key) {
-            conn.session.inbox().trim_to(limit);
-        }
     }
 
     /// Closes the session `key` politely (code 1000), waiting at most [`CLOSE_WAIT`].
@@ -410,7 +425,7 @@ impl Engine {
         // A server that stopped reading would block the write forever once the socket's
         // buffers fill; like every wait, a send gives up after the default timeout.
         let Ok(sent) = tokio::time::timeout(limit, conn.session.send(frame.clone())).await else {
-            return Err(Failed::new(
+            let mut failed = Failed::new(
                 FailedKind::Error,
                 format!(
                     "could not {command} within {}: the server is not reading",
@@ -419,8 +434,9 @@ impl Engine {
                 command,
                 statement.keyword,
             )
-            .hint("raise the timeout if the server is just slow")
-            .into());
+            .hint("raise the timeout if the server is just slow");
+            failed.stalled = true;
+            return Err(failed.into());
         };
         match sent {
             Ok(()) => Ok(Done::Sent { frame, at, echo }),
@@ -540,9 +556,13 @@ impl Engine {
             match conn.session.next(within).await {
                 Ok(incoming) => match resolved.check(&(&incoming.frame).into()) {
                     Ok(()) => Ok(incoming),
-                    Err(why) => Err((why, vec![incoming])),
+                    Err(why) => Err((why, vec![incoming], 0)),
                 },
-                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, true),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         } else {
             match conn
@@ -551,7 +571,11 @@ impl Engine {
                 .await
             {
                 Ok(incoming) => Ok(incoming),
-                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, false),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         };
         match outcome {
@@ -560,7 +584,7 @@ impl Engine {
                 frame,
                 started,
             }),
-            Err((why, seen)) => {
+            Err((why, seen, dropped)) => {
                 let prefix = if next { "next " } else { "" };
                 let mut failed = Failed::new(
                     FailedKind::Expectation,
@@ -569,7 +593,8 @@ impl Engine {
                     statement.keyword,
                 )
                 .label(why)
-                .received(&seen);
+                .received(&seen)
+                .dropped(dropped);
                 failed.expected = Some(description);
                 Err(failed.into())
             }
@@ -591,9 +616,17 @@ impl Engine {
             match conn.session.next(within).await {
                 Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
                     Some(value) => Ok((value, incoming)),
-                    None => Err((format!("the next message has no {source}"), vec![incoming])),
+                    None => Err((
+                        format!("the next message has no {source}"),
+                        vec![incoming],
+                        0,
+                    )),
                 },
-                Err(error) => Err((wait_label(&error, true), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, true),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         } else {
             match conn
@@ -603,9 +636,13 @@ impl Engine {
             {
                 Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
                     Some(value) => Ok((value, incoming)),
-                    None => Err(("the value vanished".to_owned(), vec![incoming])),
+                    None => Err(("the value vanished".to_owned(), vec![incoming], 0)),
                 },
-                Err(error) => Err((wait_label(&error, false), error.seen().to_vec())),
+                Err(error) => Err((
+                    wait_label(&error, false),
+                    error.seen().to_vec(),
+                    error.dropped(),
+                )),
             }
         };
         match outcome {
@@ -618,7 +655,7 @@ impl Engine {
                     started,
                 })
             }
-            Err((why, seen)) => Err(Failed::new(
+            Err((why, seen, dropped)) => Err(Failed::new(
                 FailedKind::Expectation,
                 format!("capture failed: {name} = {source}"),
                 &format!("capture {name} = {source}"),
@@ -626,6 +663,7 @@ impl Engine {
             )
             .label(why)
             .received(&seen)
+            .dropped(dropped)
             .into()),
         }
     }
@@ -683,7 +721,10 @@ fn no_response(statement: &Statement, what: &str) -> Failed {
 /// A received frame in a failure's list.
 pub fn describe(frame: &Frame) -> String {
     match frame {
-        Frame::Dropped { reason } => format!("dropped without a close frame: {reason}"),
+        Frame::Dropped { reason } => format!(
+            "dropped without a close frame: {}",
+            crate::text::one_line(reason)
+        ),
         other => FrameView::from(other).to_string(),
     }
 }
@@ -693,7 +734,11 @@ fn response_text(response: &Response) -> String {
     if response.body.is_empty() {
         format!("status {}", response.status)
     } else {
-        format!("status {} {}", response.status, response.body)
+        format!(
+            "status {} {}",
+            response.status,
+            crate::text::one_line(&response.body)
+        )
     }
 }
 
@@ -745,6 +790,7 @@ mod tests {
         let timeout = WaitError::Timeout {
             after: Duration::from_millis(300),
             seen: vec![],
+            dropped: 0,
         };
         assert_eq!(wait_label(&timeout, false), "nothing matched within 300ms");
         assert_eq!(wait_label(&timeout, true), "nothing arrived within 300ms");
@@ -754,6 +800,7 @@ mod tests {
                 reason: String::new(),
             },
             seen: vec![],
+            dropped: 0,
         };
         assert_eq!(
             wait_label(&closed, false),

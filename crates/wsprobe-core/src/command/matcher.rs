@@ -86,19 +86,16 @@ impl fmt::Display for FrameView<'_> {
     }
 }
 
-/// `text` cut at [`SHOWN_CHARS`], with control characters escaped (`\n`, `\u{1b}`): it
-/// comes from the network, and goes on one line of a terminal, where a newline would break
-/// the layout and an escape sequence could restyle or clear the screen.
+/// `text` cut at [`SHOWN_CHARS`], with control characters escaped (`\n`, `\x1b`) by
+/// [`crate::text`]: it comes from the network, and goes on one line of a terminal, where a
+/// newline would break the layout and an escape sequence could restyle or clear the screen.
 fn shorten(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len().min(SHOWN_CHARS));
-    for c in text.chars().take(SHOWN_CHARS) {
-        if c.is_control() {
-            shown.extend(c.escape_default());
-        } else {
-            shown.push(c);
-        }
-    }
-    if text.chars().nth(SHOWN_CHARS).is_some() {
+    let cut = match text.char_indices().nth(SHOWN_CHARS) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    };
+    let mut shown = crate::text::one_line(cut);
+    if cut.len() < text.len() {
         shown.push_str(&format!("… ({} bytes)", text.len()));
     }
     shown
@@ -811,7 +808,7 @@ error: undefined variable `NOPE`
         // What the network sends cannot break the line or restyle the terminal.
         assert_eq!(
             FrameView::Text("a\nb\u{1b}[2Jé\u{1}").to_string(),
-            "text a\\nb\\u{1b}[2Jé\\u{1}"
+            "text a\\nb\\x1b[2Jé\\x01"
         );
         assert_eq!(
             FrameView::Close {

@@ -193,6 +193,9 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
 
+    #[command(flatten)]
+    pub inbox: InboxArgs,
+
     /// Run this command (or send this text) after connecting, repeatable; then exit
     #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
     pub(crate) execute: Vec<String>,
@@ -221,6 +224,18 @@ pub struct ConnectArgs {
     /// NAME, wsprobe/history-NAME)
     #[arg(long, value_name = "FILE")]
     pub(crate) history_file: Option<PathBuf>,
+}
+
+/// How much of what arrives a session keeps for later `expect`s (`connect` and `run`).
+#[derive(Debug, Default, Args)]
+pub struct InboxArgs {
+    /// Unconsumed messages kept per connection; beyond it the oldest are dropped [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) inbox_frames: Option<u64>,
+
+    /// Unconsumed bytes kept per connection, and the largest message accepted [default: 16MiB]
+    #[arg(long, value_name = "SIZE", value_parser = values::parse_size)]
+    pub(crate) inbox_bytes: Option<u64>,
 }
 
 /// `-w`: a duration, where a bare `0` (no wait at all) needs no unit.
@@ -284,6 +299,9 @@ pub struct RunArgs {
     /// connection's URL, e.g. ws://host/dev -> http://host/dev/@connections)
     #[arg(long, value_name = "URL")]
     pub(crate) management_url: Option<String>,
+
+    #[command(flatten)]
+    pub inbox: InboxArgs,
 
     #[command(flatten)]
     pub connection: ConnectionArgs,

@@ -16,7 +16,7 @@ pub(crate) fn status_line(response: &management::Response) -> String {
     }
     if let Some(kind) = &response.error_type {
         line.push(' ');
-        line.push_str(kind);
+        line.push_str(&wsprobe_core::text::one_line(kind));
     }
     line
 }

@@ -3,6 +3,10 @@
 //! API Gateway error frames highlighted with their ids, echo and expectation results,
 //! and how the connection ended.
 //!
+//! Whatever the server chose (text frames, close reasons, error frames, the subprotocol)
+//! is escaped by `wsprobe_core::text` before it is shown, so no server can drive the
+//! terminal.
+//!
 //! Everything here is a pure function from what happened to the text to show, so it is
 //! unit-tested without a terminal. Colour is applied last by [`Painter`], which is off when
 //! `colored` is globally off (`NO_COLOR`, `--no-color`, not a terminal).
@@ -14,6 +18,7 @@ use serde_json::Value;
 
 use wsprobe_core::message::{GatewayError, parse_gateway_error};
 use wsprobe_core::session::{Ending, Frame};
+use wsprobe_core::text::{Newlines, escape, one_line};
 
 /// The display settings, changed at runtime by `/pretty`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -215,7 +220,10 @@ pub(crate) fn received_line(
     let (tone, body) = match frame {
         Frame::Text(text) => match parse_gateway_error(text) {
             Some(error) => (Tone::Bad, gateway_error_text(&error)),
-            None => (Tone::Received, message_text(text, options.pretty)),
+            None => (
+                Tone::Received,
+                escape(&message_text(text, options.pretty), Newlines::Keep).into_owned(),
+            ),
         },
         Frame::Binary(data) => (Tone::Received, binary_text(data)),
         Frame::Ping(data) if options.show_control => (Tone::Control, control("ping", data)),
@@ -244,13 +252,20 @@ fn close_text(code: u16, reason: &str) -> String {
     if reason.is_empty() {
         format!("close {code}")
     } else {
-        format!("close {code} {reason}")
+        format!("close {code} {}", one_line(reason))
     }
 }
 
 fn lossy(data: &[u8]) -> String {
     match std::str::from_utf8(data) {
-        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        Ok(text)
+            if matches!(
+                escape(text, Newlines::Escape),
+                std::borrow::Cow::Borrowed(_)
+            ) =>
+        {
+            text.to_owned()
+        }
         _ => data.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
@@ -260,7 +275,9 @@ fn lossy(data: &[u8]) -> String {
 pub(crate) fn gateway_error_text(error: &GatewayError) -> String {
     format!(
         "gateway error: {} (connectionId {}, requestId {})",
-        error.message, error.connection_id, error.request_id
+        one_line(&error.message),
+        one_line(&error.connection_id),
+        one_line(&error.request_id)
     )
 }
 
@@ -284,7 +301,7 @@ pub(crate) fn ending_line(ending: &Ending, we_closed: bool, painter: &Painter) -
             let detail = if reason.is_empty() {
                 format!("{code}")
             } else {
-                format!("{code} {reason}")
+                format!("{code} {}", one_line(reason))
             };
             let tone = if we_closed || is_normal_close(*code) {
                 Tone::Info
@@ -297,7 +314,7 @@ pub(crate) fn ending_line(ending: &Ending, we_closed: bool, painter: &Painter) -
             Tone::Bad,
             format!(
                 "connection dropped without a close frame (1006): {}",
-                reason
+                one_line(reason)
             ),
         ),
     };

@@ -36,14 +36,10 @@ use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Fault};
 use wsprobe_core::command::vars::Vars;
 use wsprobe_core::command::{EchoPolicy, Statement};
 use wsprobe_core::message::RouteFields;
-use wsprobe_core::session::{Ending, Frame, Incoming, Outgoing, Session, Watch};
+use wsprobe_core::session::{Ending, Frame, InboxLimits, Incoming, Outgoing, Session, Watch};
 
 /// The key of the prompt's one connection in the engine.
 pub(super) const SESSION: usize = 0;
-
-/// How many unconsumed frames the session's inbox keeps at the prompt (the oldest go
-/// first): a long session that never `/expect`s must not grow without bound.
-const INBOX_LIMIT: usize = 1000;
 
 /// Something from the line source.
 #[derive(Debug)]
@@ -81,6 +77,8 @@ pub(crate) struct Settings {
     pub url: Url,
     /// The connection options (TLS, proxies, timeout, signer) of `@connections` calls.
     pub(crate) client: ClientConfig,
+    /// `--inbox-frames`, `--inbox-bytes`: the bound of the session's inbox.
+    pub(crate) inbox: InboxLimits,
 }
 
 /// Where the session's output goes.
@@ -89,6 +87,7 @@ pub(crate) enum Output {
     /// Above the prompt, every line decorated.
     Prompt(Printer),
     /// Received messages to stdout, one a line and undecorated; everything else to stderr.
+    /// Messages go out raw only when stdout is not a terminal: there they are data.
     Plain {
         /// Set when stdout was closed by its reader (`| head -1`): nothing more to do.
         stdout_closed: bool,
@@ -120,6 +119,11 @@ impl Output {
             Output::Prompt(printer) => printer.print(decorated),
             Output::Plain { stdout_closed } => {
                 let body = match &incoming.frame {
+                    Frame::Text(text) if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+                        let text = display::message_text(text, options.pretty);
+                        wsprobe_core::text::escape(&text, wsprobe_core::text::Newlines::Keep)
+                            .into_owned()
+                    }
                     Frame::Text(text) => display::message_text(text, options.pretty),
                     Frame::Binary(data) => display::binary_line(data),
                     _ => {
@@ -330,7 +334,8 @@ impl Driver {
                     connecting = None;
                     let connection = result?;
                     self.note(Tone::Good, &connected_text(&connection));
-                    let (session, watch) = Session::start_watched(connection);
+                    let (session, watch) =
+                        Session::start_watched(connection, self.settings.inbox);
                     // Nothing runs before the handshake: the engine is free.
                     self.engine.lock().await.open(SESSION, session);
                     self.watch = Some(watch);
@@ -495,12 +500,10 @@ impl Driver {
         if let Some(outcome) = self.ticks.observe(&incoming) {
             self.report_echo(outcome);
         }
+        // The inbox itself is bounded (`--inbox-frames`, `--inbox-bytes`): a long session
+        // that never `/expect`s keeps only the newest frames.
         if let Some(ending) = incoming.frame.ending() {
             self.on_ending(ending);
-        } else if self.running.is_none()
-            && let Ok(mut engine) = self.engine.try_lock()
-        {
-            engine.trim_inbox(SESSION, INBOX_LIMIT);
         }
     }
 
@@ -583,7 +586,11 @@ fn connected_text(connection: &Connection) -> String {
         display::short_duration(connection.connect_time)
     );
     if let Some(protocol) = &connection.subprotocol {
-        text.push_str(&format!(", subprotocol {protocol}"));
+        // The server's choice, from a header.
+        text.push_str(&format!(
+            ", subprotocol {}",
+            wsprobe_core::text::one_line(protocol)
+        ));
     }
     text
 }

@@ -172,6 +172,15 @@ impl Driver {
                 self.failed_checks += 1;
                 let text = failed_text(&failed);
                 self.note(Tone::Bad, &text);
+                if failed.stalled && !self.settings.interactive {
+                    // Every later line would wait out the same limit on a server that
+                    // does not read: stop taking lines and leave (exit 1).
+                    self.note(
+                        Tone::Bad,
+                        "the server stopped reading; the remaining input is not sent",
+                    );
+                    self.quit();
+                }
             }
         }
     }
@@ -211,7 +220,8 @@ impl Driver {
                 {
                     wsprobe_core::secret::REDACTED.to_owned()
                 } else {
-                    value
+                    // Taken from a frame: the server's text.
+                    wsprobe_core::text::one_line(&value)
                 };
                 let when = when(frame.at, started);
                 self.note(
@@ -234,9 +244,10 @@ impl Driver {
                 let mut text = format!("{stamp}{}", status_line(&response));
                 if !response.body.is_empty() {
                     text.push('\n');
-                    text.push_str(&display::message_text(
-                        &response.body,
-                        self.settings.display.pretty,
+                    let body = display::message_text(&response.body, self.settings.display.pretty);
+                    text.push_str(&wsprobe_core::text::escape(
+                        &body,
+                        wsprobe_core::text::Newlines::Keep,
                     ));
                 }
                 self.note(tone, &text);

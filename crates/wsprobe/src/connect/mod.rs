@@ -105,6 +105,7 @@ pub(crate) async fn run(
         show_secrets: context.show_secrets,
         url: url.clone(),
         client: config.clone(),
+        inbox: options.inbox,
     };
     let connecting = Box::pin(async move { client::connect(&url, &config).await });
 

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::cli::{ReportTarget, RunArgs};
+use crate::os::Interrupts;
 use crate::{Context, Error, Outcome};
 use wsprobe_core::command::{Script, Variables, parse_script};
 use wsprobe_core::options::ConnectOptions;
@@ -64,6 +65,7 @@ pub(crate) async fn run(
         fields: connect_options.fields.clone(),
         echo: connect_options.echo,
         fail_fast: args.fail_fast,
+        inbox: connect_options.inbox,
     };
     if args.timeout.is_zero() {
         return Err(Error::usage("--timeout must be longer than 0s"));
@@ -109,9 +111,8 @@ pub(crate) async fn run(
     };
     let mut result = ScriptResult::default();
     let mut first_connect_error = None;
-    let mut interrupted = false;
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
+    // Ctrl-C, and SIGTERM/SIGHUP (CI cancellation, `timeout(1)`, Kubernetes) alike.
+    let mut interrupts = Interrupts::register();
     for (script, plan) in &scripts {
         let file_started = Instant::now();
         printer.finished.clear();
@@ -125,9 +126,9 @@ pub(crate) async fn run(
         );
         let (file, connect_error) = tokio::select! {
             outcome = run => outcome,
-            _ = &mut interrupt => {
-                // Ctrl-C: keep the tests that finished, report them, exit 130.
-                interrupted = true;
+            Some(signal) = interrupts.next() => {
+                // Keep the tests that finished, report them, exit 130.
+                result.interrupted_by = Some(signal);
                 result.files.push(FileResult {
                     file: script.file_name.clone(),
                     tests: std::mem::take(&mut printer.finished),
@@ -159,7 +160,7 @@ pub(crate) async fn run(
 
     write_reports(report_files, &result)?;
 
-    if interrupted {
+    if result.interrupted_by.is_some() {
         return Ok(Outcome::Interrupted);
     }
     if result.failed() == 0 {

@@ -21,6 +21,9 @@ pub(crate) struct ScriptResult {
     pub(crate) files: Vec<FileResult>,
     /// The whole run, wall clock.
     pub(crate) duration: Duration,
+    /// The signal that cut the run short (`SIGINT`, `SIGTERM`, `SIGHUP`), if one did: the
+    /// tests that finished are reported, the rest did not run.
+    pub(crate) interrupted_by: Option<&'static str>,
 }
 
 /// One script file's tests.

@@ -24,7 +24,7 @@ use wsprobe_core::command::{
     Command, Connect, ConnectOption, Diagnostic, EchoPolicy, ResolveError, Script, Span, Statement,
 };
 use wsprobe_core::message::RouteFields;
-use wsprobe_core::session::{CLOSE_WAIT, Session};
+use wsprobe_core::session::{CLOSE_WAIT, InboxLimits, Session};
 use wsprobe_core::values::Header;
 
 use super::result::Failure;
@@ -48,6 +48,8 @@ pub(crate) struct RunOptions {
     pub(crate) echo: EchoPolicy,
     /// `--fail-fast`: stop after the first failing test.
     pub(crate) fail_fast: bool,
+    /// `--inbox-frames`, `--inbox-bytes`: the bound of each connection's inbox.
+    pub(crate) inbox: InboxLimits,
 }
 
 /// Hears about each test as it finishes, so the summary can be printed as the run goes.
@@ -426,7 +428,8 @@ impl FileRun<'_> {
         let outcome = client::connect(&url, &config).await;
         match (&connect.expect_refused, outcome) {
             (None, Ok(connection)) => {
-                self.engine.open(index, Session::start(connection));
+                let session = Session::start_bounded(connection, self.options.inbox);
+                self.engine.open(index, session);
                 Ok(())
             }
             (None, Err(error)) => {

@@ -24,7 +24,9 @@ use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use wsprobe::cli::ConnectionArgs;
 use wsprobe_core::client::{self, ClientConfig, ConnectError, Connection, TlsProblem};
-use wsprobe_core::session::{Ending, Frame, Outgoing, Session, SessionError, WaitError};
+use wsprobe_core::session::{
+    Ending, Frame, InboxLimits, Outgoing, Session, SessionError, WaitError,
+};
 
 use crate::support::{start_proxy, within};
 
@@ -855,6 +857,44 @@ async fn session_with(frames: Vec<Message>) -> (TestServer, Session) {
     (server, Session::start(connection))
 }
 
+/// The inbox keeps the newest frames within its limits, drops the oldest, and says how
+/// many it dropped; before, it kept everything a server sent.
+#[tokio::test]
+async fn a_full_inbox_drops_the_oldest_frames_and_counts_them() {
+    let mut frames: Vec<Message> = (0..50).map(|i| text(&format!("{i:03}"))).collect();
+    frames.push(Message::Close(None));
+    let server = scripted_server(frames).await;
+    let connection = connect(&server.url("ws"), &config(&[])).await.unwrap();
+    let limits = InboxLimits {
+        frames: 10,
+        bytes: 1 << 20,
+    };
+    let mut session = Session::start_bounded(connection, limits);
+    let error = session
+        .wait_for(PATIENCE, |m| m.frame.as_text() == Some("never"))
+        .await
+        .unwrap_err();
+    let expected: Vec<String> = (41..50).map(|i| format!("{i:03}")).collect();
+    let mut kept = texts(error.seen());
+    assert_eq!(kept.pop().as_deref(), Some("<close 1005>"));
+    assert_eq!(kept, expected);
+    assert_eq!(error.dropped(), 41);
+    assert_eq!(session.inbox().dropped(), 41);
+
+    // By bytes: three-byte texts within seven bytes keep two (and the empty close).
+    let frames = vec![text("aaa"), text("bbb"), text("ccc"), Message::Close(None)];
+    let server = scripted_server(frames).await;
+    let connection = connect(&server.url("ws"), &config(&[])).await.unwrap();
+    let limits = InboxLimits {
+        frames: 100,
+        bytes: 7,
+    };
+    let mut session = Session::start_bounded(connection, limits);
+    let error = session.wait_for(PATIENCE, |_| false).await.unwrap_err();
+    assert_eq!(texts(error.seen()), ["bbb", "ccc", "<close 1005>"]);
+    assert_eq!(error.dropped(), 1);
+}
+
 #[tokio::test]
 async fn wait_for_skips_and_keeps_what_does_not_match() {
     let (_server, mut session) = session_with(vec![text("a"), text("b"), text("c")]).await;
@@ -894,7 +934,7 @@ async fn a_timed_out_wait_shows_what_arrived() {
         .await
         .unwrap_err();
     match &error {
-        WaitError::Timeout { after, seen } => {
+        WaitError::Timeout { after, seen, .. } => {
             assert_eq!(*after, Duration::from_millis(150));
             assert_eq!(texts(seen), ["first"]);
         }
@@ -922,7 +962,7 @@ async fn a_close_frame_surfaces_with_code_and_reason() {
         reason: "session expired".into(),
     };
     match &error {
-        WaitError::Closed { ending, seen } => {
+        WaitError::Closed { ending, seen, .. } => {
             assert_eq!(*ending, expected_ending);
             assert_eq!(texts(seen), ["last words", "<close 4001 session expired>"]);
         }
@@ -1063,7 +1103,7 @@ async fn closing_politely_returns_the_servers_answer() {
 async fn a_watch_sees_everything_while_waits_consume() {
     let server = plain_echo_server().await;
     let connection = connect(&server.url("ws"), &config(&[])).await.unwrap();
-    let (session, mut watch) = Session::start_watched(connection);
+    let (session, mut watch) = Session::start_watched(connection, InboxLimits::default());
     let (sender, mut inbox) = session.split();
     let other_sender = sender.clone();
     sender.send(Outgoing::Text("one".into())).await.unwrap();
@@ -1161,7 +1201,7 @@ async fn the_client_answers_a_servers_close() {
     )
     .await;
     let connection = connect(&server.url("ws"), &config(&[])).await.unwrap();
-    let (session, mut watch) = Session::start_watched(connection);
+    let (session, mut watch) = Session::start_watched(connection, InboxLimits::default());
     let closing = tokio::time::timeout(PATIENCE, watch.recv()).await.unwrap();
     assert_eq!(
         closing.map(|m| m.frame),

@@ -372,6 +372,97 @@ fn prompt_sends_headers_shows_the_echo_and_quits_with_1000_on_ctrl_d() {
     assert!(saved.contains(r#"/send send "Hello World!""#), "{saved}");
 }
 
+/// A server cannot drive the terminal: its text frame and close reason reach the pty with
+/// their control characters escaped visibly. Before, they were printed raw (setting the
+/// window title, clearing the screen, writing the clipboard, asking for the cursor).
+#[test]
+fn escape_sequences_from_the_server_are_shown_escaped() {
+    let backend = Backend::sample();
+    let url = backend.block_on(support::spawn_hostile_server());
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[&url, "-P"], false);
+    pty.wait_connected();
+    pty.type_line("hello");
+    pty.expect(r"< \x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07evil\u{202e}txt");
+    let closed = pty.expect(r"connection closed by the server: 4000 bye\x1b[6n");
+    let rest = pty.rest();
+    let everything = closed + &rest;
+    for raw in ["\x1b]0;", "\x1b]52;", "\u{202e}", "bye\x1b[6n"] {
+        assert!(
+            !everything.contains(raw),
+            "{raw:?} reached the terminal raw"
+        );
+    }
+    assert!(
+        everything.contains(r"< close 4000 bye\x1b[6n"),
+        "{everything}"
+    );
+}
+
+/// In pipe mode, messages written to a stdout that is not a terminal are data: raw. The
+/// close reason, on stderr, is escaped.
+#[test]
+fn pipe_mode_passes_messages_raw_to_a_pipe_and_escapes_the_rest() {
+    let backend = Backend::sample();
+    let url = backend.block_on(support::spawn_hostile_server());
+    let home = temp_home();
+    let run = run(wsprobe(home.path())
+        .args(["connect", &url])
+        .write_stdin("hello\n"));
+    assert!(
+        run.stdout.contains(support::HOSTILE_TEXT),
+        "{:?}",
+        run.stdout
+    );
+    run.assert_stderr_has(r"4000 bye\x1b[6n");
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+}
+
+/// Piped input to a server that stopped reading: the first send that cannot complete
+/// within the limit ends the session (exit 1). Before, each remaining line waited out the
+/// limit again (5 s a line: minutes here).
+#[test]
+fn piped_input_to_a_server_that_stopped_reading_ends_after_the_first_stalled_send() {
+    use std::io::Write as _;
+    let backend = Backend::sample();
+    let (url, _first_messages) = backend.block_on(support::spawn_deaf_server());
+    let home = temp_home();
+    let started = Instant::now();
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(["connect", &url, "-w", "0"])
+        .env("NO_COLOR", "1")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env_remove("WSPROBE_AUTH")
+        .env_remove("WSPROBE_API_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running wsprobe");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || {
+        // 200 lines of 100 KB: far more than the socket buffers hold. Writing stops when
+        // wsprobe leaves (a broken pipe).
+        let line = format!("{}\n", "x".repeat(100_000));
+        for _ in 0..200 {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let output = child.wait_with_output().expect("waiting for wsprobe");
+    let _ = writer.join();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the server is not reading"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it ended after the first stalled send: {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_line_being_typed_survives_a_message_arriving() {
     let backend = Backend::sample();

@@ -392,8 +392,36 @@ fn redaction_keeps_the_shape() {
 }
 
 /// Ctrl-C: the tests that finished are summarised and reported, and the exit code is 130.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn ctrl_c_reports_the_finished_tests() {
+    interrupted_run_reports_the_finished_tests("INT", "SIGINT").await;
+}
+
+/// SIGTERM (CI cancellation, `timeout(1)`, Kubernetes) and SIGHUP act as Ctrl-C: before,
+/// they killed the run with no summary and report files left empty.
+#[tokio::test]
+async fn sigterm_and_sighup_act_as_ctrl_c() {
+    interrupted_run_reports_the_finished_tests("TERM", "SIGTERM").await;
+    // Under `nohup` the child inherits an ignored SIGHUP, which wsprobe rightly keeps.
+    if !hangup_ignored() {
+        interrupted_run_reports_the_finished_tests("HUP", "SIGHUP").await;
+    }
+}
+
+/// Whether this test process ignores SIGHUP (bit 1 of `SigIgn` in `/proc/self/status`).
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 != 0)
+}
+
+/// Sends `signal` while the second test sleeps: the first is reported, the summary and
+/// both report files say the run was interrupted, and the exit code is 130.
+async fn interrupted_run_reports_the_finished_tests(signal: &str, name: &str) {
     use std::io::BufRead;
 
     let server = case_server().await;
@@ -402,6 +430,7 @@ async fn ctrl_c_reports_the_finished_tests() {
     let script = "connect\nsend send 1\nexpect echo\n\ntest \"sleeps a minute\"\n  sleep 1m\n";
     std::fs::write(dir.path().join("slow.wsp"), script).unwrap();
     let path = dir.path().to_owned();
+    let signal = signal.to_owned();
     let run = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
             .args([
@@ -411,6 +440,8 @@ async fn ctrl_c_reports_the_finished_tests() {
                 &url,
                 "--report",
                 "json=report.json",
+                "--report",
+                "junit=junit.xml",
             ])
             .args(DEFAULT_ARGS)
             .current_dir(&path)
@@ -431,7 +462,7 @@ async fn ctrl_c_reports_the_finished_tests() {
             seen.push_str(&line);
         }
         let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([format!("-{signal}"), child.id().to_string()])
             .status()
             .expect("running kill");
         assert!(status.success());
@@ -441,11 +472,15 @@ async fn ctrl_c_reports_the_finished_tests() {
     });
     let (status, stdout) = tokio::time::timeout(Duration::from_secs(30), run)
         .await
-        .expect("wsprobe stopped within 30s of Ctrl-C")
+        .expect("wsprobe stopped within 30s of the signal")
         .expect("the blocking task ran");
-    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert_eq!(status.code(), Some(130), "{name}: {stdout}");
     assert!(
         stdout.contains("1 passed, 0 failed (1 test in 1 file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("interrupted by {name})")),
         "{stdout}"
     );
     let report: serde_json::Value = serde_json::from_str(
@@ -454,6 +489,17 @@ async fn ctrl_c_reports_the_finished_tests() {
     .expect("the JSON report parses");
     assert_eq!(report["passed"], 1);
     assert_eq!(report["files"][0]["tests"][0]["name"], "slow");
+    assert_eq!(report["interrupted"], true, "{name}");
+    assert_eq!(report["interrupted_by"], name);
+    assert_eq!(report["success"], false);
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).expect("junit.xml");
+    assert!(
+        junit.contains(&format!(
+            r#"<property name="wsprobe.interrupted" value="{name}"/>"#
+        )),
+        "{junit}"
+    );
+    assert!(junit.trim_end().ends_with("</testsuites>"), "{junit}");
     server.shutdown().await;
 }
 
@@ -496,6 +542,117 @@ async fn a_send_to_a_server_that_stopped_reading_gives_up_after_the_timeout() {
     );
     drop(holder);
     let _ = server.await;
+}
+
+/// A script that does not read while the server floods keeps only the newest frames, and
+/// a failure then says how many were dropped. Before, every frame was kept (a 4 s flood of
+/// 1 KB messages peaked near 1 GB) and nothing said so.
+#[tokio::test]
+async fn a_flood_while_the_script_sleeps_is_bounded_and_the_failure_counts_drops() {
+    let url = crate::support::spawn_flood_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\nsleep 300ms\nexpect text \"never\" within 100ms\n");
+    std::fs::write(dir.path().join("flood.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "flood.wsp", "--inbox-frames", "100"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        Regex::new(r"nothing matched within 100ms; \d+ older unconsumed frames dropped")
+            .unwrap()
+            .is_match(&stdout),
+        "{stdout}"
+    );
+    assert!(stdout.contains("received: 100 messages"), "{stdout}");
+    assert!(stdout.contains("--inbox-frames"), "{stdout}");
+}
+
+/// Peak memory of `run` while 200 MB of 1 KB messages arrive unread: bounded by the inbox
+/// defaults (10,000 frames, 16 MiB), far below what was sent. A guarantee, not a
+/// benchmark: the bound is generous.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn peak_memory_of_run_under_a_flood_is_bounded() {
+    let (url, mut written, release) = crate::support::spawn_burst_server(200_000, 1024).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\nexpect text \"done\" within 2m\n");
+    std::fs::write(dir.path().join("burst.wsp"), script).expect("writing the script");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(["run", "burst.wsp"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running wsprobe");
+    tokio::time::timeout(Duration::from_secs(120), written.recv())
+        .await
+        .expect("the burst was written within two minutes")
+        .expect("the server wrote the burst");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .expect("the child's status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in kB");
+    release.send(()).expect("the server waits for the release");
+    let output = tokio::task::spawn_blocking(move || {
+        let _ = child.stdin.take();
+        child.wait_with_output().expect("waiting for wsprobe")
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("wsprobe ended")
+        .expect("the blocking task ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        peak_kib < 100 * 1024,
+        "peak RSS {peak_kib} KiB while 200 MB arrived unread"
+    );
+}
+
+/// A message larger than the inbox is refused: the server gets a close frame with 1009
+/// (before, the limit was tungstenite's 64 MiB and the connection was dropped silently).
+#[tokio::test]
+async fn an_oversized_message_is_answered_with_close_1009() {
+    let (url, mut closes) = crate::support::spawn_oversized_server(100_000).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\ntext hi\nexpect text \"x\" within 5s\n");
+    std::fs::write(dir.path().join("big.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "big.wsp", "--inbox-bytes", "64KiB"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("too large"), "{stdout}");
+    assert!(
+        stdout.contains("closed the connection with 1009"),
+        "{stdout}"
+    );
+    let code = tokio::time::timeout(Duration::from_secs(10), closes.recv())
+        .await
+        .expect("the server saw the connection end");
+    assert_eq!(code, Some(Some(1009)));
+}
+
+/// A close reason and messages with escape sequences are shown escaped in a failure:
+/// before, the close reason went to the terminal raw.
+#[tokio::test]
+async fn escape_sequences_in_failures_are_shown_escaped() {
+    let url = crate::support::spawn_hostile_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\ntext hi\nexpect text \"never\" within 5s\n");
+    std::fs::write(dir.path().join("hostile.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "hostile.wsp"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(r"closed with code 4000 (bye\x1b[6n)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r"text \x1b]0;pwned\x07\x1b[2J"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "{stdout}");
+    assert!(!stdout.contains('\u{202e}'), "{stdout}");
 }
 
 /// An HTTP server on port 0 that answers every request `200 OK` and sends its request head

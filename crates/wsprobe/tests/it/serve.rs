@@ -1067,3 +1067,57 @@ async fn a_refused_connections_call_is_logged_with_its_reason() {
     );
     assert!(!manage.contains("local-secret"), "{manage}");
 }
+
+/// `serve` raises its soft open-file limit to the hard one at start (before, it kept the
+/// soft limit it was given: often 1024, refusing clients far below what the system allows).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_raises_its_open_file_limit() {
+    let process = ServeProcess::start_with_open_file_limit(&["--quiet"], 256, 2048);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", process.child.id()))
+        .expect("the process's limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("an open-files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["2048", "2048"], "{line}");
+}
+
+/// At the file-descriptor limit, `serve` says why it refuses everyone, once per burst
+/// (before, it refused them silently).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_logged() {
+    let mut process = ServeProcess::start_with_open_file_limit(&[], 48, 48);
+    let addr: std::net::SocketAddr = process
+        .ws_url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .and_then(|host| host.parse().ok())
+        .expect("the address in the URL");
+    // More connections than descriptors: the kernel completes them (backlog), serve
+    // cannot accept them all.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        if let Ok(socket) = tokio::net::TcpStream::connect(addr).await {
+            held.push(socket);
+        }
+    }
+    let line = tokio::task::spawn_blocking(move || {
+        let line = loop {
+            let line = process.next_line();
+            if line.contains("ACCEPT_FAILED") {
+                break line;
+            }
+        };
+        (line, process)
+    })
+    .await
+    .expect("reading the log");
+    let (line, _process) = line;
+    assert!(line.contains("out of file descriptors"), "{line}");
+    assert!(line.contains("ulimit -n"), "{line}");
+    drop(held);
+}

@@ -401,6 +401,31 @@ impl ServeProcess {
 
     /// Like [`ServeProcess::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_configured(args, env, |_| {})
+    }
+
+    /// Like [`ServeProcess::start`], with the open-file limit (`RLIMIT_NOFILE`) set to
+    /// `soft` and `hard` before it starts.
+    #[cfg(unix)]
+    pub fn start_with_open_file_limit(args: &[&str], soft: u64, hard: u64) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        Self::start_configured(args, &[], |command| {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork
+            // and exec here.
+            unsafe {
+                command.pre_exec(move || {
+                    use nix::sys::resource::{Resource, setrlimit};
+                    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
+                });
+            }
+        })
+    }
+
+    fn start_configured(
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wsprobe"));
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -411,6 +436,7 @@ impl ServeProcess {
         for (name, value) in env {
             command.env(name, value);
         }
+        configure(&mut command);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -937,6 +963,92 @@ pub async fn spawn_flood_server() -> String {
                 tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
                 let flood = Message::text("f".repeat(100));
                 while sink.send(flood.clone()).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+/// A WebSocket server on 127.0.0.1:0 that sends each connection `count` text messages of
+/// `size` bytes as fast as the client reads them, then reports on the returned channel
+/// (the burst is written), waits for the test to send on `release`, and then sends the
+/// text `done` and keeps reading until the client goes. Returns its `ws://` URL.
+pub async fn spawn_burst_server(
+    count: usize,
+    size: usize,
+) -> (
+    String,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedSender<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    let (written, bursts) = mpsc::unbounded_channel();
+    let (release, mut released) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let (mut sink, mut stream) = ws.split();
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        let message = Message::text("b".repeat(size));
+        for _ in 0..count {
+            if sink.feed(message.clone()).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+        let _ = written.send(());
+        if released.recv().await.is_some() {
+            let _ = sink.send(Message::text("done")).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    (url, bursts, release)
+}
+
+/// What [`spawn_hostile_server`] sends: a window title, a screen clear, a clipboard
+/// write, a right-to-left override.
+pub const HOSTILE_TEXT: &str = "\x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07evil\u{202e}txt";
+/// The reason of [`spawn_hostile_server`]'s close frame: a cursor-position query, whose
+/// answer a terminal would type into the prompt.
+pub const HOSTILE_REASON: &str = "bye\x1b[6n";
+
+/// A WebSocket server on 127.0.0.1:0 that answers each connection's first text message
+/// with [`HOSTILE_TEXT`], then closes with code 4000 and [`HOSTILE_REASON`]. Returns its
+/// `ws://` URL.
+pub async fn spawn_hostile_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/dev", listener.local_addr().expect("the address"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(_))) => break,
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                }
+                let _ = ws.send(Message::text(HOSTILE_TEXT)).await;
+                let close = tungstenite::protocol::CloseFrame {
+                    code: 4000.into(),
+                    reason: HOSTILE_REASON.into(),
+                };
+                let _ = ws.send(Message::Close(Some(close))).await;
+                while let Some(Ok(_)) = ws.next().await {}
             });
         }
     });

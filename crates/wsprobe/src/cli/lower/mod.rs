@@ -14,12 +14,12 @@ use wsprobe_core::client::ClientConfig;
 use wsprobe_core::message::RouteFields;
 use wsprobe_core::options::{
     ConnectOptions, DEFAULT_BODY_FIELD, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ECHO, DEFAULT_ROUTE_FIELD,
-    EchoPolicy, ProxyChoice, SigningChoice, TlsFiles,
+    EchoPolicy, InboxLimits, ProxyChoice, SigningChoice, TlsFiles,
 };
 use wsprobe_core::values::Header;
 
 use super::profile::{self, StageProfile};
-use super::{ConnectionArgs, EchoFlag};
+use super::{ConnectionArgs, EchoFlag, InboxArgs};
 use crate::Error;
 
 /// Connection flags lowered: the URL (from the command line or the stage), the options,
@@ -51,6 +51,21 @@ pub fn connection(args: &ConnectionArgs, url: Option<String>) -> Result<Lowered,
         )));
     }
     Ok(lowered)
+}
+
+/// `--inbox-frames` and `--inbox-bytes` over the core's defaults.
+pub fn inbox(args: &InboxArgs) -> Result<InboxLimits, Error> {
+    let defaults = InboxLimits::default();
+    let frames = match args.inbox_frames {
+        Some(n) => usize::try_from(n).map_err(|_| Error::usage("--inbox-frames is too large"))?,
+        None => defaults.frames,
+    };
+    let bytes = match args.inbox_bytes {
+        Some(0) => return Err(Error::usage("--inbox-bytes must be larger than 0")),
+        Some(n) => usize::try_from(n).map_err(|_| Error::usage("--inbox-bytes is too large"))?,
+        None => defaults.bytes,
+    };
+    Ok(InboxLimits { frames, bytes })
 }
 
 /// Flags first, then the profile, then the defaults.
@@ -127,6 +142,8 @@ fn merge(
             body_field: first(&args.body_field, &profile.body_field, DEFAULT_BODY_FIELD),
         },
         echo,
+        // `connect` and `run` set it from their own flags (`lower::inbox`).
+        inbox: InboxLimits::default(),
     };
     Ok(Lowered {
         url: url.or_else(|| profile.url.clone()),

@@ -25,7 +25,9 @@ pub(crate) fn render(result: &ScriptResult) -> Value {
         .collect();
     json!({
         "version": SCHEMA_VERSION,
-        "success": result.failed() == 0,
+        "success": result.failed() == 0 && result.interrupted_by.is_none(),
+        "interrupted": result.interrupted_by.is_some(),
+        "interrupted_by": result.interrupted_by,
         "passed": result.passed(),
         "failed": result.failed(),
         "duration_ms": millis(result.duration),
@@ -101,6 +103,7 @@ mod tests {
                 duration: Duration::from_millis(4),
             }],
             duration: Duration::from_millis(5),
+            interrupted_by: None,
         };
         let report = render(&result);
         assert_eq!(report["version"], 1);

@@ -13,6 +13,10 @@ pub(crate) fn render(result: &ScriptResult) -> Result<String, quick_junit::Seria
     for file in &result.files {
         let mut suite = TestSuite::new(file.file.as_str());
         suite.set_time(file.duration);
+        if let Some(signal) = result.interrupted_by {
+            // JUnit has no word for a cut-short run; a property is what readers keep.
+            suite.add_property(quick_junit::Property::new("wsprobe.interrupted", signal));
+        }
         for test in &file.tests {
             let status = match &test.failure {
                 None => TestCaseStatus::success(),
@@ -72,6 +76,7 @@ mod tests {
                 },
             ],
             duration: Duration::from_millis(3),
+            interrupted_by: None,
         };
         let xml = render(&result).unwrap();
         assert!(

@@ -52,8 +52,12 @@ pub(crate) fn totals(result: &ScriptResult, color: bool) -> String {
     };
     let tests = result.tests().count();
     let files = result.files.len();
+    let interrupted = match result.interrupted_by {
+        Some(signal) => format!("; interrupted by {signal}"),
+        None => String::new(),
+    };
     format!(
-        "{passed}, {failed} ({tests} test{} in {files} file{}, {})",
+        "{passed}, {failed} ({tests} test{} in {files} file{}, {}{interrupted})",
         if tests == 1 { "" } else { "s" },
         if files == 1 { "" } else { "s" },
         short_duration(result.duration)
@@ -129,6 +133,7 @@ mod tests {
                 duration: Duration::from_millis(15),
             }],
             duration: Duration::from_millis(16),
+            interrupted_by: None,
         };
         assert_eq!(
             render(&result, false),
