@@ -36,7 +36,10 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     };
     match cli.command {
         Command::Connect(mut args) => {
-            let lowered = lower::connection(&args.connection, args.url.take())?;
+            // wscat's spellings: `-c URL` for the URL, `-n` for `-k`.
+            let url = args.url.take().or_else(|| args.connect_url.take());
+            args.connection.insecure |= args.no_check;
+            let lowered = lower::connection(&args.connection, url)?;
             if let (Some(stage), None) = (&lowered.stage, &args.history_file) {
                 // Each stage keeps its own REPL history.
                 args.history_file = cli::profile::history_file(&stage.name);

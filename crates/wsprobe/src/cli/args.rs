@@ -17,6 +17,7 @@ const ABOUT: &str = "A WebSocket tester for API Gateway stages and other WebSock
 const EXAMPLES: &str = "\
 Examples:
   wsprobe connect                                   # REPL against the bundled backend
+  wsprobe -c ws://127.0.0.1:8080/dev                # wscat's spelling of connect URL
   wsprobe connect wss://abc123.execute-api.eu-west-1.amazonaws.com/dev \\
       --auth 'Bearer xyz' --api-key \"$API_KEY\"
   wsprobe run scripts/echo.wsp --report junit=report.xml
@@ -25,6 +26,30 @@ Examples:
 
 Exit codes: 0 success, 1 a check failed, 2 usage or script error, 3 could not connect,
 130 interrupted.";
+
+/// The command line with wscat's `wsprobe -c URL …` turned into `wsprobe connect -c URL …`:
+/// when the first argument after the global flags is `-c` or `--connect`, `connect` is
+/// put before it.
+pub fn with_wscat_spelling(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let first = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, arg)| !matches!(arg.to_str(), Some("--no-color" | "--show-secrets")));
+    if let Some((at, arg)) = first {
+        let arg = arg.to_string_lossy();
+        let wscat = arg == "--connect"
+            || arg.starts_with("--connect=")
+            || (arg.starts_with("-c") && !arg.starts_with("--"));
+        if wscat {
+            args.insert(at, "connect".into());
+        }
+    }
+    args
+}
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -82,7 +107,8 @@ pub struct ConnectionArgs {
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = values::parse_header)]
     pub(crate) headers: Vec<Header>,
 
-    /// Authorization header value, e.g. 'Bearer xyz'
+    /// Authorization header value, e.g. 'Bearer xyz'; USER:PASS (wscat's spelling) is sent as
+    /// Basic credentials
     #[arg(
         long,
         value_name = "VALUE",
@@ -112,8 +138,9 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
     pub(crate) connect_timeout: Option<Duration>,
 
-    /// Extra PEM root certificates to trust (besides the platform's)
-    #[arg(long, value_name = "FILE")]
+    /// Extra PEM root certificates to trust (besides the platform's), or the server's own
+    /// self-signed certificate
+    #[arg(long, value_name = "FILE", alias = "ca")]
     pub(crate) cacert: Option<PathBuf>,
 
     /// PEM client certificate for mutual TLS (with --key)
@@ -190,6 +217,23 @@ pub struct ConnectArgs {
     #[arg(value_name = "URL")]
     pub url: Option<String>,
 
+    /// The URL, as wscat takes it (`-c URL`)
+    #[arg(
+        short = 'c',
+        long = "connect",
+        value_name = "URL",
+        conflicts_with = "url"
+    )]
+    pub(crate) connect_url: Option<String>,
+
+    /// wscat's -n: do not verify the server's TLS certificate, as -k
+    #[arg(short = 'n', long = "no-check", hide_short_help = true)]
+    pub(crate) no_check: bool,
+
+    /// Accepted for wscat compatibility: slash commands are always on
+    #[arg(long = "slash", hide_short_help = true)]
+    pub(crate) _slash: bool,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
 
@@ -197,16 +241,18 @@ pub struct ConnectArgs {
     #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
     pub(crate) execute: Vec<String>,
 
-    /// With -x or piped input: how long to wait for messages before exiting (0: leave as soon as echo checks settle)
-    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger)]
-    pub(crate) wait: Duration,
+    /// With -x or piped input: how long to wait for messages before exiting: 500ms, 2s, or
+    /// seconds without a unit as wscat takes them (0: leave as soon as echo checks settle;
+    /// -1: stay connected until the server closes or Ctrl-C)
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger, allow_negative_numbers = true)]
+    pub(crate) wait: Linger,
 
     /// How long an echo check waits for the echo
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
     pub(crate) echo_timeout: Duration,
 
     /// Show control frames (ping, pong, close)
-    #[arg(short = 'P', long)]
+    #[arg(short = 'P', long, alias = "show-ping-pong")]
     pub(crate) show_control: bool,
 
     /// Prefix each message with a timestamp
@@ -223,13 +269,39 @@ pub struct ConnectArgs {
     pub(crate) history_file: Option<PathBuf>,
 }
 
-/// `-w`: a duration, where a bare `0` (no wait at all) needs no unit.
-fn parse_linger(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        Ok(Duration::ZERO)
-    } else {
-        values::parse_duration(text)
+/// How long `connect -x` or a pipe waits for messages once its input has run out (`-w`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Linger {
+    /// This long.
+    For(Duration),
+    /// Until the server closes or Ctrl-C (`-w -1`, as wscat).
+    Forever,
+}
+
+impl Linger {
+    /// The wait, or `None` for ever.
+    pub(crate) fn duration(self) -> Option<Duration> {
+        match self {
+            Linger::For(duration) => Some(duration),
+            Linger::Forever => None,
+        }
     }
+}
+
+/// `-w`: a duration, or wscat's spelling: seconds without a unit (`1`, `0.5`), `-1` for ever.
+fn parse_linger(text: &str) -> Result<Linger, String> {
+    let text = text.trim();
+    if text == "-1" {
+        return Ok(Linger::Forever);
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map(Linger::For)
+            .map_err(|_| {
+                format!("`{text}` is not a wait: give seconds (`2`), a duration (`500ms`), or -1 to stay connected")
+            });
+    }
+    values::parse_duration(text).map(Linger::For)
 }
 
 /// A `--report FORMAT=PATH` of `wsprobe run`.
@@ -581,10 +653,43 @@ mod tests {
     }
 
     #[test]
-    fn linger_accepts_a_bare_zero() {
-        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_linger("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_linger("5").is_err());
+    fn linger_takes_durations_wscat_seconds_and_minus_one() {
+        assert_eq!(parse_linger("0"), Ok(Linger::For(Duration::ZERO)));
+        assert_eq!(
+            parse_linger("250ms"),
+            Ok(Linger::For(Duration::from_millis(250)))
+        );
+        assert_eq!(parse_linger("5"), Ok(Linger::For(Duration::from_secs(5))));
+        assert_eq!(
+            parse_linger("0.5"),
+            Ok(Linger::For(Duration::from_millis(500)))
+        );
+        assert_eq!(parse_linger("-1"), Ok(Linger::Forever));
+        assert!(parse_linger("-2").is_err());
+        assert!(parse_linger("soon").is_err());
+    }
+
+    #[test]
+    fn wscat_dash_c_becomes_connect() {
+        let spelled = |args: &[&str]| -> Vec<String> {
+            with_wscat_spelling(args.iter().map(std::ffi::OsString::from))
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            spelled(&["wsprobe", "-c", "ws://h/dev"]),
+            ["wsprobe", "connect", "-c", "ws://h/dev"]
+        );
+        assert_eq!(
+            spelled(&["wsprobe", "--no-color", "--connect=ws://h/dev"]),
+            ["wsprobe", "--no-color", "connect", "--connect=ws://h/dev"]
+        );
+        assert_eq!(
+            spelled(&["wsprobe", "load", "URL", "-c", "5"]),
+            ["wsprobe", "load", "URL", "-c", "5"]
+        );
+        assert_eq!(spelled(&["wsprobe"]), ["wsprobe"]);
     }
 
     #[test]
