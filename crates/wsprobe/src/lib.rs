@@ -20,7 +20,7 @@ pub mod serve;
 use std::io::{IsTerminal, Write};
 
 use cli::{Cli, Command, lower};
-pub use error::{Error, Outcome};
+pub use error::{Credentials, Error, Outcome};
 
 /// Settings that every job honours.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,7 +45,10 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
                 args.history_file = cli::profile::history_file(&stage.name);
             }
             args.url = lowered.url;
-            connect::run(args, lowered.options, context).await
+            let given = Credentials::of(&lowered.options);
+            connect::run(args, lowered.options, context)
+                .await
+                .map_err(|e| e.given(given))
         }
         Command::Run(mut args) => {
             let lowered = lower::connection(&args.connection, args.url.take())?;
@@ -54,9 +57,18 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         }
         Command::Load(mut args) => {
             let url = Some(std::mem::take(&mut args.url)).filter(|url| !url.is_empty());
+            if url.is_none() && args.connection.stage.is_none() {
+                return Err(Error::usage(
+                    "load needs the stage to ping: `wsprobe load URL …`, or `wsprobe load \
+                     --stage NAME …` with the URL from wsprobe.toml",
+                ));
+            }
             let lowered = lower::connection(&args.connection, url)?;
             args.url = lowered.url.unwrap_or_default();
-            load::run(args, lowered.options, context).await
+            let given = Credentials::of(&lowered.options);
+            load::run(args, lowered.options, context)
+                .await
+                .map_err(|e| e.given(given))
         }
         Command::Serve(args) => serve::run(args, context).await,
         Command::Manage(mut args) => {

@@ -369,13 +369,9 @@ Examples:
   wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms' --threshold 'errors<0.1%'
   wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json")]
 pub struct LoadArgs {
-    /// ws:// or wss:// URL of the stage (may come from --stage instead)
-    #[arg(
-        value_name = "URL",
-        required_unless_present = "stage",
-        default_value = "",
-        hide_default_value = true
-    )]
+    /// ws:// or wss:// URL of the stage (may come from --stage instead; checked after
+    /// parsing, so that its absence can name --stage)
+    #[arg(value_name = "URL", default_value = "", hide_default_value = true)]
     pub url: String,
 
     #[command(flatten)]

@@ -1456,3 +1456,81 @@ fn wscat_auth_user_pass_is_sent_as_basic_with_one_note_and_a_scheme_as_is() {
         "{headers:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Errors that name the fix (issue 14)
+
+#[test]
+fn a_mistyped_scheme_suggests_the_url_meant() {
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["connect", "ws//127.0.0.1:9/dev", "-x", "hi"]));
+    assert_eq!(result.code, Some(2), "{}", result.stderr);
+    assert_eq!(
+        result.stderr,
+        "error: invalid URL `ws//127.0.0.1:9/dev`: the scheme is mistyped; did you mean \
+         ws://127.0.0.1:9/dev?\n"
+    );
+}
+
+#[test]
+fn hints_after_401_and_403_know_which_credentials_were_given() {
+    let backend = Backend::start(ServeConfig {
+        tokens: vec![Secret::new("token-abc")],
+        api_keys: vec![Secret::new("key-one")],
+        ..ServeConfig::default()
+    });
+    let home = temp_home();
+    let url = backend.url();
+    let hint_of = |result: &Run| {
+        assert_eq!(result.code, Some(3), "{}", result.stderr);
+        result
+            .stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("hint: "))
+            .unwrap_or_else(|| panic!("no hint: {}", result.stderr))
+            .to_owned()
+    };
+    // Nothing given: the key is missing first (403), and the hint says to pass one.
+    let bare = run(wsprobe(home.path()).args(["connect", &url, "-x", "hi"]));
+    assert_eq!(
+        hint_of(&bare),
+        "check the API key (--api-key or WSPROBE_API_KEY) and the stage in the URL; \
+         an IAM-protected stage wants a signed request (--sigv4)"
+    );
+    // The right key and a wrong token: 401, and the hint does not say "pass --auth".
+    let wrong_token = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "--api-key",
+        "key-one",
+        "--auth",
+        "Bearer wrong",
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(
+        hint_of(&wrong_token),
+        "the Authorization value was refused: check that the token is valid and not expired, \
+         that it is for this stage, and what the authorizer expects"
+    );
+    // A wrong key: 403, and the hint does not say "pass --api-key".
+    let wrong_key =
+        run(wsprobe(home.path()).args(["connect", &url, "--api-key", "nope", "-x", "hi"]));
+    assert_eq!(
+        hint_of(&wrong_key),
+        "the API key was refused: check that the key is in the stage's usage plan, and the \
+         stage in the URL; an IAM-protected stage wants a signed request (--sigv4)"
+    );
+}
+
+#[test]
+fn load_without_a_url_names_stage() {
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["load", "-c", "1"]));
+    assert_eq!(result.code, Some(2), "{}", result.stderr);
+    assert_eq!(
+        result.stderr,
+        "error: load needs the stage to ping: `wsprobe load URL …`, or `wsprobe load --stage \
+         NAME …` with the URL from wsprobe.toml\n"
+    );
+}
