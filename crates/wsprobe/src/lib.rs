@@ -73,7 +73,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Serve(args) => serve::run(args, context).await,
         Command::Manage(mut args) => {
             let url = Some(std::mem::take(&mut args.url)).filter(|url| !url.is_empty());
-            let lowered = lower::connection(&args.connection, url)?;
+            let lowered = lower::manage_connection(&args.connection, url)?;
             args.url = lowered.url.unwrap_or_default();
             manage::run(args, lowered.options, context).await
         }

@@ -64,6 +64,23 @@ pub fn connection(args: &ConnectionArgs, url: Option<String>) -> Result<Lowered,
     Ok(lowered)
 }
 
+/// [`connection`] for `manage`, refusing the options that do nothing for one HTTP call.
+pub fn manage_connection(args: &ConnectionArgs, url: Option<String>) -> Result<Lowered, Error> {
+    let useless = [
+        (!args.subprotocols.is_empty(), "-s/--subprotocol"),
+        (args.origin.is_some(), "-o/--origin"),
+        (args.route_field.is_some(), "--route-field"),
+        (args.body_field.is_some(), "--body-field"),
+        (args.echo.is_some(), "--echo"),
+    ];
+    if let Some((_, flag)) = useless.iter().find(|(given, _)| *given) {
+        return Err(Error::usage(format!(
+            "{flag} does nothing for `manage`, which makes one HTTP call to @connections"
+        )));
+    }
+    connection(args, url)
+}
+
 /// Flags first, then the profile, then the defaults.
 fn merge(
     args: &ConnectionArgs,
