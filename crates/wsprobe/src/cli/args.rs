@@ -453,12 +453,10 @@ pub struct RunArgs {
 }
 
 /// `wsprobe load`. Its pings are route-tagged and their echoes matched: `--echo off`
-/// cannot work, so only `body` and `full` are offered.
+/// cannot work, so only `body` and `full` are offered (`off` is hidden, and refused with
+/// a reason when the plan is checked).
 #[derive(Debug, Args)]
-#[command(mut_arg("echo", |arg| arg.value_parser(
-    clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["body", "full"]),
-        |value| if value == "full" { EchoFlag::Full } else { EchoFlag::Body }),
-)))]
+#[command(mut_arg("echo", |arg| arg.value_parser(load_echo_parser())))]
 #[command(mut_arg("subprotocols", |arg| arg.hide_short_help(true)))]
 #[command(after_help = "\
 Examples:
@@ -535,6 +533,21 @@ pub struct LoadArgs {
     /// No live progress line
     #[arg(long)]
     pub(crate) no_progress: bool,
+}
+
+/// `load --echo`: the [`EchoFlag`]s, with `off` hidden from the help.
+fn load_echo_parser() -> impl clap::builder::TypedValueParser<Value = EchoFlag> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new("body").help("The value of the body field, as JSON"),
+        PossibleValue::new("full").help("The whole message, as sent"),
+        PossibleValue::new("off").hide(true),
+    ])
+    .map(|value| match value.as_str() {
+        "full" => EchoFlag::Full,
+        "off" => EchoFlag::Off,
+        _ => EchoFlag::Body,
+    })
 }
 
 /// An `@connections` call of `wsprobe manage`.
