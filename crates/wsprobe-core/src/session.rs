@@ -83,6 +83,8 @@ pub enum Outgoing {
     Binary(Vec<u8>),
     /// A ping with its payload (at most 125 bytes).
     Ping(Vec<u8>),
+    /// An unsolicited pong (a heartbeat) with its payload (at most 125 bytes).
+    Pong(Vec<u8>),
     /// A close frame, with a code and reason (at most 123 bytes) or without a status.
     Close(Option<(u16, String)>),
 }
@@ -366,6 +368,15 @@ fn to_message(frame: Outgoing) -> Result<Message, SessionError> {
                 )));
             }
             Message::Ping(payload.into())
+        }
+        Outgoing::Pong(payload) => {
+            if payload.len() > 125 {
+                return Err(SessionError::Invalid(format!(
+                    "a pong payload is at most 125 bytes, this one has {}",
+                    payload.len()
+                )));
+            }
+            Message::Pong(payload.into())
         }
         Outgoing::Close(None) => Message::Close(None),
         Outgoing::Close(Some((code, reason))) => {

@@ -21,7 +21,7 @@ pub mod serve;
 use std::io::{IsTerminal, Write};
 
 use cli::{Cli, Command, lower};
-pub use error::{Error, Outcome};
+pub use error::{Credentials, Error, Outcome};
 
 /// Settings that every job honours.
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,14 +37,20 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     };
     match cli.command {
         Command::Connect(mut args) => {
-            let mut lowered = lower::connection(&args.connection, args.url.take())?;
+            // wscat's spellings: `-c URL` for the URL, `-n` for `-k`.
+            let url = args.url.take().or_else(|| args.connect_url.take());
+            args.connection.insecure |= args.no_check;
+            let mut lowered = lower::connection(&args.connection, url)?;
             lowered.options.inbox = lower::inbox(&args.inbox)?;
             if let (Some(stage), None) = (&lowered.stage, &args.history_file) {
                 // Each stage keeps its own REPL history.
                 args.history_file = cli::profile::history_file(&stage.name);
             }
             args.url = lowered.url;
-            connect::run(args, lowered.options, context).await
+            let given = Credentials::of(&lowered.options);
+            connect::run(args, lowered.options, context)
+                .await
+                .map_err(|e| e.given(given))
         }
         Command::Run(mut args) => {
             let mut lowered = lower::connection(&args.connection, args.url.take())?;
@@ -57,14 +63,23 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
                 return load::merge::run(merge);
             }
             let url = Some(std::mem::take(&mut args.url)).filter(|url| !url.is_empty());
+            if url.is_none() && args.connection.stage.is_none() {
+                return Err(Error::usage(
+                    "load needs the stage to ping: `wsprobe load URL …`, or `wsprobe load \
+                     --stage NAME …` with the URL from wsprobe.toml",
+                ));
+            }
             let lowered = lower::connection(&args.connection, url)?;
             args.url = lowered.url.unwrap_or_default();
-            load::run(*args, lowered.options, context).await
+            let given = Credentials::of(&lowered.options);
+            load::run(*args, lowered.options, context)
+                .await
+                .map_err(|e| e.given(given))
         }
         Command::Serve(args) => serve::run(args, context).await,
         Command::Manage(mut args) => {
             let url = Some(std::mem::take(&mut args.url)).filter(|url| !url.is_empty());
-            let lowered = lower::connection(&args.connection, url)?;
+            let lowered = lower::manage_connection(&args.connection, url)?;
             args.url = lowered.url.unwrap_or_default();
             manage::run(args, lowered.options, context).await
         }

@@ -6,7 +6,8 @@ use wsprobe::cli::Cli;
 use wsprobe::error_reporting;
 
 fn main() -> ExitCode {
-    let cli = <Cli as clap::Parser>::parse();
+    let cli =
+        <Cli as clap::Parser>::parse_from(wsprobe::cli::with_wscat_spelling(std::env::args_os()));
     wsprobe::init_color(cli.no_color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -400,6 +400,11 @@ pub fn parse_url(text: &str) -> Result<Url, ConnectError> {
         ));
     }
     let Some((scheme, rest)) = text.split_once("://") else {
+        if let Some(fixed) = mistyped_scheme(text) {
+            return Err(invalid(format!(
+                "the scheme is mistyped; did you mean {fixed}?"
+            )));
+        }
         return Err(invalid(format!(
             "it has no scheme; write ws://{text} or wss://{text}"
         )));
@@ -431,6 +436,27 @@ pub fn parse_url(text: &str) -> Result<Url, ConnectError> {
         ));
     }
     Ok(url)
+}
+
+/// The URL meant by one whose scheme lacks its `://` (`ws//h/dev`, `wss:/h`, `ws:h`;
+/// `http` and `https` become `ws` and `wss`), if it looks like one.
+fn mistyped_scheme(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let (typed, scheme) = [
+        ("wss", "wss"),
+        ("ws", "ws"),
+        ("https", "wss"),
+        ("http", "ws"),
+    ]
+    .into_iter()
+    .find(|(typed, _)| lower.starts_with(typed))?;
+    // The typed scheme is ASCII, so its length is a character boundary of `text` too.
+    let rest = &text[typed.len()..];
+    if !rest.starts_with([':', '/', ';']) {
+        return None;
+    }
+    let rest = rest.trim_start_matches([':', ';']).trim_start_matches('/');
+    (!rest.is_empty()).then(|| format!("{scheme}://{rest}"))
 }
 
 /// An open WebSocket connection and what its handshake told us.
@@ -912,6 +938,19 @@ mod tests {
         let reason = reason_of("localhost:8080/dev");
         assert!(reason.contains("ws://localhost:8080/dev"), "{reason}");
         assert!(reason.contains("wss://localhost:8080/dev"), "{reason}");
+    }
+
+    #[test]
+    fn a_mistyped_scheme_suggests_the_url_meant() {
+        assert_eq!(
+            reason_of("ws//host/dev"),
+            "the scheme is mistyped; did you mean ws://host/dev?"
+        );
+        assert!(reason_of("wss:/h/dev").contains("did you mean wss://h/dev?"));
+        assert!(reason_of("WSS:h:443/dev").contains("did you mean wss://h:443/dev?"));
+        assert!(reason_of("https//h/dev").contains("did you mean wss://h/dev?"));
+        assert!(reason_of("ws.example.com/dev").contains("no scheme"));
+        assert!(reason_of("ws//").contains("no scheme"));
     }
 
     #[test]

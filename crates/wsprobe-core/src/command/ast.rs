@@ -184,7 +184,7 @@ impl Statement {
                 templates.push(connection_id)
             }
             Command::Text(text) => templates.push(text),
-            Command::Ping(data) => templates.extend(data),
+            Command::Ping(data) | Command::Pong(data) => templates.extend(data),
             Command::Close { reason, .. } => templates.extend(reason),
             Command::Expect(expect) => match &expect.expectation {
                 Expectation::Message(matcher) | Expectation::Response(matcher) => {
@@ -225,6 +225,8 @@ pub enum Command {
     Binary(Vec<u8>),
     /// `ping [DATA]`: a ping frame with the rest of the line as its payload.
     Ping(Option<Template>),
+    /// `pong [DATA]`: an unsolicited pong frame (a heartbeat), as wscat's `/pong`.
+    Pong(Option<Template>),
     /// `close [CODE [REASON]]`: start the closing handshake (code 1000 when omitted).
     Close {
         /// The close code, checked to be one a client may send.
@@ -276,6 +278,7 @@ impl Command {
             | Command::Text(_)
             | Command::Binary(_)
             | Command::Ping(_)
+            | Command::Pong(_)
             | Command::Close { .. }
             | Command::Capture(_) => true,
             Command::Expect(expect) => matches!(
@@ -294,6 +297,7 @@ impl Command {
             Command::Text(_) => "text",
             Command::Binary(_) => "binary",
             Command::Ping(_) => "ping",
+            Command::Pong(_) => "pong",
             Command::Close { .. } => "close",
             Command::Expect(_) => "expect",
             Command::Capture(_) => "capture",

@@ -335,13 +335,17 @@ impl Engine {
                 self.send(statement, target, Outgoing::Binary(data.clone()), None)
                     .await
             }
-            Command::Ping(data) => {
+            Command::Ping(data) | Command::Pong(data) => {
                 let data = match data {
                     Some(data) => data.resolve(&self.vars)?.into_bytes(),
                     None => Vec::new(),
                 };
-                self.send(statement, target, Outgoing::Ping(data), None)
-                    .await
+                let frame = if matches!(statement.command, Command::Ping(_)) {
+                    Outgoing::Ping(data)
+                } else {
+                    Outgoing::Pong(data)
+                };
+                self.send(statement, target, frame, None).await
             }
             Command::Close { code, reason } => {
                 let code = code.as_ref().map_or(1000, |code| code.value);

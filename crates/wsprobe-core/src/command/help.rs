@@ -113,6 +113,14 @@ pub const COMMANDS: &[CommandHelp] = &[
         example: "ping hello",
     },
     CommandHelp {
+        name: "pong",
+        aliases: &[],
+        scope: Scope::Both,
+        usage: "pong [DATA]",
+        summary: "Send an unsolicited pong frame (a heartbeat), as wscat's /pong.",
+        example: "pong",
+    },
+    CommandHelp {
         name: "close",
         aliases: &[],
         scope: Scope::Both,
@@ -246,8 +254,8 @@ pub const EXPECT_WORDS: &[&str] = &[
 /// The command keywords usable at the prompt (with their aliases), for tab completion.
 pub fn command_names() -> &'static [&'static str] {
     &[
-        "connect", "send", "text", "binary", "ping", "close", "expect", "capture", "sleep", "wait",
-        "post", "get", "delete", "echo", "pretty", "help", "quit", "exit",
+        "connect", "send", "text", "binary", "ping", "pong", "close", "expect", "capture", "sleep",
+        "wait", "post", "get", "delete", "echo", "pretty", "help", "quit", "exit",
     ]
 }
 

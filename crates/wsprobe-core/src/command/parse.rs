@@ -160,7 +160,8 @@ pub(crate) fn parse_line(
             Command::Text(Template::parse(rest, line_no, r.column_at(at))?)
         }
         "binary" => Command::Binary(binary_data(&mut r, "binary")?.unwrap_or_default()),
-        "ping" => ping(&mut r)?,
+        "ping" => Command::Ping(control_data(&mut r, "a ping payload")?),
+        "pong" => Command::Pong(control_data(&mut r, "a pong payload")?),
         "close" => close(&mut r)?,
         "expect" => match expect(&mut r, keyword_span)? {
             Expected::Command(expect) => Command::Expect(expect),
@@ -278,7 +279,7 @@ fn target_not_allowed(target: &Spanned<String>, keyword: &str) -> SyntaxError {
         format!("`@{}` does not apply to `{keyword}`", target.value),
         target.span,
     )
-    .with_hint("only commands that act on a connection take `@NAME` (send, text, binary, ping, close, expect, capture)")
+    .with_hint("only commands that act on a connection take `@NAME` (send, text, binary, ping, pong, close, expect, capture)")
 }
 
 /// A connection name: `[A-Za-z_][A-Za-z0-9_-]*`.
@@ -608,13 +609,14 @@ fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-fn ping(r: &mut LineReader) -> Result<Command, SyntaxError> {
+/// The optional payload of `ping` or `pong`: the rest of the line, at most 125 bytes.
+fn control_data(r: &mut LineReader, what: &str) -> Result<Option<Template>, SyntaxError> {
     let Some((rest, at)) = r.rest_free_text() else {
-        return Ok(Command::Ping(None));
+        return Ok(None);
     };
     let data = Template::parse(rest, r.line(), r.column_at(at))?;
-    check_control_len(&data, 125, "a ping payload")?;
-    Ok(Command::Ping(Some(data)))
+    check_control_len(&data, 125, what)?;
+    Ok(Some(data))
 }
 
 fn check_control_len(template: &Template, max: usize, what: &str) -> Result<(), SyntaxError> {
@@ -1306,6 +1308,8 @@ mod tests {
             Command::Close { reason: None, .. }
         ));
         assert!(matches!(one("ping hi there"), Command::Ping(Some(t)) if t.source == "hi there"));
+        assert!(matches!(one("pong"), Command::Pong(None)));
+        assert!(matches!(one("pong beat"), Command::Pong(Some(t)) if t.source == "beat"));
         match one("close 4000 going away now") {
             Command::Close { code, reason } => {
                 assert_eq!(code.map(|c| c.value), Some(4000));

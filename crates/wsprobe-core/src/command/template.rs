@@ -115,6 +115,11 @@ impl ResolveError {
     /// A suggestion for the user, if there is one.
     pub fn hint(&self) -> Option<String> {
         match self {
+            // `wsprobe run --url URL` is what sets it.
+            ResolveError::UndefinedVariable { name, .. } if name == "WS_URL" => Some(
+                "give the URL with `--url URL` (it sets ${WS_URL}), or set WS_URL in the environment"
+                    .into(),
+            ),
             ResolveError::UndefinedVariable { name, .. } => Some(format!(
                 "set it with `--var {name}=VALUE`, in the environment, or with `capture {name} = …` above"
             )),

@@ -16,15 +16,40 @@ const ABOUT: &str = "A WebSocket tester for API Gateway stages and other WebSock
 
 const EXAMPLES: &str = "\
 Examples:
-  wsprobe connect                                   # REPL against the bundled backend
+  wsprobe connect                       # REPL against the bundled backend
+  wsprobe -c ws://127.0.0.1:8080/dev    # wscat's spelling of connect URL
   wsprobe connect wss://abc123.execute-api.eu-west-1.amazonaws.com/dev \\
       --auth 'Bearer xyz' --api-key \"$API_KEY\"
   wsprobe run scripts/echo.wsp --report junit=report.xml
-  wsprobe load ws://127.0.0.1:8080/dev -c 100 --rate 1000/s -d 30s --threshold 'p99<50ms'
+  wsprobe load ws://127.0.0.1:8080/dev -c 100 --rate 1000/s -d 30s
   wsprobe serve --api-key secret-key --token xyz
 
-Exit codes: 0 success, 1 a check failed, 2 usage or script error, 3 could not connect,
-130 interrupted.";
+Exit codes: 0 success, 1 a check failed, 2 usage or script error,
+3 could not connect, 130 interrupted.";
+
+/// The command line with wscat's `wsprobe -c URL …` turned into `wsprobe connect -c URL …`:
+/// when the first argument after the global flags is `-c` or `--connect`, `connect` is
+/// put before it.
+pub fn with_wscat_spelling(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let first = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find(|(_, arg)| !matches!(arg.to_str(), Some("--no-color" | "--show-secrets")));
+    if let Some((at, arg)) = first {
+        let arg = arg.to_string_lossy();
+        let wscat = arg == "--connect"
+            || arg.starts_with("--connect=")
+            || (arg.starts_with("-c") && !arg.starts_with("--"));
+        if wscat {
+            args.insert(at, "connect".into());
+        }
+    }
+    args
+}
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -33,12 +58,14 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Never colour output (colour is also off when NO_COLOR is set or output is not a terminal)
-    #[arg(long, global = true)]
+    /// Never colour output
+    ///
+    /// Colour is also off when NO_COLOR is set or output is not a terminal.
+    #[arg(long, global = true, help_heading = "Output")]
     pub no_color: bool,
 
     /// Print tokens, API keys and other secrets instead of redacting them
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output", hide_short_help = true)]
     pub(crate) show_secrets: bool,
 }
 
@@ -75,19 +102,25 @@ pub(crate) enum EchoFlag {
     Off,
 }
 
-/// Options for opening a connection, shared by `connect`, `run` and `load`.
+/// Options for opening a connection, shared by `connect`, `run`, `load` and `manage`,
+/// shown under the headings Connection, TLS and AWS. `-h` shows the common ones; the rest
+/// (`hide_short_help`) only in `--help`.
 #[derive(Clone, Debug, Args)]
 pub struct ConnectionArgs {
     /// Extra handshake header, repeatable
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = values::parse_header)]
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = values::parse_header, help_heading = "Connection")]
     pub(crate) headers: Vec<Header>,
 
-    /// Authorization header value, e.g. 'Bearer xyz'
+    /// Authorization value: 'Bearer xyz' or USER:PASS
+    ///
+    /// A value with a scheme is sent as given; wscat's USER:PASS (no space, one colon) is
+    /// sent as Basic credentials, with a note on stderr.
     #[arg(
         long,
         value_name = "VALUE",
         env = "WSPROBE_AUTH",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = "Connection"
     )]
     pub(crate) auth: Option<Secret>,
 
@@ -96,82 +129,164 @@ pub struct ConnectionArgs {
         long,
         value_name = "KEY",
         env = "WSPROBE_API_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = "Connection"
     )]
     pub(crate) api_key: Option<Secret>,
 
     /// Sec-WebSocket-Protocol to offer, repeatable
-    #[arg(short = 's', long = "subprotocol", value_name = "PROTOCOL")]
+    #[arg(
+        short = 's',
+        long = "subprotocol",
+        value_name = "PROTOCOL",
+        help_heading = "Connection"
+    )]
     pub(crate) subprotocols: Vec<String>,
 
     /// Origin header
-    #[arg(short = 'o', long, value_name = "URL")]
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "URL",
+        help_heading = "Connection",
+        hide_short_help = true
+    )]
     pub(crate) origin: Option<String>,
 
     /// How long the TCP connect, TLS and WebSocket handshake may take [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration, help_heading = "Connection", hide_short_help = true)]
     pub(crate) connect_timeout: Option<Duration>,
 
-    /// Extra PEM root certificates to trust (besides the platform's)
-    #[arg(long, value_name = "FILE")]
+    /// PEM certificates to trust: a CA, or the server's own self-signed one
+    ///
+    /// Trusted besides the platform's roots. A self-signed server certificate listed here
+    /// is trusted even when marked CA:TRUE; its name and dates are still checked.
+    #[arg(long, value_name = "FILE", alias = "ca", help_heading = "TLS")]
     pub(crate) cacert: Option<PathBuf>,
 
     /// PEM client certificate for mutual TLS (with --key)
-    #[arg(long, value_name = "FILE", requires = "key")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "TLS",
+        hide_short_help = true
+    )]
     pub(crate) cert: Option<PathBuf>,
 
     /// PEM private key of the client certificate (with --cert)
-    #[arg(long, value_name = "FILE", requires = "cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS",
+        hide_short_help = true
+    )]
     pub(crate) key: Option<PathBuf>,
 
     /// Do not verify the server's TLS certificate (dangerous; prints a warning)
-    #[arg(short = 'k', long)]
+    #[arg(short = 'k', long, help_heading = "TLS")]
     pub(crate) insecure: bool,
 
     /// JSON field that carries the route of a route-tagged send [default: action]
-    #[arg(long, value_name = "NAME")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Connection",
+        hide_short_help = true
+    )]
     pub(crate) route_field: Option<String>,
 
     /// JSON field that carries the payload of a route-tagged send [default: body]
-    #[arg(long, value_name = "NAME")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Connection",
+        hide_short_help = true
+    )]
     pub(crate) body_field: Option<String>,
 
     /// What the echo of a route-tagged send looks like [default: body]
-    #[arg(long, value_name = "POLICY", value_enum)]
+    #[arg(
+        long,
+        value_name = "POLICY",
+        value_enum,
+        help_heading = "Connection",
+        hide_short_help = true
+    )]
     pub(crate) echo: Option<EchoFlag>,
 
-    /// HTTP CONNECT proxy for every connection, loopback included: http://HOST:PORT or http://USER:PASS@HOST:PORT
-    /// (overrides HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY; '' connects directly)
-    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    /// HTTP CONNECT proxy: http://HOST:PORT or http://USER:PASS@HOST:PORT
+    ///
+    /// Used for every connection, loopback included; overrides HTTPS_PROXY, HTTP_PROXY,
+    /// ALL_PROXY and NO_PROXY. '' connects directly.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "no_proxy",
+        help_heading = "Connection",
+        hide_short_help = true
+    )]
     pub(crate) proxy: Option<Secret>,
 
     /// Connect directly, ignoring the proxy environment variables
-    #[arg(long)]
+    #[arg(long, help_heading = "Connection", hide_short_help = true)]
     pub(crate) no_proxy: bool,
 
-    /// Take the URL and connection options from this stage of wsprobe.toml (flags win)
-    #[arg(short = 'S', long, value_name = "NAME", env = "WSPROBE_STAGE")]
+    /// Use a stage of wsprobe.toml (flags win)
+    #[arg(
+        short = 'S',
+        long,
+        value_name = "NAME",
+        env = "WSPROBE_STAGE",
+        hide_env_values = true,
+        help_heading = "Connection"
+    )]
     pub stage: Option<String>,
 
-    /// The stage profile file (default: ./wsprobe.toml, else wsprobe/wsprobe.toml in the
-    /// user's config directory)
-    #[arg(long = "config", value_name = "FILE", env = "WSPROBE_CONFIG")]
+    /// The stage profile file
+    ///
+    /// Default: ./wsprobe.toml, else wsprobe/wsprobe.toml in the user's config directory.
+    #[arg(
+        long = "config",
+        value_name = "FILE",
+        env = "WSPROBE_CONFIG",
+        hide_env_values = true,
+        help_heading = "Connection",
+        hide_short_help = true
+    )]
     pub(crate) config_file: Option<PathBuf>,
 
-    /// Sign the handshake (and @connections calls) with AWS SigV4 for service execute-api, as IAM-protected stages require
-    #[arg(long)]
+    /// Sign with AWS SigV4 (execute-api), as IAM-protected stages require
+    ///
+    /// Signs the handshake, and the @connections calls.
+    #[arg(long, help_heading = "AWS")]
     pub(crate) sigv4: bool,
 
     /// Sign with a presigned URL (SigV4 in the query string) instead of headers
-    #[arg(long)]
+    #[arg(long, help_heading = "AWS", hide_short_help = true)]
     pub(crate) sigv4_query: bool,
 
-    /// AWS region to sign for (default: from an execute-api host, AWS_REGION, or the profile)
-    #[arg(long, value_name = "REGION")]
+    /// AWS region to sign for
+    ///
+    /// Default: from an execute-api host, AWS_REGION, or the profile.
+    #[arg(
+        long,
+        value_name = "REGION",
+        help_heading = "AWS",
+        hide_short_help = true
+    )]
     pub(crate) region: Option<String>,
 
-    /// Profile of ~/.aws/credentials and ~/.aws/config to sign with (default: AWS_PROFILE, then `default`)
-    #[arg(long, value_name = "NAME")]
+    /// AWS profile to sign with (default: AWS_PROFILE, then `default`)
+    ///
+    /// A profile of ~/.aws/credentials and ~/.aws/config.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "AWS",
+        hide_short_help = true
+    )]
     pub(crate) profile: Option<String>,
 }
 
@@ -179,10 +294,10 @@ pub struct ConnectionArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
-  wsprobe connect                         # starts the bundled backend and connects to it
+  wsprobe connect                  # starts the bundled backend, connects to it
   wsprobe connect ws://127.0.0.1:8080/dev --auth 'Bearer xyz' --api-key k1
   wsprobe connect URL -x '/send send \"Hello World!\"' -w 1s
-  echo hello | wsprobe connect URL        # pipe mode: one message a line
+  echo hello | wsprobe connect URL # pipe mode: one message a line
 
 At the prompt: a plain line is sent as a text frame; /help lists the commands.")]
 pub struct ConnectArgs {
@@ -190,39 +305,61 @@ pub struct ConnectArgs {
     #[arg(value_name = "URL")]
     pub url: Option<String>,
 
+    /// The URL, as wscat takes it (`-c URL`)
+    #[arg(
+        short = 'c',
+        long = "connect",
+        value_name = "URL",
+        conflicts_with = "url"
+    )]
+    pub(crate) connect_url: Option<String>,
+
+    /// wscat's -n: do not verify the server's TLS certificate, as -k
+    #[arg(short = 'n', long = "no-check", hide_short_help = true)]
+    pub(crate) no_check: bool,
+
+    /// Accepted for wscat compatibility: slash commands are always on
+    #[arg(long = "slash", hide_short_help = true)]
+    pub(crate) _slash: bool,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
 
     #[command(flatten)]
     pub inbox: InboxArgs,
 
-    /// Run this command (or send this text) after connecting, repeatable; then exit
+    /// Run this command (or send this text), repeatable; then exit
     #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
     pub(crate) execute: Vec<String>,
 
-    /// With -x or piped input: how long to wait for messages before exiting (0: leave as soon as echo checks settle)
-    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger)]
-    pub(crate) wait: Duration,
+    /// After -x or piped input: how long to wait for messages (-1: stay connected)
+    ///
+    /// A duration (500ms, 2s) or seconds without a unit, as wscat takes them. 0 leaves as
+    /// soon as the echo checks settle; -1 stays connected until the server closes or Ctrl-C.
+    #[arg(short = 'w', long = "wait", value_name = "DURATION", default_value = "2s", value_parser = parse_linger, allow_negative_numbers = true)]
+    pub(crate) wait: Linger,
 
     /// How long an echo check waits for the echo
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration, hide_short_help = true)]
     pub(crate) echo_timeout: Duration,
 
     /// Show control frames (ping, pong, close)
-    #[arg(short = 'P', long)]
+    #[arg(short = 'P', long, alias = "show-ping-pong", help_heading = "Output")]
     pub(crate) show_control: bool,
 
     /// Prefix each message with a timestamp
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long, help_heading = "Output")]
     pub(crate) timestamps: bool,
 
     /// Pretty-print JSON messages
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub(crate) pretty: bool,
 
-    /// History file (default: wsprobe/history in the user's data directory; with --stage
-    /// NAME, wsprobe/history-NAME)
-    #[arg(long, value_name = "FILE")]
+    /// History file
+    ///
+    /// Default: wsprobe/history in the user's data directory; with --stage NAME,
+    /// wsprobe/history-NAME.
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
     pub(crate) history_file: Option<PathBuf>,
 }
 
@@ -238,13 +375,39 @@ pub struct InboxArgs {
     pub(crate) inbox_bytes: Option<u64>,
 }
 
-/// `-w`: a duration, where a bare `0` (no wait at all) needs no unit.
-fn parse_linger(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        Ok(Duration::ZERO)
-    } else {
-        values::parse_duration(text)
+/// How long `connect -x` or a pipe waits for messages once its input has run out (`-w`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Linger {
+    /// This long.
+    For(Duration),
+    /// Until the server closes or Ctrl-C (`-w -1`, as wscat).
+    Forever,
+}
+
+impl Linger {
+    /// The wait, or `None` for ever.
+    pub(crate) fn duration(self) -> Option<Duration> {
+        match self {
+            Linger::For(duration) => Some(duration),
+            Linger::Forever => None,
+        }
     }
+}
+
+/// `-w`: a duration, or wscat's spelling: seconds without a unit (`1`, `0.5`), `-1` for ever.
+fn parse_linger(text: &str) -> Result<Linger, String> {
+    let text = text.trim();
+    if text == "-1" {
+        return Ok(Linger::Forever);
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map(Linger::For)
+            .map_err(|_| {
+                format!("`{text}` is not a wait: give seconds (`2`), a duration (`500ms`), or -1 to stay connected")
+            });
+    }
+    values::parse_duration(text).map(Linger::For)
 }
 
 /// A `--report FORMAT=PATH` of `wsprobe run`.
@@ -269,7 +432,7 @@ fn parse_report_target(text: &str) -> Result<ReportTarget, String> {
 #[command(after_help = "\
 Examples:
   wsprobe run scripts/echo.wsp --url ws://127.0.0.1:8080/dev
-  wsprobe run tests/*.wsp --var TOKEN=\"$TOKEN\" --report junit=junit.xml --report json=run.json")]
+  wsprobe run tests/*.wsp --var TOKEN=\"$TOKEN\" --report junit=junit.xml")]
 pub struct RunArgs {
     /// Script files to run, in order
     #[arg(value_name = "FILE", required = true)]
@@ -307,19 +470,23 @@ pub struct RunArgs {
     pub connection: ConnectionArgs,
 }
 
-/// `wsprobe load`.
+/// `wsprobe load`. Its pings are route-tagged and their echoes matched: `--echo off`
+/// cannot work, so only `body` and `full` are offered (`off` is hidden, and refused with
+/// a reason when the plan is checked).
 #[derive(Clone, Debug, Args)]
+#[command(mut_arg("echo", |arg| arg.value_parser(load_echo_parser())))]
+#[command(mut_arg("subprotocols", |arg| arg.hide_short_help(true)))]
 #[command(
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "\
 Examples:
-  wsprobe load ws://127.0.0.1:8080/dev -c 50 -d 10s              # closed model: max rate
-  wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms' --threshold 'errors<0.1%'
+  wsprobe load ws://127.0.0.1:8080/dev -c 50 -d 10s    # closed model: max rate
+  wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms'
   wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json
-  # sharded: run on each of 4 machines (I = 0..3), then merge the reports exactly
-  wsprobe load URL -c 40000 --rate 8000/s -d 5m --shard I/4 --start-at 2026-11-28T05:00:00Z \\
-      --report-json shard-I.json
+  # sharded: on each of 4 machines (I = 0..3), then merge the reports exactly
+  wsprobe load URL -c 40000 --rate 8000/s -d 5m --shard I/4 \\
+      --start-at 2026-11-28T05:00:00Z --report-json shard-I.json
   wsprobe load merge shard-*.json --threshold 'p99<50ms'"
 )]
 pub struct LoadArgs {
@@ -327,12 +494,8 @@ pub struct LoadArgs {
     pub(crate) command: Option<LoadCommand>,
 
     /// ws:// or wss:// URL of the stage (may come from --stage instead)
-    #[arg(
-        value_name = "URL",
-        required_unless_present = "stage",
-        default_value = "",
-        hide_default_value = true
-    )]
+    // Not `required_unless_present`: checked after parsing, so the error can name --stage.
+    #[arg(value_name = "URL", default_value = "", hide_default_value = true)]
     pub url: String,
 
     #[command(flatten)]
@@ -342,11 +505,15 @@ pub struct LoadArgs {
     #[arg(short = 'c', long, value_name = "N", default_value_t = 10)]
     pub(crate) connections: usize,
 
-    /// Target message rate over all connections (open model); without it, one ping in flight per connection
+    /// Target message rate over all connections (open model)
+    ///
+    /// Without it, one ping is in flight per connection (closed model: the maximum rate).
     #[arg(long, value_name = "N/s", value_parser = values::parse_rate)]
     pub(crate) rate: Option<f64>,
 
-    /// How long to send for, once every connection has tried to open [default: 10s]
+    /// How long to send for [default: 10s]
+    ///
+    /// Counted from when every connection has tried to open.
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = values::parse_duration, conflicts_with = "count")]
     pub(crate) duration: Option<Duration>,
 
@@ -354,7 +521,9 @@ pub struct LoadArgs {
     #[arg(short = 'n', long, value_name = "COUNT")]
     pub(crate) count: Option<u64>,
 
-    /// Spread connection opening over this long (never faster than --connect-rate)
+    /// Spread connection opening over this long
+    ///
+    /// Never faster than --connect-rate.
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
     pub(crate) ramp_up: Option<Duration>,
 
@@ -362,7 +531,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate)]
     pub(crate) connect_rate: f64,
 
-    /// Size of each ping message in bytes (padding is added up to it; at most 16MiB)
+    /// Size of each ping message in bytes (at most 16MiB)
+    ///
+    /// Padding is added up to it.
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = values::parse_size)]
     pub(crate) size: u64,
 
@@ -374,7 +545,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = values::parse_duration)]
     pub(crate) timeout: Duration,
 
-    /// Pass/fail condition, repeatable: p99<50ms, p99.9<200ms, errors<0.1%, connect_errors==0, rate>=950/s
+    /// Pass/fail condition, repeatable: p99<50ms, errors<0.1%, …
+    ///
+    /// For example p99<50ms, p99.9<200ms, errors<0.1%, connect_errors==0, rate>=950/s.
     #[arg(long = "threshold", value_name = "EXPR")]
     pub(crate) thresholds: Vec<String>,
 
@@ -439,6 +612,21 @@ pub(crate) struct MergeArgs {
     pub(crate) report_json: Option<PathBuf>,
 }
 
+/// `load --echo`: the [`EchoFlag`]s, with `off` hidden from the help.
+fn load_echo_parser() -> impl clap::builder::TypedValueParser<Value = EchoFlag> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new("body").help("The value of the body field, as JSON"),
+        PossibleValue::new("full").help("The whole message, as sent"),
+        PossibleValue::new("off").hide(true),
+    ])
+    .map(|value| match value.as_str() {
+        "full" => EchoFlag::Full,
+        "off" => EchoFlag::Off,
+        _ => EchoFlag::Body,
+    })
+}
+
 /// An `@connections` call of `wsprobe manage`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ManageAction {
@@ -450,20 +638,27 @@ pub(crate) enum ManageAction {
     Delete,
 }
 
-/// `wsprobe manage`.
+/// `wsprobe manage`. One HTTP call: the WebSocket-only options (`-s`, `-o`, the message
+/// conventions) do nothing for it, so they are hidden here and refused when given
+/// ([`lower::manage_connection`](super::lower::manage_connection)).
 #[derive(Debug, Args)]
+#[command(mut_arg("subprotocols", |arg| arg.hide(true)))]
+#[command(mut_arg("origin", |arg| arg.hide(true)))]
+#[command(mut_arg("route_field", |arg| arg.hide(true)))]
+#[command(mut_arg("body_field", |arg| arg.hide(true)))]
+#[command(mut_arg("echo", |arg| arg.hide(true)))]
 #[command(after_help = "\
 The URL is the stage (ws:// or wss://, as for connect) or its management endpoint
 (http(s)://HOST/STAGE or http(s)://HOST/STAGE/@connections).
 
 Examples:
-  wsprobe manage post R0oXAdfD0kwCH6w= '{\"hello\":1}' --url ws://127.0.0.1:8080/dev
-  echo hi | wsprobe manage post R0oXAdfD0kwCH6w= --url wss://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4
-  wsprobe manage get R0oXAdfD0kwCH6w= --url https://abc123.execute-api.eu-west-1.amazonaws.com/dev --sigv4 --profile dev
+  wsprobe manage post R0oXAdfD0kwCH6w= '{\"hi\":1}' --url ws://127.0.0.1:8080/dev
+  echo hi | wsprobe manage post R0oXAdfD0kwCH6w= --url \"$STAGE_URL\" --sigv4
+  wsprobe manage get R0oXAdfD0kwCH6w= --url \"$STAGE_URL\" --sigv4 --profile dev
   wsprobe manage delete R0oXAdfD0kwCH6w= --url ws://127.0.0.1:8080/dev
 
-Exit codes: 0 on a 2xx answer, 1 on any other status (e.g. 410 GoneException), 3 if the
-endpoint cannot be reached.")]
+Exit codes: 0 on a 2xx answer, 1 on any other status (e.g. 410 GoneException),
+3 if the endpoint cannot be reached.")]
 pub struct ManageArgs {
     /// post, get or delete
     #[arg(value_name = "ACTION", value_enum)]
@@ -487,7 +682,7 @@ pub struct ManageArgs {
     )]
     pub url: String,
 
-    #[command(flatten, next_help_heading = "Connection options")]
+    #[command(flatten)]
     pub connection: ConnectionArgs,
 }
 
@@ -513,10 +708,10 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
-  wsprobe serve                                          # ws://127.0.0.1:8080/dev
-  wsprobe serve --route-selection-expression '$request.body.message'   # the blog's sample app
-  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --token xyz --route chat=broadcast
-  wsprobe serve --integration \"$LAMBDA_URL\" --authorizer \"$AUTHORIZER_URL\" --default-route none")]
+  wsprobe serve                                  # ws://127.0.0.1:8080/dev
+  wsprobe serve --route-selection-expression '$request.body.message'
+  wsprobe serve --listen 127.0.0.1:0 --api-key k1 --route chat=broadcast
+  wsprobe serve --integration \"$LAMBDA_URL\" --authorizer \"$AUTHORIZER_URL\"")]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -526,7 +721,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", default_value = "dev")]
     pub stage: String,
 
-    /// Require this x-api-key on $connect (403 otherwise), repeatable
+    /// Require this x-api-key on $connect (403 otherwise)
+    ///
+    /// Repeatable; comma-separated in the environment.
     #[arg(
         long = "api-key",
         value_name = "KEY",
@@ -536,7 +733,9 @@ pub struct ServeArgs {
     )]
     pub(crate) api_keys: Vec<Secret>,
 
-    /// Require 'Authorization: Bearer TOKEN' on $connect (401 otherwise), repeatable
+    /// Require 'Authorization: Bearer TOKEN' on $connect (401 otherwise)
+    ///
+    /// Repeatable; comma-separated in the environment.
     #[arg(
         long = "token",
         value_name = "TOKEN",
@@ -546,80 +745,110 @@ pub struct ServeArgs {
     )]
     pub(crate) tokens: Vec<Secret>,
 
-    /// Route selection expression: $request.body.PATH, ${request.body.PATH}, or several
-    /// variables with static text (${request.body.kind}-${request.body.op})
+    /// Route selection expression
+    ///
+    /// $request.body.PATH, ${request.body.PATH}, or several variables with static text
+    /// (${request.body.kind}-${request.body.op}).
     #[arg(long, value_name = "EXPR", default_value = "$request.body.action")]
     pub(crate) route_selection_expression: String,
 
-    /// Add a route: NAME=echo-body|echo|broadcast|whoami|lambda|lambda:URL ($default=… sets
-    /// the default route; $connect and $disconnect take lambda only), repeatable
+    /// Add a route, repeatable: NAME=echo-body|echo|broadcast|whoami|lambda
+    ///
+    /// NAME=echo-body|echo|broadcast|whoami|lambda|lambda:URL. $default=… sets the default
+    /// route; $connect and $disconnect take lambda only.
     #[arg(long = "route", value_name = "NAME=BEHAVIOUR")]
     pub(crate) routes: Vec<String>,
 
-    /// Lambda integration for $connect, $disconnect and $default (replacing the built-in
-    /// send route): POST each event to this Lambda-runtime URL, e.g.
-    /// http://127.0.0.1:9000/2015-03-31/functions/function/invocations
+    /// Lambda-runtime URL for $connect, $disconnect and $default
+    ///
+    /// Replaces the built-in send route: each event is POSTed to this Lambda-runtime URL,
+    /// e.g. http://127.0.0.1:9000/2015-03-31/functions/function/invocations
     #[arg(long, value_name = "URL")]
     pub(crate) integration: Option<String>,
 
-    /// Lambda REQUEST authorizer for $connect: POST a REQUEST event to this Lambda-runtime
-    /// URL before the handshake is accepted (401, 403 or 500 when it refuses or fails)
+    /// Lambda-runtime URL of a REQUEST authorizer for $connect
+    ///
+    /// A REQUEST event is POSTed to it before the handshake is accepted (401, 403 or 500
+    /// when it refuses or fails).
     #[arg(long, value_name = "URL")]
     pub(crate) authorizer: Option<String>,
 
-    /// The authorizer's identity sources, comma-separated: route.request.header.NAME,
-    /// route.request.querystring.NAME; any missing or empty gets 401 without a call
-    /// [default: route.request.header.Authorization]
-    #[arg(long, value_name = "SOURCES", requires = "authorizer")]
+    /// The authorizer's identity sources, comma-separated
+    ///
+    /// route.request.header.NAME, route.request.querystring.NAME; any missing or empty gets
+    /// 401 without a call [default: route.request.header.Authorization]
+    #[arg(
+        long,
+        value_name = "SOURCES",
+        requires = "authorizer",
+        hide_short_help = true
+    )]
     pub(crate) identity_source: Option<String>,
 
-    /// Give route NAME a route response: its integration's body goes back to the caller,
-    /// repeatable
-    #[arg(long = "route-response", value_name = "NAME")]
+    /// Give route NAME a route response, repeatable
+    ///
+    /// Its integration's body goes back to the caller.
+    #[arg(long = "route-response", value_name = "NAME", hide_short_help = true)]
     pub(crate) route_responses: Vec<String>,
 
-    /// How long an integration may take before the client gets `Internal server error`
-    /// (502 on $connect)
-    #[arg(long, value_name = "DURATION", default_value = "29s", value_parser = values::parse_duration)]
+    /// How long an integration may take
+    ///
+    /// After it, the client gets `Internal server error` (502 on $connect).
+    #[arg(long, value_name = "DURATION", default_value = "29s", value_parser = values::parse_duration, hide_short_help = true)]
     pub(crate) integration_timeout: Duration,
 
-    /// How many invocations may be in flight at once per integration endpoint; the others
-    /// wait in its queue (1: one Lambda runtime handles one invocation at a time)
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Invocations in flight at once per integration endpoint
+    ///
+    /// The others wait in its queue (1: one Lambda runtime handles one invocation at a time).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), hide_short_help = true)]
     pub(crate) integration_concurrency: u16,
 
-    /// What unmatched messages get: `echo`, or `none` (no $default route: API Gateway's
-    /// Forbidden frame). Default: none, or the --integration handler when one is given
+    /// What unmatched messages get
+    ///
+    /// `echo`, or `none` (no $default route: API Gateway's Forbidden frame). Default: none,
+    /// or the --integration handler when one is given.
     #[arg(long, value_name = "ROUTE", value_enum)]
     pub(crate) default_route: Option<DefaultRoute>,
 
     /// Close a connection with 1001 after this long without a message
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = values::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = values::parse_duration, hide_short_help = true)]
     pub(crate) idle_timeout: Duration,
 
     /// Close a connection with 1001 after this long in all
-    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = values::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = values::parse_duration, hide_short_help = true)]
     pub(crate) max_connection_duration: Duration,
 
     /// Largest frame accepted (bigger closes with 1009)
-    #[arg(long, value_name = "BYTES", default_value = "32KiB", value_parser = values::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "32KiB", value_parser = values::parse_size, hide_short_help = true)]
     pub(crate) max_frame_size: u64,
 
     /// Largest message accepted (bigger closes with 1009)
-    #[arg(long, value_name = "BYTES", default_value = "128KiB", value_parser = values::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "128KiB", value_parser = values::parse_size, hide_short_help = true)]
     pub(crate) max_message_size: u64,
 
     /// PEM certificate chain: serve wss:// and https:// (with --tls-key)
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        hide_short_help = true
+    )]
     pub(crate) tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        hide_short_help = true
+    )]
     pub(crate) tls_key: Option<PathBuf>,
 
-    /// Serve wss:// and https:// with a certificate generated at start for localhost,
-    /// 127.0.0.1 and ::1; its PEM is written to PATH (default: a file in the temp dir,
-    /// printed on start) for clients' --cacert
+    /// Serve wss:// with a generated certificate, written to PATH for --cacert
+    ///
+    /// The certificate is generated at start for localhost, 127.0.0.1 and ::1; its PEM is
+    /// written to PATH (default: a file in the temp dir, printed on start) for clients'
+    /// --cacert.
     #[arg(
         long,
         value_name = "PATH",
@@ -628,7 +857,10 @@ pub struct ServeArgs {
     )]
     pub(crate) tls_self_signed: Option<Option<PathBuf>>,
 
-    /// Require a SigV4 signature (service execute-api) by this key on $connect and @connections (403 otherwise), repeatable
+    /// Require a SigV4 signature by this key (403 otherwise), repeatable
+    ///
+    /// Service execute-api, on $connect and @connections; comma-separated in the
+    /// environment.
     #[arg(
         long = "iam-key",
         value_name = "ACCESS_KEY:SECRET",
@@ -639,7 +871,7 @@ pub struct ServeArgs {
     pub(crate) iam_keys: Vec<Secret>,
 
     /// Log line format
-    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Plain, hide_short_help = true)]
     pub(crate) log_format: LogFormat,
 
     /// No log lines
@@ -658,10 +890,43 @@ mod tests {
     }
 
     #[test]
-    fn linger_accepts_a_bare_zero() {
-        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_linger("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_linger("5").is_err());
+    fn linger_takes_durations_wscat_seconds_and_minus_one() {
+        assert_eq!(parse_linger("0"), Ok(Linger::For(Duration::ZERO)));
+        assert_eq!(
+            parse_linger("250ms"),
+            Ok(Linger::For(Duration::from_millis(250)))
+        );
+        assert_eq!(parse_linger("5"), Ok(Linger::For(Duration::from_secs(5))));
+        assert_eq!(
+            parse_linger("0.5"),
+            Ok(Linger::For(Duration::from_millis(500)))
+        );
+        assert_eq!(parse_linger("-1"), Ok(Linger::Forever));
+        assert!(parse_linger("-2").is_err());
+        assert!(parse_linger("soon").is_err());
+    }
+
+    #[test]
+    fn wscat_dash_c_becomes_connect() {
+        let spelled = |args: &[&str]| -> Vec<String> {
+            with_wscat_spelling(args.iter().map(std::ffi::OsString::from))
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            spelled(&["wsprobe", "-c", "ws://h/dev"]),
+            ["wsprobe", "connect", "-c", "ws://h/dev"]
+        );
+        assert_eq!(
+            spelled(&["wsprobe", "--no-color", "--connect=ws://h/dev"]),
+            ["wsprobe", "--no-color", "connect", "--connect=ws://h/dev"]
+        );
+        assert_eq!(
+            spelled(&["wsprobe", "load", "URL", "-c", "5"]),
+            ["wsprobe", "load", "URL", "-c", "5"]
+        );
+        assert_eq!(spelled(&["wsprobe"]), ["wsprobe"]);
     }
 
     #[test]

@@ -196,6 +196,8 @@ pub(crate) fn sent_line(
         Outgoing::Binary(data) => (Tone::Sent, binary_text(data)),
         Outgoing::Ping(data) if data.is_empty() => (Tone::Control, "ping".to_owned()),
         Outgoing::Ping(data) => (Tone::Control, format!("ping {}", lossy(data))),
+        Outgoing::Pong(data) if data.is_empty() => (Tone::Control, "pong".to_owned()),
+        Outgoing::Pong(data) => (Tone::Control, format!("pong {}", lossy(data))),
         Outgoing::Close(None) => (Tone::Control, "close".to_owned()),
         Outgoing::Close(Some((code, reason))) if reason.is_empty() => {
             (Tone::Control, format!("close {code}"))

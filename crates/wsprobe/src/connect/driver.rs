@@ -67,8 +67,9 @@ pub(crate) struct Settings {
     pub(crate) expect_timeout: Duration,
     /// How things are shown; `/pretty` changes it.
     pub(crate) display: DisplayOptions,
-    /// `-w`: after the input ends, how long to wait for late messages.
-    pub(crate) linger: Duration,
+    /// `-w`: after the input ends, how long to wait for late messages (`None`: until the
+    /// server closes, or Ctrl-C).
+    pub(crate) linger: Option<Duration>,
     /// At the prompt (Ctrl-D quits) rather than `-x` or a pipe (the end of input drains).
     pub(crate) interactive: bool,
     /// `--show-secrets`: show captured values even when their names look secret.
@@ -426,7 +427,11 @@ impl Driver {
             return None;
         }
         let started = *self.drain_started.get_or_insert(now);
-        (self.ticks.is_empty() && now >= started + self.settings.linger).then_some(Finish::Drained)
+        let lingered = self
+            .settings
+            .linger
+            .is_some_and(|linger| now >= started + linger);
+        (self.ticks.is_empty() && lingered).then_some(Finish::Drained)
     }
 
     /// The next moment something is due: an echo tick's deadline, or the end of `-w` once
@@ -435,7 +440,8 @@ impl Driver {
         let drain = self
             .drain_started
             .filter(|_| self.input_ended && self.ticks.is_empty())
-            .map(|started| started + self.settings.linger);
+            .zip(self.settings.linger)
+            .map(|(started, linger)| started + linger);
         self.ticks.next_deadline().into_iter().chain(drain).min()
     }
 
@@ -448,7 +454,7 @@ impl Driver {
             self.accepting = false;
             self.queue.clear();
             self.input_ended = true;
-            self.settings.linger = Duration::ZERO;
+            self.settings.linger = Some(Duration::ZERO);
         }
     }
 

@@ -100,7 +100,7 @@ pub(crate) async fn run(
             timestamps: args.timestamps,
             pretty: args.pretty,
         },
-        linger: args.wait,
+        linger: args.wait.duration(),
         interactive,
         show_secrets: context.show_secrets,
         url: url.clone(),

@@ -168,7 +168,9 @@ pub(crate) async fn run(
     }
     let failures = result.tests().filter_map(|test| test.failure.as_ref());
     match first_connect_error {
-        Some(error) if runner::only_connect_failures(failures) => Err(Error::Connect(error)),
+        Some((error, given)) if runner::only_connect_failures(failures) => {
+            Err(Error::ConnectWith { error, given })
+        }
         _ => Ok(Outcome::ChecksFailed),
     }
 }

@@ -30,6 +30,7 @@ use wsprobe_core::values::Header;
 use super::result::Failure;
 use super::result::{FailureKind, FileResult, TestResult};
 use super::vars::{Secrets, Vars};
+use crate::error::Credentials;
 
 /// Everything the runner needs from the command line.
 #[derive(Clone, Debug)]
@@ -202,7 +203,7 @@ struct FileRun<'a> {
     /// Runs every statement but `connect`: sessions are keyed by plan index.
     engine: Engine,
     /// The first connect that failed where a connection was expected (for exit code 3).
-    connect_error: Option<ConnectError>,
+    connect_error: Option<(ConnectError, Credentials)>,
     /// The connects (plan indexes) that failed: commands on them fail as connect failures.
     failed_connects: Vec<usize>,
 }
@@ -217,7 +218,7 @@ pub(crate) async fn run_file(
     vars: Vars,
     secrets: &mut Secrets,
     progress: &mut dyn Progress,
-) -> (FileResult, Option<ConnectError>) {
+) -> (FileResult, Option<(ConnectError, Credentials)>) {
     let started = Instant::now();
     let engine_options = EngineOptions {
         timeout: options.timeout,
@@ -444,10 +445,11 @@ impl FileRun<'_> {
                         statement.keyword,
                     )
                     .label(format!("connecting to {}", client::redacted_url(&url)));
-                failure.hint = error.hint();
+                let given = Credentials::of_client(&config);
+                failure.hint = crate::error_reporting::connect_hint(&error, given);
                 self.failed_connects.push(index);
                 if kind == FailureKind::Connect && self.connect_error.is_none() {
-                    self.connect_error = Some(error);
+                    self.connect_error = Some((error, given));
                 }
                 Err(failure)
             }

@@ -209,7 +209,7 @@ fn unknown_command_without_a_close_match_lists_the_commands() {
 2 | frobnicate now
   | ^^^^^^^^^^
   |
-  = hint: the commands are `connect`, `send`, `text`, `binary`, `ping`, `close`, `expect`, `capture`, `sleep`, `wait`, `post`, `get`, `delete`, `echo`
+  = hint: the commands are `connect`, `send`, `text`, `binary`, `ping`, `pong`, `close`, `expect`, `capture`, `sleep`, `wait`, `post`, `get`, `delete`, `echo`
 "
     );
 }

@@ -1419,3 +1419,209 @@ fn an_unreachable_proxy_is_named_as_the_problem() {
     ));
     result.assert_stderr_has("--no-proxy");
 }
+
+// ---------------------------------------------------------------------------------------
+// wscat's spellings (issue 14)
+
+#[test]
+fn wscat_dash_c_works_before_and_after_connect_with_every_connect_option() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    for prefix in [&[][..], &["connect"][..]] {
+        let result = run(wsprobe(home.path())
+            .args(prefix)
+            .args(["-c", &url, "-H", "X-Trace: on", "-w", "0"])
+            .args(["-x", r#"/send send "hi""#]));
+        assert_eq!(result.code, Some(0), "{prefix:?}: {}", result.stderr);
+        assert_eq!(result.stdout, "\"hi\"\n", "{prefix:?}");
+        let (_, headers) = backend.next_connection(&mut events);
+        assert!(
+            headers.iter().any(|(n, v)| n == "x-trace" && v == "on"),
+            "{headers:?}"
+        );
+    }
+    let both = run(wsprobe(home.path()).args(["connect", &url, "-c", &url]));
+    assert_eq!(both.code, Some(2), "{}", both.stderr);
+    both.assert_stderr_has("cannot be used with");
+}
+
+#[test]
+fn wscat_wait_takes_bare_seconds_and_minus_one_stays_until_the_server_closes() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let seconds = run(wsprobe(home.path())
+        .args(["-c", &url, "-w", "0.1"])
+        .args(["-x", r#"/send send "a""#]));
+    assert_eq!(seconds.code, Some(0), "{}", seconds.stderr);
+    assert_eq!(seconds.stdout, "\"a\"\n");
+    let _ = backend.next_connection(&mut events);
+
+    let bad = run(wsprobe(home.path()).args(["-c", &url, "-w", "-2"]));
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+    bad.assert_stderr_has("-1 to stay connected");
+
+    // `-w -1`: after the commands, still connected: a message posted later arrives, and
+    // the process ends only when the server closes the connection.
+    let mut child = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(["-c", &url, "-w", "-1", "-x", r#"/send send "first""#])
+        .env("NO_COLOR", "1")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning wsprobe");
+    let (id, _) = backend.next_connection(&mut events);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || lines_rx.recv_timeout(TIMEOUT).expect("a line on stdout");
+    assert_eq!(next_line(), "\"first\"");
+    backend.push(&id, "later");
+    assert_eq!(next_line(), "later");
+    let server = backend.server();
+    let path = support::connection_path(server, &id);
+    let deleted = backend.block_on(support::http(server.addr(), "DELETE", &path, &[], b""));
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    let status = child.wait().expect("wsprobe exits");
+    assert!(status.code().is_some(), "{status:?}");
+}
+
+#[test]
+fn wscat_no_check_slash_show_ping_pong_and_pong_are_accepted() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .args(["-c", &backend.url(), "-n", "--slash", "--show-ping-pong"])
+        .args(["-w", "0", "-x", "/pong beat", "-x", "/ping x"])
+        .args(["-x", "/expect pong x within 2s"]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    result.assert_stderr_has("✓ expect pong");
+    result.assert_stderr_has("-k/--insecure");
+}
+
+#[test]
+fn wscat_auth_user_pass_is_sent_as_basic_with_one_note_and_a_scheme_as_is() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let basic = run(wsprobe(home.path())
+        .args(["-c", &url, "--auth", "alice:s3cret", "-w", "0"])
+        .args(["-x", r#"/send send "x""#]));
+    assert_eq!(basic.code, Some(0), "{}", basic.stderr);
+    let note = "note: --auth alice:… is taken as wscat's USER:PASS and sent as \
+                `Authorization: Basic …` (a value with a scheme, e.g. 'Bearer TOKEN', is sent as is)\n";
+    assert_eq!(basic.stderr.matches(note).count(), 1, "{}", basic.stderr);
+    assert!(!basic.stderr.contains("s3cret"), "{}", basic.stderr);
+    let (_, headers) = backend.next_connection(&mut events);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v == "Basic YWxpY2U6czNjcmV0"),
+        "{headers:?}"
+    );
+
+    let bearer = run(wsprobe(home.path())
+        .args(["-c", &url, "--auth", "Bearer a:b", "-w", "0"])
+        .args(["-x", r#"/send send "x""#]));
+    assert_eq!(bearer.code, Some(0), "{}", bearer.stderr);
+    assert!(!bearer.stderr.contains("note:"), "{}", bearer.stderr);
+    let (_, headers) = backend.next_connection(&mut events);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v == "Bearer a:b"),
+        "{headers:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors that name the fix (issue 14)
+
+#[test]
+fn a_mistyped_scheme_suggests_the_url_meant() {
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["connect", "ws//127.0.0.1:9/dev", "-x", "hi"]));
+    assert_eq!(result.code, Some(2), "{}", result.stderr);
+    assert_eq!(
+        result.stderr,
+        "error: invalid URL `ws//127.0.0.1:9/dev`: the scheme is mistyped; did you mean \
+         ws://127.0.0.1:9/dev?\n"
+    );
+}
+
+#[test]
+fn hints_after_401_and_403_know_which_credentials_were_given() {
+    let backend = Backend::start(ServeConfig {
+        tokens: vec![Secret::new("token-abc")],
+        api_keys: vec![Secret::new("key-one")],
+        ..ServeConfig::default()
+    });
+    let home = temp_home();
+    let url = backend.url();
+    let hint_of = |result: &Run| {
+        assert_eq!(result.code, Some(3), "{}", result.stderr);
+        result
+            .stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("hint: "))
+            .unwrap_or_else(|| panic!("no hint: {}", result.stderr))
+            .to_owned()
+    };
+    // Nothing given: the key is missing first (403), and the hint says to pass one.
+    let bare = run(wsprobe(home.path()).args(["connect", &url, "-x", "hi"]));
+    assert_eq!(
+        hint_of(&bare),
+        "check the API key (--api-key or WSPROBE_API_KEY) and the stage in the URL; \
+         an IAM-protected stage wants a signed request (--sigv4)"
+    );
+    // The right key and a wrong token: 401, and the hint does not say "pass --auth".
+    let wrong_token = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "--api-key",
+        "key-one",
+        "--auth",
+        "Bearer wrong",
+        "-x",
+        "hi",
+    ]));
+    assert_eq!(
+        hint_of(&wrong_token),
+        "the Authorization value was refused: check that the token is valid and not expired, \
+         that it is for this stage, and what the authorizer expects"
+    );
+    // A wrong key: 403, and the hint does not say "pass --api-key".
+    let wrong_key =
+        run(wsprobe(home.path()).args(["connect", &url, "--api-key", "nope", "-x", "hi"]));
+    assert_eq!(
+        hint_of(&wrong_key),
+        "the API key was refused: check that the key is in the stage's usage plan, and the \
+         stage in the URL; an IAM-protected stage wants a signed request (--sigv4)"
+    );
+}
+
+#[test]
+fn load_without_a_url_names_stage() {
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["load", "-c", "1"]));
+    assert_eq!(result.code, Some(2), "{}", result.stderr);
+    assert_eq!(
+        result.stderr,
+        "error: load needs the stage to ping: `wsprobe load URL …`, or `wsprobe load --stage \
+         NAME …` with the URL from wsprobe.toml\n"
+    );
+}

@@ -16,6 +16,7 @@ use wsprobe_core::options::{
     ConnectOptions, DEFAULT_BODY_FIELD, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ECHO, DEFAULT_ROUTE_FIELD,
     EchoPolicy, InboxLimits, ProxyChoice, SigningChoice, TlsFiles,
 };
+use wsprobe_core::secret::Secret;
 use wsprobe_core::values::Header;
 
 use super::profile::{self, StageProfile};
@@ -42,6 +43,16 @@ pub fn connection(args: &ConnectionArgs, url: Option<String>) -> Result<Lowered,
         None => None,
     };
     let lowered = merge(args, url, stage)?;
+    if let Some(auth) = &args.auth
+        && let Some(user) = wscat_credentials_user(auth.expose())
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{} --auth {user}:… is taken as wscat's USER:PASS and sent as \
+             `Authorization: Basic …` (a value with a scheme, e.g. 'Bearer TOKEN', is sent as is)",
+            "note:".bold()
+        );
+    }
     if let (None, Some(stage)) = (&lowered.url, &lowered.stage) {
         return Err(Error::usage(format!(
             "{}: stage `{}` has no url, and none was given; add `url = \"wss://…\"` to [stages.{}]",
@@ -66,6 +77,23 @@ pub fn inbox(args: &InboxArgs) -> Result<InboxLimits, Error> {
         None => defaults.bytes,
     };
     Ok(InboxLimits { frames, bytes })
+}
+
+/// [`connection`] for `manage`, refusing the options that do nothing for one HTTP call.
+pub fn manage_connection(args: &ConnectionArgs, url: Option<String>) -> Result<Lowered, Error> {
+    let useless = [
+        (!args.subprotocols.is_empty(), "-s/--subprotocol"),
+        (args.origin.is_some(), "-o/--origin"),
+        (args.route_field.is_some(), "--route-field"),
+        (args.body_field.is_some(), "--body-field"),
+        (args.echo.is_some(), "--echo"),
+    ];
+    if let Some((_, flag)) = useless.iter().find(|(given, _)| *given) {
+        return Err(Error::usage(format!(
+            "{flag} does nothing for `manage`, which makes one HTTP call to @connections"
+        )));
+    }
+    connection(args, url)
 }
 
 /// Flags first, then the profile, then the defaults.
@@ -108,7 +136,10 @@ fn merge(
             None => ProxyChoice::FromEnvironment,
         }
     };
-    let auth = args.auth.clone().or_else(|| profile.auth.clone());
+    let auth = match &args.auth {
+        Some(given) => Some(basic_if_credentials(given)),
+        None => profile.auth.clone(),
+    };
     let signing = signing(args, profile, auth.is_some() || has_authorization(&headers))?;
     let connect_timeout = args
         .connect_timeout
@@ -150,6 +181,24 @@ fn merge(
         options,
         stage,
     })
+}
+
+/// The user of an `--auth` value spelled as wscat's `USER:PASS`: no space, one colon,
+/// a user before it.
+fn wscat_credentials_user(auth: &str) -> Option<&str> {
+    let (user, pass) = auth.split_once(':')?;
+    let plain = !auth.chars().any(char::is_whitespace) && !pass.contains(':');
+    (plain && !user.is_empty()).then_some(user)
+}
+
+/// `--auth USER:PASS` as Basic credentials (what wscat sends); anything else as given.
+fn basic_if_credentials(auth: &Secret) -> Secret {
+    use base64::Engine as _;
+    if wscat_credentials_user(auth.expose()).is_none() {
+        return auth.clone();
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(auth.expose());
+    Secret::new(format!("Basic {encoded}"))
 }
 
 /// The flag's value, else the profile's, else the default.
@@ -305,6 +354,24 @@ mod tests {
         assert_eq!(bare.echo, DEFAULT_ECHO);
         assert!(matches!(bare.proxy, ProxyChoice::FromEnvironment));
         assert!(bare.signing.is_none());
+    }
+
+    #[test]
+    fn wscat_user_pass_becomes_basic_and_a_scheme_is_kept() {
+        let auth = |flag: &str| {
+            merge(&args(&["--auth", flag]), None, None)
+                .unwrap()
+                .options
+                .auth
+                .unwrap()
+                .expose()
+                .to_owned()
+        };
+        assert_eq!(auth("alice:s3cret"), "Basic YWxpY2U6czNjcmV0");
+        assert_eq!(auth("Bearer x:y"), "Bearer x:y");
+        assert_eq!(auth("a:b:c"), "a:b:c");
+        assert_eq!(auth(":x"), ":x");
+        assert_eq!(auth("token"), "token");
     }
 
     #[test]
