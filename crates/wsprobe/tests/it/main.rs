@@ -7,6 +7,7 @@ mod command;
 mod conformance;
 mod connect;
 mod load;
+mod load_html;
 mod run;
 mod serve;
 mod serve_lambda;
