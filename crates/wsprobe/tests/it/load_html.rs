@@ -200,3 +200,48 @@ async fn a_run_where_nothing_connects_still_writes_a_report_that_says_so() {
         assert!(page.contains(&format!("id=\"{id}\"")), "section {id}");
     }
 }
+
+/// SIGTERM (as CI cancellation sends) ends the run; the page still comes, and says so.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_writes_a_report_that_says_so() {
+    let server = support::spawn_default_server().await;
+    let mut events = server.events();
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("load.html");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args([
+            "load",
+            &server.ws_url(),
+            "-c",
+            "2",
+            "--rate",
+            "200/s",
+            "-d",
+            "30s",
+        ])
+        .args(["--no-progress", "--report-html", &path(&html)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running wsprobe load");
+    support::wait_event(&mut events, |event| {
+        matches!(event, wsprobe_serve::ServeEvent::Message { .. }).then_some(())
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(killed.success());
+    let output = support::within(
+        "wsprobe load to stop after SIGTERM",
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("waiting")),
+    )
+    .await
+    .expect("the waiting thread");
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(page.contains("Interrupted by SIGTERM"), "{page}");
+    assert_eq!(page.matches("<svg").count(), 5);
+}
