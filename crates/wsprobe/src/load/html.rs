@@ -20,7 +20,7 @@ use plotters::prelude::*;
 
 use super::report::{self, LoadReport, Model};
 use super::stats::new_histogram;
-use super::threshold::format_ms;
+use super::threshold::{self, Metric, Verdict, format_ms};
 use super::timeline::{IntervalCounts, Timeline};
 
 /// The most points a chart over time plots; longer runs are down-sampled to this.
@@ -81,7 +81,7 @@ pub(crate) fn render(report: &LoadReport, timeline: &Timeline, command: &str) ->
                 Model::Closed => "from the actual send",
             }
         ),
-        &latency_chart(&points),
+        &latency_chart(&points, &report.thresholds),
     );
     section(
         &mut out,
@@ -530,7 +530,7 @@ fn span(point: &Point) -> String {
     format!("{:.1}–{:.1} s", point.start_s, point.end_s)
 }
 
-fn latency_chart(points: &[Point]) -> String {
+fn latency_chart(points: &[Point], thresholds: &[Verdict]) -> String {
     let line = |name: &str, color: usize, pick: fn(&Latency) -> f64| Series {
         name: name.to_owned(),
         color: PALETTE[color],
@@ -540,12 +540,37 @@ fn latency_chart(points: &[Point]) -> String {
             .filter_map(|p| p.latency.as_ref().map(|l| (p.middle(), pick(l))))
             .collect(),
     };
-    let series = vec![
+    let mut series = vec![
         line("p50", 0, |l| l.p50),
         line("p90", 1, |l| l.p90),
         line("p99", 2, |l| l.p99),
         line("max", 3, |l| l.max),
     ];
+    // Latency thresholds as dashed lines, when they are near enough to the data to be
+    // drawn without flattening it.
+    let highest = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|&(_, y)| y))
+        .fold(0.0_f64, f64::max);
+    let (x0, x1) = time_range(points);
+    for verdict in thresholds {
+        let Ok(threshold) = threshold::parse(&verdict.threshold) else {
+            continue;
+        };
+        let is_latency = matches!(
+            threshold.metric,
+            Metric::Percentile(_) | Metric::Mean | Metric::Max
+        );
+        let limit_ms = threshold.limit / 1e3;
+        if is_latency && highest > 0.0 && limit_ms <= highest * 2.0 {
+            series.push(Series {
+                name: format!("threshold {}", verdict.threshold),
+                color: PALETTE[4 + series.len() % 4],
+                dashed: true,
+                points: vec![(x0, limit_ms), (x1, limit_ms)],
+            });
+        }
+    }
     let hovers = points
         .iter()
         .map(|p| {
@@ -568,7 +593,7 @@ fn latency_chart(points: &[Point]) -> String {
     draw(&Chart {
         x_desc: "time since start (s)",
         y_desc: "round trip (ms)",
-        x_range: time_range(points),
+        x_range: (x0, x1),
         series,
         hovers,
         x_labels: 12,
@@ -996,7 +1021,6 @@ fn shell_quote(arg: &str) -> String {
 mod tests {
     use super::*;
     use crate::load::report::{ConnectionsReport, LatencySummary, MessagesReport, SCHEMA};
-    use crate::load::threshold::Verdict;
     use crate::load::timeline::{Interval, SparseHistogram};
     use std::time::{Duration, SystemTime};
 
@@ -1100,6 +1124,7 @@ mod tests {
             "round trip (ms)",
             "pings per second",
             "target 100/s",
+            "threshold p99&lt;50ms",
             "99.9%",
             "error frame Forbidden /s",
             "lost /s",
