@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
@@ -44,9 +45,29 @@ const PALETTE: [RGBColor; 8] = [
 /// Error kinds (gateway messages, connect causes) plotted apart; the rest are summed.
 const MAX_KINDS: usize = 6;
 
+/// One shard of a merged run, as the page lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Shard {
+    /// Its index, 0-based (`--shard I/N`).
+    pub(crate) index: u32,
+    /// How many shards the run had (`N`).
+    pub(crate) of: u32,
+    /// Connections it opened.
+    pub(crate) opened: u64,
+    /// Connections it was asked for.
+    pub(crate) requested: u64,
+    /// When it started (its own clock).
+    pub(crate) started: SystemTime,
+}
+
 /// The report as an HTML page. `command` is the command line, already redacted
-/// ([`command_line`]).
-pub(crate) fn render(report: &LoadReport, timeline: &Timeline, command: &str) -> String {
+/// ([`command_line`]); `shards` lists the shards of a merged run (none for a single run).
+pub(crate) fn render(
+    report: &LoadReport,
+    timeline: &Timeline,
+    command: &str,
+    shards: &[Shard],
+) -> String {
     let points = downsample(timeline);
     let mut whole = new_histogram();
     for interval in &timeline.intervals {
@@ -61,6 +82,15 @@ pub(crate) fn render(report: &LoadReport, timeline: &Timeline, command: &str) ->
         escape(&report.url)
     );
     header(&mut out, report, timeline, command);
+    if !shards.is_empty() {
+        section(
+            &mut out,
+            "shards",
+            "Shards",
+            &format!("This run was merged from {} shards.", shards.len()),
+            &shard_table(shards),
+        );
+    }
     let span = if points.len() < timeline.intervals.len() {
         format!(
             " Each point covers {:.0} s (down-sampled from {} intervals).",
@@ -262,6 +292,24 @@ fn header(out: &mut String, report: &LoadReport, timeline: &Timeline, command: &
         out.push_str("</table>\n");
     }
     out.push_str("</header>\n");
+}
+
+fn shard_table(shards: &[Shard]) -> String {
+    let mut out =
+        String::from("<table><tr><th>Shard</th><th>Connections opened</th><th>Started</th></tr>\n");
+    for shard in shards {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}/{}</td><td>{} of {}</td><td>{}</td></tr>",
+            shard.index,
+            shard.of,
+            shard.opened,
+            shard.requested,
+            humantime::format_rfc3339_millis(shard.started)
+        );
+    }
+    out.push_str("</table>");
+    out
 }
 
 fn section(out: &mut String, id: &str, title: &str, caption: &str, body: &str) {
@@ -1022,7 +1070,7 @@ mod tests {
     use super::*;
     use crate::load::report::{ConnectionsReport, LatencySummary, MessagesReport, SCHEMA};
     use crate::load::timeline::{Interval, SparseHistogram};
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn timeline(seconds: usize) -> Timeline {
         let intervals = (0..seconds)
@@ -1106,7 +1154,7 @@ mod tests {
 
     #[test]
     fn the_page_has_every_section_and_names_no_url() {
-        let page = render(&report(), &timeline(10), "wsprobe load ws://h/dev");
+        let page = render(&report(), &timeline(10), "wsprobe load ws://h/dev", &[]);
         for id in [
             "header",
             "thresholds",
@@ -1141,11 +1189,37 @@ mod tests {
             assert!(!page.contains(external), "{external}");
         }
         assert!(!page.contains('\x1b'), "no terminal colours");
+        assert!(
+            !page.contains("id=\"shards\""),
+            "a single run has no shards"
+        );
+    }
+
+    #[test]
+    fn a_merged_run_lists_its_shards() {
+        let shard = |index, opened| Shard {
+            index,
+            of: 2,
+            opened,
+            requested: 5,
+            started: SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250),
+        };
+        let page = render(
+            &report(),
+            &timeline(3),
+            "wsprobe load merge a.json b.json",
+            &[shard(0, 5), shard(1, 4)],
+        );
+        assert!(page.contains("id=\"shards\""));
+        assert!(page.contains("merged from 2 shards"));
+        assert!(
+            page.contains("<tr><td>1/2</td><td>4 of 5</td><td>2027-01-15T08:00:00.250Z</td></tr>")
+        );
     }
 
     #[test]
     fn text_from_the_command_line_is_escaped() {
-        let page = render(&report(), &timeline(2), "wsprobe load '<b>&x'");
+        let page = render(&report(), &timeline(2), "wsprobe load '<b>&x'", &[]);
         assert!(page.contains("dev?token=&lt;redacted&gt;&amp;x=&quot;&lt;script&gt;"));
         assert!(page.contains("wsprobe load &#39;&lt;b&gt;&amp;x&#39;"));
         assert!(!page.contains("<b>"));
@@ -1164,7 +1238,7 @@ mod tests {
             started: SystemTime::UNIX_EPOCH,
             intervals: Vec::new(),
         };
-        let page = render(&report, &empty, "wsprobe load");
+        let page = render(&report, &empty, "wsprobe load", &[]);
         for needle in [
             "Interrupted by SIGTERM",
             "No connection could be opened (refused: 10)",
@@ -1188,7 +1262,7 @@ mod tests {
         let latency = points[0].latency.unwrap();
         assert_eq!(latency.count, 24);
         assert!((latency.max - 25.0).abs() < 0.1, "{latency:?}");
-        let page = render(&report(), &timeline, "wsprobe load");
+        let page = render(&report(), &timeline, "wsprobe load", &[]);
         assert!(page.len() < 5_000_000, "{}", page.len());
         assert!(page.contains("Each point covers 6 s"));
     }
