@@ -22,7 +22,7 @@ use plotters::prelude::*;
 use super::report::{self, LoadReport, Model};
 use super::stats::new_histogram;
 use super::threshold::{self, Metric, Verdict, format_ms};
-use super::timeline::{IntervalCounts, Timeline};
+use super::timeline::{IntervalCounts, Timeline, add_maps};
 
 /// The most points a chart over time plots; longer runs are down-sampled to this.
 const MAX_POINTS: usize = 600;
@@ -353,7 +353,7 @@ impl Point {
         }
     }
 
-    /// Where its hover strip ends on the time axis.
+    /// The middle of its span: where its value is plotted on the time axis.
     fn middle(&self) -> f64 {
         (self.start_s + self.end_s) / 2.0
     }
@@ -405,17 +405,13 @@ fn latency(histogram: &Histogram<u64>) -> Option<Latency> {
     })
 }
 
-fn add_maps<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
-    for (key, count) in from {
-        *into.entry(key.clone()).or_default() += count;
-    }
-}
-
 /// One line of a chart.
 struct Series {
     name: String,
     color: RGBColor,
     dashed: bool,
+    /// Drawn wider, so that a line drawn over it (echoed over sent) leaves it visible.
+    wide: bool,
     points: Vec<(f64, f64)>,
 }
 
@@ -507,7 +503,7 @@ fn draw_into(
         .light_line_style(BLACK.mix(0.0))
         .draw()?;
     for series in &chart.series {
-        let style = series.color.stroke_width(2);
+        let style = series.color.stroke_width(if series.wide { 5 } else { 2 });
         if series.dashed {
             context.draw_series(DashedLineSeries::new(
                 series.points.iter().copied(),
@@ -569,6 +565,13 @@ fn per_second(y: &f64) -> String {
     }
 }
 
+/// How many labels the time axis gets: one a second at most (whole seconds are shown), 12
+/// at most.
+fn time_labels(points: &[Point]) -> usize {
+    let (_, end) = time_range(points);
+    (end.ceil() as usize + 1).clamp(2, 12)
+}
+
 fn time_range(points: &[Point]) -> (f64, f64) {
     (0.0, points.last().map_or(1.0, |p| p.end_s))
 }
@@ -583,6 +586,7 @@ fn latency_chart(points: &[Point], thresholds: &[Verdict]) -> String {
         name: name.to_owned(),
         color: PALETTE[color],
         dashed: false,
+        wide: false,
         points: points
             .iter()
             .filter_map(|p| p.latency.as_ref().map(|l| (p.middle(), pick(l))))
@@ -615,6 +619,7 @@ fn latency_chart(points: &[Point], thresholds: &[Verdict]) -> String {
                 name: format!("threshold {}", verdict.threshold),
                 color: PALETTE[4 + series.len() % 4],
                 dashed: true,
+                wide: false,
                 points: vec![(x0, limit_ms), (x1, limit_ms)],
             });
         }
@@ -644,7 +649,7 @@ fn latency_chart(points: &[Point], thresholds: &[Verdict]) -> String {
         x_range: (x0, x1),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &milliseconds,
         empty: empty.then_some("no round trip was measured"),
@@ -704,6 +709,7 @@ fn percentile_chart(whole: &Histogram<u64>) -> String {
             name: "round trip".into(),
             color: PALETTE[0],
             dashed: false,
+            wide: false,
             points,
         }],
         hovers,
@@ -741,13 +747,17 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
         name: name.to_owned(),
         color: PALETTE[color],
         dashed: false,
+        wide: false,
         points: points
             .iter()
             .map(|p| (p.middle(), p.rate(pick(&p.counts))))
             .collect(),
     };
     let mut series = vec![
-        line("sent /s", 0, |c| c.sent),
+        Series {
+            wide: true,
+            ..line("sent /s", 0, |c| c.sent)
+        },
         line("echoed /s", 1, |c| c.echoed),
     ];
     let (x0, x1) = time_range(points);
@@ -756,6 +766,7 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
             name: format!("target {rate:.0}/s"),
             color: PALETTE[3],
             dashed: true,
+            wide: false,
             points: vec![(x0, rate), (x1, rate)],
         });
     }
@@ -779,7 +790,7 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
         x_range: (x0, x1),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &per_second,
         empty: None,
@@ -791,6 +802,7 @@ fn connections_chart(points: &[Point]) -> String {
         name: name.to_owned(),
         color: PALETTE[color],
         dashed: false,
+        wide: false,
         points: points
             .iter()
             .map(|p| (p.middle(), p.rate(pick(&p.counts))))
@@ -801,6 +813,7 @@ fn connections_chart(points: &[Point]) -> String {
             name: "open".into(),
             color: PALETTE[0],
             dashed: false,
+            wide: false,
             points: points.iter().map(|p| (p.end_s, p.open as f64)).collect(),
         },
         rate("opened /s", 1, |c| c.opened),
@@ -837,7 +850,7 @@ fn connections_chart(points: &[Point]) -> String {
         x_range: time_range(points),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &per_second,
         empty: None,
@@ -908,6 +921,7 @@ fn errors_chart(points: &[Point]) -> String {
             name: format!("{name} /s"),
             color: PALETTE[(i + 3) % PALETTE.len()],
             dashed: false,
+            wide: false,
             points: points
                 .iter()
                 .map(|p| (p.middle(), p.rate(count(p))))
@@ -938,7 +952,7 @@ fn errors_chart(points: &[Point]) -> String {
         x_range: time_range(points),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &per_second,
         empty: kinds.is_empty().then_some("no errors"),
