@@ -14,14 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
 use super::report::{self, LoadReport, Model};
 use super::stats::new_histogram;
-use super::threshold::format_ms;
-use super::timeline::{IntervalCounts, Timeline};
+use super::threshold::{self, Metric, Verdict, format_ms};
+use super::timeline::{IntervalCounts, Timeline, add_maps};
 
 /// The most points a chart over time plots; longer runs are down-sampled to this.
 const MAX_POINTS: usize = 600;
@@ -44,9 +45,29 @@ const PALETTE: [RGBColor; 8] = [
 /// Error kinds (gateway messages, connect causes) plotted apart; the rest are summed.
 const MAX_KINDS: usize = 6;
 
+/// One shard of a merged run, as the page lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Shard {
+    /// Its index, 0-based (`--shard I/N`).
+    pub(crate) index: u32,
+    /// How many shards the run had (`N`).
+    pub(crate) of: u32,
+    /// Connections it opened.
+    pub(crate) opened: u64,
+    /// Connections it was asked for.
+    pub(crate) requested: u64,
+    /// When it started (its own clock).
+    pub(crate) started: SystemTime,
+}
+
 /// The report as an HTML page. `command` is the command line, already redacted
-/// ([`command_line`]).
-pub(crate) fn render(report: &LoadReport, timeline: &Timeline, command: &str) -> String {
+/// ([`command_line`]); `shards` lists the shards of a merged run (none for a single run).
+pub(crate) fn render(
+    report: &LoadReport,
+    timeline: &Timeline,
+    command: &str,
+    shards: &[Shard],
+) -> String {
     let points = downsample(timeline);
     let mut whole = new_histogram();
     for interval in &timeline.intervals {
@@ -61,6 +82,15 @@ pub(crate) fn render(report: &LoadReport, timeline: &Timeline, command: &str) ->
         escape(&report.url)
     );
     header(&mut out, report, timeline, command);
+    if !shards.is_empty() {
+        section(
+            &mut out,
+            "shards",
+            "Shards",
+            &format!("This run was merged from {} shards.", shards.len()),
+            &shard_table(shards),
+        );
+    }
     let span = if points.len() < timeline.intervals.len() {
         format!(
             " Each point covers {:.0} s (down-sampled from {} intervals).",
@@ -81,7 +111,7 @@ pub(crate) fn render(report: &LoadReport, timeline: &Timeline, command: &str) ->
                 Model::Closed => "from the actual send",
             }
         ),
-        &latency_chart(&points),
+        &latency_chart(&points, &report.thresholds),
     );
     section(
         &mut out,
@@ -264,6 +294,24 @@ fn header(out: &mut String, report: &LoadReport, timeline: &Timeline, command: &
     out.push_str("</header>\n");
 }
 
+fn shard_table(shards: &[Shard]) -> String {
+    let mut out =
+        String::from("<table><tr><th>Shard</th><th>Connections opened</th><th>Started</th></tr>\n");
+    for shard in shards {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}/{}</td><td>{} of {}</td><td>{}</td></tr>",
+            shard.index,
+            shard.of,
+            shard.opened,
+            shard.requested,
+            humantime::format_rfc3339_millis(shard.started)
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
 fn section(out: &mut String, id: &str, title: &str, caption: &str, body: &str) {
     let _ = writeln!(
         out,
@@ -305,7 +353,7 @@ impl Point {
         }
     }
 
-    /// Where its hover strip ends on the time axis.
+    /// The middle of its span: where its value is plotted on the time axis.
     fn middle(&self) -> f64 {
         (self.start_s + self.end_s) / 2.0
     }
@@ -357,17 +405,13 @@ fn latency(histogram: &Histogram<u64>) -> Option<Latency> {
     })
 }
 
-fn add_maps<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
-    for (key, count) in from {
-        *into.entry(key.clone()).or_default() += count;
-    }
-}
-
 /// One line of a chart.
 struct Series {
     name: String,
     color: RGBColor,
     dashed: bool,
+    /// Drawn wider, so that a line drawn over it (echoed over sent) leaves it visible.
+    wide: bool,
     points: Vec<(f64, f64)>,
 }
 
@@ -459,7 +503,7 @@ fn draw_into(
         .light_line_style(BLACK.mix(0.0))
         .draw()?;
     for series in &chart.series {
-        let style = series.color.stroke_width(2);
+        let style = series.color.stroke_width(if series.wide { 5 } else { 2 });
         if series.dashed {
             context.draw_series(DashedLineSeries::new(
                 series.points.iter().copied(),
@@ -521,6 +565,13 @@ fn per_second(y: &f64) -> String {
     }
 }
 
+/// How many labels the time axis gets: one a second at most (whole seconds are shown), 12
+/// at most.
+fn time_labels(points: &[Point]) -> usize {
+    let (_, end) = time_range(points);
+    (end.ceil() as usize + 1).clamp(2, 12)
+}
+
 fn time_range(points: &[Point]) -> (f64, f64) {
     (0.0, points.last().map_or(1.0, |p| p.end_s))
 }
@@ -530,22 +581,49 @@ fn span(point: &Point) -> String {
     format!("{:.1}–{:.1} s", point.start_s, point.end_s)
 }
 
-fn latency_chart(points: &[Point]) -> String {
+fn latency_chart(points: &[Point], thresholds: &[Verdict]) -> String {
     let line = |name: &str, color: usize, pick: fn(&Latency) -> f64| Series {
         name: name.to_owned(),
         color: PALETTE[color],
         dashed: false,
+        wide: false,
         points: points
             .iter()
             .filter_map(|p| p.latency.as_ref().map(|l| (p.middle(), pick(l))))
             .collect(),
     };
-    let series = vec![
+    let mut series = vec![
         line("p50", 0, |l| l.p50),
         line("p90", 1, |l| l.p90),
         line("p99", 2, |l| l.p99),
         line("max", 3, |l| l.max),
     ];
+    // Latency thresholds as dashed lines, when they are near enough to the data to be
+    // drawn without flattening it.
+    let highest = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|&(_, y)| y))
+        .fold(0.0_f64, f64::max);
+    let (x0, x1) = time_range(points);
+    for verdict in thresholds {
+        let Ok(threshold) = threshold::parse(&verdict.threshold) else {
+            continue;
+        };
+        let is_latency = matches!(
+            threshold.metric,
+            Metric::Percentile(_) | Metric::Mean | Metric::Max
+        );
+        let limit_ms = threshold.limit / 1e3;
+        if is_latency && highest > 0.0 && limit_ms <= highest * 2.0 {
+            series.push(Series {
+                name: format!("threshold {}", verdict.threshold),
+                color: PALETTE[4 + series.len() % 4],
+                dashed: true,
+                wide: false,
+                points: vec![(x0, limit_ms), (x1, limit_ms)],
+            });
+        }
+    }
     let hovers = points
         .iter()
         .map(|p| {
@@ -568,10 +646,10 @@ fn latency_chart(points: &[Point]) -> String {
     draw(&Chart {
         x_desc: "time since start (s)",
         y_desc: "round trip (ms)",
-        x_range: time_range(points),
+        x_range: (x0, x1),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &milliseconds,
         empty: empty.then_some("no round trip was measured"),
@@ -631,6 +709,7 @@ fn percentile_chart(whole: &Histogram<u64>) -> String {
             name: "round trip".into(),
             color: PALETTE[0],
             dashed: false,
+            wide: false,
             points,
         }],
         hovers,
@@ -668,13 +747,17 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
         name: name.to_owned(),
         color: PALETTE[color],
         dashed: false,
+        wide: false,
         points: points
             .iter()
             .map(|p| (p.middle(), p.rate(pick(&p.counts))))
             .collect(),
     };
     let mut series = vec![
-        line("sent /s", 0, |c| c.sent),
+        Series {
+            wide: true,
+            ..line("sent /s", 0, |c| c.sent)
+        },
         line("echoed /s", 1, |c| c.echoed),
     ];
     let (x0, x1) = time_range(points);
@@ -683,6 +766,7 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
             name: format!("target {rate:.0}/s"),
             color: PALETTE[3],
             dashed: true,
+            wide: false,
             points: vec![(x0, rate), (x1, rate)],
         });
     }
@@ -706,7 +790,7 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
         x_range: (x0, x1),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &per_second,
         empty: None,
@@ -718,6 +802,7 @@ fn connections_chart(points: &[Point]) -> String {
         name: name.to_owned(),
         color: PALETTE[color],
         dashed: false,
+        wide: false,
         points: points
             .iter()
             .map(|p| (p.middle(), p.rate(pick(&p.counts))))
@@ -728,6 +813,7 @@ fn connections_chart(points: &[Point]) -> String {
             name: "open".into(),
             color: PALETTE[0],
             dashed: false,
+            wide: false,
             points: points.iter().map(|p| (p.end_s, p.open as f64)).collect(),
         },
         rate("opened /s", 1, |c| c.opened),
@@ -764,7 +850,7 @@ fn connections_chart(points: &[Point]) -> String {
         x_range: time_range(points),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &per_second,
         empty: None,
@@ -835,6 +921,7 @@ fn errors_chart(points: &[Point]) -> String {
             name: format!("{name} /s"),
             color: PALETTE[(i + 3) % PALETTE.len()],
             dashed: false,
+            wide: false,
             points: points
                 .iter()
                 .map(|p| (p.middle(), p.rate(count(p))))
@@ -865,7 +952,7 @@ fn errors_chart(points: &[Point]) -> String {
         x_range: time_range(points),
         series,
         hovers,
-        x_labels: 12,
+        x_labels: time_labels(points),
         x_format: &seconds,
         y_format: &per_second,
         empty: kinds.is_empty().then_some("no errors"),
@@ -996,9 +1083,8 @@ fn shell_quote(arg: &str) -> String {
 mod tests {
     use super::*;
     use crate::load::report::{ConnectionsReport, LatencySummary, MessagesReport, SCHEMA};
-    use crate::load::threshold::Verdict;
     use crate::load::timeline::{Interval, SparseHistogram};
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn timeline(seconds: usize) -> Timeline {
         let intervals = (0..seconds)
@@ -1087,7 +1173,7 @@ mod tests {
 
     #[test]
     fn the_page_has_every_section_and_names_no_url() {
-        let page = render(&report(), &timeline(10), "wsprobe load ws://h/dev");
+        let page = render(&report(), &timeline(10), "wsprobe load ws://h/dev", &[]);
         for id in [
             "header",
             "thresholds",
@@ -1105,6 +1191,7 @@ mod tests {
             "round trip (ms)",
             "pings per second",
             "target 100/s",
+            "threshold p99&lt;50ms",
             "99.9%",
             "error frame Forbidden /s",
             "lost /s",
@@ -1121,11 +1208,37 @@ mod tests {
             assert!(!page.contains(external), "{external}");
         }
         assert!(!page.contains('\x1b'), "no terminal colours");
+        assert!(
+            !page.contains("id=\"shards\""),
+            "a single run has no shards"
+        );
+    }
+
+    #[test]
+    fn a_merged_run_lists_its_shards() {
+        let shard = |index, opened| Shard {
+            index,
+            of: 2,
+            opened,
+            requested: 5,
+            started: SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250),
+        };
+        let page = render(
+            &report(),
+            &timeline(3),
+            "wsprobe load merge a.json b.json",
+            &[shard(0, 5), shard(1, 4)],
+        );
+        assert!(page.contains("id=\"shards\""));
+        assert!(page.contains("merged from 2 shards"));
+        assert!(
+            page.contains("<tr><td>1/2</td><td>4 of 5</td><td>2027-01-15T08:00:00.250Z</td></tr>")
+        );
     }
 
     #[test]
     fn text_from_the_command_line_is_escaped() {
-        let page = render(&report(), &timeline(2), "wsprobe load '<b>&x'");
+        let page = render(&report(), &timeline(2), "wsprobe load '<b>&x'", &[]);
         assert!(page.contains("dev?token=&lt;redacted&gt;&amp;x=&quot;&lt;script&gt;"));
         assert!(page.contains("wsprobe load &#39;&lt;b&gt;&amp;x&#39;"));
         assert!(!page.contains("<b>"));
@@ -1144,7 +1257,7 @@ mod tests {
             started: SystemTime::UNIX_EPOCH,
             intervals: Vec::new(),
         };
-        let page = render(&report, &empty, "wsprobe load");
+        let page = render(&report, &empty, "wsprobe load", &[]);
         for needle in [
             "Interrupted by SIGTERM",
             "No connection could be opened (refused: 10)",
@@ -1168,7 +1281,7 @@ mod tests {
         let latency = points[0].latency.unwrap();
         assert_eq!(latency.count, 24);
         assert!((latency.max - 25.0).abs() < 0.1, "{latency:?}");
-        let page = render(&report(), &timeline, "wsprobe load");
+        let page = render(&report(), &timeline, "wsprobe load", &[]);
         assert!(page.len() < 5_000_000, "{}", page.len());
         assert!(page.contains("Each point covers 6 s"));
     }

@@ -478,7 +478,7 @@ pub(crate) async fn run(
         let path = file.path().to_owned();
         let args: Vec<String> = std::env::args().collect();
         let command = html::command_line(&args, context.show_secrets);
-        file.write(html::render(&report, &timeline.finish(), &command).as_bytes())
+        file.write(html::render(&report, &timeline.finish(), &command, &[]).as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     if let Err(e) = hdr_result {

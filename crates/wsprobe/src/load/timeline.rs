@@ -160,7 +160,8 @@ impl Interval {
     }
 }
 
-fn add_maps<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+/// Adds the counts of `from` into `into`, key by key.
+pub(crate) fn add_maps<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
     for (key, count) in from {
         *into.entry(key.clone()).or_default() += count;
     }
