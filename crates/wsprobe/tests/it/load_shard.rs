@@ -516,3 +516,59 @@ async fn a_report_on_stdout_is_the_whole_output() {
     assert_eq!(merged.status.code(), Some(0), "{}", describe(&merged));
     assert!(String::from_utf8_lossy(&merged.stdout).contains("4 sent, 4 echoed"));
 }
+
+/// The Kubernetes manifest (which cannot be run here: no cluster) holds what a sharded
+/// run needs. No YAML parser is a dependency, so this reads the few fields by their
+/// `key: value` lines (comments stripped), which the file keeps one a line.
+#[test]
+fn the_indexed_job_manifest_runs_every_shard_at_once() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/load-job.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/kubernetes/load-job.yaml");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|line| line.split(" #").next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let value = |key: &str| {
+        lines
+            .iter()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+            .unwrap_or_else(|| panic!("{key} in {}", path.display()))
+    };
+    assert_eq!(value("apiVersion"), "batch/v1");
+    assert_eq!(value("kind"), "Job");
+    assert_eq!(value("completionMode"), "Indexed");
+    assert_eq!(value("restartPolicy"), "Never");
+    assert_eq!(value("backoffLimit"), "0");
+    let n = value("completions");
+    assert_eq!(value("parallelism"), n, "every shard at once");
+    let args_at = lines.iter().position(|l| *l == "args:").expect("args:");
+    let args: Vec<&str> = lines[args_at + 1..]
+        .iter()
+        .map_while(|l| l.strip_prefix("- "))
+        .collect();
+    assert_eq!(args.first(), Some(&"load"));
+    assert!(args.contains(&format!("--shard={n}").as_str()), "{args:?}");
+    assert!(args.contains(&"--report-json=-"), "{args:?}");
+    assert!(args.contains(&"--no-progress"), "{args:?}");
+    assert!(
+        args.iter().any(|a| a.starts_with("--start-at=")),
+        "{args:?}"
+    );
+    // The flags are the binary's own: a dry parse of the same command line.
+    let mut line: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("__START_AT__", "2100-01-01T00:00:00Z"))
+        .collect();
+    line.retain(|a| !a.starts_with("--report-json"));
+    line.push("--help".into());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(&line)
+        .output()
+        .expect("wsprobe --help");
+    assert!(output.status.success(), "{}", describe(&output));
+    let dockerfile =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/Dockerfile");
+    let dockerfile = std::fs::read_to_string(dockerfile).expect("the Dockerfile");
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/wsprobe\"]"));
+}
