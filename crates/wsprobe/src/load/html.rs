@@ -1082,6 +1082,7 @@ mod tests {
             shard: None,
             merged: None,
             histograms: None,
+            intervals: Vec::new(),
         }
     }
 

@@ -224,6 +224,50 @@ async fn three_shards_started_apart_merge_exactly() {
     );
     assert_eq!(union, decode(&merged["histograms"]["round_trip_us"]));
 
+    // Second by second: each shard's intervals add up to its totals, the merge's are the
+    // shards' added by wall-clock second, and the shards sent in the same seconds.
+    let per_second = |report: &Value| -> std::collections::BTreeMap<u64, (u64, u64)> {
+        report["intervals"]
+            .as_array()
+            .expect("intervals")
+            .iter()
+            .map(|i| {
+                let round_trips = decode(&i["round_trip_us"]).len();
+                (
+                    i["unix_s"].as_u64().unwrap(),
+                    (i["sent"].as_u64().unwrap(), round_trips),
+                )
+            })
+            .collect()
+    };
+    let mut expected = std::collections::BTreeMap::<u64, (u64, u64)>::new();
+    let mut sending_seconds = Vec::new();
+    for report in &reports {
+        let seconds = per_second(report);
+        assert_eq!(seconds.values().map(|v| v.0).sum::<u64>(), 140, "{report}");
+        assert_eq!(seconds.values().map(|v| v.1).sum::<u64>(), 140, "{report}");
+        sending_seconds.push(
+            seconds
+                .iter()
+                .filter(|(_, v)| v.0 > 0)
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+        );
+        for (second, (sent, round_trips)) in seconds {
+            let entry = expected.entry(second).or_default();
+            entry.0 += sent;
+            entry.1 += round_trips;
+        }
+    }
+    assert_eq!(per_second(&merged), expected);
+    let start_second = start_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for seconds in &sending_seconds {
+        assert_eq!(seconds.first(), Some(&start_second), "{sending_seconds:?}");
+    }
+
     // The same documents on stdin, among other log lines (as `kubectl logs` gives them).
     let mut log = b"note: shard 0 of 3: something\n".to_vec();
     for file in &files {
