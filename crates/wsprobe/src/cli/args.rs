@@ -293,6 +293,7 @@ pub struct RunArgs {
 #[derive(Clone, Debug, Args)]
 #[command(
     args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
     subcommand_negates_reqs = true,
     after_help = "\
 Examples:
@@ -392,7 +393,7 @@ pub struct LoadArgs {
 /// The subcommands of `wsprobe load`.
 #[derive(Clone, Debug, Subcommand)]
 pub(crate) enum LoadCommand {
-    /// Merge the --report-json files of a sharded run exactly, and evaluate thresholds on the whole
+    /// Merge the --report-json files of a sharded run exactly; evaluate thresholds on the whole run
     Merge(MergeArgs),
 }
 
