@@ -291,8 +291,8 @@ pub(crate) async fn run(
         .map(|flag| flag.resolve(std::env::var(shard::INDEX_VARIABLE).ok().as_deref()))
         .transpose()
         .map_err(Error::Usage)?;
-    // The whole command must make sense before its part does.
-    Plan::from_args(&whole, &options)?;
+    // A shard's plan is checked as a plan of its own: the limits (-c, --rate) are those
+    // of one process, and the whole run may go past them.
     let args = match shard {
         Some(shard) => shard_args(&whole, shard)?,
         None => whole.clone(),
@@ -992,6 +992,51 @@ mod tests {
         assert_eq!(plan.limit, Limit::Duration(DEFAULT_DURATION));
         let plan = Plan::from_args(&args(&["-d", "3s"]), &ConnectOptions::default()).unwrap();
         assert_eq!(plan.limit, Limit::Duration(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_shard_runs_its_part_of_the_command() {
+        let whole = args(&[
+            "-c",
+            "10",
+            "--rate",
+            "1000/s",
+            "-n",
+            "100",
+            "--connect-rate",
+            "50/s",
+            "--ramp-up",
+            "9s",
+        ]);
+        let parts: Vec<LoadArgs> = (0..3)
+            .map(|index| shard_args(&whole, Shard { index, count: 3 }).unwrap())
+            .collect();
+        let field = |f: fn(&LoadArgs) -> String| parts.iter().map(f).collect::<Vec<_>>();
+        assert_eq!(field(|a| a.connections.to_string()), ["4", "3", "3"]);
+        assert_eq!(
+            field(|a| format!("{:?}", a.rate)),
+            ["Some(334.0)", "Some(333.0)", "Some(333.0)"]
+        );
+        assert_eq!(
+            field(|a| format!("{:?}", a.count)),
+            ["Some(34)", "Some(33)", "Some(33)"]
+        );
+        assert_eq!(field(|a| a.connect_rate.to_string()), ["17", "17", "16"]);
+        assert!(
+            parts
+                .iter()
+                .all(|a| a.ramp_up == Some(Duration::from_secs(9)))
+        );
+        // The whole run may go past one process's limits; each shard may not.
+        let huge = args(&["-c", "2000000", "--rate", "20000000/s"]);
+        let part = shard_args(&huge, Shard { index: 0, count: 4 }).unwrap();
+        assert!(Plan::from_args(&part, &ConnectOptions::default()).is_ok());
+        for (line, count) in [(&["-c", "2"][..], 3), (&["-c", "5", "-n", "2"], 3)] {
+            assert!(matches!(
+                shard_args(&args(line), Shard { index: 0, count }),
+                Err(Error::Usage(_))
+            ));
+        }
     }
 
     #[test]
