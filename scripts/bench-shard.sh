@@ -22,7 +22,8 @@ CONNECTIONS=400
 RATE=8000
 SHARDS=4
 
-cargo build --release -p wsprobe --bin wsprobe
+# NO_BUILD=1: use the release binary as it is.
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p wsprobe --bin wsprobe
 BIN=target/release/wsprobe
 
 # shellcheck source=scripts/lib.sh
