@@ -478,15 +478,13 @@ pub struct RunArgs {
 #[command(mut_arg("subprotocols", |arg| arg.hide_short_help(true)))]
 #[command(
     args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
     subcommand_negates_reqs = true,
     after_help = "\
 Examples:
   wsprobe load ws://127.0.0.1:8080/dev -c 50 -d 10s    # closed model: max rate
   wsprobe load URL -c 100 --rate 2000/s -d 1m --threshold 'p99<50ms'
-  wsprobe load URL -c 10000 --rate 100/s --ramp-up 30s --report-json load.json
-  # sharded: on each of 4 machines (I = 0..3), then merge the reports exactly
-  wsprobe load URL -c 40000 --rate 8000/s -d 5m --shard I/4 \\
-      --start-at 2026-11-28T05:00:00Z --report-json shard-I.json
+  wsprobe load URL -c 40000 --shard I/4 --start-at TIME --report-json -
   wsprobe load merge shard-*.json --threshold 'p99<50ms'"
 )]
 pub struct LoadArgs {
@@ -524,21 +522,26 @@ pub struct LoadArgs {
     /// Spread connection opening over this long
     ///
     /// Never faster than --connect-rate.
-    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration, hide_short_help = true)]
     pub(crate) ramp_up: Option<Duration>,
 
     /// Maximum rate of new connections
-    #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate)]
+    #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate, hide_short_help = true)]
     pub(crate) connect_rate: f64,
 
     /// Size of each ping message in bytes (at most 16MiB)
     ///
     /// Padding is added up to it.
-    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = values::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = values::parse_size, hide_short_help = true)]
     pub(crate) size: u64,
 
     /// Route of each ping
-    #[arg(long, value_name = "NAME", default_value = "send")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "send",
+        hide_short_help = true
+    )]
     pub(crate) route: String,
 
     /// An echo that takes longer than this is counted as late
@@ -551,39 +554,50 @@ pub struct LoadArgs {
     #[arg(long = "threshold", value_name = "EXPR")]
     pub(crate) thresholds: Vec<String>,
 
-    /// Write the report as JSON, with the exact histograms (`-`: to stdout, the table then goes to stderr)
+    /// Write the report as JSON, with the exact histograms (`-`: stdout)
+    ///
+    /// With `-` the JSON goes to stdout and the table to stderr, so a pod's log is the report.
     #[arg(long, value_name = "PATH")]
     pub(crate) report_json: Option<PathBuf>,
 
     /// Write round-trip latencies as an HdrHistogram interval log
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", hide_short_help = true)]
     pub(crate) hdr_log: Option<PathBuf>,
 
-    /// Write the report as one self-contained HTML page with charts (no network needed to view it)
+    /// Write the report as one self-contained HTML page with charts
+    ///
+    /// The page needs no network to be viewed: its charts are inline SVG.
     #[arg(long, value_name = "PATH")]
     pub(crate) report_html: Option<PathBuf>,
 
     /// No live progress line
-    #[arg(long)]
+    #[arg(long, hide_short_help = true)]
     pub(crate) no_progress: bool,
 
-    /// Run shard I (0-based) of N: I/N, or N with I from JOB_COMPLETION_INDEX; thresholds are then left to `load merge`
+    /// Run shard I (0-based) of N; N alone takes I from JOB_COMPLETION_INDEX
+    ///
+    /// The shards' thresholds are left to `load merge`, which sees the whole run.
     #[arg(long, value_name = "I/N", value_parser = crate::load::shard::parse_shard_flag)]
     pub(crate) shard: Option<crate::load::shard::ShardFlag>,
 
-    /// Open the connections first, start sending at TIME (RFC 3339 or Unix seconds, e.g. 1795842000.5)
+    /// Open the connections first, send from TIME (RFC 3339 or Unix seconds)
+    ///
+    /// For example 2026-11-28T05:00:00Z or 1795842000.5; shards given one TIME send together.
     #[arg(long, value_name = "TIME", value_parser = crate::load::shard::parse_start_at)]
     pub(crate) start_at: Option<std::time::SystemTime>,
 
     /// The run id the shards' reports share [default: a digest of the settings]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", hide_short_help = true)]
     pub(crate) run_id: Option<String>,
 }
 
 /// The subcommands of `wsprobe load`.
 #[derive(Clone, Debug, Subcommand)]
 pub(crate) enum LoadCommand {
-    /// Merge the --report-json files of a sharded run exactly, and evaluate thresholds on the whole
+    /// Merge the --report-json files of a sharded run exactly
+    ///
+    /// Counts are summed and percentiles come from the merged histograms; thresholds are
+    /// evaluated once, on the whole run.
     Merge(MergeArgs),
 }
 

@@ -1168,6 +1168,7 @@ mod tests {
             shard: None,
             merged: None,
             histograms: None,
+            intervals: Vec::new(),
         }
     }
 

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use hdrhistogram::Histogram;
 
-use super::report::{self, ClientLag, Histograms, LatencySummary, LoadReport, Merged};
+use super::report::{self, ClientLag, Histograms, Interval, LatencySummary, LoadReport, Merged};
 use super::threshold::{self, Observed, Threshold};
 use super::{JsonOut, stats};
 use crate::cli::MergeArgs;
@@ -393,7 +393,59 @@ fn add_up(inputs: &[Input], run_id: String) -> Result<MergedRun, String> {
         shards: inputs.len() as u64,
     });
     report.histograms = Some(Histograms::encode(&round_trip, &connect));
+    report.intervals = merge_intervals(inputs)?;
     Ok(MergedRun { report, round_trip })
+}
+
+/// The shards' intervals added up second by second (they cover whole wall-clock
+/// seconds, so the same second of two shards is the same time, as far as their clocks
+/// agree).
+fn merge_intervals(inputs: &[Input]) -> Result<Vec<Interval>, String> {
+    let mut seconds: BTreeMap<u64, (Interval, Histogram<u64>)> = BTreeMap::new();
+    for input in inputs {
+        for interval in &input.report.intervals {
+            let histogram = report::decode_histogram(&interval.round_trip_us).map_err(|e| {
+                format!(
+                    "{}: a damaged histogram in the interval of {}: {e}",
+                    input.source, interval.unix_s
+                )
+            })?;
+            let (sum, round_trips) = seconds.entry(interval.unix_s).or_insert_with(|| {
+                (
+                    Interval {
+                        unix_s: interval.unix_s,
+                        sent: 0,
+                        echoed: 0,
+                        errors: BTreeMap::new(),
+                        connect_failed: 0,
+                        open: 0,
+                        round_trip_us: String::new(),
+                    },
+                    stats::new_histogram(),
+                )
+            });
+            sum.sent += interval.sent;
+            sum.echoed += interval.echoed;
+            sum.connect_failed += interval.connect_failed;
+            sum.open += interval.open;
+            for (kind, count) in &interval.errors {
+                *sum.errors.entry(kind.clone()).or_insert(0) += count;
+            }
+            round_trips.add(&histogram).map_err(|e| {
+                format!(
+                    "{}: a histogram out of range in the interval of {}: {e:?}",
+                    input.source, interval.unix_s
+                )
+            })?;
+        }
+    }
+    Ok(seconds
+        .into_values()
+        .map(|(mut interval, round_trips)| {
+            interval.round_trip_us = report::encode_histogram(&round_trips);
+            interval
+        })
+        .collect())
 }
 
 #[cfg(test)]

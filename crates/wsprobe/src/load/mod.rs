@@ -43,7 +43,8 @@ use wsprobe_core::options::EchoPolicy;
 use wsprobe_core::report_file::ReportFile;
 
 use report::{
-    ConnectionsReport, HdrLog, Histograms, LatencySummary, MessagesReport, Settings, ShardIdentity,
+    ConnectionsReport, HdrLog, Histograms, Interval, LatencySummary, MessagesReport, Settings,
+    ShardIdentity,
 };
 pub use report::{LoadReport, Model};
 use schedule::{Openings, Timetable};
@@ -290,8 +291,8 @@ pub(crate) async fn run(
         .map(|flag| flag.resolve(std::env::var(shard::INDEX_VARIABLE).ok().as_deref()))
         .transpose()
         .map_err(Error::Usage)?;
-    // The whole command must make sense before its part does.
-    Plan::from_args(&whole, &options)?;
+    // A shard's plan is checked as a plan of its own: the limits (-c, --rate) are those
+    // of one process, and the whole run may go past them.
     let args = match shard {
         Some(shard) => shard_args(&whole, shard)?,
         None => whole.clone(),
@@ -379,15 +380,15 @@ pub(crate) async fn run(
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
     let progress = progress::Progress::new(!args.no_progress);
-    // The timeline is kept only for the HTML report (a few KiB a second).
-    let timeline = report_html
-        .is_some()
-        .then(|| timeline::Recorder::new(started_wall));
+    // The timeline (a few KiB a second) goes into the JSON report's `intervals` and the
+    // HTML report.
+    let timeline = Some(timeline::Recorder::new(started_wall));
     let monitor = tokio::spawn(monitor(
         shared.clone(),
         progress.clone(),
         hdr_log,
         timeline,
+        started_wall,
         monitor_stopped,
     ));
     // Registered before the first worker starts, so no Ctrl-C falls back to the default
@@ -439,6 +440,10 @@ pub(crate) async fn run(
         context,
     );
     report.started_at = humantime::format_rfc3339_millis(started_wall).to_string();
+    let timeline = timeline.map(timeline::Recorder::finish);
+    if let Some(timeline) = &timeline {
+        report.intervals = report_intervals(timeline);
+    }
     report.settings = Some(settings);
     if let Some(at_us) = start_at_us {
         let opened_us = shared.opened_us.load(std::sync::atomic::Ordering::Acquire);
@@ -478,7 +483,7 @@ pub(crate) async fn run(
         let path = file.path().to_owned();
         let args: Vec<String> = std::env::args().collect();
         let command = html::command_line(&args, context.show_secrets);
-        file.write(html::render(&report, &timeline.finish(), &command, &[]).as_bytes())
+        file.write(html::render(&report, &timeline, &command, &[]).as_bytes())
             .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
     }
     if let Err(e) = hdr_result {
@@ -599,6 +604,53 @@ async fn wait_for_workers(
     joined
 }
 
+/// How far past the last whole wall-clock second `wall` is.
+fn past_the_second(wall: SystemTime) -> Duration {
+    wall.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|since| Duration::from_nanos(u64::from(since.subsec_nanos())))
+        .unwrap_or_default()
+}
+
+/// The timeline as the JSON report's `intervals`: each labelled with the wall-clock
+/// second it lies in (its middle's), round trips serialised exactly.
+fn report_intervals(timeline: &timeline::Timeline) -> Vec<Interval> {
+    timeline
+        .intervals
+        .iter()
+        .map(|interval| {
+            let middle = timeline.started
+                + Duration::try_from_secs_f64(interval.start_s + interval.length_s / 2.0)
+                    .unwrap_or_default();
+            let mut round_trip = stats::new_histogram();
+            interval.round_trip.add_to(&mut round_trip);
+            let c = &interval.counts;
+            let errors = [
+                ("late", c.late),
+                ("lost", c.lost),
+                ("duplicated", c.duplicated),
+                ("corrupted", c.corrupted),
+                ("error_frames", c.error_frames),
+                ("dropped", c.dropped),
+            ];
+            Interval {
+                unix_s: middle
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs()),
+                sent: c.sent,
+                echoed: c.echoed,
+                errors: errors
+                    .into_iter()
+                    .filter(|(_, count)| *count > 0)
+                    .map(|(kind, count)| (kind.to_owned(), count))
+                    .collect(),
+                connect_failed: c.connect_failed,
+                open: interval.open,
+                round_trip_us: report::encode_histogram(&round_trip),
+            }
+        })
+        .collect()
+}
+
 /// Every tick: gathers the histograms and redraws the progress line (rate and p50/p99
 /// over the last second, rolling); every second: an interval in the `--hdr-log`.
 /// Returns the totals when told to stop.
@@ -607,13 +659,20 @@ async fn monitor(
     progress: progress::Progress,
     mut hdr_log: Option<HdrLog>,
     mut timeline: Option<timeline::Recorder>,
+    started_wall: SystemTime,
     mut stop: oneshot::Receiver<()>,
 ) -> (Collector, std::io::Result<()>, Option<timeline::Recorder>) {
     let stats = &shared.stats;
     let mut collector = Collector::default();
     let ticks_per_interval = (INTERVAL.as_millis() / TICK.as_millis()).max(1) as usize;
     let mut window = stats::Window::new(ticks_per_interval);
-    let mut ticker = tokio::time::interval(TICK);
+    // Intervals end on whole wall-clock seconds, so the intervals of shards on machines
+    // whose clocks agree line up (a merge adds them by second): the first ends at the
+    // first whole second after the start, and ticks fall on wall-clock tenths.
+    let mut boundary = INTERVAL - past_the_second(started_wall);
+    let phase = Duration::from_nanos((boundary.as_nanos() % TICK.as_nanos()) as u64);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::from_std(stats.start + phase), TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut interval_start = Duration::ZERO;
     let mut last_sent = 0;
@@ -632,7 +691,8 @@ async fn monitor(
         let sent = stats.total(|c| &c.sent);
         window.push(collector.take_tick(), sent - last_sent);
         last_sent = sent;
-        if elapsed >= interval_start + INTERVAL || stopping {
+        // A tick may fire a hair before its wall-clock tenth.
+        if elapsed + Duration::from_millis(1) >= boundary || stopping {
             let interval = collector.take_interval();
             let length = elapsed - interval_start;
             if let Some(log) = &mut hdr_log
@@ -645,6 +705,9 @@ async fn monitor(
                 timeline.close(stats, &interval, interval_start, length);
             }
             interval_start = elapsed;
+            while boundary <= elapsed + Duration::from_millis(1) {
+                boundary += INTERVAL;
+            }
         }
         let recent = window.round_trip();
         snapshot.elapsed = elapsed;
@@ -785,6 +848,7 @@ fn build_report(
             &collector.round_trip,
             &collector.connect,
         )),
+        intervals: Vec::new(),
     }
 }
 
@@ -928,6 +992,51 @@ mod tests {
         assert_eq!(plan.limit, Limit::Duration(DEFAULT_DURATION));
         let plan = Plan::from_args(&args(&["-d", "3s"]), &ConnectOptions::default()).unwrap();
         assert_eq!(plan.limit, Limit::Duration(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_shard_runs_its_part_of_the_command() {
+        let whole = args(&[
+            "-c",
+            "10",
+            "--rate",
+            "1000/s",
+            "-n",
+            "100",
+            "--connect-rate",
+            "50/s",
+            "--ramp-up",
+            "9s",
+        ]);
+        let parts: Vec<LoadArgs> = (0..3)
+            .map(|index| shard_args(&whole, Shard { index, count: 3 }).unwrap())
+            .collect();
+        let field = |f: fn(&LoadArgs) -> String| parts.iter().map(f).collect::<Vec<_>>();
+        assert_eq!(field(|a| a.connections.to_string()), ["4", "3", "3"]);
+        assert_eq!(
+            field(|a| format!("{:?}", a.rate)),
+            ["Some(334.0)", "Some(333.0)", "Some(333.0)"]
+        );
+        assert_eq!(
+            field(|a| format!("{:?}", a.count)),
+            ["Some(34)", "Some(33)", "Some(33)"]
+        );
+        assert_eq!(field(|a| a.connect_rate.to_string()), ["17", "17", "16"]);
+        assert!(
+            parts
+                .iter()
+                .all(|a| a.ramp_up == Some(Duration::from_secs(9)))
+        );
+        // The whole run may go past one process's limits; each shard may not.
+        let huge = args(&["-c", "2000000", "--rate", "20000000/s"]);
+        let part = shard_args(&huge, Shard { index: 0, count: 4 }).unwrap();
+        assert!(Plan::from_args(&part, &ConnectOptions::default()).is_ok());
+        for (line, count) in [(&["-c", "2"][..], 3), (&["-c", "5", "-n", "2"], 3)] {
+            assert!(matches!(
+                shard_args(&args(line), Shard { index: 0, count }),
+                Err(Error::Usage(_))
+            ));
+        }
     }
 
     #[test]

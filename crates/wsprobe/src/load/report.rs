@@ -209,6 +209,32 @@ pub struct LoadReport {
     /// The exact histograms; `null` only in reports of older versions.
     #[serde(default)]
     pub(crate) histograms: Option<Histograms>,
+    /// The run second by second, in whole wall-clock seconds (so the intervals of shards
+    /// on machines with synchronised clocks line up, and a merge adds them by second).
+    #[serde(default)]
+    pub(crate) intervals: Vec<Interval>,
+}
+
+/// One second of a run: what happened within one whole second of wall-clock time (the
+/// first and the last interval may cover only part of it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Interval {
+    /// The Unix time, in whole seconds, of the second the interval lies in.
+    pub(crate) unix_s: u64,
+    /// Pings sent.
+    pub(crate) sent: u64,
+    /// Echoes within `--timeout`.
+    pub(crate) echoed: u64,
+    /// Errors counted in the interval, by kind (`late`, `lost`, `duplicated`,
+    /// `corrupted`, `error_frames`, `dropped`; only those that occurred). Lost pings are
+    /// counted when the connection gives up on them, at its end.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// Connections that failed to open.
+    pub(crate) connect_failed: u64,
+    /// Connections open at the end of the interval (summed over the shards in a merge).
+    pub(crate) open: u64,
+    /// Round trips that ended in the interval: HdrHistogram V2, deflate, base64, µs.
+    pub(crate) round_trip_us: String,
 }
 
 /// The settings of a load command, as typed (for a shard: of the whole run, before the
@@ -641,6 +667,15 @@ mod tests {
                 &histogram,
                 &crate::load::stats::new_histogram(),
             )),
+            intervals: vec![Interval {
+                unix_s: 1_795_842_000,
+                sent: 4,
+                echoed: 4,
+                errors: BTreeMap::new(),
+                connect_failed: 1,
+                open: 2,
+                round_trip_us: encode_histogram(&histogram),
+            }],
         }
     }
 

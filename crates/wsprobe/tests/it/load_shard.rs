@@ -224,6 +224,50 @@ async fn three_shards_started_apart_merge_exactly() {
     );
     assert_eq!(union, decode(&merged["histograms"]["round_trip_us"]));
 
+    // Second by second: each shard's intervals add up to its totals, the merge's are the
+    // shards' added by wall-clock second, and the shards sent in the same seconds.
+    let per_second = |report: &Value| -> std::collections::BTreeMap<u64, (u64, u64)> {
+        report["intervals"]
+            .as_array()
+            .expect("intervals")
+            .iter()
+            .map(|i| {
+                let round_trips = decode(&i["round_trip_us"]).len();
+                (
+                    i["unix_s"].as_u64().unwrap(),
+                    (i["sent"].as_u64().unwrap(), round_trips),
+                )
+            })
+            .collect()
+    };
+    let mut expected = std::collections::BTreeMap::<u64, (u64, u64)>::new();
+    let mut sending_seconds = Vec::new();
+    for report in &reports {
+        let seconds = per_second(report);
+        assert_eq!(seconds.values().map(|v| v.0).sum::<u64>(), 140, "{report}");
+        assert_eq!(seconds.values().map(|v| v.1).sum::<u64>(), 140, "{report}");
+        sending_seconds.push(
+            seconds
+                .iter()
+                .filter(|(_, v)| v.0 > 0)
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+        );
+        for (second, (sent, round_trips)) in seconds {
+            let entry = expected.entry(second).or_default();
+            entry.0 += sent;
+            entry.1 += round_trips;
+        }
+    }
+    assert_eq!(per_second(&merged), expected);
+    let start_second = start_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for seconds in &sending_seconds {
+        assert_eq!(seconds.first(), Some(&start_second), "{sending_seconds:?}");
+    }
+
     // The same documents on stdin, among other log lines (as `kubectl logs` gives them).
     let mut log = b"note: shard 0 of 3: something\n".to_vec();
     for file in &files {
@@ -515,4 +559,60 @@ async fn a_report_on_stdout_is_the_whole_output() {
     let merged = wsprobe(args(&["load", "merge", "-"]), Vec::new(), output.stdout).await;
     assert_eq!(merged.status.code(), Some(0), "{}", describe(&merged));
     assert!(String::from_utf8_lossy(&merged.stdout).contains("4 sent, 4 echoed"));
+}
+
+/// The Kubernetes manifest (which cannot be run here: no cluster) holds what a sharded
+/// run needs. No YAML parser is a dependency, so this reads the few fields by their
+/// `key: value` lines (comments stripped), which the file keeps one a line.
+#[test]
+fn the_indexed_job_manifest_runs_every_shard_at_once() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/load-job.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/kubernetes/load-job.yaml");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|line| line.split(" #").next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let value = |key: &str| {
+        lines
+            .iter()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+            .unwrap_or_else(|| panic!("{key} in {}", path.display()))
+    };
+    assert_eq!(value("apiVersion"), "batch/v1");
+    assert_eq!(value("kind"), "Job");
+    assert_eq!(value("completionMode"), "Indexed");
+    assert_eq!(value("restartPolicy"), "Never");
+    assert_eq!(value("backoffLimit"), "0");
+    let n = value("completions");
+    assert_eq!(value("parallelism"), n, "every shard at once");
+    let args_at = lines.iter().position(|l| *l == "args:").expect("args:");
+    let args: Vec<&str> = lines[args_at + 1..]
+        .iter()
+        .map_while(|l| l.strip_prefix("- "))
+        .collect();
+    assert_eq!(args.first(), Some(&"load"));
+    assert!(args.contains(&format!("--shard={n}").as_str()), "{args:?}");
+    assert!(args.contains(&"--report-json=-"), "{args:?}");
+    assert!(args.contains(&"--no-progress"), "{args:?}");
+    assert!(
+        args.iter().any(|a| a.starts_with("--start-at=")),
+        "{args:?}"
+    );
+    // The flags are the binary's own: a dry parse of the same command line.
+    let mut line: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("__START_AT__", "2100-01-01T00:00:00Z"))
+        .collect();
+    line.retain(|a| !a.starts_with("--report-json"));
+    line.push("--help".into());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args(&line)
+        .output()
+        .expect("wsprobe --help");
+    assert!(output.status.success(), "{}", describe(&output));
+    let dockerfile =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/Dockerfile");
+    let dockerfile = std::fs::read_to_string(dockerfile).expect("the Dockerfile");
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/wsprobe\"]"));
 }
