@@ -582,7 +582,7 @@ impl Driver {
 fn connected_text(connection: &Connection) -> String {
     let mut text = format!(
         "connected to {} ({})",
-        connection.url,
+        wsprobe_core::client::redacted_url(&connection.url),
         display::short_duration(connection.connect_time)
     );
     if let Some(protocol) = &connection.subprotocol {

@@ -655,6 +655,39 @@ async fn escape_sequences_in_failures_are_shown_escaped() {
     assert!(!stdout.contains('\u{202e}'), "{stdout}");
 }
 
+/// A value captured under a secret-looking name is redacted in the run's output and
+/// reports, as it is at the prompt (before, `run` printed it in clear).
+#[tokio::test]
+async fn secret_looking_captures_are_redacted_in_output_and_reports() {
+    let server = case_server().await;
+    let url = server.ws_url();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = "connect\nsend send \"s3cr3t-captured-99\"\ncapture session_token = json $\n\
+                  send send \"${session_token}\"\nexpect json $.nope exists within 300ms\n";
+    std::fs::write(dir.path().join("capture.wsp"), script).expect("writing the script");
+    let mut args = vec![
+        "run",
+        "capture.wsp",
+        "--url",
+        &url,
+        "--report",
+        "json=report.json",
+        "--report",
+        "junit=junit.xml",
+    ];
+    args.extend_from_slice(DEFAULT_ARGS);
+    let output = wsprobe(dir.path(), &args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    for file in ["report.json", "junit.xml"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).expect("a report");
+        assert!(!text.contains("s3cr3t-captured-99"), "{file}: {text}");
+    }
+    assert!(!stdout.contains("s3cr3t-captured-99"), "{stdout}");
+    server.shutdown().await;
+}
+
 /// An HTTP server on port 0 that answers every request `200 OK` and sends its request head
 /// (the request line, then the headers) down the channel.
 async fn recording_http_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
