@@ -635,6 +635,24 @@ async fn an_oversized_message_is_answered_with_close_1009() {
     assert_eq!(code, Some(Some(1009)));
 }
 
+/// A protocol violation from the server is answered with close 1002 before the
+/// connection is dropped (before, it was dropped without a close frame).
+#[tokio::test]
+async fn a_protocol_violation_is_answered_with_close_1002() {
+    let (url, mut closes) = crate::support::spawn_protocol_violating_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\ntext hi\nexpect text \"x\" within 5s\n");
+    std::fs::write(dir.path().join("bad.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "bad.wsp"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("protocol error"), "{stdout}");
+    let code = tokio::time::timeout(Duration::from_secs(10), closes.recv())
+        .await
+        .expect("the server saw the connection end");
+    assert_eq!(code, Some(Some(1002)));
+}
+
 /// A close reason and messages with escape sequences are shown escaped in a failure:
 /// before, the close reason went to the terminal raw.
 #[tokio::test]
