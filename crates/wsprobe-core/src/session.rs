@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -531,12 +531,16 @@ fn payload_len(frame: &Frame) -> usize {
     }
 }
 
-/// Marks the queue finished when the reader task ends, however it ends.
-struct ReaderDone(Arc<Queue>, Arc<Shared>);
+/// Marks the queues (the inbox's, the watch's) finished when the reader task ends, however
+/// it ends.
+struct ReaderDone(Arc<Queue>, Arc<Shared>, Option<Arc<Queue>>);
 
 impl Drop for ReaderDone {
     fn drop(&mut self) {
         self.0.reader_stopped(&self.1);
+        if let Some(watch) = &self.2 {
+            watch.reader_stopped(&self.1);
+        }
     }
 }
 
@@ -701,22 +705,43 @@ impl Inbox {
     }
 }
 
-/// A copy of every frame as it arrives, for display: see [`Session::start_watched`].
+/// A copy of every frame as it arrives, for display: see [`Session::start_watched`]. It is
+/// bounded like the inbox (and by the same limits): a display that falls behind a flood
+/// loses the oldest frames not shown yet, counted in [`Watch::dropped`], never the ending.
 #[derive(Debug)]
 pub struct Watch {
-    receiver: mpsc::UnboundedReceiver<Incoming>,
+    queue: Arc<Queue>,
+    /// Whether the ending frame has been handed out: nothing follows it.
+    delivered_ending: bool,
 }
 
 impl Watch {
     /// The next frame to arrive; `None` once the ending frame (close or dropped, always
     /// the last) has been delivered. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Incoming> {
-        self.receiver.recv().await
+        loop {
+            if let Some(message) = self.try_recv() {
+                return Some(message);
+            }
+            if self.delivered_ending || self.queue.lock().finished.is_some() {
+                return None;
+            }
+            self.queue.arrived.notified().await;
+        }
     }
 
     /// A frame that has already arrived, without waiting.
     pub fn try_recv(&mut self) -> Option<Incoming> {
-        self.receiver.try_recv().ok()
+        let message = self.queue.lock().take(0)?;
+        if message.frame.is_ending() {
+            self.delivered_ending = true;
+        }
+        Some(message)
+    }
+
+    /// How many frames were dropped, oldest first, because the display fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.queue.lock().dropped
     }
 }
 
@@ -745,18 +770,17 @@ impl Session {
     /// inbox's waits consume: a REPL prints from it while scripts-style waits run on the
     /// session.
     pub fn start_watched(connection: Connection, limits: InboxLimits) -> (Session, Watch) {
-        let (watch_sender, receiver) = mpsc::unbounded_channel();
+        let queue = Arc::new(Queue::new(limits));
         (
-            Self::spawn(connection, limits, Some(watch_sender)),
-            Watch { receiver },
+            Self::spawn(connection, limits, Some(queue.clone())),
+            Watch {
+                queue,
+                delivered_ending: false,
+            },
         )
     }
 
-    fn spawn(
-        connection: Connection,
-        limits: InboxLimits,
-        watch: Option<mpsc::UnboundedSender<Incoming>>,
-    ) -> Session {
+    fn spawn(connection: Connection, limits: InboxLimits, watch: Option<Arc<Queue>>) -> Session {
         let Connection {
             stream,
             url,
@@ -773,7 +797,7 @@ impl Session {
         let reader = tokio::spawn(read_loop(
             source,
             sink.clone(),
-            ReaderDone(queue.clone(), shared.clone()),
+            ReaderDone(queue.clone(), shared.clone(), watch.clone()),
             watch,
         ));
         Session {
@@ -888,9 +912,9 @@ async fn read_loop(
     mut source: SplitStream<WebSocketStream<Stream>>,
     sink: Arc<Mutex<Sink>>,
     done: ReaderDone,
-    watch: Option<mpsc::UnboundedSender<Incoming>>,
+    watch: Option<Arc<Queue>>,
 ) {
-    let ReaderDone(queue, shared) = &done;
+    let ReaderDone(queue, shared, _) = &done;
     loop {
         let next = source.next().await;
         let at = Instant::now();
@@ -930,15 +954,13 @@ async fn read_loop(
         }
         let incoming = Incoming { at, frame };
         if let Some(watch) = &watch {
-            let _ = watch.send(incoming.clone());
+            watch.push(incoming.clone());
         }
         queue.push(incoming);
         if ending.is_some() {
             break;
         }
     }
-    // Nothing follows the ending frame: let the watch see the end of its channel.
-    drop(watch);
     // After a close frame, keep reading a little: this lets tungstenite send its answer
     // to the server's close and see the TCP connection end cleanly.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {

@@ -389,7 +389,10 @@ fn basic_auth(url: &Url) -> Result<HeaderValue, String> {
 /// Parses what a user typed as a WebSocket URL. Only `ws://` and `wss://` are accepted; a
 /// missing scheme or an `http(s)://` one gets an error that suggests the right one.
 pub fn parse_url(text: &str) -> Result<Url, ConnectError> {
-    let text = text.trim();
+    let given = text.trim();
+    // Everything this function says about the URL shows it without its secrets.
+    let redacted = redacted_url_text(given);
+    let text = redacted.as_str();
     let invalid = |reason: String| ConnectError::InvalidUrl {
         url: text.to_owned(),
         reason,
@@ -424,7 +427,7 @@ pub fn parse_url(text: &str) -> Result<Url, ConnectError> {
             "WebSocket URLs start with ws:// or wss://; did you mean {suggestion}?"
         )));
     }
-    let url = Url::parse(text).map_err(|e| invalid(e.to_string()))?;
+    let url = Url::parse(given).map_err(|e| invalid(e.to_string()))?;
     match url.host() {
         None => return Err(invalid("it has no host".into())),
         Some(Host::Domain("")) => return Err(invalid("it has no host".into())),
@@ -885,32 +888,67 @@ fn shorten(text: &str, max: usize) -> String {
 /// with the values of query parameters that look like credentials (`token`, `key`,
 /// `auth`, `signature`, …) redacted, as browser clients often put a token there.
 pub fn redacted_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some(crate::secret::REDACTED));
+    redacted_url_text(url.as_str())
+}
+
+/// [`redacted_url`] for a URL as typed, which may not even parse (a usage error shows it):
+/// the password of `scheme://user:password@host` and secret-looking query values are
+/// replaced, the rest is kept as written. The one URL redaction; every line that shows a
+/// URL goes through it.
+pub fn redacted_url_text(text: &str) -> String {
+    use crate::secret::{REDACTED, name_looks_secret};
+    // `scheme://` is optional: `user:pw@host/dev` is redacted too.
+    let authority_start = text.find("://").map_or(0, |i| i + 3);
+    let after = &text[authority_start..];
+    let authority_len = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let authority = &after[..authority_len];
+    let mut shown = String::with_capacity(text.len());
+    shown.push_str(&text[..authority_start]);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    shown.push_str(user);
+                    shown.push(':');
+                    shown.push_str(REDACTED);
+                }
+                None => shown.push_str(userinfo),
+            }
+            shown.push('@');
+            shown.push_str(host);
+        }
+        None => shown.push_str(authority),
     }
-    let looks_secret = crate::secret::name_looks_secret;
-    if url.query_pairs().any(|(name, _)| looks_secret(&name)) {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(name, value)| {
-                let value = if looks_secret(&name) {
-                    crate::secret::REDACTED.to_owned()
-                } else {
-                    value.into_owned()
-                };
-                (name.into_owned(), value)
-            })
-            .collect();
-        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    let rest = &after[authority_len..];
+    let (before_fragment, fragment) = match rest.find('#') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match before_fragment.split_once('?') {
+        Some((path, query)) => {
+            shown.push_str(path);
+            shown.push('?');
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) => {
+                        let decoded =
+                            percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                        if name_looks_secret(&decoded) {
+                            format!("{name}={REDACTED}")
+                        } else {
+                            pair.to_owned()
+                        }
+                    }
+                    None => pair.to_owned(),
+                })
+                .collect();
+            shown.push_str(&pairs.join("&"));
+        }
+        None => shown.push_str(before_fragment),
     }
-    // The URL encoder escapes the marker's angle brackets; people read this, not servers.
-    let encoded_marker = crate::secret::REDACTED
-        .replace('<', "%3C")
-        .replace('>', "%3E");
+    shown.push_str(fragment);
     shown
-        .to_string()
-        .replace(&encoded_marker, crate::secret::REDACTED)
 }
 
 #[cfg(test)]
@@ -990,6 +1028,21 @@ mod tests {
         );
         let plain = Url::parse("ws://h/dev?room=7").unwrap();
         assert_eq!(redacted_url(&plain), "ws://h/dev?room=7");
+        let presigned = "wss://h/dev?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=ab12&X-Amz-Date=1";
+        assert_eq!(
+            redacted_url_text(presigned),
+            "wss://h/dev?X-Amz-Credential=<redacted>&X-Amz-Signature=<redacted>&X-Amz-Date=1"
+        );
+        // As typed, even when it does not parse.
+        assert_eq!(
+            redacted_url_text("htp://user:SEKRIT@h:99999/x?token=t#f"),
+            "htp://user:<redacted>@h:99999/x?token=<redacted>#f"
+        );
+        assert_eq!(
+            redacted_url_text("user:SEKRIT@h/dev"),
+            "user:<redacted>@h/dev"
+        );
+        assert_eq!(redacted_url_text("h/dev?a=1&b"), "h/dev?a=1&b");
     }
 
     fn request_headers(url: &str, config: &ClientConfig) -> Vec<(String, String)> {

@@ -286,11 +286,34 @@ pub(crate) fn parse(
         Ok(Secret::new(value.get_ref().clone()))
     };
 
+    // A literal that carries a secret (a password, `?token=…`, a presigned signature) is
+    // one written in the file, like a literal `auth`.
+    let refuse_literal = |field: &str, value: &Spanned<String>, what: &str| {
+        at(
+            Some(value.span()),
+            format!(
+                "{field} {what} written in the file; write `{field} = \"env:VARIABLE\"` to read \
+                 it from the environment, or set `allow_plaintext_secrets = true` if you insist"
+            ),
+        )
+    };
     let url = match &raw_stage.url {
         Some(url) => {
-            wsprobe_core::client::parse_url(url.get_ref())
+            let text = match from_env("url", url)? {
+                Some(found) => found,
+                None => {
+                    let written = url.get_ref();
+                    if !plaintext_allowed
+                        && wsprobe_core::client::redacted_url_text(written) != *written
+                    {
+                        return Err(refuse_literal("url", url, "carries a password or a token"));
+                    }
+                    written.clone()
+                }
+            };
+            wsprobe_core::client::parse_url(&text)
                 .map_err(|e| at(Some(url.span()), e.to_string()))?;
-            Some(url.get_ref().trim().to_owned())
+            Some(text.trim().to_owned())
         }
         None => None,
     };
@@ -306,8 +329,15 @@ pub(crate) fn parse(
         .transpose()?;
     let mut headers = Vec::with_capacity(raw_stage.headers.len());
     for (name, value) in &raw_stage.headers {
-        let value_text =
-            from_env(&format!("headers.{name}"), value)?.unwrap_or_else(|| value.get_ref().clone());
+        let field = format!("headers.{name}");
+        let value_text = match from_env(&field, value)? {
+            Some(found) => found,
+            // `Authorization`, `X-Api-Key`, `X-Auth-Token`: a secret, like `auth`.
+            None if !plaintext_allowed && wsprobe_core::secret::name_looks_secret(name) => {
+                return Err(refuse_literal(&field, value, "is a secret"));
+            }
+            None => value.get_ref().clone(),
+        };
         let header = values::parse_header(&format!("{name}: {value_text}"))
             .map_err(|e| at(Some(value.span()), format!("headers.{name}: {e}")))?;
         headers.push(header);
@@ -504,6 +534,37 @@ url = "wss://xyz.execute-api.eu-west-1.amazonaws.com/prod"
         assert_eq!(profile.auth.unwrap().expose(), "Bearer hunter2");
         let per_stage = format!("{text}allow_plaintext_secrets = true\n");
         assert!(parse_at(&per_stage, "dev", &[]).is_ok());
+    }
+
+    /// Secret-looking headers, URL passwords and query tokens are secrets written in the
+    /// file too (before, only `auth`, `api_key` and a proxy password were refused).
+    #[test]
+    fn secret_headers_and_urls_with_secrets_need_the_users_insistence() {
+        let cases = [
+            "[stages.dev]\nheaders = { Authorization = \"Bearer hunter2\" }\n",
+            "[stages.dev]\nheaders = { X-Api-Key = \"hunter2\" }\n",
+            "[stages.dev]\nurl = \"wss://u:hunter2@h/dev\"\n",
+            "[stages.dev]\nurl = \"wss://h/dev?token=hunter2\"\n",
+            "[stages.dev]\nurl = \"wss://h/dev?X-Amz-Signature=hunter2\"\n",
+        ];
+        for text in cases {
+            let error = parse_at(text, "dev", &[]).unwrap_err();
+            assert!(error.message.contains("env:VARIABLE"), "{text}: {error}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+            let allowed = format!("allow_plaintext_secrets = true\n{text}");
+            assert!(parse_at(&allowed, "dev", &[]).is_ok(), "{text}");
+        }
+        // From the environment, and headers that are no secret, are fine.
+        let from_env = "[stages.dev]\nurl = \"env:DEV_URL\"\n\
+                        headers = { Authorization = \"Bearer env:T\", X-Trace = \"on\" }\n";
+        let profile = parse_at(
+            from_env,
+            "dev",
+            &[("DEV_URL", "wss://h/dev?token=t1"), ("T", "t2")],
+        )
+        .unwrap();
+        assert_eq!(profile.url.as_deref(), Some("wss://h/dev?token=t1"));
+        assert_eq!(profile.headers.len(), 2);
     }
 
     #[test]

@@ -235,6 +235,8 @@ pub(crate) struct Driver {
     pub(super) quit: bool,
     /// Whether lines from the input are still taken (`/quit` in `-x` or a pipe stops it).
     accepting: bool,
+    /// Frames the display fell too far behind to show, as last reported.
+    skipped_shown: u64,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
@@ -270,6 +272,7 @@ impl Driver {
             drain_started: None,
             quit: false,
             accepting: true,
+            skipped_shown: 0,
         }
     }
 
@@ -319,7 +322,10 @@ impl Driver {
                     }
                 }
                 incoming = next_frame(&mut self.watch) => match incoming {
-                    Some(incoming) => self.on_frame(incoming),
+                    Some(incoming) => {
+                        self.note_skipped();
+                        self.on_frame(incoming);
+                    }
                     None => {
                         // The reader always delivers the ending first; if it stopped
                         // without one, the connection is as good as dropped.
@@ -585,10 +591,27 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Says how many frames the display skipped since it last said so: the watch is
+    /// bounded (`--inbox-frames`, `--inbox-bytes`), so a flood faster than the terminal
+    /// loses the oldest frames not shown yet rather than growing without bound.
+    fn note_skipped(&mut self) {
+        let skipped = self.watch.as_ref().map_or(0, Watch::dropped);
+        if skipped > self.skipped_shown {
+            let new = skipped - self.skipped_shown;
+            self.skipped_shown = skipped;
+            self.note(
+                Tone::Info,
+                &format!("… {new} frames arrived faster than they could be shown and were skipped"),
+            );
+        }
+    }
+}
+
 fn connected_text(connection: &Connection) -> String {
     let mut text = format!(
         "connected to {} ({})",
-        connection.url,
+        wsprobe_core::client::redacted_url(&connection.url),
         display::short_duration(connection.connect_time)
     );
     if let Some(protocol) = &connection.subprotocol {

@@ -143,7 +143,10 @@ impl Driver {
                     }
                     None => None,
                 };
-                url.map(|url| (format!("{verb} {url}"), body))
+                url.map(|url| {
+                    let url = wsprobe_core::client::redacted_url(&url);
+                    (format!("{verb} {url}"), body)
+                })
             }
             Err(_) => None,
         };

@@ -22,6 +22,7 @@ use std::time::Instant;
 use crate::cli::{ReportTarget, RunArgs};
 use crate::os::Interrupts;
 use crate::{Context, Error, Outcome};
+use wsprobe_core::client::redacted_url_text;
 use wsprobe_core::command::{Script, Variables, parse_script};
 use wsprobe_core::options::ConnectOptions;
 
@@ -243,11 +244,16 @@ fn read_script(path: &Path) -> Result<String, Error> {
 }
 
 fn parse_management_url(text: &str) -> Result<url::Url, Error> {
-    let url = url::Url::parse(text)
-        .map_err(|e| Error::usage(format!("--management-url `{text}`: {e}")))?;
+    let url = url::Url::parse(text).map_err(|e| {
+        Error::usage(format!(
+            "--management-url `{}`: {e}",
+            redacted_url_text(text)
+        ))
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(Error::usage(format!(
-            "--management-url `{text}` must be an http:// or https:// URL, e.g. http://127.0.0.1:8080/dev/@connections"
+            "--management-url `{}` must be an http:// or https:// URL, e.g. http://127.0.0.1:8080/dev/@connections",
+            redacted_url_text(text)
         )));
     }
     Ok(url)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use wsprobe_core::client::{self, ClientConfig, ConnectError};
-use wsprobe_core::command::engine::{Engine, EngineOptions, Failed, FailedKind, Fault};
+use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Failed, FailedKind, Fault};
 use wsprobe_core::command::{
     Command, Connect, ConnectOption, Diagnostic, EchoPolicy, ResolveError, Script, Span, Statement,
 };
@@ -29,7 +29,7 @@ use wsprobe_core::values::Header;
 
 use super::result::Failure;
 use super::result::{FailureKind, FileResult, TestResult};
-use super::vars::{Secrets, Vars};
+use super::vars::{Secrets, Vars, looks_secret};
 use crate::error::Credentials;
 
 /// Everything the runner needs from the command line.
@@ -293,6 +293,14 @@ impl FileRun<'_> {
             self.check_open(statement, target)?;
         }
         match self.engine.execute(statement, target).await {
+            Ok(Done::Captured { name, value, .. }) => {
+                // A captured token is as secret as one given on the command line: every
+                // output and report of the run redacts it from here on.
+                if looks_secret(&name) {
+                    self.secrets.add(&value);
+                }
+                Ok(())
+            }
             Ok(_done) => Ok(()),
             Err(Fault::Resolve(error)) => Err(self.resolve_failure(&error)),
             Err(Fault::Failed(failed)) => Err(self.failed(failed, target)),

@@ -895,6 +895,29 @@ async fn a_full_inbox_drops_the_oldest_frames_and_counts_them() {
     assert_eq!(error.dropped(), 1);
 }
 
+/// The watch (what the prompt displays) is bounded like the inbox: a display that falls
+/// behind keeps the newest frames and the ending, and counts what it lost.
+#[tokio::test]
+async fn a_watch_that_falls_behind_keeps_the_newest_frames_and_the_ending() {
+    let mut frames: Vec<Message> = (0..20).map(|i| text(&format!("{i:02}"))).collect();
+    frames.push(Message::Close(None));
+    let server = scripted_server(frames).await;
+    let connection = connect(&server.url("ws"), &config(&[])).await.unwrap();
+    let limits = InboxLimits {
+        frames: 5,
+        bytes: 1 << 20,
+    };
+    let (mut session, mut watch) = Session::start_watched(connection, limits);
+    // The inbox sees the close: everything has been read.
+    let _ = session.wait_for(PATIENCE, |_| false).await.unwrap_err();
+    let mut shown = Vec::new();
+    while let Some(incoming) = within("the watch", watch.recv()).await {
+        shown.push(incoming.frame.to_string());
+    }
+    assert_eq!(shown, ["16", "17", "18", "19", "<close 1005>"]);
+    assert_eq!(watch.dropped(), 16);
+}
+
 #[tokio::test]
 async fn wait_for_skips_and_keeps_what_does_not_match() {
     let (_server, mut session) = session_with(vec![text("a"), text("b"), text("c")]).await;

@@ -463,6 +463,27 @@ fn piped_input_to_a_server_that_stopped_reading_ends_after_the_first_stalled_sen
     );
 }
 
+/// The success line and a usage error show URLs without their secrets (before, the
+/// success line showed `?token=…&X-Amz-Signature=…` and an invalid URL its password).
+#[test]
+fn urls_are_shown_without_their_secrets() {
+    let backend = Backend::sample();
+    let home = temp_home();
+    let url = format!(
+        "{}?token=SEKRIT1&X-Amz-Signature=SEKRIT2&room=7",
+        backend.url()
+    );
+    let run1 = run(wsprobe(home.path()).args(["connect", &url, "-x", "hi", "-w", "0"]));
+    run1.assert_stderr_has("connected to ");
+    run1.assert_stderr_has("token=<redacted>&X-Amz-Signature=<redacted>&room=7");
+    assert!(!run1.stderr.contains("SEKRIT"), "{}", run1.stderr);
+
+    let run2 = run(wsprobe(home.path()).args(["connect", "htp://user:SEKRIT@h/dev"]));
+    assert_eq!(run2.code, Some(2), "{}", run2.stderr);
+    run2.assert_stderr_has("user:<redacted>@h/dev");
+    assert!(!run2.stderr.contains("SEKRIT"), "{}", run2.stderr);
+}
+
 #[test]
 fn a_line_being_typed_survives_a_message_arriving() {
     let backend = Backend::sample();

@@ -635,6 +635,24 @@ async fn an_oversized_message_is_answered_with_close_1009() {
     assert_eq!(code, Some(Some(1009)));
 }
 
+/// A protocol violation from the server is answered with close 1002 before the
+/// connection is dropped (before, it was dropped without a close frame).
+#[tokio::test]
+async fn a_protocol_violation_is_answered_with_close_1002() {
+    let (url, mut closes) = crate::support::spawn_protocol_violating_server().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = format!("connect {url}\ntext hi\nexpect text \"x\" within 5s\n");
+    std::fs::write(dir.path().join("bad.wsp"), script).expect("writing the script");
+    let output = wsprobe(dir.path(), &["run", "bad.wsp"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("protocol error"), "{stdout}");
+    let code = tokio::time::timeout(Duration::from_secs(10), closes.recv())
+        .await
+        .expect("the server saw the connection end");
+    assert_eq!(code, Some(Some(1002)));
+}
+
 /// A close reason and messages with escape sequences are shown escaped in a failure:
 /// before, the close reason went to the terminal raw.
 #[tokio::test]
@@ -653,6 +671,39 @@ async fn escape_sequences_in_failures_are_shown_escaped() {
     assert!(stdout.contains(r"text \x1b]0;pwned\x07\x1b[2J"), "{stdout}");
     assert!(!stdout.contains('\x1b'), "{stdout}");
     assert!(!stdout.contains('\u{202e}'), "{stdout}");
+}
+
+/// A value captured under a secret-looking name is redacted in the run's output and
+/// reports, as it is at the prompt (before, `run` printed it in clear).
+#[tokio::test]
+async fn secret_looking_captures_are_redacted_in_output_and_reports() {
+    let server = case_server().await;
+    let url = server.ws_url();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = "connect\nsend send \"s3cr3t-captured-99\"\ncapture session_token = json $\n\
+                  send send \"${session_token}\"\nexpect json $.nope exists within 300ms\n";
+    std::fs::write(dir.path().join("capture.wsp"), script).expect("writing the script");
+    let mut args = vec![
+        "run",
+        "capture.wsp",
+        "--url",
+        &url,
+        "--report",
+        "json=report.json",
+        "--report",
+        "junit=junit.xml",
+    ];
+    args.extend_from_slice(DEFAULT_ARGS);
+    let output = wsprobe(dir.path(), &args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    for file in ["report.json", "junit.xml"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).expect("a report");
+        assert!(!text.contains("s3cr3t-captured-99"), "{file}: {text}");
+    }
+    assert!(!stdout.contains("s3cr3t-captured-99"), "{stdout}");
+    server.shutdown().await;
 }
 
 /// An HTTP server on port 0 that answers every request `200 OK` and sends its request head

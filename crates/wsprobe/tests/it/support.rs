@@ -1014,6 +1014,46 @@ pub async fn spawn_burst_server(
     (url, bursts, release)
 }
 
+/// A WebSocket server on 127.0.0.1:0 that answers each connection's first message with
+/// a frame of a reserved opcode (a protocol violation), then reads until the client's
+/// close frame. Returns its `ws://` URL and a channel that yields, per connection, the
+/// client's close code (`None` when the connection ended without a close frame).
+pub async fn spawn_protocol_violating_server() -> (String, mpsc::UnboundedReceiver<Option<u16>>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/", listener.local_addr().expect("the address"));
+    let (close_codes, closes) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let close_codes = close_codes.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                if !matches!(ws.next().await, Some(Ok(_))) {
+                    return;
+                }
+                // FIN, opcode 0x3 (reserved), no payload: written under tungstenite.
+                if ws.get_mut().write_all(&[0x83, 0x00]).await.is_err() {
+                    return;
+                }
+                let code = loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Close(frame))) => {
+                            break frame.map(|frame| u16::from(frame.code));
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => break None,
+                    }
+                };
+                let _ = close_codes.send(code);
+            });
+        }
+    });
+    (url, closes)
+}
+
 /// What [`spawn_hostile_server`] sends: a window title, a screen clear, a clipboard
 /// write, a right-to-left override.
 pub const HOSTILE_TEXT: &str = "\x1b]0;pwned\x07\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07evil\u{202e}txt";
