@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         }
         Command::Load(mut args) => {
             if let Some(cli::LoadCommand::Merge(merge)) = args.command.take() {
-                return load::merge::run(merge);
+                return load::merge::run(merge, context);
             }
             let url = Some(std::mem::take(&mut args.url)).filter(|url| !url.is_empty());
             if url.is_none() && args.connection.stage.is_none() {

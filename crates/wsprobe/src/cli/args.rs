@@ -624,6 +624,10 @@ pub(crate) struct MergeArgs {
     /// Write the merged report as JSON (`-`: to stdout, the table then goes to stderr)
     #[arg(long, value_name = "PATH")]
     pub(crate) report_json: Option<PathBuf>,
+
+    /// Write the merged report as one self-contained HTML page with charts and the shards
+    #[arg(long, value_name = "PATH")]
+    pub(crate) report_html: Option<PathBuf>,
 }
 
 /// `load --echo`: the [`EchoFlag`]s, with `off` hidden from the help.

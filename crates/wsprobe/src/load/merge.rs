@@ -20,9 +20,11 @@ use hdrhistogram::Histogram;
 
 use super::report::{self, ClientLag, Histograms, Interval, LatencySummary, LoadReport, Merged};
 use super::threshold::{self, Observed, Threshold};
-use super::{JsonOut, stats};
+use super::timeline::Timeline;
+use super::{JsonOut, html, stats};
 use crate::cli::MergeArgs;
-use crate::{Error, Outcome};
+use crate::{Context, Error, Outcome};
+use wsprobe_core::report_file::ReportFile;
 
 /// One report as read, with where it came from and its histograms decoded.
 #[derive(Debug)]
@@ -48,7 +50,7 @@ pub(crate) struct MergedRun {
 }
 
 /// Runs `wsprobe load merge`.
-pub(crate) fn run(args: MergeArgs) -> Result<Outcome, Error> {
+pub(crate) fn run(args: MergeArgs, context: Context) -> Result<Outcome, Error> {
     let extra = args
         .thresholds
         .iter()
@@ -56,10 +58,24 @@ pub(crate) fn run(args: MergeArgs) -> Result<Outcome, Error> {
         .collect::<Result<Vec<Threshold>, String>>()
         .map_err(Error::Usage)?;
     let report_json = JsonOut::create(args.report_json.as_deref())?;
+    let report_html = args
+        .report_html
+        .as_deref()
+        .map(|path| {
+            ReportFile::create(path).map_err(|e| {
+                Error::usage(format!(
+                    "cannot write --report-html {}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
     let mut inputs = Vec::new();
     for path in &args.files {
         inputs.extend(read(path)?);
     }
+    let mut shards: Vec<html::Shard> = inputs.iter().filter_map(shard_of).collect();
+    shards.sort_by_key(|shard| shard.index);
     let mut merged = merge(inputs).map_err(Error::Usage)?;
     // The shards' thresholds (they agree: the settings are equal), then the merge's own.
     let mut thresholds = Vec::new();
@@ -94,10 +110,31 @@ pub(crate) fn run(args: MergeArgs) -> Result<Outcome, Error> {
     if let Some(out) = report_json {
         out.write(&report::to_json(report))?;
     }
+    if let Some(file) = report_html {
+        let timeline = Timeline::of_report(&report.intervals).map_err(Error::Usage)?;
+        let args: Vec<String> = std::env::args().collect();
+        let command = html::command_line(&args, context.show_secrets);
+        let path = file.path().to_owned();
+        file.write(html::render(report, &timeline, &command, &shards).as_bytes())
+            .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+    }
     Ok(if report.breached() {
         Outcome::ChecksFailed
     } else {
         Outcome::Success
+    })
+}
+
+/// What the HTML report shows of one shard: which, how many connections, when it started.
+fn shard_of(input: &Input) -> Option<html::Shard> {
+    let shard = input.report.shard.as_ref()?;
+    Some(html::Shard {
+        index: u32::try_from(shard.index).ok()?,
+        of: u32::try_from(shard.count).ok()?,
+        opened: input.report.connections.opened,
+        requested: input.report.connections.requested,
+        started: humantime::parse_rfc3339_weak(&input.report.started_at)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH),
     })
 }
 

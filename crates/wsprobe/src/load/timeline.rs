@@ -5,8 +5,8 @@
 //! Each interval keeps its histogram in a sparse form (the recorded values and their
 //! counts: a few KiB at most, where a full histogram is ~150 KiB), so an hour of intervals
 //! stays small, and any run of intervals can be added back into an exact histogram: a
-//! plot down-samples by adding histograms, never by averaging percentiles. A merge of
-//! shards builds the same [`Timeline`] from the shards' intervals (see [`Interval::add`]).
+//! plot down-samples by adding histograms, never by averaging percentiles. `load merge`
+//! builds a [`Timeline`] from the merged report's per-second intervals ([`Timeline::of_report`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -36,15 +36,6 @@ impl SparseHistogram {
         for &(value, count) in &self.0 {
             histogram.saturating_record_n(value, count);
         }
-    }
-
-    /// Adds another interval's values (for a merge of shards).
-    pub(crate) fn add(&mut self, other: &Self) {
-        let mut merged: BTreeMap<u64, u64> = self.0.iter().copied().collect();
-        for &(value, count) in &other.0 {
-            *merged.entry(value).or_default() += count;
-        }
-        self.0 = merged.into_iter().collect();
     }
 }
 
@@ -142,24 +133,6 @@ pub(crate) struct Interval {
     pub(crate) error_kinds: BTreeMap<String, u64>,
 }
 
-impl Interval {
-    /// Adds the same interval of another shard: counts and histograms add, open
-    /// connections too (each shard's are its own).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for `load merge` (issue 11), built in parallel")
-    )]
-    pub(crate) fn add(&mut self, other: &Self) {
-        self.length_s = self.length_s.max(other.length_s);
-        self.round_trip.add(&other.round_trip);
-        self.counts.add(&other.counts);
-        self.open += other.open;
-        add_maps(&mut self.close_codes, &other.close_codes);
-        add_maps(&mut self.connect_failures, &other.connect_failures);
-        add_maps(&mut self.error_kinds, &other.error_kinds);
-    }
-}
-
 /// Adds the counts of `from` into `into`, key by key.
 pub(crate) fn add_maps<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
     for (key, count) in from {
@@ -184,6 +157,50 @@ pub(crate) struct Timeline {
     pub(crate) started: SystemTime,
     /// The intervals, in order, back to back.
     pub(crate) intervals: Vec<Interval>,
+}
+
+impl Timeline {
+    /// The timeline of a report's per-second intervals (a merged run's): one interval per
+    /// wall-clock second, from the first. What the report does not keep per second (close
+    /// codes, connect failures by cause, gateway error messages, connections opened) is
+    /// left empty.
+    pub(crate) fn of_report(intervals: &[super::report::Interval]) -> Result<Self, String> {
+        let first = intervals.first().map_or(0, |interval| interval.unix_s);
+        let mut timeline = Self {
+            started: SystemTime::UNIX_EPOCH + Duration::from_secs(first),
+            intervals: Vec::with_capacity(intervals.len()),
+        };
+        for interval in intervals {
+            let histogram =
+                super::report::decode_histogram(&interval.round_trip_us).map_err(|e| {
+                    format!(
+                        "a damaged histogram in the interval of {}: {e}",
+                        interval.unix_s
+                    )
+                })?;
+            let error = |kind: &str| interval.errors.get(kind).copied().unwrap_or(0);
+            timeline.intervals.push(Interval {
+                start_s: interval.unix_s.saturating_sub(first) as f64,
+                length_s: 1.0,
+                round_trip: SparseHistogram::of(&histogram),
+                counts: IntervalCounts {
+                    sent: interval.sent,
+                    echoed: interval.echoed,
+                    late: error("late"),
+                    lost: error("lost"),
+                    duplicated: error("duplicated"),
+                    corrupted: error("corrupted"),
+                    error_frames: error("error_frames"),
+                    opened: 0,
+                    dropped: error("dropped"),
+                    connect_failed: interval.connect_failed,
+                },
+                open: interval.open,
+                ..Interval::default()
+            });
+        }
+        Ok(timeline)
+    }
 }
 
 /// Builds the [`Timeline`] in the monitor, one interval at a time.
@@ -295,30 +312,5 @@ mod tests {
             back.value_at_quantile(0.5),
             histogram.value_at_quantile(0.5)
         );
-    }
-
-    #[test]
-    fn intervals_of_shards_add_up() {
-        let mut histogram = new_histogram();
-        histogram.record(100).unwrap();
-        let mut a = Interval {
-            round_trip: SparseHistogram::of(&histogram),
-            open: 3,
-            close_codes: [(1006, 1)].into(),
-            ..Interval::default()
-        };
-        histogram.record(200).unwrap();
-        let b = Interval {
-            round_trip: SparseHistogram::of(&histogram),
-            open: 4,
-            close_codes: [(1006, 2), (1001, 1)].into(),
-            ..Interval::default()
-        };
-        a.add(&b);
-        assert_eq!(a.open, 7);
-        assert_eq!(a.close_codes, [(1001, 1), (1006, 3)].into());
-        let mut back = new_histogram();
-        a.round_trip.add_to(&mut back);
-        assert_eq!(back.len(), 3);
     }
 }

@@ -336,13 +336,35 @@ async fn a_merged_run_matches_an_unsharded_run() {
         assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     }
     let merged_json = dir.path().join("merged.json");
+    let merged_html = dir.path().join("merged.html");
     let output = merge(
         &[&files[0], &files[1]],
-        &["--report-json", merged_json.to_str().unwrap()],
+        &[
+            "--report-json",
+            merged_json.to_str().unwrap(),
+            "--report-html",
+            merged_html.to_str().unwrap(),
+        ],
     )
     .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let merged = read_report(&merged_json);
+    // The merged page: every section, the shards listed, the merged count, nothing fetched.
+    let page = std::fs::read_to_string(&merged_html).expect("the merged HTML report");
+    for id in [
+        "shards",
+        "latency-over-time",
+        "percentile-distribution",
+        "throughput-over-time",
+        "errors-over-time",
+        "summary",
+    ] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "no section {id}");
+    }
+    assert!(page.contains("merged from 2 shards"), "{page}");
+    assert!(page.contains("<td>0/2</td>") && page.contains("<td>1/2</td>"));
+    assert!(page.contains(&merged["messages"]["sent"].to_string()));
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
     for (section, key) in [
         ("connections", "requested"),
         ("connections", "opened"),
