@@ -33,13 +33,14 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 start_server serve "$BIN" serve --listen 127.0.0.1:0 --quiet --idle-timeout 10m
 SERVE_URL="$URL"
 
-# shards LABEL LOAD-ARGS...: runs SHARDS shards of the command from one --start-at,
-# reports in $WORK/LABEL-I.json.
+# shards LABEL LEAD LOAD-ARGS...: runs SHARDS shards of the command from one --start-at
+# LEAD seconds from now (time enough to open every connection), reports in
+# $WORK/LABEL-I.json.
 shards() {
-    local label=$1
-    shift
+    local label=$1 lead=$2
+    shift 2
     local start_at pids=()
-    start_at=$(date -u -d '+5 seconds' +%s.%N)
+    start_at=$(date -u -d "+$lead seconds" +%s.%N)
     for i in $(seq 0 $((SHARDS - 1))); do
         "$BIN" load "$SERVE_URL" "$@" --shard "$i/$SHARDS" --start-at "$start_at" \
             --no-progress --report-json "$WORK/$label-$i.json" >/dev/null 2>"$WORK/$label-$i.err" &
@@ -58,7 +59,7 @@ echo "== 1. one process vs $SHARDS shards: -c $CONNECTIONS --rate $RATE/s -d $DU
 "$BIN" load "$SERVE_URL" -c "$CONNECTIONS" --rate "$RATE/s" -d "$DURATION" --no-progress \
     --report-json "$WORK/single.json" >/dev/null
 printf '%-8s %s\n' single "$(summary "$WORK/single.json")"
-shards run -c "$CONNECTIONS" --rate "$RATE/s" -d "$DURATION"
+shards run 5 -c "$CONNECTIONS" --rate "$RATE/s" -d "$DURATION"
 "$BIN" load merge "$WORK"/run-*.json --report-json "$WORK/merged.json" >/dev/null
 printf '%-8s %s\n' merged "$(summary "$WORK/merged.json")"
 
@@ -68,8 +69,8 @@ for _ in 1 2 3; do
 done
 
 if [ "${BIG:-0}" = 1 ]; then
-    echo "== 3. $SHARDS shards holding 18000 connections together, 1000 pings/s, 30s"
-    shards big -c 18000 --rate 1000/s -d 30s --connect-rate 2000/s
+    echo "== 3. $SHARDS shards holding 18000 connections together, 500 pings/s, 30s"
+    shards big 60 -c 18000 --rate 500/s -d 30s --connect-rate 500/s
     "$BIN" load merge "$WORK"/big-*.json --report-json "$WORK/big.json" >/dev/null
     printf '%-8s %s\n' merged "$(summary "$WORK/big.json")"
 fi

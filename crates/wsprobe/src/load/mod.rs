@@ -318,7 +318,8 @@ pub(crate) async fn run(
     let start_at_us = match args.start_at {
         Some(at) => {
             shard::check_start_at(at, started_wall).map_err(Error::Usage)?;
-            // Within the grace, a past TIME is the go itself: sending starts at once.
+            // Within the grace, a past TIME counts as the start of the run: sending begins
+            // once the connections are open, on a timetable anchored at the start.
             Some(at.duration_since(started_wall).map_or(0, |ahead| {
                 u64::try_from(ahead.as_micros()).unwrap_or(u64::MAX)
             }))

@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 pub(crate) const INDEX_VARIABLE: &str = "JOB_COMPLETION_INDEX";
 
 /// How far in the past a `--start-at` may be and still be accepted: the shard then
-/// starts at once, its timetable still anchored at TIME (its first slots are late, and
-/// that lateness counts in the latencies). Shards launched together by one scheduler
-/// are rarely further apart than this; a TIME further back is a mistake.
+/// starts sending as soon as its connections are open, its timetable anchored at its own
+/// start (so at most this much behind the other shards'). A TIME further back is a
+/// mistake: the shard would run out of step with the others.
 pub(crate) const START_AT_GRACE: Duration = Duration::from_secs(1);
 
 /// Which shard this process runs: `index` of `count`.
