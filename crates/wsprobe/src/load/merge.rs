@@ -455,6 +455,8 @@ fn merge_intervals(inputs: &[Input]) -> Result<Vec<Interval>, String> {
                         echoed: 0,
                         errors: BTreeMap::new(),
                         connect_failed: 0,
+                        opened: 0,
+                        close_codes: BTreeMap::new(),
                         open: 0,
                         round_trip_us: String::new(),
                     },
@@ -464,7 +466,11 @@ fn merge_intervals(inputs: &[Input]) -> Result<Vec<Interval>, String> {
             sum.sent += interval.sent;
             sum.echoed += interval.echoed;
             sum.connect_failed += interval.connect_failed;
+            sum.opened += interval.opened;
             sum.open += interval.open;
+            for (code, count) in &interval.close_codes {
+                *sum.close_codes.entry(code.clone()).or_insert(0) += count;
+            }
             for (kind, count) in &interval.errors {
                 *sum.errors.entry(kind.clone()).or_insert(0) += count;
             }

@@ -645,6 +645,12 @@ fn report_intervals(timeline: &timeline::Timeline) -> Vec<Interval> {
                     .map(|(kind, count)| (kind.to_owned(), count))
                     .collect(),
                 connect_failed: c.connect_failed,
+                opened: c.opened,
+                close_codes: interval
+                    .close_codes
+                    .iter()
+                    .map(|(code, count)| (code.to_string(), *count))
+                    .collect(),
                 open: interval.open,
                 round_trip_us: report::encode_histogram(&round_trip),
             }

@@ -231,6 +231,12 @@ pub(crate) struct Interval {
     pub(crate) errors: BTreeMap<String, u64>,
     /// Connections that failed to open.
     pub(crate) connect_failed: u64,
+    /// Connections opened (absent in reports from before it was recorded).
+    #[serde(default)]
+    pub(crate) opened: u64,
+    /// Close codes of the connections dropped, by code (only those that occurred).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) close_codes: BTreeMap<String, u64>,
     /// Connections open at the end of the interval (summed over the shards in a merge).
     pub(crate) open: u64,
     /// Round trips that ended in the interval: HdrHistogram V2, deflate, base64, µs.
@@ -673,6 +679,8 @@ mod tests {
                 echoed: 4,
                 errors: BTreeMap::new(),
                 connect_failed: 1,
+                opened: 3,
+                close_codes: [("1006".to_owned(), 1)].into(),
                 open: 2,
                 round_trip_us: encode_histogram(&histogram),
             }],

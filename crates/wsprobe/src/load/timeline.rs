@@ -161,9 +161,8 @@ pub(crate) struct Timeline {
 
 impl Timeline {
     /// The timeline of a report's per-second intervals (a merged run's): one interval per
-    /// wall-clock second, from the first. What the report does not keep per second (close
-    /// codes, connect failures by cause, gateway error messages, connections opened) is
-    /// left empty.
+    /// wall-clock second, from the first. What the report does not keep per second (connect
+    /// failures by cause, gateway error messages) is left empty.
     pub(crate) fn of_report(intervals: &[super::report::Interval]) -> Result<Self, String> {
         let first = intervals.first().map_or(0, |interval| interval.unix_s);
         let mut timeline = Self {
@@ -191,11 +190,16 @@ impl Timeline {
                     duplicated: error("duplicated"),
                     corrupted: error("corrupted"),
                     error_frames: error("error_frames"),
-                    opened: 0,
+                    opened: interval.opened,
                     dropped: error("dropped"),
                     connect_failed: interval.connect_failed,
                 },
                 open: interval.open,
+                close_codes: interval
+                    .close_codes
+                    .iter()
+                    .filter_map(|(code, count)| Some((code.parse().ok()?, *count)))
+                    .collect(),
                 ..Interval::default()
             });
         }

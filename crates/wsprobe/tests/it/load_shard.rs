@@ -362,6 +362,14 @@ async fn a_merged_run_matches_an_unsharded_run() {
         assert!(page.contains(&format!("id=\"{id}\"")), "no section {id}");
     }
     assert!(page.contains("merged from 2 shards"), "{page}");
+    // The per-second series say when connections opened, so the page can plot it.
+    let opened: u64 = merged["intervals"]
+        .as_array()
+        .expect("intervals")
+        .iter()
+        .map(|interval| interval["opened"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(Some(opened), merged["connections"]["opened"].as_u64());
     assert!(page.contains("<td>0/2</td>") && page.contains("<td>1/2</td>"));
     assert!(page.contains(&merged["messages"]["sent"].to_string()));
     assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
