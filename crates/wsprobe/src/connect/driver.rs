@@ -214,6 +214,9 @@ pub(super) struct Running {
     pub(crate) show_sent: bool,
     /// An `@connections` call, whose answer is still shown when the session ends.
     pub(crate) is_call: bool,
+    /// A command that waits (`/wait`, `/expect`, `/capture`): lines typed meanwhile are
+    /// shown as queued.
+    pub(crate) waits: bool,
 }
 
 /// The state of one session.
@@ -390,10 +393,10 @@ impl Driver {
         match input {
             Some(Input::Line(line)) => {
                 if self.settings.interactive
-                    && let Some(running) = &self.running
+                    && let Some(running) = self.running.as_ref().filter(|r| r.waits)
                 {
                     let what = running.what.clone();
-                    self.note(Tone::Info, &format!("queued: runs when {what} is done"));
+                    self.note(Tone::Info, &format!("queued: runs after /{what}"));
                 }
                 self.queue.push_back(line);
                 // Started at once, so that a Ctrl-C read after it cancels it.
@@ -429,6 +432,12 @@ impl Driver {
                 | wsprobe_core::command::Command::Get { .. }
                 | wsprobe_core::command::Command::Delete { .. }
         );
+        let waits = matches!(
+            statement.command,
+            wsprobe_core::command::Command::Sleep(_)
+                | wsprobe_core::command::Command::Expect(_)
+                | wsprobe_core::command::Command::Capture(_)
+        );
         let future = Box::pin(async move {
             let mut engine = engine.lock_owned().await;
             engine.execute(&statement, Some(SESSION)).await
@@ -439,6 +448,7 @@ impl Driver {
             line,
             show_sent: true,
             is_call,
+            waits,
         });
     }
 

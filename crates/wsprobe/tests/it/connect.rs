@@ -1720,7 +1720,7 @@ fn a_slow_handshake_has_a_status_line_and_lines_typed_during_a_wait_show_as_queu
     pty.wait_connected();
     pty.type_line("/wait 1m");
     pty.type_line("after the wait");
-    pty.expect("queued: runs when");
+    pty.expect("queued: runs after /wait");
     // Ctrl-C cancels the wait; the queued line then runs.
     pty.control(ControlCode::EndOfText);
     pty.expect("cancelled");
