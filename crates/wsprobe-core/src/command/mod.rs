@@ -28,7 +28,9 @@ pub use ast::{
 pub use error::{
     Diagnostic, ErrorKind, SyntaxError, SyntaxErrors, did_you_mean, mask_secrets, render_diagnostic,
 };
-pub use help::{COMMANDS, CommandHelp, EXPECT_WORDS, Scope, command_names, help_for, help_text};
+pub use help::{
+    COMMANDS, CommandHelp, EXPECT_WORDS, MATCHER_NAMES, Scope, command_names, help_for, help_text,
+};
 pub use matcher::{FrameView, ResolvedMatcher, json_equal, json_subset};
 pub use template::{
     JsonTemplate, NoVariables, ResolveError, Template, TemplatePart, Variables, is_variable_name,

@@ -41,13 +41,22 @@ use wsprobe_core::session::{Ending, Frame, InboxLimits, Incoming, Outgoing, Sess
 /// The key of the prompt's one connection in the engine.
 pub(super) const SESSION: usize = 0;
 
+/// A second Ctrl-C at an empty prompt within this long quits, as in Node's REPL.
+const QUIT_WINDOW: Duration = Duration::from_secs(2);
+
+/// How long a handshake may take at the prompt before a status line says it is under way.
+const SLOW_HANDSHAKE: Duration = Duration::from_millis(500);
+
 /// Something from the line source.
 #[derive(Debug)]
 pub(crate) enum Input {
     /// A line to run (a `/command`) or to send (anything else).
     Line(String),
-    /// Ctrl-C at the prompt: the editor has cleared the line.
-    Interrupted,
+    /// Ctrl-C at the prompt: the editor has cleared the line, which was empty or not.
+    Interrupted {
+        /// Whether the line was empty when Ctrl-C was pressed.
+        empty: bool,
+    },
     /// A message for the user from the line source (e.g. a history problem).
     Note(String),
     /// No more lines: Ctrl-D at the prompt, or the end of `-x` or of stdin.
@@ -205,6 +214,9 @@ pub(super) struct Running {
     pub(crate) show_sent: bool,
     /// An `@connections` call, whose answer is still shown when the session ends.
     pub(crate) is_call: bool,
+    /// A command that waits (`/wait`, `/expect`, `/capture`): lines typed meanwhile are
+    /// shown as queued.
+    pub(crate) waits: bool,
 }
 
 /// The state of one session.
@@ -237,6 +249,10 @@ pub(crate) struct Driver {
     accepting: bool,
     /// Frames the display fell too far behind to show, as last reported.
     skipped_shown: u64,
+    /// When Ctrl-C was last pressed at an empty prompt with nothing running.
+    last_empty_interrupt: Option<Instant>,
+    /// Whether a bare `help`, `quit` or `exit` has already been answered with a note.
+    pub(super) noted_bare_word: bool,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
@@ -273,6 +289,8 @@ impl Driver {
             quit: false,
             accepting: true,
             skipped_shown: 0,
+            last_empty_interrupt: None,
+            noted_bare_word: false,
         }
     }
 
@@ -290,6 +308,9 @@ impl Driver {
         // (the caller does), exit 130. Without a handler the process would die at once,
         // leaving the terminal in raw mode.
         let mut sigterm = terminate_signal();
+        // At the prompt, a handshake that takes a while gets a status line.
+        let mut slow_handshake =
+            (self.settings.interactive).then(|| Instant::now() + SLOW_HANDSHAKE);
 
         let finish = loop {
             // Take every line already given (all of `-x`, what a pipe has delivered), so
@@ -349,6 +370,11 @@ impl Driver {
                     self.connected = true;
                 }
                 line = input.recv(), if self.accepting => self.on_input(line),
+                () = sleep_until(slow_handshake), if connecting.is_some() && slow_handshake.is_some() => {
+                    slow_handshake = None;
+                    let url = wsprobe_core::client::redacted_url(&self.settings.url);
+                    self.note(Tone::Info, &format!("connecting to {url}… (lines typed now are sent once connected)"));
+                }
                 () = sleep_until(deadline) => self.on_timer(Instant::now()),
             }
         };
@@ -366,13 +392,19 @@ impl Driver {
     fn on_input(&mut self, input: Option<Input>) {
         match input {
             Some(Input::Line(line)) => {
+                if self.settings.interactive
+                    && let Some(running) = self.running.as_ref().filter(|r| r.waits)
+                {
+                    let what = running.what.clone();
+                    self.note(Tone::Info, &format!("queued: runs after /{what}"));
+                }
                 self.queue.push_back(line);
                 // Started at once, so that a Ctrl-C read after it cancels it.
                 if self.connected {
                     self.start_queued();
                 }
             }
-            Some(Input::Interrupted) => self.interrupt(),
+            Some(Input::Interrupted { empty }) => self.interrupt(empty, Instant::now()),
             Some(Input::Note(text)) => self.output.note(text),
             Some(Input::End) | None => {
                 self.accepting = false;
@@ -400,6 +432,12 @@ impl Driver {
                 | wsprobe_core::command::Command::Get { .. }
                 | wsprobe_core::command::Command::Delete { .. }
         );
+        let waits = matches!(
+            statement.command,
+            wsprobe_core::command::Command::Sleep(_)
+                | wsprobe_core::command::Command::Expect(_)
+                | wsprobe_core::command::Command::Capture(_)
+        );
         let future = Box::pin(async move {
             let mut engine = engine.lock_owned().await;
             engine.execute(&statement, Some(SESSION)).await
@@ -410,6 +448,7 @@ impl Driver {
             line,
             show_sent: true,
             is_call,
+            waits,
         });
     }
 
@@ -474,9 +513,27 @@ impl Driver {
 
     /// Ctrl-C at the prompt: cancels the command in flight (the editor has already
     /// cleared the line). Dropping the engine future is safe: nothing it read is lost.
-    fn interrupt(&mut self) {
+    /// At an empty prompt with nothing running it says how to quit, and a second one
+    /// within [`QUIT_WINDOW`] quits.
+    fn interrupt(&mut self, empty: bool, now: Instant) {
         if let Some(running) = self.running.take() {
+            self.last_empty_interrupt = None;
             self.note(Tone::Info, &format!("{} cancelled", running.what));
+            return;
+        }
+        if !empty {
+            self.last_empty_interrupt = None;
+            return;
+        }
+        match self.last_empty_interrupt {
+            Some(last) if now.duration_since(last) <= QUIT_WINDOW => self.quit = true,
+            _ => {
+                self.last_empty_interrupt = Some(now);
+                self.note(
+                    Tone::Info,
+                    "(to quit, press Ctrl-C again, Ctrl-D, or type /quit)",
+                );
+            }
         }
     }
 

@@ -31,6 +31,7 @@ impl Driver {
             }
             Ok(ReplInput::Empty) => {}
             Ok(ReplInput::Text(text)) => {
+                self.note_bare_word(&text);
                 // Sent as typed: no `${…}`, and not shown again (it is on screen already).
                 let span = Span::new(1, 1, text.chars().count());
                 let statement = Statement {
@@ -50,6 +51,28 @@ impl Driver {
             }
             Ok(ReplInput::Command(statement)) => self.run_command(statement, line),
         }
+    }
+
+    /// A bare `help`, `quit` or `exit` at the prompt is sent as typed, like any line
+    /// without a slash; the first time, a note asks whether the command was meant.
+    fn note_bare_word(&mut self, text: &str) {
+        if !self.settings.interactive || self.noted_bare_word {
+            return;
+        }
+        let meant = match text.trim() {
+            "help" => "/help",
+            "quit" | "exit" => "/quit",
+            _ => return,
+        };
+        self.noted_bare_word = true;
+        let word = text.trim();
+        self.note(
+            Tone::Info,
+            &format!(
+                "`{word}` was sent as a text frame, as typed; did you mean {meant}? \
+                 (commands start with /)"
+            ),
+        );
     }
 
     fn painter_enabled(&self) -> bool {

@@ -76,7 +76,7 @@ pub(crate) async fn run(
     // lines plainly, as from a pipe.
     let prompt = if interactive {
         let history = args.history_file.clone().or_else(default_history_file);
-        match prompt::Prompt::start(history, wsprobe_core::command::command_names()) {
+        match prompt::Prompt::start(history) {
             Ok(started) => Some(started),
             Err(error) => {
                 let _ = writeln!(
@@ -90,6 +90,10 @@ pub(crate) async fn run(
         None
     };
     let interactive = prompt.is_some();
+    if let Some((_, _, printer)) = &prompt {
+        use colored::Colorize as _;
+        printer.print("/help for commands, Ctrl-D to quit".dimmed().to_string());
+    }
     let settings = Settings {
         fields: options.fields.clone(),
         echo: options.echo,

@@ -51,40 +51,129 @@ pub(crate) fn default_history_file() -> Option<PathBuf> {
     dirs::data_dir().map(|dir| dir.join("wsprobe").join("history"))
 }
 
-/// Completes `/command` names: only in the first word of a line that starts with one
-/// slash (`//text` is a text line).
+/// Tab completion at the prompt: `/command` names that work at the prompt (not the
+/// script-only `connect`, `test` or connect options), then arguments where they can be
+/// known: `/echo` policies, `/pretty on|off`, `/help` topics, the words of `/expect`,
+/// route names of earlier `/send`s, and `${…}` variables (earlier `/capture`s and the
+/// environment). A line without a leading `/` is text: nothing is completed in it.
 #[derive(Debug)]
 pub(crate) struct CommandCompleter {
-    names: &'static [&'static str],
+    names: Vec<&'static str>,
+    /// Routes of the `/send` lines accepted so far, oldest first.
+    routes: Vec<String>,
+    /// Names of the `/capture` lines accepted so far.
+    captures: Vec<String>,
 }
 
 impl CommandCompleter {
-    /// Completes the given command names (without their slash).
-    pub(crate) fn new(names: &'static [&'static str]) -> Self {
-        Self { names }
+    /// Completes the commands usable at the prompt, with their aliases (without slash).
+    pub(crate) fn new() -> Self {
+        use wsprobe_core::command::{COMMANDS, Scope};
+        let names = COMMANDS
+            .iter()
+            .filter(|command| command.scope != Scope::Script && command.name != "connect")
+            .flat_map(|command| {
+                std::iter::once(command.name).chain(command.aliases.iter().copied())
+            })
+            .collect();
+        Self {
+            names,
+            routes: Vec::new(),
+            captures: Vec::new(),
+        }
+    }
+
+    /// Remembers the route of a `/send` line and the name of a `/capture` line.
+    pub(crate) fn learn(&mut self, line: &str) {
+        let mut words = line.split_whitespace();
+        let (learned, word) = match words.next() {
+            Some("/send") => (&mut self.routes, words.next()),
+            Some("/capture") => match words.next() {
+                Some("next") => (&mut self.captures, words.next()),
+                other => (&mut self.captures, other),
+            },
+            _ => return,
+        };
+        if let Some(word) = word.filter(|w| !w.starts_with("${"))
+            && !learned.iter().any(|known| known == word)
+        {
+            learned.push(word.to_owned());
+        }
     }
 
     /// Where the completed word starts, and the candidates (with a trailing space, so a
-    /// single candidate is ready for its arguments).
+    /// single candidate is ready for what follows).
     pub(crate) fn candidates(&self, line: &str, pos: usize) -> (usize, Vec<Pair>) {
-        let typed = &line[..pos.min(line.len())];
-        let Some(word) = typed.strip_prefix('/') else {
+        let typed = line.get(..pos).unwrap_or(line);
+        let Some(command) = typed.strip_prefix('/') else {
             return (0, Vec::new());
         };
-        if word.starts_with('/') || word.contains(char::is_whitespace) {
+        if command.starts_with('/') {
             return (0, Vec::new());
         }
-        let pairs = self
-            .names
-            .iter()
-            .filter(|name| name.starts_with(word))
-            .map(|name| Pair {
-                display: format!("/{name}"),
-                replacement: format!("/{name} "),
+        let start = typed.rfind(char::is_whitespace).map_or(0, |at| at + 1);
+        let word = &typed[start..];
+        // `${NAME`: a variable, anywhere in a command's arguments.
+        if let Some(at) = word.rfind("${")
+            && !word[at..].contains('}')
+        {
+            let prefix = &word[at + 2..];
+            let mut names: Vec<String> = self.captures.clone();
+            let mut environment: Vec<String> = std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .collect();
+            environment.sort();
+            names.extend(environment);
+            let pairs = names
+                .into_iter()
+                .filter(|name| name.starts_with(prefix))
+                .map(|name| Pair {
+                    display: format!("${{{name}}}"),
+                    replacement: format!("${{{name}}}"),
+                })
+                .collect();
+            return (start + at, pairs);
+        }
+        let before: Vec<&str> = typed[..start].split_whitespace().collect();
+        let choices: Vec<String> = match before.as_slice() {
+            [] => {
+                return (
+                    0,
+                    self.names
+                        .iter()
+                        .filter(|name| name.starts_with(&word[1..]))
+                        .map(|name| Pair {
+                            display: format!("/{name}"),
+                            replacement: format!("/{name} "),
+                        })
+                        .collect(),
+                );
+            }
+            ["/echo"] => words(&["body", "full", "off"]),
+            ["/pretty"] => words(&["on", "off"]),
+            ["/help"] => self.names.iter().map(|name| (*name).to_owned()).collect(),
+            ["/send"] => self.routes.clone(),
+            ["/expect"] => words(wsprobe_core::command::EXPECT_WORDS)
+                .into_iter()
+                .filter(|w| w != "connect-refused")
+                .collect(),
+            ["/expect", "next" | "response"] => words(wsprobe_core::command::MATCHER_NAMES),
+            _ => Vec::new(),
+        };
+        let pairs = choices
+            .into_iter()
+            .filter(|choice| choice.starts_with(word))
+            .map(|choice| Pair {
+                display: choice.clone(),
+                replacement: format!("{choice} "),
             })
             .collect();
-        (0, pairs)
+        (start, pairs)
     }
+}
+
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|word| (*word).to_owned()).collect()
 }
 
 impl Completer for CommandCompleter {
@@ -141,7 +230,6 @@ impl Prompt {
     /// the channel of what the user types, and the printer for what arrives.
     pub(crate) fn start(
         history_file: Option<PathBuf>,
-        command_names: &'static [&'static str],
     ) -> Result<(Prompt, mpsc::UnboundedReceiver<Input>, Printer), crate::Error> {
         let terminal = TerminalMode::capture();
         let config = rustyline::Config::builder()
@@ -152,7 +240,7 @@ impl Prompt {
             .map_err(|e| crate::Error::Other(anyhow::anyhow!("cannot set up the prompt: {e}")))?;
         let mut editor: Editor<CommandCompleter, DefaultHistory> = Editor::with_config(config)
             .map_err(|e| crate::Error::Other(anyhow::anyhow!("cannot start the prompt: {e}")))?;
-        editor.set_helper(Some(CommandCompleter::new(command_names)));
+        editor.set_helper(Some(CommandCompleter::new()));
         editor.set_history_ignore_space(true);
         let history_file = history_file.and_then(|path| prepare_history(&mut editor, path));
         let mut external = editor.create_external_printer().map_err(|e| {
@@ -294,11 +382,22 @@ fn read_lines(
     lines: mpsc::UnboundedSender<Input>,
     stop: &AtomicBool,
 ) {
+    let line_was_empty = Arc::new(AtomicBool::new(true));
+    editor.bind_sequence(
+        rustyline::KeyEvent::ctrl('C'),
+        rustyline::EventHandler::Conditional(Box::new(InterruptWatch(line_was_empty.clone()))),
+    );
     let mut history_warned = false;
     while !stop.load(Ordering::SeqCst) {
         match editor.readline(PROMPT) {
-            Ok(line) => {
-                if !line.trim().is_empty() {
+            Ok(pasted) => {
+                // A bracketed paste of several lines arrives as one buffer with newlines:
+                // each line runs on its own, as if typed one after another.
+                for line in pasted.split('\n').filter(|line| !line.trim().is_empty()) {
+                    let line = line.to_owned();
+                    if let Some(completer) = editor.helper_mut() {
+                        completer.learn(&line);
+                    }
                     let _ = editor.add_history_entry(line.as_str());
                     if let Some(path) = &history_file
                         && let Err(e) = save_history(editor.history_mut(), path)
@@ -311,13 +410,14 @@ fn read_lines(
                         );
                         let _ = lines.send(Input::Note(warning));
                     }
-                }
-                if lines.send(Input::Line(line)).is_err() {
-                    return;
+                    if lines.send(Input::Line(line)).is_err() {
+                        return;
+                    }
                 }
             }
             Err(ReadlineError::Interrupted) => {
-                if lines.send(Input::Interrupted).is_err() {
+                let empty = line_was_empty.load(Ordering::SeqCst);
+                if lines.send(Input::Interrupted { empty }).is_err() {
                     return;
                 }
             }
@@ -331,6 +431,23 @@ fn read_lines(
                 return;
             }
         }
+    }
+}
+
+/// Ctrl-C interrupts as it always does, and notes first whether the line was empty: at an
+/// empty prompt the driver says how to quit.
+struct InterruptWatch(Arc<AtomicBool>);
+
+impl rustyline::ConditionalEventHandler for InterruptWatch {
+    fn handle(
+        &self,
+        _event: &rustyline::Event,
+        _n: rustyline::RepeatCount,
+        _positive: bool,
+        context: &rustyline::EventContext<'_>,
+    ) -> Option<rustyline::Cmd> {
+        self.0.store(context.line().is_empty(), Ordering::SeqCst);
+        Some(rustyline::Cmd::Interrupt)
     }
 }
 
@@ -368,30 +485,57 @@ impl TerminalMode {
 mod tests {
     use super::*;
 
-    const NAMES: &[&str] = &["send", "sleep", "text", "quit"];
-
-    fn replacements(line: &str) -> Vec<String> {
-        let completer = CommandCompleter::new(NAMES);
-        let (start, pairs) = completer.candidates(line, line.len());
-        assert_eq!(start, 0);
+    fn replacements(completer: &CommandCompleter, line: &str) -> Vec<String> {
+        let (_, pairs) = completer.candidates(line, line.len());
         pairs.into_iter().map(|p| p.replacement).collect()
     }
 
     #[test]
-    fn completes_command_names() {
-        assert_eq!(replacements("/se"), vec!["/send "]);
-        assert_eq!(replacements("/s"), vec!["/send ", "/sleep "]);
-        assert_eq!(
-            replacements("/"),
-            vec!["/send ", "/sleep ", "/text ", "/quit "]
-        );
+    fn completes_only_the_commands_that_work_at_the_prompt() {
+        let completer = CommandCompleter::new();
+        assert_eq!(replacements(&completer, "/se"), vec!["/send "]);
+        assert_eq!(replacements(&completer, "/s"), vec!["/send ", "/sleep "]);
+        let all = replacements(&completer, "/");
+        assert_eq!(all.first().map(String::as_str), Some("/send "));
+        for absent in ["/connect ", "/test ", "/auth ", "/header "] {
+            assert!(!all.iter().any(|c| c == absent), "{absent}: {all:?}");
+        }
+        for present in ["/pong ", "/quit ", "/exit ", "/wait ", "/pretty "] {
+            assert!(all.iter().any(|c| c == present), "{present}: {all:?}");
+        }
     }
 
     #[test]
-    fn completes_nothing_elsewhere() {
-        assert!(replacements("hello").is_empty());
-        assert!(replacements("//se").is_empty());
-        assert!(replacements("/send se").is_empty());
-        assert!(replacements("").is_empty());
+    fn completes_arguments() {
+        let mut completer = CommandCompleter::new();
+        assert_eq!(replacements(&completer, "/echo f"), vec!["full "]);
+        assert_eq!(replacements(&completer, "/pretty o"), vec!["on ", "off "]);
+        assert_eq!(
+            replacements(&completer, "/expect js"),
+            vec!["json ", "json-subset "]
+        );
+        assert_eq!(replacements(&completer, "/expect next e"), vec!["echo "]);
+        assert!(
+            replacements(&completer, "/expect c")
+                .iter()
+                .all(|c| c != "connect-refused ")
+        );
+        assert_eq!(replacements(&completer, "/help pi"), vec!["ping "]);
+        assert!(replacements(&completer, "/send ").is_empty());
+        completer.learn(r#"/send sendmessage {"data":1}"#);
+        completer.learn("/capture next conn = json $.connectionId");
+        assert_eq!(replacements(&completer, "/send se"), vec!["sendmessage "]);
+        let (start, pairs) = completer.candidates("/post ${co", 10);
+        assert_eq!(start, 6);
+        assert_eq!(pairs[0].replacement, "${conn}");
+    }
+
+    #[test]
+    fn completes_nothing_in_text() {
+        let completer = CommandCompleter::new();
+        assert!(replacements(&completer, "hello").is_empty());
+        assert!(replacements(&completer, "//se").is_empty());
+        assert!(replacements(&completer, "hi ${HO").is_empty());
+        assert!(replacements(&completer, "").is_empty());
     }
 }

@@ -1646,3 +1646,100 @@ fn load_without_a_url_names_stage() {
          NAME …` with the URL from wsprobe.toml\n"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The prompt guides a newcomer (issue 14)
+
+#[test]
+fn the_prompt_says_how_to_get_help_and_leave_and_a_second_ctrl_c_quits() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let url = backend.url();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.expect("/help for commands, Ctrl-D to quit");
+    backend.next_connection(&mut events);
+    pty.wait_connected();
+
+    // A bare `help` is still sent as typed, and the note asks once.
+    pty.type_line("help");
+    pty.expect(
+        "`help` was sent as a text frame, as typed; did you mean /help? (commands start with /)",
+    );
+    pty.type_line("quit");
+    pty.type_line(r#"/send send "marker""#);
+    let between = pty.expect(r#"< "marker""#);
+    assert!(!between.contains("did you mean /quit"), "{between}");
+    // The server saw both words (4 bytes each, no route), then the send.
+    let seen: Vec<(Option<String>, usize)> = (0..3)
+        .map(|_| {
+            backend.block_on(support::wait_event(&mut events, |event| match event {
+                ServeEvent::Message {
+                    route_key, bytes, ..
+                } => Some((route_key.clone(), *bytes)),
+                _ => None,
+            }))
+        })
+        .collect();
+    assert_eq!(seen[..2], [(None, 4), (None, 4)], "{seen:?}");
+
+    // Ctrl-C at an empty prompt says how to quit; a second one quits.
+    pty.control(ControlCode::EndOfText);
+    pty.expect("(to quit, press Ctrl-C again, Ctrl-D, or type /quit)");
+    pty.control(ControlCode::EndOfText);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn a_pasted_block_runs_line_by_line() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[&backend.url()], false);
+    backend.next_connection(&mut events);
+    pty.wait_connected();
+    pty.session
+        .send("\x1b[200~/send send \"one\"\n/send send \"two\"\n/send send \"three\"\x1b[201~\r")
+        .expect("pasting");
+    pty.expect(r#"< "one""#);
+    pty.expect(r#"< "two""#);
+    pty.expect(r#"< "three""#);
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn a_slow_handshake_has_a_status_line_and_lines_typed_during_a_wait_show_as_queued() {
+    let backend = Backend::sample();
+    let mut server = scripted(&backend, Part::Echo, true);
+    let home = temp_home();
+    let url = server.url.clone();
+    let mut pty = Pty::spawn(home.path(), &[&url], false);
+    pty.expect("connecting to ");
+    let _ = server.release.take().map(|release| release.send(()));
+    pty.wait_connected();
+    pty.type_line("/wait 1m");
+    pty.type_line("after the wait");
+    pty.expect("queued: runs after /wait");
+    // Ctrl-C cancels the wait; the queued line then runs.
+    pty.control(ControlCode::EndOfText);
+    pty.expect("cancelled");
+    pty.expect("< after the wait");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
+
+#[test]
+fn tab_completes_arguments_at_the_prompt() {
+    let backend = Backend::sample();
+    let mut events = backend.events();
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[&backend.url()], false);
+    backend.next_connection(&mut events);
+    pty.wait_connected();
+    // `/ec` + Tab + `f` + Tab: `/echo full `.
+    pty.session.send("/ec\tf\t\r").expect("typing");
+    pty.expect("echo full: the echo of /send is the whole message");
+    pty.control(ControlCode::EndOfTransmission);
+    assert_eq!(pty.exit_code(), 0);
+}
