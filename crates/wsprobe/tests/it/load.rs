@@ -14,6 +14,8 @@ use wsprobe_serve::{ServeConfig, ServeEvent};
 
 use crate::support::{self, TIMEOUT};
 
+#[path = "load_html.rs"]
+mod html;
 #[path = "load_shard.rs"]
 mod shard;
 

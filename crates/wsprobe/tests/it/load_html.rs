@@ -4,42 +4,11 @@
 //! page in headless Chromium when it is installed (skipped, saying so, when not).
 
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::{self, TIMEOUT};
-
-/// Runs `wsprobe load ARGS… --no-progress` off the async runtime (the in-process server
-/// keeps serving).
-async fn load(args: Vec<String>) -> Output {
-    support::within(
-        "wsprobe load",
-        tokio::task::spawn_blocking(move || {
-            assert_cmd::Command::cargo_bin("wsprobe")
-                .expect("the wsprobe binary")
-                .arg("load")
-                .args(&args)
-                .arg("--no-progress")
-                .env_remove("WSPROBE_AUTH")
-                .env_remove("WSPROBE_API_KEY")
-                .timeout(TIMEOUT)
-                .output()
-                .expect("running wsprobe load")
-        }),
-    )
-    .await
-    .expect("the runner thread")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use super::{describe, load};
+use crate::support;
 
 fn path(path: &Path) -> String {
     path.to_str().unwrap().to_owned()

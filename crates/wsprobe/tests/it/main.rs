@@ -8,7 +8,6 @@ mod conformance;
 mod connect;
 mod help;
 mod load;
-mod load_html;
 mod run;
 mod serve;
 mod serve_lambda;
