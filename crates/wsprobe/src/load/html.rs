@@ -742,8 +742,14 @@ fn percentile_table(whole: &Histogram<u64>) -> String {
     out
 }
 
-fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
-    let line = |name: &str, color: usize, pick: fn(&IntervalCounts) -> u64| Series {
+/// A per-second rate of one counter, a point per interval.
+fn rate_series(
+    points: &[Point],
+    name: &str,
+    color: usize,
+    pick: fn(&IntervalCounts) -> u64,
+) -> Series {
+    Series {
         name: name.to_owned(),
         color: PALETTE[color],
         dashed: false,
@@ -752,7 +758,11 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
             .iter()
             .map(|p| (p.middle(), p.rate(pick(&p.counts))))
             .collect(),
-    };
+    }
+}
+
+fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
+    let line = |name: &str, color: usize, pick| rate_series(points, name, color, pick);
     let mut series = vec![
         Series {
             wide: true,
@@ -798,16 +808,7 @@ fn throughput_chart(points: &[Point], target: Option<f64>) -> String {
 }
 
 fn connections_chart(points: &[Point]) -> String {
-    let rate = |name: &str, color: usize, pick: fn(&IntervalCounts) -> u64| Series {
-        name: name.to_owned(),
-        color: PALETTE[color],
-        dashed: false,
-        wide: false,
-        points: points
-            .iter()
-            .map(|p| (p.middle(), p.rate(pick(&p.counts))))
-            .collect(),
-    };
+    let rate = |name: &str, color: usize, pick| rate_series(points, name, color, pick);
     let mut series = vec![
         Series {
             name: "open".into(),

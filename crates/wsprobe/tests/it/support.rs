@@ -929,15 +929,7 @@ pub async fn spawn_oversized_server(size: usize) -> (String, mpsc::UnboundedRece
                     std::future::pending::<()>().await;
                     drop(sink);
                 });
-                let code = loop {
-                    match stream.next().await {
-                        Some(Ok(Message::Close(frame))) => {
-                            break frame.map(|frame| u16::from(frame.code));
-                        }
-                        Some(Ok(_)) => continue,
-                        _ => break None,
-                    }
-                };
+                let code = close_code(&mut stream).await;
                 let _ = close_codes.send(code);
             });
         }
@@ -1038,15 +1030,7 @@ pub async fn spawn_protocol_violating_server() -> (String, mpsc::UnboundedReceiv
                 if ws.get_mut().write_all(&[0x83, 0x00]).await.is_err() {
                     return;
                 }
-                let code = loop {
-                    match ws.next().await {
-                        Some(Ok(Message::Close(frame))) => {
-                            break frame.map(|frame| u16::from(frame.code));
-                        }
-                        Some(Ok(_)) => continue,
-                        _ => break None,
-                    }
-                };
+                let code = close_code(&mut ws).await;
                 let _ = close_codes.send(code);
             });
         }
@@ -1384,4 +1368,18 @@ impl Drop for PythonHandler {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Reads until the peer's close frame and returns its code (`None`: no code, or no close
+/// frame before the end).
+async fn close_code<S>(stream: &mut S) -> Option<u16>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(message)) = stream.next().await {
+        if let Message::Close(frame) = message {
+            return frame.map(|frame| u16::from(frame.code));
+        }
+    }
+    None
 }
