@@ -230,6 +230,15 @@ impl Pty {
             .contains(nix::sys::termios::LocalFlags::ICANON)
     }
 
+    /// Ctrl-D at the next prompt, and the exit code. Keys typed between two prompts reach
+    /// a terminal in line mode, where Ctrl-D is not a key but the end of a line, so it
+    /// waits for the prompt drawn after the last output, as a person would.
+    fn quit_at_prompt(&mut self) -> i32 {
+        self.wait_prompt();
+        self.control(ControlCode::EndOfTransmission);
+        self.exit_code()
+    }
+
     /// The exit code, waiting at most [`TIMEOUT`] (reading output so the child never
     /// blocks on a full terminal).
     fn exit_code(&mut self) -> i32 {
@@ -364,8 +373,7 @@ fn prompt_sends_headers_shows_the_echo_and_quits_with_1000_on_ctrl_d() {
     pty.expect(r#"> {"action":"send","body":"Hello World!"}"#);
     pty.expect(r#"< "Hello World!""#);
     pty.expect("✓ echo");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
     let code = backend.block_on(support::disconnect_code(&mut events, &id));
     assert_eq!(code, 1000);
     let saved = std::fs::read_to_string(&history).expect("the history file was written");
@@ -524,8 +532,7 @@ fn a_mismatching_echo_is_reported_with_expected_and_actual() {
     pty.type_line("not routed");
     pty.expect("< gateway error: Forbidden (connectionId ");
     pty.expect(", requestId ");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -554,8 +561,7 @@ fn ctrl_c_clears_the_line_and_tab_completes_commands() {
         _ => None,
     }));
     assert_eq!(route.as_deref(), Some("send"));
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -571,8 +577,7 @@ fn lines_typed_before_the_handshake_completes_are_sent_after_it() {
     let _ = server.release.take().map(|release| release.send(()));
     pty.expect("connected to");
     pty.expect("< early bird");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -596,8 +601,7 @@ fn without_a_url_the_prompt_talks_to_the_bundled_backend() {
     pty.type_line(r#"/send send "Hello World!""#);
     pty.expect(r#"< "Hello World!""#);
     pty.expect("✓ echo");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -611,8 +615,7 @@ fn colour_is_on_at_a_terminal_without_no_color() {
     // Sent in cyan, the echo check in green.
     pty.expect("\x1b[36m> {\"action\":\"send\",\"body\":\"hi\"}");
     pty.expect("\x1b[32m✓ echo");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -630,8 +633,7 @@ fn whoami_capture_and_post_to_myself_at_the_prompt() {
     pty.expect("< hello from myself");
     pty.type_line("/expect status 200");
     pty.expect("✓ expect status 200");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -677,8 +679,7 @@ fn ctrl_c_cancels_a_running_expect_and_loses_nothing() {
     pty.expect("✓ echo");
     pty.type_line(r#"/expect json "after""#);
     pty.expect(r#"✓ expect json "after""#);
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -1684,8 +1685,10 @@ fn the_prompt_says_how_to_get_help_and_leave_and_a_second_ctrl_c_quits() {
     assert_eq!(seen[..2], [(None, 4), (None, 4)], "{seen:?}");
 
     // Ctrl-C at an empty prompt says how to quit; a second one quits.
+    pty.wait_prompt();
     pty.control(ControlCode::EndOfText);
     pty.expect("(to quit, press Ctrl-C again, Ctrl-D, or type /quit)");
+    pty.wait_prompt();
     pty.control(ControlCode::EndOfText);
     assert_eq!(pty.exit_code(), 0);
 }
@@ -1704,8 +1707,7 @@ fn a_pasted_block_runs_line_by_line() {
     pty.expect(r#"< "one""#);
     pty.expect(r#"< "two""#);
     pty.expect(r#"< "three""#);
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -1722,11 +1724,11 @@ fn a_slow_handshake_has_a_status_line_and_lines_typed_during_a_wait_show_as_queu
     pty.type_line("after the wait");
     pty.expect("queued: runs after /wait");
     // Ctrl-C cancels the wait; the queued line then runs.
+    pty.wait_prompt();
     pty.control(ControlCode::EndOfText);
     pty.expect("cancelled");
     pty.expect("< after the wait");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
 
 #[test]
@@ -1740,6 +1742,5 @@ fn tab_completes_arguments_at_the_prompt() {
     // `/ec` + Tab + `f` + Tab: `/echo full `.
     pty.session.send("/ec\tf\t\r").expect("typing");
     pty.expect("echo full: the echo of /send is the whole message");
-    pty.control(ControlCode::EndOfTransmission);
-    assert_eq!(pty.exit_code(), 0);
+    assert_eq!(pty.quit_at_prompt(), 0);
 }
