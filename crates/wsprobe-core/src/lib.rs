@@ -1,8 +1,8 @@
 //! wsprobe-core: everything below the command line. Connection options ([`options`]), the
 //! client that opens connections ([`client`]) and signs them ([`aws`]), the live
 //! connection ([`session`]), message conventions ([`message`]), the command language and
-//! its one engine ([`command`]), secrets ([`secret`]) and the small value parsers
-//! ([`values`]).
+//! its one engine ([`command`]), secrets ([`secret`]), the transcript of a session
+//! ([`transcript`]) and the small value parsers ([`values`]).
 //!
 //! No command-line crate is a dependency: the `wsprobe` binary lowers its flags and stage
 //! profiles into [`options::ConnectOptions`] once, and every front-end (the prompt, scripts,
@@ -18,4 +18,5 @@ pub mod report_file;
 pub mod secret;
 pub mod session;
 pub mod text;
+pub mod transcript;
 pub mod values;

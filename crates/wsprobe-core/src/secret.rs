@@ -85,6 +85,15 @@ pub fn name_looks_secret(name: &str) -> bool {
     SECRET_WORDS.iter().any(|word| name.contains(word))
 }
 
+/// Whether a header named `name` probably carries a credential: a secret-looking name
+/// (`Authorization`, `X-API-Key`, `X-Amz-Security-Token`, …) or a cookie.
+pub fn header_looks_secret(name: &str) -> bool {
+    let name = name.trim();
+    name_looks_secret(name)
+        || name.eq_ignore_ascii_case("cookie")
+        || name.eq_ignore_ascii_case("set-cookie")
+}
+
 /// Replaces every occurrence of each secret in `text` with the redaction marker.
 /// Used by reports and logs that embed user-supplied text which may contain a secret.
 pub fn redact_all<'a>(text: &str, secrets: impl IntoIterator<Item = &'a Secret>) -> String {

@@ -11,6 +11,9 @@
 //! - The prompt also wants to *see* everything as it arrives: [`Session::start_watched`]
 //!   returns a [`Watch`] that receives a copy of every frame the moment it is read,
 //!   independently of what `wait_for` consumes.
+//! - A connection opened with an observer ([`crate::client::connect_observed`], e.g. the
+//!   transcript of `--log`) has every frame sent and read reported to it
+//!   ([`crate::transcript::Observer`]); the pongs tungstenite answers pings with are not.
 //!
 //! The inbox is bounded ([`InboxLimits`]: frames and payload bytes). A front-end that does
 //! not wait (a script that sleeps, a prompt whose user is typing) while the server floods
@@ -61,6 +64,7 @@ use url::Url;
 use crate::client::{Connection, Stream};
 pub use crate::options::InboxLimits;
 use crate::text::one_line;
+use crate::transcript::{Event, SharedObserver};
 
 /// The close code reported when a close frame carries no status (RFC 6455 §7.1.5).
 pub const NO_STATUS: u16 = 1005;
@@ -323,6 +327,17 @@ pub struct ConnectionInfo {
 struct Shared {
     /// Set once, when the reader sees the connection end.
     ending: OnceLock<Ending>,
+    /// Told about every frame sent and read (the connection's, see
+    /// [`crate::client::connect_observed`]).
+    observer: Option<SharedObserver>,
+}
+
+impl Shared {
+    fn observe(&self, event: Event<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.observe(event);
+        }
+    }
 }
 
 type Sink = SplitSink<WebSocketStream<Stream>, Message>;
@@ -337,7 +352,16 @@ pub struct SessionSender {
 impl SessionSender {
     /// Sends one frame and flushes it.
     pub async fn send(&self, frame: Outgoing) -> Result<(), SessionError> {
-        let message = to_message(frame)?;
+        let Some(observer) = &self.shared.observer else {
+            return self.send_message(to_message(frame)?).await;
+        };
+        let message = to_message(frame.clone())?;
+        self.send_message(message).await?;
+        observer.observe(Event::Sent(&frame));
+        Ok(())
+    }
+
+    async fn send_message(&self, message: Message) -> Result<(), SessionError> {
         if self.shared.ending.get().is_some() {
             return Err(SessionError::Closed);
         }
@@ -789,9 +813,13 @@ impl Session {
             headers,
             subprotocol,
             connect_time,
+            observer,
         } = connection;
         let (sink, source) = stream.split();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            observer,
+            ..Shared::default()
+        });
         let queue = Arc::new(Queue::new(limits));
         let sink = Arc::new(Mutex::new(sink));
         let reader = tokio::spawn(read_loop(
@@ -940,6 +968,7 @@ async fn read_loop(
                 if let Some(code) = refusal_code(&error)
                     && close_for(&sink, code).await
                 {
+                    shared.observe(Event::Sent(&Outgoing::Close(Some((code, String::new())))));
                     reason.push_str(&format!(" (wsprobe closed the connection with {code})"));
                 }
                 Frame::Dropped { reason }
@@ -948,6 +977,7 @@ async fn read_loop(
                 reason: "the connection ended without a close frame".into(),
             },
         };
+        shared.observe(Event::Received(&frame));
         let ending = frame.ending();
         if let Some(ending) = &ending {
             let _ = shared.ending.set(ending.clone());

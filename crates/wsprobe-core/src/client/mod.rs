@@ -37,6 +37,7 @@ pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::options::{ConfigError, ConnectOptions, ProxyChoice, Warning};
 pub use crate::options::{DEFAULT_CONNECT_TIMEOUT, TlsFiles};
 use crate::secret::Secret;
+use crate::transcript::{Event, SharedObserver};
 use crate::values::Header;
 
 /// Everything needed to open connections, built once (files are read here, not per
@@ -479,18 +480,48 @@ pub struct Connection {
     pub subprotocol: Option<String>,
     /// DNS, TCP, TLS and the handshake together.
     pub connect_time: Duration,
+    /// Sees the handshake (see [`connect_observed`]) and, once a session runs on the
+    /// connection, every frame.
+    pub observer: Option<SharedObserver>,
 }
 
 /// Opens a WebSocket connection to `url`: DNS, TCP, TLS for `wss://`, then the upgrade
 /// with the configured headers, all of it within `config.connect_timeout`.
 pub async fn connect(url: &Url, config: &ClientConfig) -> Result<Connection, ConnectError> {
+    connect_observed(url, config, None).await
+}
+
+/// [`connect`], telling `observer` about the handshake: the request as sent, then the
+/// response (the `101`, or a refusal with its body), or why nothing answered. The
+/// connection keeps the observer, so that a [`crate::session::Session`] started on it
+/// reports every frame to it too.
+pub async fn connect_observed(
+    url: &Url,
+    config: &ClientConfig,
+    observer: Option<SharedObserver>,
+) -> Result<Connection, ConnectError> {
     let started = Instant::now();
-    match tokio::time::timeout(config.connect_timeout, open(url, config, started)).await {
+    let opening = open(url, config, started, observer.as_ref());
+    let result = match tokio::time::timeout(config.connect_timeout, opening).await {
         Ok(result) => result,
         Err(_elapsed) => Err(ConnectError::Timeout {
             url: redacted_url(url),
             after: config.connect_timeout,
         }),
+    };
+    match (result, observer) {
+        (Ok(mut connection), observer) => {
+            connection.observer = observer;
+            Ok(connection)
+        }
+        // A refusal was reported with its response.
+        (Err(error @ ConnectError::Rejected { .. }), _) | (Err(error), None) => Err(error),
+        (Err(error), Some(observer)) => {
+            observer.observe(Event::ConnectFailed {
+                error: &error.to_string(),
+            });
+            Err(error)
+        }
     }
 }
 
@@ -498,10 +529,18 @@ async fn open(
     url: &Url,
     config: &ClientConfig,
     started: Instant,
+    observer: Option<&SharedObserver>,
 ) -> Result<Connection, ConnectError> {
     // Built first: a request that cannot be made should not cost a connection.
     let request = build_request(url, config)?;
     let (transport, peer) = open_transport(url, config, started).await?;
+    if let Some(observer) = observer {
+        observer.observe(Event::Request {
+            method: request.method().as_str(),
+            url: &request.uri().to_string(),
+            headers: request.headers(),
+        });
+    }
     let (give_back, handed_back) = oneshot::channel();
     let stream = Stream::handing_back(transport, give_back);
 
@@ -521,6 +560,13 @@ async fn open(
             let (head, tail) = (*response).into_parts();
             let body =
                 complete_body(&head.headers, tail.unwrap_or_default(), transport, budget).await;
+            if let Some(observer) = observer {
+                observer.observe(Event::Response {
+                    status: head.status.as_u16(),
+                    headers: &head.headers,
+                    body: Some(&String::from_utf8_lossy(&body)),
+                });
+            }
             return Err(ConnectError::Rejected {
                 status: head.status.as_u16(),
                 reason: head.status.canonical_reason().unwrap_or("").to_owned(),
@@ -531,6 +577,13 @@ async fn open(
         Err(e) => return Err(handshake_error(e, url, config)),
     };
     stream.get_mut().keep();
+    if let Some(observer) = observer {
+        observer.observe(Event::Response {
+            status: response.status().as_u16(),
+            headers: response.headers(),
+            body: None,
+        });
+    }
     let subprotocol = response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -544,6 +597,7 @@ async fn open(
         headers: response.headers().clone(),
         subprotocol,
         connect_time: started.elapsed(),
+        observer: None,
     })
 }
 

@@ -361,6 +361,30 @@ pub struct ConnectArgs {
     /// wsprobe/history-NAME.
     #[arg(long, value_name = "FILE", hide_short_help = true)]
     pub(crate) history_file: Option<PathBuf>,
+
+    /// Write a transcript: one JSON line per event (frames, handshake, close), secrets redacted
+    ///
+    /// Each line has `ts` (RFC 3339, microseconds), `kind`, `conn` and, for traffic, `dir`
+    /// (in/out). The schema is in docs/transcript.md.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Output",
+        hide_short_help = true
+    )]
+    pub(crate) log: Option<PathBuf>,
+
+    /// Record the session as a script that `wsprobe run FILE --url URL` replays
+    ///
+    /// Each line typed becomes a command, followed by an `expect` for what answered it;
+    /// credentials become ${WSPROBE_AUTH} and ${WSPROBE_API_KEY}. Written when the session ends.
+    #[arg(
+        long,
+        value_name = "FILE.wsp",
+        help_heading = "Output",
+        hide_short_help = true
+    )]
+    pub(crate) record: Option<PathBuf>,
 }
 
 /// How much of what arrives a session keeps for later `expect`s (`connect` and `run`).
@@ -462,6 +486,13 @@ pub struct RunArgs {
     /// connection's URL, e.g. ws://host/dev -> http://host/dev/@connections)
     #[arg(long, value_name = "URL")]
     pub(crate) management_url: Option<String>,
+
+    /// Write a transcript: one JSON line per event (frames, handshake, close), secrets redacted
+    ///
+    /// Each line has `ts` (RFC 3339, microseconds), `kind`, `conn` and, for traffic, `dir`
+    /// (in/out). The schema is in docs/transcript.md.
+    #[arg(long, value_name = "FILE", hide_short_help = true)]
+    pub(crate) log: Option<PathBuf>,
 
     #[command(flatten)]
     pub inbox: InboxArgs,

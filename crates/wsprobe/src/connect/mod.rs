@@ -39,6 +39,7 @@ use crate::{Context, Error, Outcome};
 use wsprobe_core::client::{self};
 use wsprobe_core::command::{ReplInput, parse_repl_line};
 use wsprobe_core::options::ConnectOptions;
+use wsprobe_core::transcript::{ConnectionLabel, SharedObserver, Transcript};
 use wsprobe_serve::{RouteBehaviour, RunningServer, ServeConfig};
 
 use driver::{Driver, Output, Settings};
@@ -111,7 +112,15 @@ pub(crate) async fn run(
         client: config.clone(),
         inbox: options.inbox,
     };
-    let connecting = Box::pin(async move { client::connect(&url, &config).await });
+    let transcript = match &args.log {
+        Some(path) => Some(Transcript::create(path).map_err(|e| Error::Other(e.into()))?),
+        None => None,
+    };
+    let observer = transcript.as_ref().map(|transcript| {
+        transcript.connection(ConnectionLabel::default(), &config) as SharedObserver
+    });
+    let connecting =
+        Box::pin(async move { client::connect_observed(&url, &config, observer).await });
 
     let report = match prompt {
         Some((prompt, lines, printer)) => {
@@ -135,6 +144,15 @@ pub(crate) async fn run(
     };
     if let Some(server) = bundled {
         server.shutdown().await;
+    }
+    if let (Some(transcript), Some(path)) = (&transcript, &args.log)
+        && let Err(error) = transcript.finish()
+    {
+        let path = path.display();
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: the transcript {path} may be incomplete: {error}"
+        );
     }
     Ok(outcome(&report, interactive))
 }

@@ -25,6 +25,7 @@ use crate::{Context, Error, Outcome};
 use wsprobe_core::client::redacted_url_text;
 use wsprobe_core::command::{Script, Variables, parse_script};
 use wsprobe_core::options::ConnectOptions;
+use wsprobe_core::transcript::Transcript;
 
 pub(crate) use result::{FileResult, ScriptResult, TestResult};
 pub(crate) use runner::{Progress, RunOptions};
@@ -67,6 +68,7 @@ pub(crate) async fn run(
         echo: connect_options.echo,
         fail_fast: args.fail_fast,
         inbox: connect_options.inbox,
+        transcript: None,
     };
     if args.timeout.is_zero() {
         return Err(Error::usage("--timeout must be longer than 0s"));
@@ -74,6 +76,15 @@ pub(crate) async fn run(
 
     let scripts = load(&args.files, &vars, &options, color)?;
     let report_files = create_reports(&args.reports)?;
+    // Created after the scripts parsed: a syntax error leaves no empty transcript behind.
+    let transcript = match &args.log {
+        Some(path) => Some(Transcript::create(path).map_err(|e| Error::Other(e.into()))?),
+        None => None,
+    };
+    let options = RunOptions {
+        transcript,
+        ..options
+    };
 
     let mut secrets = Secrets::new(!context.show_secrets);
     if let Some(auth) = &connect_options.auth {
@@ -88,6 +99,9 @@ pub(crate) async fn run(
     for (name, value) in &args.vars {
         if looks_secret(name) {
             secrets.add(value);
+            if let Some(transcript) = &options.transcript {
+                transcript.add_secret(value);
+            }
         }
     }
     // A secret-looking variable that comes from the environment is as secret.
@@ -98,6 +112,9 @@ pub(crate) async fn run(
                     && let Some(value) = vars.get(name)
                 {
                     secrets.add(&value);
+                    if let Some(transcript) = &options.transcript {
+                        transcript.add_secret(&value);
+                    }
                 }
             }
         }
@@ -160,6 +177,15 @@ pub(crate) async fn run(
     drop(stdout);
 
     write_reports(report_files, &result)?;
+    if let Some(transcript) = &options.transcript
+        && let Err(error) = transcript.finish()
+    {
+        let path = args.log.as_deref().unwrap_or(Path::new("")).display();
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: the transcript {path} may be incomplete: {error}"
+        );
+    }
 
     if result.interrupted_by.is_some() {
         return Ok(Outcome::Interrupted);

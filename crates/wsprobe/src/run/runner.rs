@@ -25,6 +25,7 @@ use wsprobe_core::command::{
 };
 use wsprobe_core::message::RouteFields;
 use wsprobe_core::session::{CLOSE_WAIT, InboxLimits, Session};
+use wsprobe_core::transcript::{ConnectionLabel, SharedObserver, Transcript};
 use wsprobe_core::values::Header;
 
 use super::result::Failure;
@@ -51,6 +52,8 @@ pub(crate) struct RunOptions {
     pub(crate) fail_fast: bool,
     /// `--inbox-frames`, `--inbox-bytes`: the bound of each connection's inbox.
     pub(crate) inbox: InboxLimits,
+    /// `--log`: the transcript every connection reports to.
+    pub(crate) transcript: Option<Transcript>,
 }
 
 /// Hears about each test as it finishes, so the summary can be printed as the run goes.
@@ -298,6 +301,9 @@ impl FileRun<'_> {
                 // output and report of the run redacts it from here on.
                 if looks_secret(&name) {
                     self.secrets.add(&value);
+                    if let Some(transcript) = &self.options.transcript {
+                        transcript.add_secret(&value);
+                    }
                 }
                 Ok(())
             }
@@ -434,7 +440,14 @@ impl FileRun<'_> {
             }
         }
         self.engine.set_url(index, url.clone());
-        let outcome = client::connect(&url, &config).await;
+        let observer = self.options.transcript.as_ref().map(|transcript| {
+            let label = ConnectionLabel {
+                name: connect.name.as_ref().map(|name| name.value.clone()),
+                script: Some(self.script.file_name.clone()),
+            };
+            transcript.connection(label, &config) as SharedObserver
+        });
+        let outcome = client::connect_observed(&url, &config, observer).await;
         match (&connect.expect_refused, outcome) {
             (None, Ok(connection)) => {
                 let session = Session::start_bounded(connection, self.options.inbox);

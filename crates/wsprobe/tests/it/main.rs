@@ -14,3 +14,4 @@ mod serve_lambda;
 mod serve_sample_app;
 mod stage;
 mod support;
+mod transcript;
