@@ -31,6 +31,7 @@ use url::Url;
 use super::display::{self, DisplayOptions, Painter, Tone};
 use super::echo::{EchoOutcome, EchoTicks};
 use super::prompt::Printer;
+use super::record::Recorder;
 use wsprobe_core::client::{ClientConfig, ConnectError, Connection};
 use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Fault};
 use wsprobe_core::command::vars::Vars;
@@ -253,6 +254,8 @@ pub(crate) struct Driver {
     last_empty_interrupt: Option<Instant>,
     /// Whether a bare `help`, `quit` or `exit` has already been answered with a note.
     pub(super) noted_bare_word: bool,
+    /// `--record`: hears about each line run and each frame.
+    pub(super) recorder: Option<Recorder>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
@@ -291,7 +294,14 @@ impl Driver {
             skipped_shown: 0,
             last_empty_interrupt: None,
             noted_bare_word: false,
+            recorder: None,
         }
+    }
+
+    /// Records the session (`--record`).
+    pub(crate) fn recording(mut self, recorder: Option<Recorder>) -> Self {
+        self.recorder = recorder;
+        self
     }
 
     /// Runs the session: connects (the future), then runs the lines `input` delivers
@@ -380,6 +390,10 @@ impl Driver {
         };
 
         self.settle(&finish).await;
+        // Our closing is not part of the recording: a replay closes at the end of its file.
+        if let Some(recorder) = &self.recorder {
+            recorder.stop();
+        }
         if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted) {
             self.close_politely(&finish).await;
         }
@@ -438,6 +452,9 @@ impl Driver {
                 | wsprobe_core::command::Command::Expect(_)
                 | wsprobe_core::command::Command::Capture(_)
         );
+        if let Some(recorder) = &self.recorder {
+            recorder.start(&line);
+        }
         let future = Box::pin(async move {
             let mut engine = engine.lock_owned().await;
             engine.execute(&statement, Some(SESSION)).await
@@ -558,6 +575,9 @@ impl Driver {
 
     /// Shows a frame, lets the echo ticks look at it, and notes the connection's end.
     fn on_frame(&mut self, incoming: Incoming) {
+        if let Some(recorder) = &self.recorder {
+            recorder.arrived(&incoming.frame);
+        }
         if let Some(line) = display::received_line(
             &incoming.frame,
             incoming.at,

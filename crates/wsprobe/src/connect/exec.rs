@@ -187,6 +187,9 @@ impl Driver {
 
     /// Shows what a command did (or why it failed).
     pub(super) fn on_done(&mut self, result: Result<Done, Fault>, running: &Running) {
+        if let Some(recorder) = &self.recorder {
+            recorder.done(&result);
+        }
         match result {
             Ok(done) => self.show_done(done, running),
             Err(Fault::Resolve(error)) => {

@@ -26,6 +26,7 @@ mod echo;
 mod exec;
 mod pipe;
 mod prompt;
+mod record;
 
 use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
@@ -112,6 +113,16 @@ pub(crate) async fn run(
         client: config.clone(),
         inbox: options.inbox,
     };
+    // Claimed before connecting: a path that cannot be written is an error now.
+    let recorder = match &args.record {
+        Some(path) => Some(record::Recorder::create(path, &url, &options).map_err(|e| {
+            Error::Other(anyhow::anyhow!(
+                "cannot write the recording {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
     let transcript = match &args.log {
         Some(path) => Some(Transcript::create(path).map_err(|e| Error::Other(e.into()))?),
         None => None,
@@ -125,6 +136,7 @@ pub(crate) async fn run(
     let report = match prompt {
         Some((prompt, lines, printer)) => {
             let result = Driver::new(settings, Output::Prompt(printer))
+                .recording(recorder.clone())
                 .run(connecting, lines)
                 .await;
             // The driver and its printers are gone: the terminal can be given back.
@@ -138,12 +150,33 @@ pub(crate) async fn run(
                 pipe::commands(args.execute)
             };
             Driver::new(settings, Output::plain())
+                .recording(recorder.clone())
                 .run(connecting, lines)
                 .await?
         }
     };
     if let Some(server) = bundled {
         server.shutdown().await;
+    }
+    if let Some(recorder) = &recorder {
+        let path = recorder.path().unwrap_or_default();
+        let mut stderr = std::io::stderr().lock();
+        match recorder.write() {
+            Ok(()) => {
+                let _ = writeln!(
+                    stderr,
+                    "recorded the session to {0}; replay it with: wsprobe run {0} --url URL",
+                    path.display()
+                );
+            }
+            Err(error) => {
+                let _ = writeln!(
+                    stderr,
+                    "error: cannot write the recording {}: {error}",
+                    path.display()
+                );
+            }
+        }
     }
     if let (Some(transcript), Some(path)) = (&transcript, &args.log)
         && let Err(error) = transcript.finish()

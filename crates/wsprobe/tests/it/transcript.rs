@@ -424,3 +424,256 @@ fn sigterm_leaves_a_complete_transcript_ending_with_our_close() {
     assert_eq!(close["code"], 1001, "{close}");
     find(&lines, "the answer to it", |l| frame(l, "in", "close"));
 }
+
+// ---------------------------------------------------------------------------------------
+// connect --record
+
+/// Replays `script` (in `dir`) against a fresh [`guarded_backend`], with the credentials
+/// in the variables the recording names.
+fn replay(dir: &Path, script: &str) -> Output {
+    let fresh = guarded_backend();
+    let url = fresh.url();
+    let auth = format!("Bearer {TOKEN}");
+    wsprobe(
+        dir,
+        &["run", script, "--url", &url],
+        &[("WSPROBE_AUTH", &auth), ("WSPROBE_API_KEY", API_KEY)],
+    )
+}
+
+#[track_caller]
+fn assert_has(haystack: &str, needle: &str) {
+    assert!(haystack.contains(needle), "no {needle:?} in:\n{haystack}");
+}
+
+#[test]
+fn a_session_recorded_at_the_prompt_replays_green_against_a_fresh_server() {
+    use crate::connect::Pty;
+    let home = temp_home();
+    let record = home.path().join("session.wsp");
+    let record_arg = record.to_string_lossy().into_owned();
+    let backend = guarded_backend();
+    let url = backend.url();
+    let auth = format!("Bearer {TOKEN}");
+    let mut pty = Pty::spawn(
+        home.path(),
+        &[
+            &url,
+            "--auth",
+            &auth,
+            "--api-key",
+            API_KEY,
+            "--record",
+            &record_arg,
+        ],
+        false,
+    );
+    pty.wait_connected();
+    pty.type_line(r#"/send send "Hello World!""#);
+    pty.expect("✓ echo");
+    pty.type_line("/pretty off");
+    pty.expect("pretty JSON off");
+    pty.type_line("/send whoami");
+    pty.expect(r#"< {"connectionId":""#);
+    let id_line = pty.expect("}");
+    pty.type_line("hello there");
+    pty.expect("gateway error: Forbidden");
+    pty.type_line("/help send");
+    pty.expect("send");
+    assert_eq!(pty.quit_at_prompt(), 0);
+    drop(backend);
+
+    let script = std::fs::read_to_string(&record).expect("the recording was written");
+    let (header, body) = script
+        .split_once("\n\n")
+        .expect("a header, then the script");
+    let when = header
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("# Recorded by `wsprobe connect --record` on "))
+        .unwrap_or_else(|| panic!("no date in {header}"));
+    humantime::parse_rfc3339(when).expect("an RFC 3339 date");
+    assert_has(header, &format!("# against {url}"));
+    assert_eq!(
+        body,
+        "connect ${WS_URL}\n  \
+           auth ${WSPROBE_AUTH}\n  \
+           api-key ${WSPROBE_API_KEY}\n\
+         send send \"Hello World!\"\n\
+         expect echo\n\
+         send whoami\n\
+         expect json-subset {}\n\
+         text hello there\n\
+         expect json-subset {\"message\":\"Forbidden\"}\n",
+        "{script}"
+    );
+    let id = id_line.trim_matches(|c: char| c == '"' || c.is_whitespace());
+    for secret in [TOKEN, API_KEY, id] {
+        assert!(
+            !script.contains(secret),
+            "{secret:?} in the recording:\n{script}"
+        );
+    }
+
+    let run = replay(home.path(), "session.wsp");
+    assert_eq!(run.code, Some(0), "{}\n{script}", run.all());
+    assert_has(&run.stdout, "1 passed, 0 failed");
+    // The file holds no credential: without the variables the replay cannot start.
+    let fresh = guarded_backend();
+    let url = fresh.url();
+    let run = wsprobe(home.path(), &["run", "session.wsp", "--url", &url], &[]);
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert_has(&run.stderr, "undefined variable `WSPROBE_AUTH`");
+}
+
+#[test]
+fn ctrl_c_twice_at_the_prompt_writes_the_recording() {
+    use crate::connect::Pty;
+    use expectrl::ControlCode;
+    let home = temp_home();
+    let record = home.path().join("ctrl-c.wsp");
+    let record_arg = record.to_string_lossy().into_owned();
+    let backend = guarded_backend();
+    let url = backend.url();
+    let auth = format!("Bearer {TOKEN}");
+    let mut pty = Pty::spawn(
+        home.path(),
+        &[
+            &url,
+            "--auth",
+            &auth,
+            "--api-key",
+            API_KEY,
+            "--record",
+            &record_arg,
+        ],
+        false,
+    );
+    pty.wait_connected();
+    pty.type_line(r#"/send send "bye""#);
+    pty.expect("✓ echo");
+    pty.wait_prompt();
+    pty.control(ControlCode::EndOfText);
+    pty.expect("press Ctrl-C again");
+    pty.wait_prompt();
+    pty.control(ControlCode::EndOfText);
+    assert_eq!(pty.exit_code(), 0);
+    let script = std::fs::read_to_string(&record).expect("the recording was written");
+    assert_has(&script, "send send \"bye\"\nexpect echo\n");
+    let run = replay(home.path(), "ctrl-c.wsp");
+    assert_eq!(run.code, Some(0), "{}\n{script}", run.all());
+}
+
+#[test]
+fn a_recording_ends_with_the_servers_close_and_replays() {
+    let backend = guarded_backend();
+    let dir = temp_home();
+    let url = backend.url();
+    let auth = format!("Bearer {TOKEN}");
+    let run = wsprobe(
+        dir.path(),
+        &[
+            "connect",
+            &url,
+            "--auth",
+            &auth,
+            "--api-key",
+            API_KEY,
+            "-x",
+            "/send send 42",
+            "-x",
+            "/ping",
+            "-x",
+            "/binary 00ff",
+            "-w",
+            "2s",
+            "--record",
+            "closed.wsp",
+        ],
+        &[],
+    );
+    // 1003 (binary frames are not supported) is not a normal close: exit 1.
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    let script = std::fs::read_to_string(dir.path().join("closed.wsp")).expect("written");
+    assert_has(&script, "send send 42\nexpect echo\n");
+    assert_has(&script, "binary 00ff\nexpect closed 1003\n");
+    assert_has(&run.stderr, "recorded the session to closed.wsp");
+    let replayed = replay(dir.path(), "closed.wsp");
+    assert_eq!(replayed.code, Some(0), "{}\n{script}", replayed.all());
+}
+
+#[test]
+fn sigterm_writes_the_recording_with_the_unfinished_line_as_a_comment() {
+    use std::io::BufRead as _;
+    let backend = guarded_backend();
+    let dir = temp_home();
+    let record = dir.path().join("term.wsp");
+    let record_arg = record.to_string_lossy().into_owned();
+    let url = backend.url();
+    let auth = format!("Bearer {TOKEN}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args([
+            "connect",
+            &url,
+            "--auth",
+            &auth,
+            "--api-key",
+            API_KEY,
+            "-x",
+            r#"/send send "x""#,
+            "-x",
+            "/wait 1m",
+            "--record",
+            &record_arg,
+        ])
+        .env("NO_COLOR", "1")
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running wsprobe");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (lines, stderr_lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = String::new();
+    while !seen.contains("✓ echo") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stderr_lines.recv_timeout(left) {
+            Ok(line) => seen.push_str(&format!("{line}\n")),
+            Err(e) => panic!("no echo ({e}): {seen}"),
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "wsprobe did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(130), "{seen}");
+    let script = std::fs::read_to_string(&record).expect("the recording was written");
+    assert_has(
+        &script,
+        "send send \"x\"\nexpect echo\n# did not finish at the prompt: wait 1m\n",
+    );
+    // Our closing (1001) is not part of the recording.
+    assert!(!script.contains("expect closed"), "{script}");
+    let run = replay(dir.path(), "term.wsp");
+    assert_eq!(run.code, Some(0), "{}\n{script}", run.all());
+}
