@@ -131,6 +131,28 @@ mod tests {
     }
 
     #[test]
+    fn credential_headers() {
+        for name in [
+            "Authorization",
+            "x-api-key",
+            "X-Amz-Security-Token",
+            "Cookie",
+            "set-cookie",
+            "Proxy-Authorization",
+        ] {
+            assert!(header_looks_secret(name), "{name}");
+        }
+        for name in [
+            "Host",
+            "Origin",
+            "x-amzn-RequestId",
+            "Sec-WebSocket-Protocol",
+        ] {
+            assert!(!header_looks_secret(name), "{name}");
+        }
+    }
+
+    #[test]
     fn debug_and_display_hide_the_value() {
         let s = Secret::new("Bearer hunter2");
         assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");

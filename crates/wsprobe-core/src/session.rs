@@ -352,20 +352,21 @@ pub struct SessionSender {
 impl SessionSender {
     /// Sends one frame and flushes it.
     pub async fn send(&self, frame: Outgoing) -> Result<(), SessionError> {
-        let Some(observer) = &self.shared.observer else {
-            return self.send_message(to_message(frame)?).await;
+        // The frame is kept for the observer only when there is one.
+        let (message, observed) = match &self.shared.observer {
+            Some(observer) => (to_message(frame.clone())?, Some((observer, frame))),
+            None => (to_message(frame)?, None),
         };
-        let message = to_message(frame.clone())?;
-        self.send_message(message).await?;
-        observer.observe(Event::Sent(&frame));
-        Ok(())
-    }
-
-    async fn send_message(&self, message: Message) -> Result<(), SessionError> {
         if self.shared.ending.get().is_some() {
             return Err(SessionError::Closed);
         }
         let mut sink = self.sink.lock().await;
+        // Told as the frame is handed to the socket, under the lock: sends are observed
+        // in the order they go out, and before anything can answer them. A write that
+        // then fails ends the connection, which the reader reports next.
+        if let Some((observer, frame)) = &observed {
+            observer.observe(Event::Sent(frame));
+        }
         sink.send(message).await.map_err(send_error)
     }
 

@@ -184,9 +184,13 @@ fn a_run_transcript_has_the_handshake_every_frame_and_the_close_and_no_secret() 
 
     let sent = find(&lines, "the send", |l| frame(l, "out", "text"));
     assert_eq!(sent["data"], r#"{"action":"send","body":"Hello World!"}"#);
-    find(&lines, "the echo", |l| {
-        frame(l, "in", "text") && l["data"] == r#""Hello World!""#
-    });
+    let position = |test: &dyn Fn(&Value) -> bool| lines.iter().position(test);
+    let sent_at = position(&|l| frame(l, "out", "text"));
+    let echo_at = position(&|l| frame(l, "in", "text") && l["data"] == r#""Hello World!""#);
+    assert!(
+        echo_at.is_some() && sent_at < echo_at,
+        "the send comes before its echo"
+    );
     // The whoami answer teaches the transcript the connection id; the lines after it say it.
     let answer = find(&lines, "the whoami answer", |l| {
         frame(l, "in", "text")
@@ -676,4 +680,66 @@ fn sigterm_writes_the_recording_with_the_unfinished_line_as_a_comment() {
     assert!(!script.contains("expect closed"), "{script}");
     let run = replay(dir.path(), "term.wsp");
     assert_eq!(run.code, Some(0), "{}\n{script}", run.all());
+}
+
+#[test]
+fn a_run_stopped_by_sigterm_leaves_a_complete_transcript() {
+    let backend = guarded_backend();
+    let dir = temp_home();
+    std::fs::write(
+        dir.path().join("long.wsp"),
+        "connect ${WS_URL}\nsend send \"before the signal\"\nexpect echo\nsleep 1m\n",
+    )
+    .expect("writing the script");
+    let log = dir.path().join("run.jsonl");
+    let log_arg = log.to_string_lossy().into_owned();
+    let url = backend.url();
+    let auth = format!("Bearer {TOKEN}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsprobe"))
+        .args([
+            "run",
+            "long.wsp",
+            "--url",
+            &url,
+            "--auth",
+            &auth,
+            "--api-key",
+            API_KEY,
+            "--log",
+            &log_arg,
+        ])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running wsprobe");
+    let deadline = Instant::now() + TIMEOUT;
+    // The echo is in the transcript: the run is in its sleep.
+    while !std::fs::read_to_string(&log)
+        .is_ok_and(|raw| raw.contains(r#""dir":"in","type":"text""#))
+    {
+        assert!(Instant::now() < deadline, "the echo was not logged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "wsprobe did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(130));
+    let (raw, lines) = read_transcript(&log);
+    assert_no_secret(&raw, &[TOKEN, API_KEY]);
+    find(&lines, "the send", |l| {
+        frame(l, "out", "text") && l["data"] == r#"{"action":"send","body":"before the signal"}"#
+    });
 }
