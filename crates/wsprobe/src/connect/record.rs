@@ -59,6 +59,8 @@ pub(crate) struct Recorder {
 pub(crate) struct Recording {
     /// When the session started, RFC 3339.
     pub(crate) started: String,
+    /// The recording's file name, for the replay hint.
+    pub(crate) file_name: String,
     /// The URL, redacted.
     pub(crate) url: String,
     /// The `connect` block's option lines, credentials as variables.
@@ -147,7 +149,13 @@ impl Recorder {
         let file = ReportFile::create(path)?;
         Ok(Self {
             file: Arc::new(Mutex::new(Some(file))),
-            recording: Arc::new(Mutex::new(Recording::new(url, options))),
+            recording: Arc::new(Mutex::new(Recording {
+                file_name: path.file_name().map_or_else(
+                    || "FILE.wsp".to_owned(),
+                    |name| name.to_string_lossy().into_owned(),
+                ),
+                ..Recording::new(url, options)
+            })),
         })
     }
 
@@ -344,6 +352,7 @@ impl Recording {
         secrets.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
         Self {
             started: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            file_name: "FILE.wsp".to_owned(),
             url: wsprobe_core::client::redacted_url(url),
             options: lines,
             notes,
@@ -372,7 +381,7 @@ impl Recording {
             self.started,
             self.hide(&self.url)
         ));
-        let mut replay = "# Replay: wsprobe run FILE.wsp --url URL".to_owned();
+        let mut replay = format!("# Replay: wsprobe run {} --url URL", self.file_name);
         if !self.vars.is_empty() {
             replay.push_str(&format!(" (with {} set)", self.vars.join(", ")));
         }

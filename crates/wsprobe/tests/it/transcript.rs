@@ -498,6 +498,10 @@ fn a_session_recorded_at_the_prompt_replays_green_against_a_fresh_server() {
         .unwrap_or_else(|| panic!("no date in {header}"));
     humantime::parse_rfc3339(when).expect("an RFC 3339 date");
     assert_has(header, &format!("# against {url}"));
+    assert_has(
+        header,
+        "# Replay: wsprobe run session.wsp --url URL (with WSPROBE_AUTH, WSPROBE_API_KEY set)",
+    );
     assert_eq!(
         body,
         "connect ${WS_URL}\n  \
