@@ -855,6 +855,12 @@ impl Session {
         &self.info
     }
 
+    /// The observer the connection was opened with ([`crate::client::connect_observed`]):
+    /// code that reopens the connection passes it on, so the new one reports to it too.
+    pub fn observer(&self) -> Option<&SharedObserver> {
+        self.sender.shared.observer.as_ref()
+    }
+
     /// Separates sending from receiving, e.g. to wait in one task and send in another.
     pub fn split(self) -> (SessionSender, Inbox) {
         (self.sender, self.inbox)
