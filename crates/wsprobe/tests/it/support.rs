@@ -1383,3 +1383,17 @@ where
     }
     None
 }
+
+/// What a stage whose app posts the body back as is would answer to `text`: the `body`
+/// of a route-tagged message, a string unquoted (`Hello`), anything else as JSON; `None`
+/// for a message without a body.
+pub fn raw_body_answer(text: &str) -> Option<String> {
+    let body = serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get("body")
+        .cloned()?;
+    Some(match body {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    })
+}
