@@ -1106,8 +1106,14 @@ pub async fn spawn_dying_server(echoes: usize) -> String {
                         _ => return,
                     }
                 }
-                // Gone, without a close frame.
-                drop(ws);
+                // Gone, without a close frame. Dropping a socket with unread data sends a
+                // reset, which throws away echoes still in the send queue: end with a FIN
+                // after them, then wait for the client to go (reading what it still sends).
+                let mut tcp = ws.into_inner();
+                let _ = tcp.shutdown().await;
+                let mut sink = [0u8; 4096];
+                let drained = async { while matches!(tcp.read(&mut sink).await, Ok(1..)) {} };
+                let _ = tokio::time::timeout(TIMEOUT, drained).await;
             });
         }
     });
