@@ -569,8 +569,10 @@ struct Step {
     exit_code: i32,
 }
 
-/// The steps of a block: a `wsprobe serve` line apart, the rest in order.
-fn steps(block: &Block) -> (Option<Step>, Vec<Step>) {
+/// The steps of a block: its `wsprobe serve` line apart (at most one, before any other
+/// command: the test starts it first), the rest in order.
+fn steps(block: &Block) -> Result<(Option<Step>, Vec<Step>), String> {
+    let misplaced = || Err("one `wsprobe serve` at most, before any other command".to_owned());
     let mut serve = None;
     let mut steps: Vec<Step> = Vec::new();
     let is_serve = |command: &str| command.trim_start().starts_with("wsprobe serve");
@@ -584,6 +586,10 @@ fn steps(block: &Block) -> (Option<Step>, Vec<Step>) {
                 command.push_str(lines.next().unwrap_or_default());
             }
             if is_serve(&command) {
+                let before = script.lines().map(str::trim);
+                if serve.is_some() || before.clone().any(|l| !l.is_empty() && !l.starts_with('#')) {
+                    return misplaced();
+                }
                 serve = Some(Step {
                     command,
                     output: Vec::new(),
@@ -599,7 +605,7 @@ fn steps(block: &Block) -> (Option<Step>, Vec<Step>) {
             output: Vec::new(),
             exit_code: 0,
         });
-        return (serve, steps);
+        return Ok((serve, steps));
     }
     let mut lines = block.body.lines();
     while let Some(line) = lines.next() {
@@ -621,6 +627,9 @@ fn steps(block: &Block) -> (Option<Step>, Vec<Step>) {
                 exit_code: 0,
             };
             if is_serve(&step.command) {
+                if serve.is_some() || !steps.is_empty() {
+                    return misplaced();
+                }
                 serve = Some(step);
             } else {
                 steps.push(step);
@@ -631,7 +640,7 @@ fn steps(block: &Block) -> (Option<Step>, Vec<Step>) {
             step.output.push(line.to_owned());
         }
     }
-    (serve, steps)
+    Ok((serve, steps))
 }
 
 /// The regex an expected output line stands for: numbers and 16-character ids match any,
@@ -751,7 +760,7 @@ fn start_serve(step: &Step, dir: &Path) -> Result<ExampleServer, String> {
 
 /// Runs one `sh` or `console` block in `dir`, after writing the page's `file=` blocks.
 fn run_block(block: &Block, dir: &Path, files: &[(String, String)]) -> Result<(), String> {
-    let (serve, steps) = steps(block);
+    let (serve, steps) = steps(block)?;
     let server = serve
         .as_ref()
         .map(|step| start_serve(step, dir))
