@@ -6,6 +6,9 @@
 # prints, runs `wsprobe run scripts/*.wsp` against it (JUnit report in
 # target/ci-examples.xml), stops the server, and fails if any example failed.
 #
+# The `wsp` examples of README.md and docs/ run against a server with the same routes, in
+# `cargo test` (crates/wsprobe/tests/it/docs.rs; the rules are in docs/README.md).
+#
 # WSPROBE=path/to/wsprobe uses that binary instead of building one (debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."

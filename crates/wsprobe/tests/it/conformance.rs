@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::run::{DEFAULT_ARGS, case_server, cases_dir};
+use crate::support;
 
 /// How a case runs at the prompt.
 #[derive(Debug)]
@@ -172,13 +173,8 @@ async fn raw_echo_server() -> String {
                     let Message::Text(text) = message else {
                         continue;
                     };
-                    let body = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
-                        .and_then(|v| v.get("body").cloned());
-                    let answer = match body {
-                        Some(serde_json::Value::String(text)) => text,
-                        Some(other) => other.to_string(),
-                        None => continue,
+                    let Some(answer) = support::raw_body_answer(&text) else {
+                        continue;
                     };
                     if ws.send(Message::text(answer)).await.is_err() {
                         return;

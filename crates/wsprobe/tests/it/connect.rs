@@ -300,13 +300,8 @@ fn scripted(backend: &Backend, part: Part, hold_handshake: bool) -> Scripted {
                     let _ = ws.send(Message::Text(text)).await;
                 }
                 (Part::RawBody, Message::Text(text)) => {
-                    let body = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
-                        .and_then(|v| v.get("body").cloned());
-                    let answer = match body {
-                        Some(serde_json::Value::String(text)) => text,
-                        Some(other) => other.to_string(),
-                        None => continue,
+                    let Some(answer) = support::raw_body_answer(&text) else {
+                        continue;
                     };
                     let _ = ws.send(Message::text(answer)).await;
                 }

@@ -6,6 +6,7 @@ mod client;
 mod command;
 mod conformance;
 mod connect;
+mod docs;
 mod help;
 mod load;
 mod run;

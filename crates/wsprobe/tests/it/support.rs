@@ -1106,8 +1106,14 @@ pub async fn spawn_dying_server(echoes: usize) -> String {
                         _ => return,
                     }
                 }
-                // Gone, without a close frame.
-                drop(ws);
+                // Gone, without a close frame. Dropping a socket with unread data sends a
+                // reset, which throws away echoes still in the send queue: end with a FIN
+                // after them, then wait for the client to go (reading what it still sends).
+                let mut tcp = ws.into_inner();
+                let _ = tcp.shutdown().await;
+                let mut sink = [0u8; 4096];
+                let drained = async { while matches!(tcp.read(&mut sink).await, Ok(1..)) {} };
+                let _ = tokio::time::timeout(TIMEOUT, drained).await;
             });
         }
     });
@@ -1382,4 +1388,18 @@ where
         }
     }
     None
+}
+
+/// What a stage whose app posts the body back as is would answer to `text`: the `body`
+/// of a route-tagged message, a string unquoted (`Hello`), anything else as JSON; `None`
+/// for a message without a body.
+pub fn raw_body_answer(text: &str) -> Option<String> {
+    let body = serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get("body")
+        .cloned()?;
+    Some(match body {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    })
 }

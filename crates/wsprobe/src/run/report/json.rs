@@ -1,5 +1,5 @@
-//! The JSON report (`--report json=PATH`). Its schema, version 1, is documented in the
-//! README; every duration is in milliseconds (a float), and every text is redacted.
+//! The JSON report (`--report json=PATH`). Its schema, version 1, is documented in
+//! docs/run.md; every duration is in milliseconds (a float), and every text is redacted.
 
 use serde_json::{Value, json};
 

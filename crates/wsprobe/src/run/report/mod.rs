@@ -2,7 +2,7 @@
 //!
 //! - [`text`]: the human summary on stdout (one line per test, failures, totals);
 //! - [`junit`]: JUnit XML, one testsuite per file and one testcase per test;
-//! - [`json`]: the JSON result whose schema the README documents.
+//! - [`json`]: the JSON result whose schema docs/run.md documents.
 
 pub(crate) mod json;
 pub(crate) mod junit;
