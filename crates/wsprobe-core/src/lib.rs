@@ -1,6 +1,6 @@
 //! wsprobe-core: everything below the command line. Connection options ([`options`]), the
 //! client that opens connections ([`client`]) and signs them ([`aws`]), the live
-//! connection ([`session`]), message conventions ([`message`]), the command language and
+//! connection ([`session`]) and reopening it ([`reconnect`]), message conventions ([`message`]), the command language and
 //! its one engine ([`command`]), secrets ([`secret`]) and the small value parsers
 //! ([`values`]).
 //!
@@ -14,6 +14,7 @@ pub mod client;
 pub mod command;
 pub mod message;
 pub mod options;
+pub mod reconnect;
 pub mod report_file;
 pub mod secret;
 pub mod session;

@@ -9,6 +9,16 @@
 //! scripts; the prompt has the one connection it was started with), test blocks and
 //! reports (`run`), line editing and the display of arriving frames (`connect`).
 //!
+//! Sessions that last: a session handed over with [`Engine::open_with`] gets its keepalive
+//! ([`crate::session::KeepAlive`]), runs its `--on-connect` lines ([`OnConnect`]) through
+//! [`Engine::execute`] right away, and — with a [`ReconnectPolicy`] — is reopened when the
+//! server ends it: [`Engine::reconnect`] re-runs the whole handshake with the policy's
+//! backoff ([`crate::reconnect::redial`]), then the `--on-connect` lines again. A statement
+//! on a session that ended and may be reconnected reconnects it first, so a script's later
+//! lines find it open; a wait already under way when it ends fails as it would without
+//! reconnect. Each attempt, each reopened session (with its new watch) and each
+//! `--on-connect` line that ran is told to the front-end as a [`SessionEvent`].
+//!
 //! [`Engine::execute`] is cancel-safe: every wait is on the session's inbox, whose reads
 //! keep what arrived, so dropping the future (Ctrl-C at the prompt, a `select!` branch that
 //! won) loses no frame and consumes none.
@@ -24,7 +34,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::ast::{
-    Capture, Command, EchoPolicy, Expect, Expectation, Matcher, Payload, Span, Spanned, Statement,
+    Capture, Command, EchoPolicy, Expect, Expectation, KeepAliveCommand, Matcher, Payload, Span,
+    Spanned, Statement,
 };
 use super::matcher::FrameView;
 use super::template::{ResolveError, Template};
@@ -32,7 +43,11 @@ use super::vars::Vars;
 use crate::client::ClientConfig;
 use crate::client::management::{self, Method, Response};
 use crate::message::{self, RouteFields};
-use crate::session::{CLOSE_WAIT, Ending, Frame, Incoming, Outgoing, Session, WaitError};
+use crate::reconnect::{self, Backoff, ReconnectEvent, ReconnectPolicy};
+use crate::session::{
+    CLOSE_WAIT, Ending, Frame, InboxLimits, Incoming, KeepAlive, KeepAliveStats, Outgoing, Session,
+    WaitError, Watch,
+};
 
 /// Which session a statement acts on: the front-end's own key (a script's connect index,
 /// the prompt's one connection).
@@ -62,6 +77,126 @@ struct Conn {
     session: Session,
     /// The last route-tagged message sent on it, for `expect echo`.
     last_sent: Option<Value>,
+    /// The keepalive in force (`--keepalive`, `keepalive DUR`): kept across reconnects.
+    keepalive: Option<KeepAlive>,
+    /// Keepalive counts of the connections this one replaced.
+    keepalive_before: KeepAliveStats,
+    /// Whether we started the closing handshake (`close`): never reconnected then.
+    we_closed: bool,
+    /// How to reopen it, if it was opened with [`Engine::open_with`].
+    life: Option<Life>,
+}
+
+/// How a session is reopened and what runs after every open.
+struct Life {
+    lifeline: Lifeline,
+    backoff: Backoff,
+}
+
+/// How the engine keeps a session going (see the module doc): what it needs to reopen it,
+/// and what to do after every open.
+#[derive(Clone, Debug)]
+pub struct Lifeline {
+    /// The URL it was opened on.
+    pub url: Url,
+    /// The connection settings it was opened with (headers, credentials, signer): a
+    /// reconnect re-runs the handshake with them, signing it anew.
+    pub client: ClientConfig,
+    /// The bounds of each new session's inbox.
+    pub inbox: InboxLimits,
+    /// When to reopen it; `None`: never.
+    pub reconnect: Option<ReconnectPolicy>,
+    /// Lines run after every open, the first included.
+    pub on_connect: Vec<OnConnect>,
+    /// Whether each new session comes with a [`Watch`] (handed over in
+    /// [`SessionEvent::Reopened`]), for a display.
+    pub watched: bool,
+}
+
+/// An `--on-connect` line: a command line as typed at the prompt (`/send subscribe {…}`),
+/// or text to send as typed.
+#[derive(Clone, Debug)]
+pub struct OnConnect {
+    /// The line as given.
+    pub line: String,
+    /// What it runs.
+    pub statement: Statement,
+}
+
+impl OnConnect {
+    /// Parses a line as the prompt does. Lines that do nothing on a connection (`/help`,
+    /// `/quit`, `/pretty`, `/connect`, `@name`) and empty lines are refused.
+    pub fn parse(line: &str) -> Result<OnConnect, String> {
+        use super::ast::ReplInput;
+        use super::template::{Template, TemplatePart};
+        let statement = match super::parse_repl_line(line) {
+            Err(error) => return Err(error.render_line(line, false).trim_end().to_owned()),
+            Ok(ReplInput::Empty) => return Err("an --on-connect line is empty".into()),
+            Ok(ReplInput::Text(text)) => {
+                let span = Span::new(1, 1, text.chars().count());
+                Statement {
+                    target: None,
+                    command: Command::Text(Template {
+                        parts: vec![TemplatePart::Literal(text.clone())],
+                        source: text,
+                        span,
+                    }),
+                    keyword: span,
+                    span,
+                }
+            }
+            Ok(ReplInput::Command(statement)) => statement,
+        };
+        if statement.target.is_some() {
+            return Err(format!(
+                "`{line}`: an --on-connect line acts on its own connection; drop the `@name`"
+            ));
+        }
+        if matches!(
+            statement.command,
+            Command::Connect(_) | Command::Pretty(_) | Command::Help(_) | Command::Quit
+        ) {
+            return Err(format!(
+                "`{line}`: `/{}` does nothing on a connection; an --on-connect line sends, \
+                 expects or waits",
+                statement.command.keyword()
+            ));
+        }
+        Ok(OnConnect {
+            line: line.to_owned(),
+            statement,
+        })
+    }
+}
+
+/// What happened to a session besides the statements: for a front-end to show.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A step of reopening the session `key`.
+    Reconnect {
+        /// The session.
+        key: SessionKey,
+        /// The step.
+        event: ReconnectEvent,
+    },
+    /// The session `key` was reopened; `watch` is the new connection's watch, if the
+    /// lifeline asked for one.
+    Reopened {
+        /// The session.
+        key: SessionKey,
+        /// A copy of every frame of the new connection.
+        watch: Option<Watch>,
+    },
+    /// An `--on-connect` line ran on the session `key` (the failing one is the outcome of
+    /// the open or reconnect instead).
+    OnConnect {
+        /// The session.
+        key: SessionKey,
+        /// The line as given.
+        line: String,
+        /// What it did.
+        done: Done,
+    },
 }
 
 /// The state statements run against: sessions, variables, the echo policy and the answer
@@ -75,6 +210,8 @@ pub struct Engine {
     pub vars: Vars,
     echo: EchoPolicy,
     last_response: Option<Response>,
+    /// Where [`SessionEvent`]s go, if a front-end listens.
+    events: Option<tokio::sync::mpsc::UnboundedSender<SessionEvent>>,
 }
 
 /// What a statement did, when it did what it says.
@@ -130,6 +267,18 @@ pub enum Done {
     Slept,
     /// `echo body|full|off` set the policy.
     Echo(EchoPolicy),
+    /// `keepalive …`: the keepalive now in force and the counts so far (across reconnects).
+    KeepAlive {
+        /// The keepalive in force, if any.
+        keepalive: Option<KeepAlive>,
+        /// Keepalives sent and answers received on the session.
+        stats: KeepAliveStats,
+    },
+    /// The session was reopened (and its `--on-connect` lines ran).
+    Reconnected,
+    /// A session handed over with [`Engine::open_with`] is ready (its `--on-connect`
+    /// lines ran).
+    Opened,
     /// A command the engine does not run (`connect`, `help`, `pretty`, `quit`): the
     /// front-end's business.
     NotMine,
@@ -151,6 +300,8 @@ pub enum FailedKind {
     Expectation,
     /// The command could not run: a send on a closed connection, a call without answer.
     Error,
+    /// The connection could not be reopened (refused, or every attempt failed).
+    Connect,
 }
 
 /// A statement that failed, with what the front-ends show about it.
@@ -178,6 +329,8 @@ pub struct Failed {
     /// A send did not complete within its limit (the server is not reading): the
     /// connection cannot take more, and a front-end feeding it lines should stop.
     pub stalled: bool,
+    /// Why a reconnect failed, for [`FailedKind::Connect`] (the exit code and hints).
+    pub connect_error: Option<std::sync::Arc<crate::client::ConnectError>>,
 }
 
 impl Failed {
@@ -193,6 +346,7 @@ impl Failed {
             response: None,
             hint: None,
             stalled: false,
+            connect_error: None,
         }
     }
 
@@ -253,7 +407,13 @@ impl Engine {
             vars,
             echo,
             last_response: None,
+            events: None,
         }
+    }
+
+    /// Sends [`SessionEvent`]s to `events` from now on.
+    pub fn set_events(&mut self, events: tokio::sync::mpsc::UnboundedSender<SessionEvent>) {
+        self.events = Some(events);
     }
 
     /// Hands a freshly opened session to the engine under `key`.
@@ -263,8 +423,155 @@ impl Engine {
             Conn {
                 session,
                 last_sent: None,
+                keepalive: None,
+                keepalive_before: KeepAliveStats::default(),
+                we_closed: false,
+                life: None,
             },
         );
+    }
+
+    /// Hands a freshly opened session to the engine under `key`, to be kept going: starts
+    /// `keepalive`, runs the `--on-connect` lines (stopping at the first that fails, which
+    /// is the error), and remembers how to reopen it.
+    pub async fn open_with(
+        &mut self,
+        key: SessionKey,
+        mut session: Session,
+        keepalive: Option<KeepAlive>,
+        lifeline: Lifeline,
+    ) -> Result<Done, Fault> {
+        session.keep_alive(keepalive.clone());
+        self.sessions.insert(
+            key,
+            Conn {
+                session,
+                last_sent: None,
+                keepalive,
+                keepalive_before: KeepAliveStats::default(),
+                we_closed: false,
+                life: Some(Life {
+                    lifeline,
+                    backoff: Backoff::new(),
+                }),
+            },
+        );
+        self.run_on_connect(key).await?;
+        Ok(Done::Opened)
+    }
+
+    /// Whether the session `key` ended (not by our `close`) in a way its reconnect
+    /// policy reopens.
+    pub fn wants_reconnect(&self, key: SessionKey) -> bool {
+        let Some(conn) = self.sessions.get(&key) else {
+            return false;
+        };
+        let policy = conn.life.as_ref().and_then(|life| life.lifeline.reconnect);
+        match (policy, conn.session.ending()) {
+            (Some(policy), Some(ending)) => !conn.we_closed && policy.applies_to(ending),
+            _ => false,
+        }
+    }
+
+    /// Reopens the session `key` if it wants it ([`Engine::wants_reconnect`]): redials
+    /// with backoff (each step a [`SessionEvent::Reconnect`]), then hands the new
+    /// connection over ([`SessionEvent::Reopened`]) and runs the `--on-connect` lines.
+    /// `Done::NotMine` when there was nothing to do. Cancel-safe in that a cancelled
+    /// reconnect leaves the ended session in place.
+    pub async fn reconnect(&mut self, key: SessionKey) -> Result<Done, Fault> {
+        if !self.wants_reconnect(key) {
+            return Ok(Done::NotMine);
+        }
+        let events = self.events.clone();
+        let Some(conn) = self.sessions.get_mut(&key) else {
+            return Ok(Done::NotMine);
+        };
+        let (Some(life), Some(cause)) = (conn.life.as_mut(), conn.session.ending().cloned()) else {
+            return Ok(Done::NotMine);
+        };
+        let policy = life.lifeline.reconnect.unwrap_or_default();
+        let mut report = |event| {
+            if let Some(events) = &events {
+                let _ = events.send(SessionEvent::Reconnect { key, event });
+            }
+        };
+        let redialed = reconnect::redial(
+            &life.lifeline.url,
+            &life.lifeline.client,
+            &policy,
+            &mut life.backoff,
+            &cause,
+            &mut report,
+        )
+        .await;
+        let connection = match redialed {
+            Ok(connection) => connection,
+            Err(error) => {
+                let mut failed = Failed::new(
+                    FailedKind::Connect,
+                    format!("could not reconnect: {error}"),
+                    "reconnect",
+                    Span::default(),
+                )
+                .label(format!("the connection {cause}"));
+                failed.hint = error.connect_error().hint();
+                failed.connect_error = Some(std::sync::Arc::new(error.into_connect_error()));
+                return Err(failed.into());
+            }
+        };
+        let (mut session, watch) = if life.lifeline.watched {
+            let (session, watch) = Session::start_watched(connection, life.lifeline.inbox);
+            (session, Some(watch))
+        } else {
+            (
+                Session::start_bounded(connection, life.lifeline.inbox),
+                None,
+            )
+        };
+        session.keep_alive(conn.keepalive.clone());
+        let old = conn.session.keepalive_stats();
+        conn.keepalive_before.sent += old.sent;
+        conn.keepalive_before.answered += old.answered;
+        conn.session = session;
+        conn.last_sent = None;
+        if let Some(events) = &events {
+            let _ = events.send(SessionEvent::Reopened { key, watch });
+        }
+        self.run_on_connect(key).await?;
+        Ok(Done::Reconnected)
+    }
+
+    /// Runs the `--on-connect` lines of `key`, in order; the first failure stops them and
+    /// is returned, naming the line.
+    async fn run_on_connect(&mut self, key: SessionKey) -> Result<(), Fault> {
+        let lines = match self.sessions.get(&key).and_then(|conn| conn.life.as_ref()) {
+            Some(life) => life.lifeline.on_connect.clone(),
+            None => return Ok(()),
+        };
+        for OnConnect { line, statement } in lines {
+            match self.execute_here(&statement, Some(key)).await {
+                Ok(done) => {
+                    if let Some(events) = &self.events {
+                        let _ = events.send(SessionEvent::OnConnect { key, line, done });
+                    }
+                }
+                Err(Fault::Failed(mut failed)) => {
+                    failed.message = format!("--on-connect `{line}` failed: {}", failed.message);
+                    failed.command = format!("--on-connect `{line}`: {}", failed.command);
+                    return Err(Fault::Failed(failed));
+                }
+                Err(Fault::Resolve(error)) => {
+                    let failed = Failed::new(
+                        FailedKind::Error,
+                        format!("--on-connect `{line}` failed: {error}"),
+                        &format!("--on-connect `{line}`"),
+                        error.span(),
+                    );
+                    return Err(Fault::Failed(failed));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Records the URL the session `key` is (or was to be) opened on: `post`, `get` and
@@ -305,8 +612,32 @@ impl Engine {
     }
 
     /// Runs `statement` on the session `target` (the prompt's one connection, a script's
-    /// resolved `@name`). Cancel-safe (see the module doc).
+    /// resolved `@name`). A session that ended and may be reconnected is reopened first.
+    /// Cancel-safe (see the module doc).
     pub async fn execute(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+    ) -> Result<Done, Fault> {
+        if statement.command.uses_connection()
+            && let Some(key) = target
+            && self.wants_reconnect(key)
+        {
+            // What failed (the reconnect, an --on-connect line) is not on this line, but
+            // this line is what it stopped.
+            self.reconnect(key).await.map_err(|fault| match fault {
+                Fault::Failed(mut failed) => {
+                    failed.span = statement.keyword;
+                    Fault::Failed(failed)
+                }
+                other => other,
+            })?;
+        }
+        self.execute_here(statement, target).await
+    }
+
+    /// Runs `statement` on `target` as it is (no reconnect).
+    async fn execute_here(
         &mut self,
         statement: &Statement,
         target: Option<SessionKey>,
@@ -354,6 +685,10 @@ impl Engine {
                     None => String::new(),
                 };
                 let frame = Outgoing::Close(Some((code, reason)));
+                // Set first: the server's answer can arrive before the send returns.
+                if let Ok(conn) = self.conn(statement, target) {
+                    conn.we_closed = true;
+                }
                 self.send(statement, target, frame, None).await
             }
             Command::Expect(expect) => self.expect(statement, target, expect).await,
@@ -386,6 +721,35 @@ impl Engine {
             Command::Echo(policy) => {
                 self.echo = policy.value;
                 Ok(Done::Echo(policy.value))
+            }
+            Command::KeepAlive(setting) => {
+                let keepalive = match setting {
+                    KeepAliveCommand::Show => None,
+                    KeepAliveCommand::Off => Some(None),
+                    KeepAliveCommand::Every { every, text } => {
+                        let message = match text {
+                            Some(text) => Some(text.resolve(&self.vars)?),
+                            None => None,
+                        };
+                        Some(Some(KeepAlive {
+                            every: every.value,
+                            message,
+                        }))
+                    }
+                };
+                let conn = self.conn(statement, target)?;
+                if let Some(keepalive) = keepalive {
+                    conn.session.keep_alive(keepalive.clone());
+                    conn.keepalive = keepalive;
+                }
+                let now = conn.session.keepalive_stats();
+                Ok(Done::KeepAlive {
+                    keepalive: conn.keepalive.clone(),
+                    stats: KeepAliveStats {
+                        sent: conn.keepalive_before.sent + now.sent,
+                        answered: conn.keepalive_before.answered + now.answered,
+                    },
+                })
             }
             Command::Connect(_) | Command::Pretty(_) | Command::Help(_) | Command::Quit => {
                 Ok(Done::NotMine)

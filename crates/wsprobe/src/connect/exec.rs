@@ -286,7 +286,31 @@ impl Driver {
                 };
                 self.note(Tone::Info, &format!("echo {name}"));
             }
-            Done::Slept | Done::NotMine => {}
+            Done::KeepAlive { keepalive, stats } => {
+                let setting = match keepalive {
+                    Some(keepalive) => {
+                        let what = match &keepalive.message {
+                            Some(text) => {
+                                format!("the text {}", wsprobe_core::text::one_line(text))
+                            }
+                            None => "a ping".to_owned(),
+                        };
+                        format!(
+                            "keepalive: {what} after every {} without sending",
+                            display::human_duration(keepalive.every)
+                        )
+                    }
+                    None => "keepalive off".to_owned(),
+                };
+                self.note(
+                    Tone::Info,
+                    &format!(
+                        "{setting}; {} sent, {} answered",
+                        stats.sent, stats.answered
+                    ),
+                );
+            }
+            Done::Slept | Done::NotMine | Done::Reconnected | Done::Opened => {}
         }
     }
 

@@ -30,7 +30,7 @@ mod prompt;
 use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
 
-pub(crate) use display::{DisplayOptions, is_normal_close};
+pub(crate) use display::{DisplayOptions, is_normal_close, reconnect_line};
 pub(crate) use driver::{Finish, Report};
 pub(crate) use prompt::default_history_file;
 

@@ -14,13 +14,15 @@ use wsprobe_core::client::ClientConfig;
 use wsprobe_core::message::RouteFields;
 use wsprobe_core::options::{
     ConnectOptions, DEFAULT_BODY_FIELD, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ECHO, DEFAULT_ROUTE_FIELD,
-    EchoPolicy, InboxLimits, ProxyChoice, SigningChoice, TlsFiles,
+    EchoPolicy, InboxLimits, ProxyChoice, SessionOptions, SigningChoice, TlsFiles,
 };
+use wsprobe_core::reconnect::{ReconnectPolicy, ReconnectWhen};
 use wsprobe_core::secret::Secret;
+use wsprobe_core::session::KeepAlive;
 use wsprobe_core::values::Header;
 
 use super::profile::{self, StageProfile};
-use super::{ConnectionArgs, EchoFlag, InboxArgs};
+use super::{ConnectionArgs, EchoFlag, InboxArgs, ReconnectFlag, SessionArgs};
 use crate::Error;
 
 /// Connection flags lowered: the URL (from the command line or the stage), the options,
@@ -77,6 +79,54 @@ pub fn inbox(args: &InboxArgs) -> Result<InboxLimits, Error> {
         None => defaults.bytes,
     };
     Ok(InboxLimits { frames, bytes })
+}
+
+/// `--keepalive`, `--keepalive-message`, `--reconnect`, `--reconnect-max` and
+/// `--on-connect` over the core's defaults. Every `--on-connect` line is parsed here, so
+/// a typo is a usage error before anything connects.
+pub fn session(args: &SessionArgs) -> Result<SessionOptions, Error> {
+    let keepalive = match (args.keepalive, &args.keepalive_message) {
+        (Some(every), _) if every.is_zero() => {
+            return Err(Error::usage("--keepalive must be longer than 0s"));
+        }
+        (Some(every), message) => Some(KeepAlive {
+            every,
+            message: message.clone(),
+        }),
+        (None, Some(_)) => {
+            return Err(Error::usage(
+                "--keepalive-message needs --keepalive DURATION: how long the connection may stay silent",
+            ));
+        }
+        (None, None) => None,
+    };
+    let reconnect = match (args.reconnect, args.reconnect_max) {
+        (Some(flag), max) => Some(ReconnectPolicy {
+            when: match flag {
+                ReconnectFlag::GoingAway => ReconnectWhen::GoingAway,
+                ReconnectFlag::Always => ReconnectWhen::Always,
+            },
+            max_attempts: max.unwrap_or(ReconnectPolicy::default().max_attempts),
+        }),
+        (None, Some(_)) => {
+            return Err(Error::usage("--reconnect-max needs --reconnect"));
+        }
+        (None, None) => None,
+    };
+    let mut errors = Vec::new();
+    for line in &args.on_connect {
+        if let Err(error) = wsprobe_core::command::engine::OnConnect::parse(line) {
+            errors.push(format!("--on-connect: {error}"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::usage(errors.join("\n")));
+    }
+    Ok(SessionOptions {
+        keepalive,
+        reconnect,
+        on_connect: args.on_connect.clone(),
+    })
 }
 
 /// [`connection`] for `manage`, refusing the options that do nothing for one HTTP call.
@@ -173,8 +223,10 @@ fn merge(
             body_field: first(&args.body_field, &profile.body_field, DEFAULT_BODY_FIELD),
         },
         echo,
-        // `connect` and `run` set it from their own flags (`lower::inbox`).
+        // `connect` and `run` set these from their own flags (`lower::inbox`,
+        // `lower::session`).
         inbox: InboxLimits::default(),
+        session: SessionOptions::default(),
     };
     Ok(Lowered {
         url: url.or_else(|| profile.url.clone()),
