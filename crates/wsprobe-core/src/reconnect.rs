@@ -157,7 +157,7 @@ pub enum ReconnectEvent {
     Reconnected {
         /// Its number.
         attempt: u32,
-        /// From the end of the old connection to the open new one (backoff included).
+        /// From the start of reconnecting to the open new one (backoff included).
         took: Duration,
         /// The handshake alone.
         connect_time: Duration,

@@ -276,8 +276,7 @@ pub enum Done {
     },
     /// The session was reopened (and its `--on-connect` lines ran).
     Reconnected,
-    /// A session handed over with [`Engine::open_with`] is ready (its `--on-connect`
-    /// lines ran).
+    /// The `--on-connect` lines of a session that opened ran.
     Opened,
     /// A command the engine does not run (`connect`, `help`, `pretty`, `quit`): the
     /// front-end's business.
@@ -437,27 +436,31 @@ impl Engine {
     pub async fn open_with(
         &mut self,
         key: SessionKey,
-        mut session: Session,
+        session: Session,
         keepalive: Option<KeepAlive>,
         lifeline: Lifeline,
     ) -> Result<Done, Fault> {
-        session.keep_alive(keepalive.clone());
-        self.sessions.insert(
-            key,
-            Conn {
-                session,
-                last_sent: None,
-                keepalive,
-                keepalive_before: KeepAliveStats::default(),
-                we_closed: false,
-                life: Some(Life {
-                    lifeline,
-                    backoff: Backoff::new(),
-                }),
-            },
-        );
-        self.run_on_connect(key).await?;
-        Ok(Done::Opened)
+        self.open(key, session);
+        self.keep_going(key, keepalive, lifeline);
+        self.run_on_connect(key).await
+    }
+
+    /// Keeps the open session `key` going: starts `keepalive` on it and remembers how to
+    /// reopen it (see [`Engine::open_with`], which also runs the `--on-connect` lines).
+    pub fn keep_going(
+        &mut self,
+        key: SessionKey,
+        keepalive: Option<KeepAlive>,
+        lifeline: Lifeline,
+    ) {
+        if let Some(conn) = self.sessions.get_mut(&key) {
+            conn.session.keep_alive(keepalive.clone());
+            conn.keepalive = keepalive;
+            conn.life = Some(Life {
+                lifeline,
+                backoff: Backoff::new(),
+            });
+        }
     }
 
     /// Whether the session `key` ended (not by our `close`) in a way its reconnect
@@ -541,12 +544,13 @@ impl Engine {
         Ok(Done::Reconnected)
     }
 
-    /// Runs the `--on-connect` lines of `key`, in order; the first failure stops them and
-    /// is returned, naming the line.
-    async fn run_on_connect(&mut self, key: SessionKey) -> Result<(), Fault> {
+    /// Runs the `--on-connect` lines of `key`, in order (each one that ran is a
+    /// [`SessionEvent::OnConnect`]); the first failure stops them and is returned, naming
+    /// the line. `Done::Opened` when they all ran.
+    pub async fn run_on_connect(&mut self, key: SessionKey) -> Result<Done, Fault> {
         let lines = match self.sessions.get(&key).and_then(|conn| conn.life.as_ref()) {
             Some(life) => life.lifeline.on_connect.clone(),
-            None => return Ok(()),
+            None => return Ok(Done::Opened),
         };
         for OnConnect { line, statement } in lines {
             match self.execute_here(&statement, Some(key)).await {
@@ -571,7 +575,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(Done::Opened)
     }
 
     /// Records the URL the session `key` is (or was to be) opened on: `post`, `get` and

@@ -187,8 +187,13 @@ impl Driver {
 
     /// Shows what a command did (or why it failed).
     pub(super) fn on_done(&mut self, result: Result<Done, Fault>, running: &Running) {
+        if running.what == "reconnect" && self.on_reconnect_done(&result) {
+            // The reconnect gave up: each attempt was shown, and the error ends the
+            // session (exit 3).
+            return;
+        }
         match result {
-            Ok(done) => self.show_done(done, running),
+            Ok(done) => self.show_done(done, running.show_sent),
             Err(Fault::Resolve(error)) => {
                 self.failed_checks += 1;
                 let rendered = error.render(&running.line, "<prompt>", self.painter_enabled());
@@ -211,10 +216,10 @@ impl Driver {
         }
     }
 
-    fn show_done(&mut self, done: Done, running: &Running) {
+    pub(super) fn show_done(&mut self, done: Done, show_sent: bool) {
         match done {
             Done::Sent { frame, at, echo } => {
-                if running.show_sent {
+                if show_sent {
                     self.show_sent(&frame, at);
                 }
                 if let Some(expected) = echo

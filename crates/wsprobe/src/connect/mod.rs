@@ -37,6 +37,7 @@ pub(crate) use prompt::default_history_file;
 use crate::cli::ConnectArgs;
 use crate::{Context, Error, Outcome};
 use wsprobe_core::client::{self};
+use wsprobe_core::command::engine::OnConnect;
 use wsprobe_core::command::{ReplInput, parse_repl_line};
 use wsprobe_core::options::ConnectOptions;
 use wsprobe_serve::{RouteBehaviour, RunningServer, ServeConfig};
@@ -110,6 +111,15 @@ pub(crate) async fn run(
         url: url.clone(),
         client: config.clone(),
         inbox: options.inbox,
+        keepalive: options.session.keepalive.clone(),
+        reconnect: options.session.reconnect,
+        // Checked when the command line was lowered.
+        on_connect: options
+            .session
+            .on_connect
+            .iter()
+            .filter_map(|line| OnConnect::parse(line).ok())
+            .collect(),
     };
     let connecting = Box::pin(async move { client::connect(&url, &config).await });
 

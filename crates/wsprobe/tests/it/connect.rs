@@ -24,13 +24,13 @@ use crate::support::{self, TIMEOUT};
 // Helpers
 
 /// A server running on a runtime of its own, so the test thread can block on the binary.
-struct Backend {
+pub(crate) struct Backend {
     runtime: tokio::runtime::Runtime,
     server: Option<RunningServer>,
 }
 
 impl Backend {
-    fn start(config: ServeConfig) -> Self {
+    pub(crate) fn start(config: ServeConfig) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -61,15 +61,15 @@ impl Backend {
         self.server.as_ref().expect("the server runs until drop")
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server().ws_url()
     }
 
-    fn events(&self) -> broadcast::Receiver<ServeEvent> {
+    pub(crate) fn events(&self) -> broadcast::Receiver<ServeEvent> {
         self.server().events()
     }
 
-    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
     }
 
@@ -113,7 +113,7 @@ impl Drop for Backend {
 
 /// The real binary with a clean environment: no colour, no credentials from the
 /// environment, and a temporary home.
-fn wsprobe(home: &Path) -> assert_cmd::Command {
+pub(crate) fn wsprobe(home: &Path) -> assert_cmd::Command {
     let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_wsprobe"));
     command
         .env("NO_COLOR", "1")
@@ -125,13 +125,13 @@ fn wsprobe(home: &Path) -> assert_cmd::Command {
     command
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn run(command: &mut assert_cmd::Command) -> Run {
+pub(crate) fn run(command: &mut assert_cmd::Command) -> Run {
     let output = command.output().expect("running wsprobe");
     Run {
         code: output.status.code(),
@@ -143,7 +143,7 @@ fn run(command: &mut assert_cmd::Command) -> Run {
 impl Run {
     /// Fails the test, showing stderr, unless stderr contains `needle`.
     #[track_caller]
-    fn assert_stderr_has(&self, needle: &str) {
+    pub(crate) fn assert_stderr_has(&self, needle: &str) {
         assert!(
             self.stderr.contains(needle),
             "no {needle:?} in stderr:\n{}",
@@ -153,12 +153,12 @@ impl Run {
 }
 
 /// `wsprobe connect` at a pseudo-terminal.
-struct Pty {
+pub(crate) struct Pty {
     session: expectrl::session::OsSession,
 }
 
 impl Pty {
-    fn spawn(home: &Path, args: &[&str], color: bool) -> Self {
+    pub(crate) fn spawn(home: &Path, args: &[&str], color: bool) -> Self {
         let mut command = StdCommand::new(env!("CARGO_BIN_EXE_wsprobe"));
         command
             .arg("connect")
@@ -188,12 +188,12 @@ impl Pty {
     /// Waits for `connected to …` and the prompt drawn after it. Whichever comes first,
     /// the first prompt or the line, exactly one prompt follows the line, so nothing
     /// printed later can be mistaken for a fresh prompt.
-    fn wait_connected(&mut self) {
+    pub(crate) fn wait_connected(&mut self) {
         self.expect("connected to");
         self.wait_prompt();
     }
 
-    fn expect(&mut self, needle: &str) -> String {
+    pub(crate) fn expect(&mut self, needle: &str) -> String {
         match self.session.expect(needle) {
             Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
             Err(e) => panic!("waiting for {needle:?}: {e}"),
@@ -209,7 +209,7 @@ impl Pty {
         }
     }
 
-    fn type_line(&mut self, line: &str) {
+    pub(crate) fn type_line(&mut self, line: &str) {
         self.session.send_line(line).expect("typing");
     }
 
@@ -233,7 +233,7 @@ impl Pty {
     /// Ctrl-D at the next prompt, and the exit code. Keys typed between two prompts reach
     /// a terminal in line mode, where Ctrl-D is not a key but the end of a line, so it
     /// waits for the prompt drawn after the last output, as a person would.
-    fn quit_at_prompt(&mut self) -> i32 {
+    pub(crate) fn quit_at_prompt(&mut self) -> i32 {
         self.wait_prompt();
         self.control(ControlCode::EndOfTransmission);
         self.exit_code()
@@ -241,7 +241,7 @@ impl Pty {
 
     /// The exit code, waiting at most [`TIMEOUT`] (reading output so the child never
     /// blocks on a full terminal).
-    fn exit_code(&mut self) -> i32 {
+    pub(crate) fn exit_code(&mut self) -> i32 {
         use expectrl::process::unix::WaitStatus;
         let deadline = Instant::now() + TIMEOUT;
         loop {
@@ -328,7 +328,7 @@ fn scripted(backend: &Backend, part: Part, hold_handshake: bool) -> Scripted {
     }
 }
 
-fn temp_home() -> tempfile::TempDir {
+pub(crate) fn temp_home() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
 

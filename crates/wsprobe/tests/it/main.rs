@@ -12,5 +12,6 @@ mod run;
 mod serve;
 mod serve_lambda;
 mod serve_sample_app;
+mod sessions;
 mod stage;
 mod support;

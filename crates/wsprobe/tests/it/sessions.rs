@@ -1,0 +1,438 @@
+//! Integration tests: sessions that last (`--keepalive`, `--reconnect`, `--on-connect`, and
+//! the script's `keepalive` command and `reconnect` connect option), with the real binary
+//! against `serve` at millisecond limits (`--idle-timeout`, `--max-connection-duration`)
+//! or against the going-away server of the test support, which records every handshake
+//! (with its headers and time) and every text, and closes with 1001 after a moment.
+//! Timing is only checked with generous bounds; every wait has a deadline.
+
+use std::time::Duration;
+
+use wsprobe_serve::ServeEvent;
+
+use crate::connect::{Backend, Pty, run, temp_home, wsprobe};
+use crate::support::{self, Handshake, Seen};
+
+/// `serve` with these flags, on a runtime of its own.
+fn serve(args: &[&str]) -> Backend {
+    Backend::start(support::serve_config(args))
+}
+
+/// A handshake the going-away server saw: its number, when, its headers, its answer.
+type SeenHandshake = (usize, std::time::Instant, Vec<(String, String)>, Handshake);
+
+fn handshakes(seen: &[Seen]) -> Vec<SeenHandshake> {
+    seen.iter()
+        .filter_map(|event| match event {
+            Seen::Handshake {
+                n,
+                at,
+                headers,
+                answer,
+            } => Some((*n, *at, headers.clone(), *answer)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The texts connection `n` sent, in order.
+fn texts(seen: &[Seen], connection: usize) -> Vec<String> {
+    seen.iter()
+        .filter_map(|event| match event {
+            Seen::Text { n, text } if *n == connection => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// How many connections `serve` accepted, from its events so far.
+fn connections_opened(events: &mut tokio::sync::broadcast::Receiver<ServeEvent>) -> usize {
+    let mut count = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, ServeEvent::Connected { .. }) {
+            count += 1;
+        }
+    }
+    count
+}
+
+// ---------------------------------------------------------------------------------------
+// Keepalive
+
+#[test]
+fn a_keepalive_message_keeps_a_session_past_the_idle_timeout_and_its_answers_are_not_shown() {
+    let backend = serve(&["--idle-timeout", "400ms"]);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "--keepalive",
+        "100ms",
+        "--keepalive-message",
+        r#"{"action":"keepalive"}"#,
+        "-x",
+        "/wait 1200ms",
+        "-x",
+        "/keepalive",
+        "-w",
+        "0",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert!(
+        !result.stderr.contains("closed by the server"),
+        "{}",
+        result.stderr
+    );
+    // The stage answers each unrouted keepalive with a `Forbidden` error frame: counted,
+    // never printed as a message.
+    assert!(!result.stdout.contains("Forbidden"), "{}", result.stdout);
+    let counts = result
+        .stderr
+        .lines()
+        .find(|line| line.contains("sent,") && line.contains("answered"))
+        .unwrap_or_else(|| panic!("no keepalive counts in:\n{}", result.stderr));
+    assert!(!counts.contains(" 0 sent"), "{counts}");
+    assert!(!counts.contains(" 0 answered"), "{counts}");
+}
+
+#[test]
+fn without_a_keepalive_or_with_pings_only_the_idle_timeout_closes_the_session() {
+    // serve, like API Gateway, does not count pings as activity.
+    let backend = serve(&["--idle-timeout", "400ms"]);
+    let home = temp_home();
+    for extra in [&[][..], &["--keepalive", "100ms"][..]] {
+        let result = run(wsprobe(home.path())
+            .args(["connect", &backend.url()])
+            .args(extra)
+            .args(["-x", "/wait 1200ms", "-w", "0"]));
+        result.assert_stderr_has("connection closed by the server: 1001");
+    }
+}
+
+#[test]
+fn a_script_keepalive_holds_the_connection_and_expect_never_sees_its_answers() {
+    let backend = serve(&["--idle-timeout", "400ms"]);
+    let home = temp_home();
+    let script = home.path().join("keepalive.wsp");
+    std::fs::write(
+        &script,
+        "connect ${WS_URL}\n\
+         keepalive 100ms {\"action\":\"keepalive\"}\n\
+         expect nothing within 1200ms\n\
+         send send still-here\n\
+         expect echo\n",
+    )
+    .expect("writing the script");
+    let result = run(wsprobe(home.path()).args([
+        "run",
+        script.to_str().expect("a UTF-8 path"),
+        "--url",
+        &backend.url(),
+    ]));
+    assert_eq!(
+        result.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        result.stdout,
+        result.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconnect
+
+#[test]
+fn reconnect_resends_the_headers_and_on_connect_lines_and_stops_on_401_with_exit_3() {
+    let backend = serve(&[]);
+    let plan = vec![
+        Handshake::Accept,
+        Handshake::Accept,
+        Handshake::Accept,
+        Handshake::Refuse(401),
+    ];
+    let (url, mut events) = backend.block_on(support::spawn_going_away_server(
+        plan,
+        Duration::from_millis(200),
+    ));
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "--reconnect",
+        "-H",
+        "X-Trace: t-1",
+        "--auth",
+        "Bearer sekrit-token",
+        "--on-connect",
+        "subscribe a",
+        "--on-connect",
+        "/text second",
+        "-w",
+        "8s",
+    ]));
+    let seen = support::seen_so_far(&mut events);
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    let handshakes = handshakes(&seen);
+    assert_eq!(handshakes.len(), 4, "{seen:?}");
+    for (n, _, headers, _) in &handshakes {
+        assert_eq!(header(headers, "x-trace"), Some("t-1"), "handshake {n}");
+        assert_eq!(
+            header(headers, "authorization"),
+            Some("Bearer sekrit-token"),
+            "handshake {n}"
+        );
+    }
+    for n in 0..3 {
+        assert_eq!(texts(&seen, n), ["subscribe a", "second"], "connection {n}");
+    }
+    result.assert_stderr_has("reconnecting after 1001 Going away (attempt 1,");
+    result.assert_stderr_has("reconnected in");
+    result.assert_stderr_has("401");
+    assert!(!result.stderr.contains("sekrit"), "{}", result.stderr);
+    assert!(!result.stdout.contains("sekrit"), "{}", result.stdout);
+}
+
+#[test]
+fn reconnect_backs_off_more_across_consecutive_failures_and_starts_over_after_an_open() {
+    let backend = serve(&[]);
+    let plan = vec![
+        Handshake::Accept,
+        Handshake::Refuse(503),
+        Handshake::Refuse(503),
+        Handshake::Refuse(503),
+        Handshake::Accept,
+        Handshake::Refuse(403),
+    ];
+    let (url, mut events) = backend.block_on(support::spawn_going_away_server(
+        plan,
+        Duration::from_millis(100),
+    ));
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args(["connect", &url, "--reconnect", "-w", "20s"]));
+    let seen = support::seen_so_far(&mut events);
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    let at: Vec<std::time::Instant> = handshakes(&seen).iter().map(|h| h.1).collect();
+    assert_eq!(at.len(), 6, "{seen:?}");
+    let closed: Vec<std::time::Instant> = seen
+        .iter()
+        .filter_map(|event| match event {
+            Seen::Closed { at, .. } => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed.len(), 2, "{seen:?}");
+    // The first retry after a connection that had been open comes within a second.
+    let first_retry = at[1].duration_since(closed[0]);
+    assert!(first_retry < Duration::from_secs(1), "{first_retry:?}");
+    // Never without a delay; each failure waits longer (the backoff's ranges, 125-250ms,
+    // 250-500ms, 500ms-1s, 1-2s, do not overlap, so compare two steps apart).
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1].duration_since(w[0])).collect();
+    assert!(
+        gaps.iter().all(|gap| *gap >= Duration::from_millis(100)),
+        "{gaps:?}"
+    );
+    assert!(gaps[3] > gaps[1], "{gaps:?}");
+    // After the connection that opened (handshake 4), it starts over: the retry after
+    // its close is quick again.
+    let after_open = at[5].duration_since(closed[1]);
+    assert!(after_open < Duration::from_secs(1), "{after_open:?}");
+    result.assert_stderr_has("reconnect attempt 3 failed");
+    result.assert_stderr_has("attempt 4,");
+}
+
+#[test]
+fn reconnect_to_a_server_that_is_gone_never_spins_and_gives_up_after_the_maximum() {
+    let backend = serve(&[]);
+    // One connection, then the listener is gone: every attempt is refused at TCP.
+    let (url, _events) = backend.block_on(support::spawn_going_away_server(
+        vec![Handshake::Accept],
+        Duration::from_millis(100),
+    ));
+    let home = temp_home();
+    let started = std::time::Instant::now();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "--reconnect",
+        "--reconnect-max",
+        "3",
+        "-w",
+        "20s",
+    ]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    result.assert_stderr_has("reconnect attempt 3 failed");
+    assert!(!result.stderr.contains("attempt 4"), "{}", result.stderr);
+    // Three delays of at least 125ms, 250ms and 500ms: no spinning.
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    result.assert_stderr_has("connection refused");
+}
+
+#[test]
+fn our_own_close_is_not_reconnected_even_with_always() {
+    let backend = serve(&[]);
+    let mut events = backend.events();
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "--reconnect",
+        "always",
+        "-x",
+        "/close 1000",
+        "-w",
+        "1s",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    assert!(!result.stderr.contains("reconnecting"), "{}", result.stderr);
+    assert_eq!(connections_opened(&mut events), 1);
+}
+
+#[test]
+fn an_on_connect_line_that_does_not_parse_is_a_usage_error() {
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        "ws://127.0.0.1:9/dev",
+        "--on-connect",
+        "/sned hi",
+    ]));
+    assert_eq!(result.code, Some(2), "{}", result.stderr);
+    result.assert_stderr_has("--on-connect");
+    result.assert_stderr_has("sned");
+}
+
+#[test]
+fn a_failing_on_connect_line_is_reported_by_its_text() {
+    let backend = serve(&[]);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "--on-connect",
+        "/expect text never within 200ms",
+        "-w",
+        "0",
+    ]));
+    assert_eq!(result.code, Some(1), "{}", result.stderr);
+    result.assert_stderr_has("--on-connect `/expect text never within 200ms`");
+}
+
+#[test]
+fn a_script_connection_with_reconnect_survives_the_maximum_connection_duration() {
+    let backend = serve(&["--max-connection-duration", "400ms"]);
+    let mut events = backend.events();
+    let home = temp_home();
+    let body = "  reconnect max 3\n\
+                send send one\n\
+                expect echo\n\
+                sleep 700ms\n\
+                send send two\n\
+                expect echo\n";
+    let with = home.path().join("with.wsp");
+    std::fs::write(&with, format!("connect ${{WS_URL}}\n{body}")).expect("writing");
+    let result = run(wsprobe(home.path()).args([
+        "run",
+        with.to_str().expect("a UTF-8 path"),
+        "--url",
+        &backend.url(),
+        "--on-connect",
+        "/send send hello-again",
+    ]));
+    assert_eq!(
+        result.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        result.stdout,
+        result.stderr
+    );
+    result.assert_stderr_has("reconnecting after 1001 Going away");
+    assert!(connections_opened(&mut events) >= 2);
+
+    // Without the option, the second send finds the connection closed.
+    let without = home.path().join("without.wsp");
+    let body = body.replace("  reconnect max 3\n", "");
+    std::fs::write(&without, format!("connect ${{WS_URL}}\n{body}")).expect("writing");
+    let result = run(wsprobe(home.path()).args([
+        "run",
+        without.to_str().expect("a UTF-8 path"),
+        "--url",
+        &backend.url(),
+    ]));
+    assert_eq!(result.code, Some(1), "{}", result.stdout);
+}
+
+#[test]
+fn a_script_reconnect_refused_with_403_fails_with_exit_3() {
+    let backend = serve(&[]);
+    let plan = vec![Handshake::Accept, Handshake::Refuse(403)];
+    let (url, _events) = backend.block_on(support::spawn_going_away_server(
+        plan,
+        Duration::from_millis(100),
+    ));
+    let home = temp_home();
+    let script = home.path().join("refused.wsp");
+    std::fs::write(
+        &script,
+        "connect ${WS_URL}\n  reconnect\nsleep 500ms\ntext hello\n",
+    )
+    .expect("writing");
+    let result = run(wsprobe(home.path()).args([
+        "run",
+        script.to_str().expect("a UTF-8 path"),
+        "--url",
+        &url,
+    ]));
+    assert_eq!(
+        result.code,
+        Some(3),
+        "stdout:\n{}\nstderr:\n{}",
+        result.stdout,
+        result.stderr
+    );
+    assert!(
+        result.stdout.contains("could not reconnect"),
+        "{}",
+        result.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// At the prompt
+
+#[test]
+fn the_prompt_shows_each_reconnect_and_keeps_going() {
+    let backend = serve(&[]);
+    let plan = vec![Handshake::Accept, Handshake::Accept];
+    let (url, mut events) = backend.block_on(support::spawn_going_away_server(
+        plan,
+        Duration::from_millis(300),
+    ));
+    let home = temp_home();
+    let mut pty = Pty::spawn(
+        home.path(),
+        &[&url, "--reconnect", "--on-connect", "hello again"],
+        false,
+    );
+    pty.wait_connected();
+    pty.expect("connection closed by the server: 1001 Going away");
+    pty.expect("reconnecting after 1001 Going away (attempt 1,");
+    pty.expect("reconnected in");
+    pty.type_line("/keepalive");
+    pty.expect("keepalive off; 0 sent, 0 answered");
+    assert_eq!(pty.quit_at_prompt(), 0);
+    let seen = support::seen_so_far(&mut events);
+    assert_eq!(
+        texts(&seen, 0).first().map(String::as_str),
+        Some("hello again")
+    );
+    assert_eq!(
+        texts(&seen, 1).first().map(String::as_str),
+        Some("hello again")
+    );
+}
