@@ -15,8 +15,10 @@
 //! server ends it: [`Engine::reconnect`] re-runs the whole handshake with the policy's
 //! backoff ([`crate::reconnect::redial`]), then the `--on-connect` lines again. A statement
 //! on a session that ended and may be reconnected reconnects it first, so a script's later
-//! lines find it open; a wait already under way when it ends fails as it would without
-//! reconnect. Each attempt, each reopened session (with its new watch) and each
+//! lines find it open. An `expect` or `capture` waiting when the connection ends
+//! reconnects within its own deadline and goes on waiting on the new connection (what was
+//! left unconsumed on the old one is gone with it); if the deadline comes first it fails
+//! as it would without reconnect, and the next statement reconnects. Each attempt, each reopened session (with its new watch) and each
 //! `--on-connect` line that ran is told to the front-end as a [`SessionEvent`].
 //!
 //! [`Engine::execute`] is cancel-safe: every wait is on the session's inbox, whose reads
@@ -463,6 +465,13 @@ impl Engine {
         }
     }
 
+    /// Whether the session `key` is there and its connection has ended.
+    pub fn is_ended(&self, key: SessionKey) -> bool {
+        self.sessions
+            .get(&key)
+            .is_some_and(|conn| conn.session.is_closed())
+    }
+
     /// Whether the session `key` ended (not by our `close`) in a way its reconnect
     /// policy reopens.
     pub fn wants_reconnect(&self, key: SessionKey) -> bool {
@@ -553,7 +562,8 @@ impl Engine {
             None => return Ok(Done::Opened),
         };
         for OnConnect { line, statement } in lines {
-            match self.execute_here(&statement, Some(key)).await {
+            // Boxed: a line's wait may reconnect, which runs these lines again.
+            match Box::pin(self.execute_here(&statement, Some(key))).await {
                 Ok(done) => {
                     if let Some(events) = &self.events {
                         let _ = events.send(SessionEvent::OnConnect { key, line, done });
@@ -922,33 +932,44 @@ impl Engine {
         let resolved = matcher.resolve(&self.vars, expected_echo.as_ref())?;
         let description = resolved.describe().to_owned();
         let what = format!("expect {description}");
-        let conn = self.conn(statement, target)?;
         let started = Instant::now();
-        let outcome = if next {
-            match conn.session.next(within).await {
-                Ok(incoming) => match resolved.check(&(&incoming.frame).into()) {
-                    Ok(()) => Ok(incoming),
-                    Err(why) => Err((why, vec![incoming], 0)),
-                },
-                Err(error) => Err((
-                    wait_label(&error, true),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
-            }
-        } else {
-            match conn
-                .session
-                .wait_for(within, |m| resolved.matches(&(&m.frame).into()))
-                .await
+        let deadline = started + within;
+        let outcome = loop {
+            let conn = self.conn(statement, target)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = if next {
+                match conn.session.next(left).await {
+                    Ok(incoming) => match resolved.check(&(&incoming.frame).into()) {
+                        Ok(()) => Ok(incoming),
+                        Err(why) => Err((why, vec![incoming], 0)),
+                    },
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), true),
+                        error.seen().to_vec(),
+                        error.dropped(),
+                    )),
+                }
+            } else {
+                match conn
+                    .session
+                    .wait_for(left, |m| resolved.matches(&(&m.frame).into()))
+                    .await
+                {
+                    Ok(incoming) => Ok(incoming),
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), false),
+                        error.seen().to_vec(),
+                        error.dropped(),
+                    )),
+                }
+            };
+            if outcome.is_err()
+                && conn.session.is_closed()
+                && self.reconnect_before(statement, target, deadline).await?
             {
-                Ok(incoming) => Ok(incoming),
-                Err(error) => Err((
-                    wait_label(&error, false),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
+                continue;
             }
+            break outcome;
         };
         match outcome {
             Ok(frame) => Ok(Done::Matched {
@@ -982,40 +1003,51 @@ impl Engine {
         let within = capture.timeout(self.options.timeout);
         let source = &capture.source.value;
         let name = &capture.name.value;
-        let conn = self.conn(statement, target)?;
         let started = Instant::now();
-        let outcome = if capture.next {
-            match conn.session.next(within).await {
-                Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
-                    Some(value) => Ok((value, incoming)),
-                    None => Err((
-                        format!("the next message has no {source}"),
-                        vec![incoming],
-                        0,
+        let deadline = started + within;
+        let outcome = loop {
+            let conn = self.conn(statement, target)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = if capture.next {
+                match conn.session.next(left).await {
+                    Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
+                        Some(value) => Ok((value, incoming)),
+                        None => Err((
+                            format!("the next message has no {source}"),
+                            vec![incoming],
+                            0,
+                        )),
+                    },
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), true),
+                        error.seen().to_vec(),
+                        error.dropped(),
                     )),
-                },
-                Err(error) => Err((
-                    wait_label(&error, true),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
-            }
-        } else {
-            match conn
-                .session
-                .wait_for(within, |m| source.extract(&(&m.frame).into()).is_some())
-                .await
+                }
+            } else {
+                match conn
+                    .session
+                    .wait_for(left, |m| source.extract(&(&m.frame).into()).is_some())
+                    .await
+                {
+                    Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
+                        Some(value) => Ok((value, incoming)),
+                        None => Err(("the value vanished".to_owned(), vec![incoming], 0)),
+                    },
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), false),
+                        error.seen().to_vec(),
+                        error.dropped(),
+                    )),
+                }
+            };
+            if outcome.is_err()
+                && conn.session.is_closed()
+                && self.reconnect_before(statement, target, deadline).await?
             {
-                Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
-                    Some(value) => Ok((value, incoming)),
-                    None => Err(("the value vanished".to_owned(), vec![incoming], 0)),
-                },
-                Err(error) => Err((
-                    wait_label(&error, false),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
+                continue;
             }
+            break outcome;
         };
         match outcome {
             Ok((value, frame)) => {
@@ -1037,6 +1069,31 @@ impl Engine {
             .received(&seen)
             .dropped(dropped)
             .into()),
+        }
+    }
+
+    /// A wait on `target` failed because its connection ended: if the connection is to
+    /// be reconnected, reconnects it within what is left until `deadline`, so the wait
+    /// can go on on the new connection. `Ok(false)` when it is not to be, or the time ran
+    /// out first (the reconnect is then left to the next statement).
+    async fn reconnect_before(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+        deadline: Instant,
+    ) -> Result<bool, Fault> {
+        let Some(key) = target.filter(|key| self.wants_reconnect(*key)) else {
+            return Ok(false);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.reconnect(key)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(Fault::Failed(mut failed))) => {
+                failed.span = statement.keyword;
+                Err(Fault::Failed(failed))
+            }
+            Ok(Err(fault)) => Err(fault),
+            Err(_elapsed) => Ok(false),
         }
     }
 
@@ -1111,6 +1168,18 @@ fn response_text(response: &Response) -> String {
             response.status,
             crate::text::one_line(&response.body)
         )
+    }
+}
+
+/// A wait that may have been split by a reconnect, reported with its whole length.
+fn whole_wait(error: &WaitError, within: Duration) -> WaitError {
+    match error {
+        WaitError::Timeout { seen, dropped, .. } => WaitError::Timeout {
+            after: within,
+            seen: seen.clone(),
+            dropped: *dropped,
+        },
+        other => other.clone(),
     }
 }
 

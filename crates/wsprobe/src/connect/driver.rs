@@ -681,7 +681,12 @@ impl Driver {
         let engine = self.engine.clone();
         let future = Box::pin(async move {
             let mut engine = engine.lock_owned().await;
-            engine.reconnect(SESSION).await
+            if engine.is_ended(SESSION) {
+                engine.reconnect(SESSION).await
+            } else {
+                // An `/expect` in flight already reconnected it.
+                Ok(Done::Reconnected)
+            }
         });
         self.running = Some(Running {
             future,

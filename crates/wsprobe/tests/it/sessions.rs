@@ -368,6 +368,38 @@ fn a_script_connection_with_reconnect_survives_the_maximum_connection_duration()
 }
 
 #[test]
+fn an_expect_waiting_when_the_connection_ends_goes_on_on_the_new_connection() {
+    let backend = serve(&["--max-connection-duration", "400ms"]);
+    let home = temp_home();
+    // Each open sends an unrouted message: the stage answers with an error frame that
+    // names the connection. The second id can only come from the reconnected connection.
+    let script = home.path().join("across.wsp");
+    std::fs::write(
+        &script,
+        "connect ${WS_URL}\n\
+         \x20 reconnect\n\
+         capture first = json $.connectionId\n\
+         expect json $.connectionId != \"${first}\" within 4s\n",
+    )
+    .expect("writing");
+    let result = run(wsprobe(home.path()).args([
+        "run",
+        script.to_str().expect("a UTF-8 path"),
+        "--url",
+        &backend.url(),
+        "--on-connect",
+        r#"{"action":"nope"}"#,
+    ]));
+    assert_eq!(
+        result.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        result.stdout,
+        result.stderr
+    );
+}
+
+#[test]
 fn a_script_reconnect_refused_with_403_fails_with_exit_3() {
     let backend = serve(&[]);
     let plan = vec![Handshake::Accept, Handshake::Refuse(403)];
