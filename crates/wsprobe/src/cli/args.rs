@@ -393,7 +393,7 @@ pub struct SessionArgs {
     /// Re-runs the whole handshake (same headers, a fresh SigV4 signature) with exponential
     /// backoff and jitter: the first retry within 250ms, then up to 30s between attempts.
     /// A refused handshake (401, 403) stops it (exit 3).
-    #[arg(long, value_name = "always", num_args = 0..=1, default_missing_value = "going-away", value_enum, help_heading = "Session", hide_short_help = true)]
+    #[arg(long, value_name = "always", num_args = 0..=1, default_missing_value = "going-away", value_parser = parse_reconnect, help_heading = "Session", hide_short_help = true)]
     pub(crate) reconnect: Option<ReconnectFlag>,
 
     /// With --reconnect: consecutive failed attempts before giving up [default: 10]
@@ -413,13 +413,25 @@ pub struct SessionArgs {
 }
 
 /// Which endings `--reconnect` reopens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReconnectFlag {
     /// 1001 (going away) and 1006 (dropped): bare `--reconnect`.
-    #[value(name = "going-away", hide = true)]
     GoingAway,
     /// Any close by the server.
     Always,
+}
+
+/// `--reconnect`'s optional value. Its one value is `always`: anything else is most likely
+/// the URL written after a bare `--reconnect`, and the message says so.
+fn parse_reconnect(text: &str) -> Result<ReconnectFlag, String> {
+    match text {
+        "always" => Ok(ReconnectFlag::Always),
+        "going-away" => Ok(ReconnectFlag::GoingAway),
+        other => Err(format!(
+            "`{other}` is not `always`; a bare --reconnect takes the next word as its value, \
+             so put the URL before it or another option after it"
+        )),
+    }
 }
 
 /// How much of what arrives a session keeps for later `expect`s (`connect` and `run`).

@@ -102,6 +102,39 @@ fn a_keepalive_message_keeps_a_session_past_the_idle_timeout_and_its_answers_are
 }
 
 #[test]
+fn keepalive_pongs_are_counted_and_not_shown_even_with_control_frames_on() {
+    let backend = serve(&[]);
+    let home = temp_home();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &backend.url(),
+        "-P",
+        "--keepalive",
+        "100ms",
+        "-x",
+        "/wait 500ms",
+        "-x",
+        "/ping mine",
+        "-x",
+        "/expect pong mine",
+        "-x",
+        "/keepalive",
+        "-w",
+        "0",
+    ]));
+    assert_eq!(result.code, Some(0), "{}", result.stderr);
+    let pongs: Vec<&str> = result
+        .stderr
+        .lines()
+        .filter(|line| line.contains("pong"))
+        .collect();
+    // Only the pong of our own ping is shown (and matched).
+    assert!(pongs.iter().all(|line| line.contains("mine")), "{pongs:?}");
+    result.assert_stderr_has("keepalive: a ping after every 100ms");
+    assert!(!result.stderr.contains(" 0 answered"), "{}", result.stderr);
+}
+
+#[test]
 fn without_a_keepalive_or_with_pings_only_the_idle_timeout_closes_the_session() {
     // serve, like API Gateway, does not count pings as activity.
     let backend = serve(&["--idle-timeout", "400ms"]);

@@ -463,4 +463,83 @@ mod tests {
             .options;
         assert!(matches!(through.proxy, ProxyChoice::Through(_)));
     }
+
+    fn session_of(flags: &[&str]) -> Result<SessionOptions, Error> {
+        let mut argv = vec!["wsprobe", "connect", "ws://h/dev"];
+        argv.extend_from_slice(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Connect(connect) => session(&connect.session),
+            _ => panic!("not connect"),
+        }
+    }
+
+    #[test]
+    fn session_flags_lower_to_the_core_types() {
+        let none = session_of(&[]).unwrap();
+        assert_eq!(none, SessionOptions::default());
+        let all = session_of(&[
+            "--keepalive",
+            "5m",
+            "--keepalive-message",
+            "ka",
+            "--reconnect",
+            "--reconnect-max",
+            "3",
+            "--on-connect",
+            "/send subscribe {\"topic\":\"a\"}",
+            "--on-connect",
+            "hello",
+        ])
+        .unwrap();
+        assert_eq!(
+            all.keepalive,
+            Some(KeepAlive {
+                every: Duration::from_secs(300),
+                message: Some("ka".into())
+            })
+        );
+        assert_eq!(
+            all.reconnect,
+            Some(ReconnectPolicy {
+                when: ReconnectWhen::GoingAway,
+                max_attempts: 3
+            })
+        );
+        assert_eq!(all.on_connect.len(), 2);
+        let always = session_of(&["--reconnect", "always"]).unwrap();
+        assert_eq!(
+            always
+                .reconnect
+                .map(|policy| (policy.when, policy.max_attempts)),
+            Some((
+                ReconnectWhen::Always,
+                wsprobe_core::options::DEFAULT_RECONNECT_MAX
+            ))
+        );
+    }
+
+    #[test]
+    fn session_flags_that_cannot_work_are_usage_errors() {
+        assert!(session_of(&["--keepalive", "0s"]).is_err());
+        let error = session_of(&["--on-connect", "/sned x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--on-connect") && error.contains("sned"),
+            "{error}"
+        );
+        assert!(session_of(&["--on-connect", "/quit"]).is_err());
+        assert!(session_of(&["--on-connect", ""]).is_err());
+        // clap: the value of --reconnect, and the flags that need another.
+        for flags in [
+            &["--reconnect", "sometimes"][..],
+            &["--reconnect-max", "3"][..],
+            &["--keepalive-message", "ka"][..],
+            &["--reconnect", "--reconnect-max", "0"][..],
+        ] {
+            let mut argv = vec!["wsprobe", "connect", "ws://h/dev"];
+            argv.extend_from_slice(flags);
+            assert!(Cli::try_parse_from(argv).is_err(), "{flags:?}");
+        }
+    }
 }
