@@ -762,6 +762,18 @@ impl Inbox {
         }
     }
 
+    /// Waits until the connection ends, for at most `within`; whether it has. Nothing is
+    /// consumed (the ending frame stays for the waits that look for it).
+    pub async fn wait_ended(&mut self, within: Duration) -> bool {
+        match self
+            .find(within, |m| m.frame.is_ending(), OnMatch::Peek)
+            .await
+        {
+            Ok(_) | Err(WaitError::Closed { .. }) => true,
+            Err(WaitError::Timeout { .. }) => false,
+        }
+    }
+
     /// The first message `matcher` accepts, scanning the buffer and then new arrivals
     /// until the deadline.
     async fn find(

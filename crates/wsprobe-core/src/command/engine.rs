@@ -18,7 +18,8 @@
 //! lines find it open. An `expect` or `capture` waiting when the connection ends
 //! reconnects within its own deadline and goes on waiting on the new connection (what was
 //! left unconsumed on the old one is gone with it); if the deadline comes first it fails
-//! as it would without reconnect, and the next statement reconnects. Each attempt, each reopened session (with its new watch) and each
+//! as it would without reconnect, and the next statement reconnects. A `sleep` reconnects
+//! each connection that ends while it sleeps, at once. Each attempt, each reopened session (with its new watch) and each
 //! `--on-connect` line that ran is told to the front-end as a [`SessionEvent`].
 //!
 //! [`Engine::execute`] is cancel-safe: every wait is on the session's inbox, whose reads
@@ -708,7 +709,20 @@ impl Engine {
             Command::Expect(expect) => self.expect(statement, target, expect).await,
             Command::Capture(capture) => self.capture(statement, target, capture).await,
             Command::Sleep(duration) => {
-                tokio::time::sleep(duration.value).await;
+                // A connection to be reconnected is reconnected as soon as it ends, not
+                // after the sleep: its --on-connect lines and keepalive go on meanwhile.
+                // A reconnect still under way at the end of the sleep is left to the next
+                // statement: the sleep does not last longer than it says.
+                let deadline = Instant::now() + duration.value;
+                while let Some(key) = self.until_one_ends(deadline).await {
+                    if self.wants_reconnect(key)
+                        && !self
+                            .reconnect_before(statement, Some(key), deadline)
+                            .await?
+                    {
+                        break;
+                    }
+                }
                 Ok(Done::Slept)
             }
             Command::Post {
@@ -1070,6 +1084,32 @@ impl Engine {
             .dropped(dropped)
             .into()),
         }
+    }
+
+    /// Waits until `deadline`, or until one of the open sessions that may be reconnected
+    /// ends: its key, or `None` at the deadline.
+    async fn until_one_ends(&mut self, deadline: Instant) -> Option<SessionKey> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let waits: Vec<_> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, conn)| {
+                let reconnects = conn
+                    .life
+                    .as_ref()
+                    .is_some_and(|life| life.lifeline.reconnect.is_some());
+                reconnects && !conn.we_closed && !conn.session.is_closed()
+            })
+            .map(|(key, conn)| {
+                let key = *key;
+                Box::pin(async move { conn.session.inbox().wait_ended(left).await.then_some(key) })
+            })
+            .collect();
+        if waits.is_empty() {
+            tokio::time::sleep(left).await;
+            return None;
+        }
+        futures_util::future::select_all(waits).await.0
     }
 
     /// A wait on `target` failed because its connection ended: if the connection is to

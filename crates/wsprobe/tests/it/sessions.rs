@@ -433,6 +433,46 @@ fn an_expect_waiting_when_the_connection_ends_goes_on_on_the_new_connection() {
 }
 
 #[test]
+fn a_sleep_reconnects_at_once_and_reruns_the_on_connect_lines() {
+    let backend = serve(&["--max-connection-duration", "300ms"]);
+    let mut events = backend.events();
+    let home = temp_home();
+    let script = home.path().join("sleep.wsp");
+    // Nothing after the sleep: only the sleep itself can have reconnected.
+    std::fs::write(&script, "connect ${WS_URL}\n  reconnect\nsleep 1500ms\n").expect("writing");
+    let result = run(wsprobe(home.path()).args([
+        "run",
+        script.to_str().expect("a UTF-8 path"),
+        "--url",
+        &backend.url(),
+        "--on-connect",
+        "/send send again",
+    ]));
+    assert_eq!(
+        result.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        result.stdout,
+        result.stderr
+    );
+    let mut opened = 0;
+    let mut sent = 0;
+    while let Ok(event) = events.try_recv() {
+        match event {
+            ServeEvent::Connected { .. } => opened += 1,
+            ServeEvent::Message { .. } => sent += 1,
+            _ => {}
+        }
+    }
+    assert!(opened >= 3, "{opened} connections");
+    // One --on-connect send per connection (the last may have opened as the sleep ended).
+    assert!(
+        sent + 1 >= opened && sent <= opened,
+        "{sent} sent, {opened} opened"
+    );
+}
+
+#[test]
 fn a_script_reconnect_refused_with_403_fails_with_exit_3() {
     let backend = serve(&[]);
     let plan = vec![Handshake::Accept, Handshake::Refuse(403)];
