@@ -279,7 +279,7 @@ pub enum Command {
 impl Command {
     /// Whether the command acts on a connection — and so may take `@name`, and needs a
     /// `connect` above it in a script: `send`, `text`, `binary`, `ping`, `close`,
-    /// `capture`, and `expect` of a message or of `nothing`.
+    /// `keepalive`, `capture`, and `expect` of a message or of `nothing`.
     pub fn uses_connection(&self) -> bool {
         match self {
             Command::Send { .. }

@@ -634,7 +634,11 @@ impl Engine {
         statement: &Statement,
         target: Option<SessionKey>,
     ) -> Result<Done, Fault> {
+        // An `expect` or `capture` reconnects only if what it waits for is not there: so
+        // `expect closed 1001` still sees the close that ended the connection.
+        let waits = matches!(statement.command, Command::Expect(_) | Command::Capture(_));
         if statement.command.uses_connection()
+            && !waits
             && let Some(key) = target
             && self.wants_reconnect(key)
         {

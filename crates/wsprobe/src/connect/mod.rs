@@ -14,7 +14,8 @@
 //!
 //! Exit codes: 0; 1 when an echo check, `/expect`, `/capture` or another command failed in
 //! `-x` or pipe mode, or the server closed abnormally (anything but 1000, 1001 or 1005, or
-//! a dropped connection); 2 for a malformed `-x` command or URL; 3 when the connection could not be opened;
+//! a dropped connection); 2 for a malformed `-x` command or URL; 3 when the connection could not be opened
+//! (or reopened: `--reconnect` refused with 401/403, or out of attempts);
 //! 130 on Ctrl-C outside the prompt, and on SIGTERM in every mode (the connection is
 //! closed with 1001 and the terminal given back first). At the prompt, quitting (`/quit`,
 //! Ctrl-D) exits 0: the results were shown as they came.

@@ -433,6 +433,35 @@ fn an_expect_waiting_when_the_connection_ends_goes_on_on_the_new_connection() {
 }
 
 #[test]
+fn expect_closed_still_sees_the_close_that_caused_the_reconnect() {
+    let backend = serve(&["--max-connection-duration", "300ms"]);
+    let home = temp_home();
+    let script = home.path().join("closed.wsp");
+    std::fs::write(
+        &script,
+        "connect ${WS_URL}\n  reconnect\n\
+         expect closed 1001 within 3s\n\
+         send send back\n\
+         expect echo\n",
+    )
+    .expect("writing");
+    let result = run(wsprobe(home.path()).args([
+        "run",
+        script.to_str().expect("a UTF-8 path"),
+        "--url",
+        &backend.url(),
+    ]));
+    assert_eq!(
+        result.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        result.stdout,
+        result.stderr
+    );
+    result.assert_stderr_has("reconnected in");
+}
+
+#[test]
 fn a_sleep_reconnects_at_once_and_reruns_the_on_connect_lines() {
     let backend = serve(&["--max-connection-duration", "300ms"]);
     let mut events = backend.events();
