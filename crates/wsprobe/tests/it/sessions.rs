@@ -570,3 +570,41 @@ fn the_prompt_shows_each_reconnect_and_keeps_going() {
         Some("hello again")
     );
 }
+
+#[test]
+fn each_reconnect_is_signed_anew_with_sigv4() {
+    let backend = serve(&[]);
+    // Held for more than a second, so the second signature has a later X-Amz-Date.
+    let plan = vec![Handshake::Accept, Handshake::Accept, Handshake::Refuse(403)];
+    let (url, mut events) = backend.block_on(support::spawn_going_away_server(
+        plan,
+        Duration::from_millis(1100),
+    ));
+    let home = temp_home();
+    let result = run(wsprobe(home.path())
+        .env("AWS_ACCESS_KEY_ID", "AKIDSESSIONSTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "sessions-test-secret")
+        .env("AWS_REGION", "eu-west-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .args(["connect", &url, "--sigv4", "--reconnect", "-w", "10s"]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    let seen = support::seen_so_far(&mut events);
+    let signed: Vec<(String, String)> = handshakes(&seen)
+        .iter()
+        .map(|(n, _, headers, _)| {
+            let authorization = header(headers, "authorization")
+                .unwrap_or_else(|| panic!("handshake {n} is not signed"));
+            assert!(
+                authorization.starts_with("AWS4-HMAC-SHA256 "),
+                "{authorization}"
+            );
+            let date = header(headers, "x-amz-date").unwrap_or_default();
+            (authorization.to_owned(), date.to_owned())
+        })
+        .collect();
+    assert_eq!(signed.len(), 3, "{seen:?}");
+    assert_ne!(signed[0].1, signed[1].1, "the same X-Amz-Date");
+    assert_ne!(signed[0].0, signed[1].0, "the same signature");
+    assert!(!result.stderr.contains("sessions-test-secret"));
+}
