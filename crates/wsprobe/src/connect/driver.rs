@@ -18,8 +18,8 @@
 //!   `--reconnect`, a connection the server ends with 1001 or 1006 (`always`: any close,
 //!   never our own `/close`) is reopened at once — by the engine, when a `/wait` or an
 //!   `/expect` is in flight, else as a command of its own: each attempt is shown, lines
-//!   typed meanwhile queue behind it, Ctrl-C cancels it and ends the session. A reconnect that is refused (401, 403) or gives up ends the session with
-//!   exit 3.
+//!   typed meanwhile queue behind it, Ctrl-C cancels it and ends the session. A reconnect
+//!   that is refused (401, 403) or gives up ends the session with exit 3.
 //! - Every wait has a deadline, and the loop only sleeps until a deadline still to come;
 //!   it ends when the user quits, when the input has ended and everything has settled,
 //!   when the connection ends, or on Ctrl-C or SIGTERM.

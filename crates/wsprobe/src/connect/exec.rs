@@ -187,9 +187,13 @@ impl Driver {
 
     /// Shows what a command did (or why it failed).
     pub(super) fn on_done(&mut self, result: Result<Done, Fault>, running: &Running) {
-        if running.what == "reconnect" && self.on_reconnect_done(&result) {
-            // The reconnect gave up: each attempt was shown, and the error ends the
-            // session (exit 3).
+        // A reconnect (its own, or one an `/expect` or `/wait` in flight made) that gave
+        // up: each attempt was shown, and the error ends the session (exit 3).
+        let gave_up = matches!(
+            &result,
+            Err(Fault::Failed(failed)) if failed.kind == wsprobe_core::command::engine::FailedKind::Connect
+        );
+        if (running.what == "reconnect" || gave_up) && self.on_reconnect_done(&result) {
             return;
         }
         match result {

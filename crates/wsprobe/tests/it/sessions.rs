@@ -608,3 +608,33 @@ fn each_reconnect_is_signed_anew_with_sigv4() {
     assert_ne!(signed[0].0, signed[1].0, "the same signature");
     assert!(!result.stderr.contains("sessions-test-secret"));
 }
+
+#[test]
+fn a_reconnect_refused_during_a_wait_ends_the_session_at_once_with_exit_3() {
+    let backend = serve(&[]);
+    let plan = vec![Handshake::Accept, Handshake::Refuse(401)];
+    let (url, _events) = backend.block_on(support::spawn_going_away_server(
+        plan,
+        Duration::from_millis(200),
+    ));
+    let home = temp_home();
+    let started = std::time::Instant::now();
+    let result = run(wsprobe(home.path()).args([
+        "connect",
+        &url,
+        "--reconnect",
+        "-x",
+        "/wait 8s",
+        "-w",
+        "0",
+    ]));
+    assert_eq!(result.code, Some(3), "{}", result.stderr);
+    result.assert_stderr_has("reconnect attempt 1 failed");
+    result.assert_stderr_has("401");
+    // The /wait was cut short by the refused reconnect.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
