@@ -216,6 +216,8 @@ struct FileRun<'a> {
     connect_error: Option<(ConnectError, Credentials)>,
     /// The connects (plan indexes) that failed: commands on them fail as connect failures.
     failed_connects: Vec<usize>,
+    /// The secrets as they grow, for what is shown while statements run (reconnects).
+    known_secrets: tokio::sync::watch::Sender<Secrets>,
 }
 
 /// Runs every test of `script`, telling `progress` as each one finishes. Stops after the
@@ -246,7 +248,8 @@ pub(crate) async fn run_file(
     let (events, shown) = tokio::sync::mpsc::unbounded_channel();
     engine.set_events(events);
     let labels: Vec<String> = plan.connects.iter().map(PlannedConnect::label).collect();
-    let reporter = tokio::spawn(show_reconnects(shown, labels));
+    let (known_secrets, secrets_now) = tokio::sync::watch::channel(secrets.clone());
+    let reporter = tokio::spawn(show_reconnects(shown, labels, secrets_now));
     let mut run = FileRun {
         script,
         plan,
@@ -255,6 +258,7 @@ pub(crate) async fn run_file(
         engine,
         connect_error: None,
         failed_connects: Vec::new(),
+        known_secrets,
     };
     let mut tests = Vec::new();
     for (index, test) in script.tests.iter().enumerate() {
@@ -304,7 +308,10 @@ impl FileRun<'_> {
         target: Option<usize>,
     ) -> Result<(), Failure> {
         if let Command::Connect(connect) = &statement.command {
-            return self.connect(statement, connect).await;
+            let result = self.connect(statement, connect).await;
+            // Its `auth`, `api-key` and headers are secrets from now on.
+            self.known_secrets.send_replace(self.secrets.clone());
+            return result;
         }
         if statement.command.uses_connection() {
             self.check_open(statement, target)?;
@@ -315,6 +322,7 @@ impl FileRun<'_> {
                 // output and report of the run redacts it from here on.
                 if looks_secret(&name) {
                     self.secrets.add(&value);
+                    self.known_secrets.send_replace(self.secrets.clone());
                 }
                 Ok(())
             }
@@ -588,17 +596,20 @@ impl FileRun<'_> {
     }
 }
 
-/// Shows each reconnect on stderr as it happens, naming the connection.
+/// Shows each reconnect on stderr as it happens, naming the connection, with the secrets
+/// known so far redacted.
 async fn show_reconnects(
     mut events: tokio::sync::mpsc::UnboundedReceiver<SessionEvent>,
     labels: Vec<String>,
+    secrets: tokio::sync::watch::Receiver<Secrets>,
 ) {
     use std::io::Write as _;
     while let Some(event) = events.recv().await {
         if let SessionEvent::Reconnect { key, event } = event {
             let (_, line) = crate::connect::reconnect_line(&event);
             let label = labels.get(key).map_or("a connection", String::as_str);
-            let _ = writeln!(std::io::stderr(), "{label}: {line}");
+            let line = secrets.borrow().redact(&format!("{label}: {line}"));
+            let _ = writeln!(std::io::stderr(), "{line}");
         }
     }
 }
