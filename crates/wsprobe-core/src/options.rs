@@ -28,6 +28,24 @@ pub const DEFAULT_INBOX_FRAMES: usize = 10_000;
 /// message (128 KB), and keeps a CI job with a few connections far from any memory limit.
 pub const DEFAULT_INBOX_BYTES: usize = 16 * 1024 * 1024;
 
+/// Default of `--reconnect-max`: how many consecutive attempts to reopen a connection may
+/// fail before giving up. With the backoff's bounds ([`crate::reconnect`]) ten attempts
+/// span about two minutes: a deployment or a short outage is ridden out, a server that is
+/// gone is not tried forever.
+pub const DEFAULT_RECONNECT_MAX: u32 = 10;
+
+/// How a session is kept going: `--keepalive`/`--keepalive-message`, `--reconnect`,
+/// `--reconnect-max` and `--on-connect`. The default does none of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// A ping (or a text frame) after every so long without sending; `None`: no keepalive.
+    pub keepalive: Option<crate::session::KeepAlive>,
+    /// When and how often to reopen a connection the server ended; `None`: never.
+    pub reconnect: Option<crate::reconnect::ReconnectPolicy>,
+    /// Command lines, as typed at the prompt, run after every open (the first too).
+    pub on_connect: Vec<String>,
+}
+
 /// How much a session keeps of what arrived and was not consumed yet (by `expect` or
 /// `capture`). When either bound is passed, the oldest unconsumed frames are dropped, and
 /// counted, to make room: a server that floods cannot run the client out of memory.
@@ -155,6 +173,8 @@ pub struct ConnectOptions {
     pub echo: EchoPolicy,
     /// The bounds of each session's inbox (`run`, `connect`).
     pub inbox: InboxLimits,
+    /// Keepalive, reconnect and `--on-connect` (`run`, `connect`).
+    pub session: SessionOptions,
 }
 
 impl Default for ConnectOptions {
@@ -174,6 +194,7 @@ impl Default for ConnectOptions {
             fields: crate::message::RouteFields::default(),
             echo: DEFAULT_ECHO,
             inbox: InboxLimits::default(),
+            session: SessionOptions::default(),
         }
     }
 }

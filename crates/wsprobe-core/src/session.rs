@@ -22,6 +22,20 @@
 //! whole inbox is refused by tungstenite; the reader then closes the connection with 1009
 //! (1002 for a protocol error, 1007 for text that is not UTF-8) before it gives up on it.
 //!
+//! Keepalive ([`Session::keep_alive`], [`KeepAlive`]): after every `every` of *silence* —
+//! nothing sent by us, keepalives included — the session sends a ping, or the keepalive
+//! text. Silence counts our sends only, because that is what API Gateway's idle timer
+//! counts (it reportedly ignores pings, hence the text). Answers to keepalives are
+//! counted ([`KeepAliveStats`]) and kept out of the inbox and the watch, so an `expect`
+//! never matches one by accident and the prompt does not show them:
+//! - a pong whose payload is [`KEEPALIVE_PING`] (our keepalive pings carry it, so the
+//!   pong of a user's own ping is still delivered);
+//! - for a keepalive text, the first text frame within [`KEEPALIVE_ANSWER_WINDOW`] after
+//!   it that is the same text, a value of its top-level JSON object (the echo of its body
+//!   field), or an API Gateway error frame (a JSON object with `message` and
+//!   `connectionId` or `requestId`, e.g. `{"message":"Forbidden",…}` for an unmatched
+//!   route). One frame at most is taken per keepalive.
+//!
 //! Every wait has a deadline. A failed wait ([`WaitError`]) tells a timeout from a closed
 //! connection and carries the messages that arrived and were not consumed, so a failure
 //! report can show what the server actually said.
@@ -77,6 +91,35 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long the reader keeps the socket after a close frame, so that tungstenite can
 /// send its reply and the server can end TCP cleanly.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// The payload of keepalive pings: the pongs that carry it are answers to keepalives.
+pub const KEEPALIVE_PING: &[u8] = b"wsprobe keepalive";
+
+/// How long after a keepalive text its answer may arrive to be recognised as one.
+pub const KEEPALIVE_ANSWER_WINDOW: Duration = Duration::from_secs(2);
+
+/// The shortest keepalive interval: a shorter one is raised to it, so keepalive can never
+/// spin.
+pub const MIN_KEEPALIVE: Duration = Duration::from_millis(10);
+
+/// Keeping an idle connection open: a frame after every `every` without sending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// How long we may stay silent (nothing sent) before a keepalive goes out.
+    pub every: Duration,
+    /// The text frame to send; `None` sends a ping (with [`KEEPALIVE_PING`] as payload).
+    pub message: Option<String>,
+}
+
+/// How many keepalives went out on a connection, and how many answers were recognised
+/// (and kept out of the inbox).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeepAliveStats {
+    /// Keepalive frames sent.
+    pub sent: u64,
+    /// Answers to them that arrived.
+    pub answered: u64,
+}
 
 /// A frame to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,13 +366,36 @@ pub struct ConnectionInfo {
 }
 
 /// State the reader task shares with every handle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Set once, when the reader sees the connection end.
     ending: OnceLock<Ending>,
     /// Told about every frame sent and read (the connection's, see
     /// [`crate::client::connect_observed`]).
     observer: Option<SharedObserver>,
+    /// When we last sent a frame (or the session started): keepalive counts silence
+    /// from here.
+    last_sent: std::sync::Mutex<Instant>,
+    /// Keepalive counts and the keepalive text awaiting its answer.
+    keepalive: std::sync::Mutex<KeepAliveState>,
+}
+
+#[derive(Debug, Default)]
+struct KeepAliveState {
+    stats: KeepAliveStats,
+    /// The last keepalive text and when it went out, until its answer arrives.
+    pending: Option<(String, Instant)>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            ending: OnceLock::new(),
+            observer: None,
+            last_sent: std::sync::Mutex::new(Instant::now()),
+            keepalive: std::sync::Mutex::default(),
+        }
+    }
 }
 
 impl Shared {
@@ -337,6 +403,65 @@ impl Shared {
         if let Some(observer) = &self.observer {
             observer.observe(event);
         }
+    }
+
+    fn last_sent(&self) -> Instant {
+        *self.last_sent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keepalive(&self) -> std::sync::MutexGuard<'_, KeepAliveState> {
+        self.keepalive.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `frame`, read at `at`, answers a keepalive (see the module doc); if so it
+    /// is counted.
+    fn take_keepalive_answer(&self, frame: &Frame, at: Instant) -> bool {
+        let mut state = self.keepalive();
+        let answer = match frame {
+            Frame::Pong(payload) => payload == KEEPALIVE_PING,
+            Frame::Text(text) => match &state.pending {
+                Some((sent, when))
+                    if at.saturating_duration_since(*when) <= KEEPALIVE_ANSWER_WINDOW =>
+                {
+                    answers_keepalive(sent, text)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if answer {
+            if matches!(frame, Frame::Text(_)) {
+                state.pending = None;
+            }
+            state.stats.answered += 1;
+        }
+        answer
+    }
+}
+
+/// Whether `text` answers the keepalive text `sent`: the same text, a top-level value of
+/// `sent` as JSON (an echo of its body), or an API Gateway error frame.
+fn answers_keepalive(sent: &str, text: &str) -> bool {
+    if text == sent {
+        return true;
+    }
+    let Ok(received) = serde_json::from_str::<serde_json::Value>(text) else {
+        return false;
+    };
+    if let Some(object) = received.as_object()
+        && object
+            .get("message")
+            .is_some_and(serde_json::Value::is_string)
+        && (object.contains_key("connectionId") || object.contains_key("requestId"))
+    {
+        return true;
+    }
+    match serde_json::from_str::<serde_json::Value>(sent) {
+        Ok(serde_json::Value::Object(fields)) => {
+            received == serde_json::Value::Object(fields.clone())
+                || fields.values().any(|value| *value == received)
+        }
+        _ => false,
     }
 }
 
@@ -367,7 +492,18 @@ impl SessionSender {
         if let Some((observer, frame)) = &observed {
             observer.observe(Event::Sent(frame));
         }
-        sink.send(message).await.map_err(send_error)
+        sink.send(message).await.map_err(send_error)?;
+        *self
+            .shared
+            .last_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
+    }
+
+    /// Keepalives sent on this connection and answers recognised.
+    pub fn keepalive_stats(&self) -> KeepAliveStats {
+        self.shared.keepalive().stats
     }
 
     /// Whether the connection has ended (a close frame arrived, or it dropped).
@@ -576,6 +712,8 @@ pub struct Inbox {
     queue: Arc<Queue>,
     shared: Arc<Shared>,
     _reader: AbortOnDrop,
+    /// The keepalive task, if one runs: it goes with the inbox, like the reader.
+    keepalive: Option<AbortOnDrop>,
 }
 
 /// Stops the reader task when the inbox goes away, so a forgotten session does not keep
@@ -645,6 +783,18 @@ impl Inbox {
         {
             Ok(found) => Err(found),
             Err(_) => Ok(()),
+        }
+    }
+
+    /// Waits until the connection ends, for at most `within`; whether it has. Nothing is
+    /// consumed (the ending frame stays for the waits that look for it).
+    pub async fn wait_ended(&mut self, within: Duration) -> bool {
+        match self
+            .find(within, |m| m.frame.is_ending(), OnMatch::Peek)
+            .await
+        {
+            Ok(_) | Err(WaitError::Closed { .. }) => true,
+            Err(WaitError::Timeout { .. }) => false,
         }
     }
 
@@ -846,6 +996,7 @@ impl Session {
                 queue,
                 shared,
                 _reader: AbortOnDrop(reader),
+                keepalive: None,
             },
         }
     }
@@ -874,6 +1025,18 @@ impl Session {
     /// Sends one frame and flushes it.
     pub async fn send(&self, frame: Outgoing) -> Result<(), SessionError> {
         self.sender.send(frame).await
+    }
+
+    /// Starts keeping the connection alive (see the module doc), replacing an earlier
+    /// keepalive; `None` stops it. The task ends with the connection.
+    pub fn keep_alive(&mut self, keepalive: Option<KeepAlive>) {
+        self.inbox.keepalive = keepalive
+            .map(|keepalive| AbortOnDrop(tokio::spawn(keep_alive(self.sender.clone(), keepalive))));
+    }
+
+    /// Keepalives sent on this connection and answers recognised.
+    pub fn keepalive_stats(&self) -> KeepAliveStats {
+        self.sender.keepalive_stats()
     }
 
     /// Strictly the next message (buffered first), within `within`.
@@ -939,6 +1102,34 @@ impl Session {
     }
 }
 
+/// Sends a keepalive whenever nothing was sent for `keepalive.every`, until the
+/// connection ends or a keepalive cannot be sent.
+async fn keep_alive(sender: SessionSender, keepalive: KeepAlive) {
+    let every = keepalive.every.max(MIN_KEEPALIVE);
+    loop {
+        let due = sender.shared.last_sent() + every;
+        if Instant::now() < due {
+            tokio::time::sleep_until(due.into()).await;
+            continue;
+        }
+        if sender.is_closed() {
+            return;
+        }
+        let frame = match &keepalive.message {
+            Some(text) => {
+                sender.shared.keepalive().pending = Some((text.clone(), Instant::now()));
+                Outgoing::Text(text.clone())
+            }
+            None => Outgoing::Ping(KEEPALIVE_PING.to_vec()),
+        };
+        // A server that stopped reading must not hold the task forever.
+        match tokio::time::timeout(every.max(CLOSE_WAIT), sender.send(frame)).await {
+            Ok(Ok(())) => sender.shared.keepalive().stats.sent += 1,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}
+
 /// Reads frames until the connection ends, delivering each to the inbox (and the watch).
 /// The last frame delivered is always an ending (close or dropped). A frame tungstenite
 /// refuses (too large, a protocol violation, text that is not UTF-8) ends the connection:
@@ -984,7 +1175,11 @@ async fn read_loop(
                 reason: "the connection ended without a close frame".into(),
             },
         };
+        // The transcript sees keepalive answers too; the inbox does not.
         shared.observe(Event::Received(&frame));
+        if shared.take_keepalive_answer(&frame, at) {
+            continue;
+        }
         let ending = frame.ending();
         if let Some(ending) = &ending {
             let _ = shared.ending.set(ending.clone());
@@ -1069,6 +1264,40 @@ mod tests {
         assert!(to_message(Outgoing::Ping(vec![0; 126])).is_err());
         assert!(to_message(Outgoing::Close(Some((1000, "x".repeat(123))))).is_ok());
         assert!(to_message(Outgoing::Close(Some((1000, "x".repeat(124))))).is_err());
+    }
+
+    #[test]
+    fn keepalive_answers_are_recognised() {
+        let sent = r#"{"action":"send","body":"ka"}"#;
+        assert!(answers_keepalive(sent, sent));
+        assert!(answers_keepalive(sent, r#""ka""#));
+        assert!(answers_keepalive(sent, r#"{"body":"ka","action":"send"}"#));
+        assert!(answers_keepalive(
+            sent,
+            r#"{"message": "Forbidden", "connectionId":"abc=", "requestId":"r1"}"#
+        ));
+        assert!(!answers_keepalive(sent, r#""other""#));
+        assert!(!answers_keepalive(sent, r#"{"message":"hello"}"#));
+        assert!(!answers_keepalive("ping", "pong"));
+        assert!(answers_keepalive("ping", "ping"));
+    }
+
+    #[test]
+    fn only_keepalive_pongs_and_one_answer_per_text_are_taken() {
+        let shared = Shared::default();
+        let now = Instant::now();
+        assert!(!shared.take_keepalive_answer(&Frame::Pong(b"mine".to_vec()), now));
+        assert!(shared.take_keepalive_answer(&Frame::Pong(KEEPALIVE_PING.to_vec()), now));
+        // No keepalive text pending: an identical text is a message.
+        assert!(!shared.take_keepalive_answer(&Frame::Text("ka".into()), now));
+        shared.keepalive().pending = Some(("ka".into(), now));
+        assert!(shared.take_keepalive_answer(&Frame::Text("ka".into()), now));
+        assert!(!shared.take_keepalive_answer(&Frame::Text("ka".into()), now));
+        // Too late to be the answer.
+        shared.keepalive().pending = Some(("ka".into(), now));
+        let late = now + KEEPALIVE_ANSWER_WINDOW + Duration::from_millis(1);
+        assert!(!shared.take_keepalive_answer(&Frame::Text("ka".into()), late));
+        assert_eq!(shared.keepalive().stats.answered, 2);
     }
 
     #[test]

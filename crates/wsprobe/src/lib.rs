@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
             args.connection.insecure |= args.no_check;
             let mut lowered = lower::connection(&args.connection, url)?;
             lowered.options.inbox = lower::inbox(&args.inbox)?;
+            lowered.options.session = lower::session(&args.session)?;
             if let (Some(stage), None) = (&lowered.stage, &args.history_file) {
                 // Each stage keeps its own REPL history.
                 args.history_file = cli::profile::history_file(&stage.name);
@@ -55,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Run(mut args) => {
             let mut lowered = lower::connection(&args.connection, args.url.take())?;
             lowered.options.inbox = lower::inbox(&args.inbox)?;
+            lowered.options.session = lower::session(&args.session)?;
             args.url = lowered.url;
             run::run(args, lowered.options, context).await
         }

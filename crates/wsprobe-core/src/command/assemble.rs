@@ -272,5 +272,6 @@ fn keyword_name(option: &ConnectOption) -> &'static str {
         ConnectOption::Header { .. } => "header",
         ConnectOption::Subprotocol(_) => "subprotocol",
         ConnectOption::Origin(_) => "origin",
+        ConnectOption::Reconnect { .. } => "reconnect",
     }
 }

@@ -161,11 +161,14 @@ impl Statement {
             Command::Connect(connect) => {
                 templates.extend(&connect.url);
                 for option in &connect.options {
-                    templates.push(match &option.value {
-                        ConnectOption::Auth(secret) | ConnectOption::ApiKey(secret) => &secret.0,
+                    templates.extend(match &option.value {
+                        ConnectOption::Auth(secret) | ConnectOption::ApiKey(secret) => {
+                            Some(&secret.0)
+                        }
                         ConnectOption::Header { value, .. }
                         | ConnectOption::Subprotocol(value)
-                        | ConnectOption::Origin(value) => value,
+                        | ConnectOption::Origin(value) => Some(value),
+                        ConnectOption::Reconnect { .. } => None,
                     });
                 }
             }
@@ -186,6 +189,7 @@ impl Statement {
             Command::Text(text) => templates.push(text),
             Command::Ping(data) | Command::Pong(data) => templates.extend(data),
             Command::Close { reason, .. } => templates.extend(reason),
+            Command::KeepAlive(KeepAliveCommand::Every { text, .. }) => templates.extend(text),
             Command::Expect(expect) => match &expect.expectation {
                 Expectation::Message(matcher) | Expectation::Response(matcher) => {
                     templates.extend(matcher.value.template())
@@ -195,6 +199,7 @@ impl Statement {
             Command::Binary(_)
             | Command::Capture(_)
             | Command::Sleep(_)
+            | Command::KeepAlive(_)
             | Command::Echo(_)
             | Command::Pretty(_)
             | Command::Help(_)
@@ -258,6 +263,9 @@ pub enum Command {
         /// The connection to close.
         connection_id: Template,
     },
+    /// `keepalive DUR [TEXT]`, `keepalive off`, or `keepalive` alone: keep the connection
+    /// alive, stop, or tell how many keepalives went out and were answered.
+    KeepAlive(KeepAliveCommand),
     /// `echo body|full|off`: what the echo of a route-tagged send looks like from now on.
     Echo(Spanned<EchoPolicy>),
     /// `pretty on|off` (REPL only): pretty-print JSON messages.
@@ -271,7 +279,7 @@ pub enum Command {
 impl Command {
     /// Whether the command acts on a connection — and so may take `@name`, and needs a
     /// `connect` above it in a script: `send`, `text`, `binary`, `ping`, `close`,
-    /// `capture`, and `expect` of a message or of `nothing`.
+    /// `keepalive`, `capture`, and `expect` of a message or of `nothing`.
     pub fn uses_connection(&self) -> bool {
         match self {
             Command::Send { .. }
@@ -280,6 +288,7 @@ impl Command {
             | Command::Ping(_)
             | Command::Pong(_)
             | Command::Close { .. }
+            | Command::KeepAlive(_)
             | Command::Capture(_) => true,
             Command::Expect(expect) => matches!(
                 expect.expectation,
@@ -302,6 +311,7 @@ impl Command {
             Command::Expect(_) => "expect",
             Command::Capture(_) => "capture",
             Command::Sleep(_) => "sleep",
+            Command::KeepAlive(_) => "keepalive",
             Command::Post { .. } => "post",
             Command::Get { .. } => "get",
             Command::Delete { .. } => "delete",
@@ -354,6 +364,30 @@ pub enum ConnectOption {
     Subprotocol(Template),
     /// `origin URL`: the `Origin` header.
     Origin(Template),
+    /// `reconnect [always] [max N]`: reopen the connection when the server ends it with
+    /// 1001 or 1006 (`always`: however it ends), at most N consecutive failed attempts.
+    Reconnect {
+        /// Reconnect whatever the close code.
+        always: bool,
+        /// `max N`: consecutive failed attempts before giving up (`None`: the default).
+        max: Option<Spanned<u32>>,
+    },
+}
+
+/// What a `keepalive` line does.
+#[derive(Clone, Debug)]
+pub enum KeepAliveCommand {
+    /// `keepalive`: tell the counts.
+    Show,
+    /// `keepalive off`: stop.
+    Off,
+    /// `keepalive DUR [TEXT]`: a ping (or the text frame) after every DUR without sending.
+    Every {
+        /// How long the connection may stay silent.
+        every: Spanned<Duration>,
+        /// The text frame to send instead of a ping (rest of the line).
+        text: Option<Template>,
+    },
 }
 
 /// A template that holds a secret (an `auth` or `api-key` value): `Debug` shows no text.

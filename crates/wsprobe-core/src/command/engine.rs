@@ -9,6 +9,19 @@
 //! scripts; the prompt has the one connection it was started with), test blocks and
 //! reports (`run`), line editing and the display of arriving frames (`connect`).
 //!
+//! Sessions that last: a session handed over with [`Engine::open_with`] gets its keepalive
+//! ([`crate::session::KeepAlive`]), runs its `--on-connect` lines ([`OnConnect`]) through
+//! [`Engine::execute`] right away, and — with a [`ReconnectPolicy`] — is reopened when the
+//! server ends it: [`Engine::reconnect`] re-runs the whole handshake with the policy's
+//! backoff ([`crate::reconnect::redial`]), then the `--on-connect` lines again. A statement
+//! on a session that ended and may be reconnected reconnects it first, so a script's later
+//! lines find it open. An `expect` or `capture` waiting when the connection ends
+//! reconnects within its own deadline and goes on waiting on the new connection (what was
+//! left unconsumed on the old one is gone with it); if the deadline comes first it fails
+//! as it would without reconnect, and the next statement reconnects. A `sleep` reconnects
+//! each connection that ends while it sleeps, at once. Each attempt, each reopened session (with its new watch) and each
+//! `--on-connect` line that ran is told to the front-end as a [`SessionEvent`].
+//!
 //! [`Engine::execute`] is cancel-safe: every wait is on the session's inbox, whose reads
 //! keep what arrived, so dropping the future (Ctrl-C at the prompt, a `select!` branch that
 //! won) loses no frame and consumes none.
@@ -24,7 +37,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::ast::{
-    Capture, Command, EchoPolicy, Expect, Expectation, Matcher, Payload, Span, Spanned, Statement,
+    Capture, Command, EchoPolicy, Expect, Expectation, KeepAliveCommand, Matcher, Payload, Span,
+    Spanned, Statement,
 };
 use super::matcher::FrameView;
 use super::template::{ResolveError, Template};
@@ -32,7 +46,11 @@ use super::vars::Vars;
 use crate::client::ClientConfig;
 use crate::client::management::{self, Method, Response};
 use crate::message::{self, RouteFields};
-use crate::session::{CLOSE_WAIT, Ending, Frame, Incoming, Outgoing, Session, WaitError};
+use crate::reconnect::{self, Backoff, ReconnectEvent, ReconnectPolicy};
+use crate::session::{
+    CLOSE_WAIT, Ending, Frame, InboxLimits, Incoming, KeepAlive, KeepAliveStats, Outgoing, Session,
+    WaitError, Watch,
+};
 
 /// Which session a statement acts on: the front-end's own key (a script's connect index,
 /// the prompt's one connection).
@@ -62,6 +80,126 @@ struct Conn {
     session: Session,
     /// The last route-tagged message sent on it, for `expect echo`.
     last_sent: Option<Value>,
+    /// The keepalive in force (`--keepalive`, `keepalive DUR`): kept across reconnects.
+    keepalive: Option<KeepAlive>,
+    /// Keepalive counts of the connections this one replaced.
+    keepalive_before: KeepAliveStats,
+    /// Whether we started the closing handshake (`close`): never reconnected then.
+    we_closed: bool,
+    /// How to reopen it, if it was opened with [`Engine::open_with`].
+    life: Option<Life>,
+}
+
+/// How a session is reopened and what runs after every open.
+struct Life {
+    lifeline: Lifeline,
+    backoff: Backoff,
+}
+
+/// How the engine keeps a session going (see the module doc): what it needs to reopen it,
+/// and what to do after every open.
+#[derive(Clone, Debug)]
+pub struct Lifeline {
+    /// The URL it was opened on.
+    pub url: Url,
+    /// The connection settings it was opened with (headers, credentials, signer): a
+    /// reconnect re-runs the handshake with them, signing it anew.
+    pub client: ClientConfig,
+    /// The bounds of each new session's inbox.
+    pub inbox: InboxLimits,
+    /// When to reopen it; `None`: never.
+    pub reconnect: Option<ReconnectPolicy>,
+    /// Lines run after every open, the first included.
+    pub on_connect: Vec<OnConnect>,
+    /// Whether each new session comes with a [`Watch`] (handed over in
+    /// [`SessionEvent::Reopened`]), for a display.
+    pub watched: bool,
+}
+
+/// An `--on-connect` line: a command line as typed at the prompt (`/send subscribe {…}`),
+/// or text to send as typed.
+#[derive(Clone, Debug)]
+pub struct OnConnect {
+    /// The line as given.
+    pub line: String,
+    /// What it runs.
+    pub statement: Statement,
+}
+
+impl OnConnect {
+    /// Parses a line as the prompt does. Lines that do nothing on a connection (`/help`,
+    /// `/quit`, `/pretty`, `/connect`, `@name`) and empty lines are refused.
+    pub fn parse(line: &str) -> Result<OnConnect, String> {
+        use super::ast::ReplInput;
+        use super::template::{Template, TemplatePart};
+        let statement = match super::parse_repl_line(line) {
+            Err(error) => return Err(error.render_line(line, false).trim_end().to_owned()),
+            Ok(ReplInput::Empty) => return Err("an --on-connect line is empty".into()),
+            Ok(ReplInput::Text(text)) => {
+                let span = Span::new(1, 1, text.chars().count());
+                Statement {
+                    target: None,
+                    command: Command::Text(Template {
+                        parts: vec![TemplatePart::Literal(text.clone())],
+                        source: text,
+                        span,
+                    }),
+                    keyword: span,
+                    span,
+                }
+            }
+            Ok(ReplInput::Command(statement)) => statement,
+        };
+        if statement.target.is_some() {
+            return Err(format!(
+                "`{line}`: an --on-connect line acts on its own connection; drop the `@name`"
+            ));
+        }
+        if matches!(
+            statement.command,
+            Command::Connect(_) | Command::Pretty(_) | Command::Help(_) | Command::Quit
+        ) {
+            return Err(format!(
+                "`{line}`: `/{}` does nothing on a connection; an --on-connect line sends, \
+                 expects or waits",
+                statement.command.keyword()
+            ));
+        }
+        Ok(OnConnect {
+            line: line.to_owned(),
+            statement,
+        })
+    }
+}
+
+/// What happened to a session besides the statements: for a front-end to show.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A step of reopening the session `key`.
+    Reconnect {
+        /// The session.
+        key: SessionKey,
+        /// The step.
+        event: ReconnectEvent,
+    },
+    /// The session `key` was reopened; `watch` is the new connection's watch, if the
+    /// lifeline asked for one.
+    Reopened {
+        /// The session.
+        key: SessionKey,
+        /// A copy of every frame of the new connection.
+        watch: Option<Watch>,
+    },
+    /// An `--on-connect` line ran on the session `key` (the failing one is the outcome of
+    /// the open or reconnect instead).
+    OnConnect {
+        /// The session.
+        key: SessionKey,
+        /// The line as given.
+        line: String,
+        /// What it did.
+        done: Done,
+    },
 }
 
 /// The state statements run against: sessions, variables, the echo policy and the answer
@@ -75,6 +213,8 @@ pub struct Engine {
     pub vars: Vars,
     echo: EchoPolicy,
     last_response: Option<Response>,
+    /// Where [`SessionEvent`]s go, if a front-end listens.
+    events: Option<tokio::sync::mpsc::UnboundedSender<SessionEvent>>,
 }
 
 /// What a statement did, when it did what it says.
@@ -130,6 +270,17 @@ pub enum Done {
     Slept,
     /// `echo body|full|off` set the policy.
     Echo(EchoPolicy),
+    /// `keepalive …`: the keepalive now in force and the counts so far (across reconnects).
+    KeepAlive {
+        /// The keepalive in force, if any.
+        keepalive: Option<KeepAlive>,
+        /// Keepalives sent and answers received on the session.
+        stats: KeepAliveStats,
+    },
+    /// The session was reopened (and its `--on-connect` lines ran).
+    Reconnected,
+    /// The `--on-connect` lines of a session that opened ran.
+    Opened,
     /// A command the engine does not run (`connect`, `help`, `pretty`, `quit`): the
     /// front-end's business.
     NotMine,
@@ -151,6 +302,8 @@ pub enum FailedKind {
     Expectation,
     /// The command could not run: a send on a closed connection, a call without answer.
     Error,
+    /// The connection could not be reopened (refused, or every attempt failed).
+    Connect,
 }
 
 /// A statement that failed, with what the front-ends show about it.
@@ -178,6 +331,8 @@ pub struct Failed {
     /// A send did not complete within its limit (the server is not reading): the
     /// connection cannot take more, and a front-end feeding it lines should stop.
     pub stalled: bool,
+    /// Why a reconnect failed, for [`FailedKind::Connect`] (the exit code and hints).
+    pub connect_error: Option<std::sync::Arc<crate::client::ConnectError>>,
 }
 
 impl Failed {
@@ -193,6 +348,7 @@ impl Failed {
             response: None,
             hint: None,
             stalled: false,
+            connect_error: None,
         }
     }
 
@@ -253,7 +409,13 @@ impl Engine {
             vars,
             echo,
             last_response: None,
+            events: None,
         }
+    }
+
+    /// Sends [`SessionEvent`]s to `events` from now on.
+    pub fn set_events(&mut self, events: tokio::sync::mpsc::UnboundedSender<SessionEvent>) {
+        self.events = Some(events);
     }
 
     /// Hands a freshly opened session to the engine under `key`.
@@ -263,8 +425,170 @@ impl Engine {
             Conn {
                 session,
                 last_sent: None,
+                keepalive: None,
+                keepalive_before: KeepAliveStats::default(),
+                we_closed: false,
+                life: None,
             },
         );
+    }
+
+    /// Hands a freshly opened session to the engine under `key`, to be kept going: starts
+    /// `keepalive`, runs the `--on-connect` lines (stopping at the first that fails, which
+    /// is the error), and remembers how to reopen it.
+    pub async fn open_with(
+        &mut self,
+        key: SessionKey,
+        session: Session,
+        keepalive: Option<KeepAlive>,
+        lifeline: Lifeline,
+    ) -> Result<Done, Fault> {
+        self.open(key, session);
+        self.keep_going(key, keepalive, lifeline);
+        self.run_on_connect(key).await
+    }
+
+    /// Keeps the open session `key` going: starts `keepalive` on it and remembers how to
+    /// reopen it (see [`Engine::open_with`], which also runs the `--on-connect` lines).
+    pub fn keep_going(
+        &mut self,
+        key: SessionKey,
+        keepalive: Option<KeepAlive>,
+        lifeline: Lifeline,
+    ) {
+        if let Some(conn) = self.sessions.get_mut(&key) {
+            conn.session.keep_alive(keepalive.clone());
+            conn.keepalive = keepalive;
+            conn.life = Some(Life {
+                lifeline,
+                backoff: Backoff::new(),
+            });
+        }
+    }
+
+    /// Whether the session `key` is there and its connection has ended.
+    pub fn is_ended(&self, key: SessionKey) -> bool {
+        self.sessions
+            .get(&key)
+            .is_some_and(|conn| conn.session.is_closed())
+    }
+
+    /// Whether the session `key` ended (not by our `close`) in a way its reconnect
+    /// policy reopens.
+    pub fn wants_reconnect(&self, key: SessionKey) -> bool {
+        let Some(conn) = self.sessions.get(&key) else {
+            return false;
+        };
+        let policy = conn.life.as_ref().and_then(|life| life.lifeline.reconnect);
+        match (policy, conn.session.ending()) {
+            (Some(policy), Some(ending)) => !conn.we_closed && policy.applies_to(ending),
+            _ => false,
+        }
+    }
+
+    /// Reopens the session `key` if it wants it ([`Engine::wants_reconnect`]): redials
+    /// with backoff (each step a [`SessionEvent::Reconnect`]), then hands the new
+    /// connection over ([`SessionEvent::Reopened`]) and runs the `--on-connect` lines.
+    /// `Done::NotMine` when there was nothing to do. Cancel-safe in that a cancelled
+    /// reconnect leaves the ended session in place.
+    pub async fn reconnect(&mut self, key: SessionKey) -> Result<Done, Fault> {
+        if !self.wants_reconnect(key) {
+            return Ok(Done::NotMine);
+        }
+        let events = self.events.clone();
+        let Some(conn) = self.sessions.get_mut(&key) else {
+            return Ok(Done::NotMine);
+        };
+        let (Some(life), Some(cause)) = (conn.life.as_mut(), conn.session.ending().cloned()) else {
+            return Ok(Done::NotMine);
+        };
+        let policy = life.lifeline.reconnect.unwrap_or_default();
+        let mut report = |event| {
+            if let Some(events) = &events {
+                let _ = events.send(SessionEvent::Reconnect { key, event });
+            }
+        };
+        let observer = conn.session.observer().cloned();
+        let redialed = reconnect::redial(
+            &life.lifeline.url,
+            &life.lifeline.client,
+            &policy,
+            &mut life.backoff,
+            &cause,
+            observer.as_ref(),
+            &mut report,
+        )
+        .await;
+        let connection = match redialed {
+            Ok(connection) => connection,
+            Err(error) => {
+                let mut failed = Failed::new(
+                    FailedKind::Connect,
+                    format!("could not reconnect: {error}"),
+                    "reconnect",
+                    Span::default(),
+                )
+                .label(format!("the connection {cause}"));
+                failed.hint = error.connect_error().hint();
+                failed.connect_error = Some(std::sync::Arc::new(error.into_connect_error()));
+                return Err(failed.into());
+            }
+        };
+        let (mut session, watch) = if life.lifeline.watched {
+            let (session, watch) = Session::start_watched(connection, life.lifeline.inbox);
+            (session, Some(watch))
+        } else {
+            (
+                Session::start_bounded(connection, life.lifeline.inbox),
+                None,
+            )
+        };
+        session.keep_alive(conn.keepalive.clone());
+        let old = conn.session.keepalive_stats();
+        conn.keepalive_before.sent += old.sent;
+        conn.keepalive_before.answered += old.answered;
+        conn.session = session;
+        conn.last_sent = None;
+        if let Some(events) = &events {
+            let _ = events.send(SessionEvent::Reopened { key, watch });
+        }
+        self.run_on_connect(key).await?;
+        Ok(Done::Reconnected)
+    }
+
+    /// Runs the `--on-connect` lines of `key`, in order (each one that ran is a
+    /// [`SessionEvent::OnConnect`]); the first failure stops them and is returned, naming
+    /// the line. `Done::Opened` when they all ran.
+    pub async fn run_on_connect(&mut self, key: SessionKey) -> Result<Done, Fault> {
+        let lines = match self.sessions.get(&key).and_then(|conn| conn.life.as_ref()) {
+            Some(life) => life.lifeline.on_connect.clone(),
+            None => return Ok(Done::Opened),
+        };
+        for OnConnect { line, statement } in lines {
+            // Boxed: a line's wait may reconnect, which runs these lines again.
+            match Box::pin(self.execute_here(&statement, Some(key))).await {
+                Ok(done) => {
+                    if let Some(events) = &self.events {
+                        let _ = events.send(SessionEvent::OnConnect { key, line, done });
+                    }
+                }
+                Err(Fault::Failed(mut failed)) => {
+                    failed.message = format!("--on-connect `{line}` failed: {}", failed.message);
+                    failed.command = format!("--on-connect `{line}`: {}", failed.command);
+                    return Err(Fault::Failed(failed));
+                }
+                Err(Fault::Resolve(error)) => {
+                    let failed = Failed::new(
+                        FailedKind::Error,
+                        format!("--on-connect `{line}` failed: {error}"),
+                        &format!("--on-connect `{line}`"),
+                        error.span(),
+                    );
+                    return Err(Fault::Failed(failed));
+                }
+            }
+        }
+        Ok(Done::Opened)
     }
 
     /// Records the URL the session `key` is (or was to be) opened on: `post`, `get` and
@@ -305,8 +629,36 @@ impl Engine {
     }
 
     /// Runs `statement` on the session `target` (the prompt's one connection, a script's
-    /// resolved `@name`). Cancel-safe (see the module doc).
+    /// resolved `@name`). A session that ended and may be reconnected is reopened first.
+    /// Cancel-safe (see the module doc).
     pub async fn execute(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+    ) -> Result<Done, Fault> {
+        // An `expect` or `capture` reconnects only if what it waits for is not there: so
+        // `expect closed 1001` still sees the close that ended the connection.
+        let waits = matches!(statement.command, Command::Expect(_) | Command::Capture(_));
+        if statement.command.uses_connection()
+            && !waits
+            && let Some(key) = target
+            && self.wants_reconnect(key)
+        {
+            // What failed (the reconnect, an --on-connect line) is not on this line, but
+            // this line is what it stopped.
+            self.reconnect(key).await.map_err(|fault| match fault {
+                Fault::Failed(mut failed) => {
+                    failed.span = statement.keyword;
+                    Fault::Failed(failed)
+                }
+                other => other,
+            })?;
+        }
+        self.execute_here(statement, target).await
+    }
+
+    /// Runs `statement` on `target` as it is (no reconnect).
+    async fn execute_here(
         &mut self,
         statement: &Statement,
         target: Option<SessionKey>,
@@ -354,12 +706,29 @@ impl Engine {
                     None => String::new(),
                 };
                 let frame = Outgoing::Close(Some((code, reason)));
+                // Set first: the server's answer can arrive before the send returns.
+                if let Ok(conn) = self.conn(statement, target) {
+                    conn.we_closed = true;
+                }
                 self.send(statement, target, frame, None).await
             }
             Command::Expect(expect) => self.expect(statement, target, expect).await,
             Command::Capture(capture) => self.capture(statement, target, capture).await,
             Command::Sleep(duration) => {
-                tokio::time::sleep(duration.value).await;
+                // A connection to be reconnected is reconnected as soon as it ends, not
+                // after the sleep: its --on-connect lines and keepalive go on meanwhile.
+                // A reconnect still under way at the end of the sleep is left to the next
+                // statement: the sleep does not last longer than it says.
+                let deadline = Instant::now() + duration.value;
+                while let Some(key) = self.until_one_ends(deadline).await {
+                    if self.wants_reconnect(key)
+                        && !self
+                            .reconnect_before(statement, Some(key), deadline)
+                            .await?
+                    {
+                        break;
+                    }
+                }
                 Ok(Done::Slept)
             }
             Command::Post {
@@ -386,6 +755,35 @@ impl Engine {
             Command::Echo(policy) => {
                 self.echo = policy.value;
                 Ok(Done::Echo(policy.value))
+            }
+            Command::KeepAlive(setting) => {
+                let keepalive = match setting {
+                    KeepAliveCommand::Show => None,
+                    KeepAliveCommand::Off => Some(None),
+                    KeepAliveCommand::Every { every, text } => {
+                        let message = match text {
+                            Some(text) => Some(text.resolve(&self.vars)?),
+                            None => None,
+                        };
+                        Some(Some(KeepAlive {
+                            every: every.value,
+                            message,
+                        }))
+                    }
+                };
+                let conn = self.conn(statement, target)?;
+                if let Some(keepalive) = keepalive {
+                    conn.session.keep_alive(keepalive.clone());
+                    conn.keepalive = keepalive;
+                }
+                let now = conn.session.keepalive_stats();
+                Ok(Done::KeepAlive {
+                    keepalive: conn.keepalive.clone(),
+                    stats: KeepAliveStats {
+                        sent: conn.keepalive_before.sent + now.sent,
+                        answered: conn.keepalive_before.answered + now.answered,
+                    },
+                })
             }
             Command::Connect(_) | Command::Pretty(_) | Command::Help(_) | Command::Quit => {
                 Ok(Done::NotMine)
@@ -554,33 +952,44 @@ impl Engine {
         let resolved = matcher.resolve(&self.vars, expected_echo.as_ref())?;
         let description = resolved.describe().to_owned();
         let what = format!("expect {description}");
-        let conn = self.conn(statement, target)?;
         let started = Instant::now();
-        let outcome = if next {
-            match conn.session.next(within).await {
-                Ok(incoming) => match resolved.check(&(&incoming.frame).into()) {
-                    Ok(()) => Ok(incoming),
-                    Err(why) => Err((why, vec![incoming], 0)),
-                },
-                Err(error) => Err((
-                    wait_label(&error, true),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
-            }
-        } else {
-            match conn
-                .session
-                .wait_for(within, |m| resolved.matches(&(&m.frame).into()))
-                .await
+        let deadline = started + within;
+        let outcome = loop {
+            let conn = self.conn(statement, target)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = if next {
+                match conn.session.next(left).await {
+                    Ok(incoming) => match resolved.check(&(&incoming.frame).into()) {
+                        Ok(()) => Ok(incoming),
+                        Err(why) => Err((why, vec![incoming], 0)),
+                    },
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), true),
+                        error.seen().to_vec(),
+                        error.dropped(),
+                    )),
+                }
+            } else {
+                match conn
+                    .session
+                    .wait_for(left, |m| resolved.matches(&(&m.frame).into()))
+                    .await
+                {
+                    Ok(incoming) => Ok(incoming),
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), false),
+                        error.seen().to_vec(),
+                        error.dropped(),
+                    )),
+                }
+            };
+            if outcome.is_err()
+                && conn.session.is_closed()
+                && self.reconnect_before(statement, target, deadline).await?
             {
-                Ok(incoming) => Ok(incoming),
-                Err(error) => Err((
-                    wait_label(&error, false),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
+                continue;
             }
+            break outcome;
         };
         match outcome {
             Ok(frame) => Ok(Done::Matched {
@@ -614,40 +1023,51 @@ impl Engine {
         let within = capture.timeout(self.options.timeout);
         let source = &capture.source.value;
         let name = &capture.name.value;
-        let conn = self.conn(statement, target)?;
         let started = Instant::now();
-        let outcome = if capture.next {
-            match conn.session.next(within).await {
-                Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
-                    Some(value) => Ok((value, incoming)),
-                    None => Err((
-                        format!("the next message has no {source}"),
-                        vec![incoming],
-                        0,
+        let deadline = started + within;
+        let outcome = loop {
+            let conn = self.conn(statement, target)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = if capture.next {
+                match conn.session.next(left).await {
+                    Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
+                        Some(value) => Ok((value, incoming)),
+                        None => Err((
+                            format!("the next message has no {source}"),
+                            vec![incoming],
+                            0,
+                        )),
+                    },
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), true),
+                        error.seen().to_vec(),
+                        error.dropped(),
                     )),
-                },
-                Err(error) => Err((
-                    wait_label(&error, true),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
-            }
-        } else {
-            match conn
-                .session
-                .wait_for(within, |m| source.extract(&(&m.frame).into()).is_some())
-                .await
+                }
+            } else {
+                match conn
+                    .session
+                    .wait_for(left, |m| source.extract(&(&m.frame).into()).is_some())
+                    .await
+                {
+                    Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
+                        Some(value) => Ok((value, incoming)),
+                        None => Err(("the value vanished".to_owned(), vec![incoming], 0)),
+                    },
+                    Err(error) => Err((
+                        wait_label(&whole_wait(&error, within), false),
+                        error.seen().to_vec(),
+                        error.dropped(),
+                    )),
+                }
+            };
+            if outcome.is_err()
+                && conn.session.is_closed()
+                && self.reconnect_before(statement, target, deadline).await?
             {
-                Ok(incoming) => match source.extract(&(&incoming.frame).into()) {
-                    Some(value) => Ok((value, incoming)),
-                    None => Err(("the value vanished".to_owned(), vec![incoming], 0)),
-                },
-                Err(error) => Err((
-                    wait_label(&error, false),
-                    error.seen().to_vec(),
-                    error.dropped(),
-                )),
+                continue;
             }
+            break outcome;
         };
         match outcome {
             Ok((value, frame)) => {
@@ -669,6 +1089,57 @@ impl Engine {
             .received(&seen)
             .dropped(dropped)
             .into()),
+        }
+    }
+
+    /// Waits until `deadline`, or until one of the open sessions that may be reconnected
+    /// ends: its key, or `None` at the deadline.
+    async fn until_one_ends(&mut self, deadline: Instant) -> Option<SessionKey> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let waits: Vec<_> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, conn)| {
+                let reconnects = conn
+                    .life
+                    .as_ref()
+                    .is_some_and(|life| life.lifeline.reconnect.is_some());
+                reconnects && !conn.we_closed && !conn.session.is_closed()
+            })
+            .map(|(key, conn)| {
+                let key = *key;
+                Box::pin(async move { conn.session.inbox().wait_ended(left).await.then_some(key) })
+            })
+            .collect();
+        if waits.is_empty() {
+            tokio::time::sleep(left).await;
+            return None;
+        }
+        futures_util::future::select_all(waits).await.0
+    }
+
+    /// A wait on `target` failed because its connection ended: if the connection is to
+    /// be reconnected, reconnects it within what is left until `deadline`, so the wait
+    /// can go on on the new connection. `Ok(false)` when it is not to be, or the time ran
+    /// out first (the reconnect is then left to the next statement).
+    async fn reconnect_before(
+        &mut self,
+        statement: &Statement,
+        target: Option<SessionKey>,
+        deadline: Instant,
+    ) -> Result<bool, Fault> {
+        let Some(key) = target.filter(|key| self.wants_reconnect(*key)) else {
+            return Ok(false);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.reconnect(key)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(Fault::Failed(mut failed))) => {
+                failed.span = statement.keyword;
+                Err(Fault::Failed(failed))
+            }
+            Ok(Err(fault)) => Err(fault),
+            Err(_elapsed) => Ok(false),
         }
     }
 
@@ -743,6 +1214,18 @@ fn response_text(response: &Response) -> String {
             response.status,
             crate::text::one_line(&response.body)
         )
+    }
+}
+
+/// A wait that may have been split by a reconnect, reported with its whole length.
+fn whole_wait(error: &WaitError, within: Duration) -> WaitError {
+    match error {
+        WaitError::Timeout { seen, dropped, .. } => WaitError::Timeout {
+            after: within,
+            seen: seen.clone(),
+            dropped: *dropped,
+        },
+        other => other.clone(),
     }
 }
 

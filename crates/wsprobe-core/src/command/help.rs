@@ -81,6 +81,15 @@ pub const COMMANDS: &[CommandHelp] = &[
         example: "  origin https://example.com",
     },
     CommandHelp {
+        name: "reconnect",
+        aliases: &[],
+        scope: Scope::Script,
+        usage: "  reconnect [always] [max N]",
+        summary: "Connect option: reopen the connection when the server ends it with 1001 or 1006 \
+                  (always: any close), re-running the handshake; at most N failed attempts in a row.",
+        example: "  reconnect max 5",
+    },
+    CommandHelp {
         name: "send",
         aliases: &[],
         scope: Scope::Both,
@@ -154,6 +163,15 @@ pub const COMMANDS: &[CommandHelp] = &[
         usage: "sleep DURATION",
         summary: "Pause (messages keep arriving meanwhile).",
         example: "sleep 500ms",
+    },
+    CommandHelp {
+        name: "keepalive",
+        aliases: &[],
+        scope: Scope::Both,
+        usage: "keepalive [DURATION [TEXT] | off]",
+        summary: "Send a ping (or the text frame TEXT) after every DURATION without sending; \
+                  answers are counted, not delivered. Alone: show the counts.",
+        example: "keepalive 5m {\"action\":\"ping\"}",
     },
     CommandHelp {
         name: "post",

@@ -22,8 +22,8 @@ pub mod vars;
 
 pub use ast::{
     Capture, CaptureSource, Command, CompareOp, Connect, ConnectOption, EchoPolicy, Expect,
-    ExpectRefused, Expectation, JsonPathExpr, Matcher, Payload, Predicate, RegexExpr, ReplInput,
-    Script, SecretTemplate, Span, Spanned, Statement, Test, TextPredicate,
+    ExpectRefused, Expectation, JsonPathExpr, KeepAliveCommand, Matcher, Payload, Predicate,
+    RegexExpr, ReplInput, Script, SecretTemplate, Span, Spanned, Statement, Test, TextPredicate,
 };
 pub use error::{
     Diagnostic, ErrorKind, SyntaxError, SyntaxErrors, did_you_mean, mask_secrets, render_diagnostic,

@@ -36,7 +36,14 @@ pub(crate) enum Line {
     ConnectRefused(ExpectRefused),
 }
 
-pub(crate) const CONNECT_OPTIONS: &[&str] = &["auth", "api-key", "header", "subprotocol", "origin"];
+pub(crate) const CONNECT_OPTIONS: &[&str] = &[
+    "auth",
+    "api-key",
+    "header",
+    "subprotocol",
+    "origin",
+    "reconnect",
+];
 
 /// Parses a REPL line; see [`super::parse_repl_line`].
 pub(crate) fn parse_repl_line(line: &str) -> Result<ReplInput, SyntaxError> {
@@ -178,6 +185,7 @@ pub(crate) fn parse_line(
             r.expect_end("the duration")?;
             Command::Sleep(duration)
         }
+        "keepalive" => Command::KeepAlive(keepalive(&mut r)?),
         "post" => {
             let connection_id = connection_id(&mut r, "post")?;
             let payload = payload(&mut r)?;
@@ -453,6 +461,7 @@ fn connect_option(
                 _ => header_option(value, line, column)?,
             }
         }
+        "reconnect" => reconnect_option(r)?,
         "subprotocol" => {
             let value = required_template(r, "a subprotocol name", keyword)?;
             r.expect_end("the subprotocol")?;
@@ -468,6 +477,73 @@ fn connect_option(
     let end = r.pos();
     let span = keyword_span.to(Span::new(line, r.column_at(end), 0));
     Ok(Spanned::new(option, span))
+}
+
+/// `reconnect [always] [max N]`.
+fn reconnect_option(r: &mut LineReader) -> Result<ConnectOption, SyntaxError> {
+    let mut always = false;
+    let mut max = None;
+    while let Some((word, span)) = r.word() {
+        match word {
+            "always" if !always && max.is_none() => always = true,
+            "max" if max.is_none() => {
+                let (count, span) = r.word().ok_or_else(|| {
+                    missing(r, "a number of attempts after `max`", usage_of("reconnect"))
+                })?;
+                let value = count
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        SyntaxError::new(
+                            ErrorKind::UnexpectedArgument,
+                            format!("`{count}` is not a number of attempts"),
+                            span,
+                        )
+                        .with_hint("write a whole number of 1 or more, e.g. `max 5`")
+                    })?;
+                max = Some(Spanned::new(value, span));
+            }
+            _ => {
+                return Err(SyntaxError::new(
+                    ErrorKind::UnexpectedArgument,
+                    format!("unexpected `{word}`"),
+                    span,
+                )
+                .with_hint(format!("usage: {}", usage_of("reconnect"))));
+            }
+        }
+    }
+    Ok(ConnectOption::Reconnect { always, max })
+}
+
+/// `keepalive DUR [TEXT]`, `keepalive off`, or `keepalive` alone.
+fn keepalive(r: &mut LineReader) -> Result<KeepAliveCommand, SyntaxError> {
+    let line = r.line();
+    match r.word() {
+        None => Ok(KeepAliveCommand::Show),
+        Some(("off", _)) => {
+            r.expect_end("`off`")?;
+            Ok(KeepAliveCommand::Off)
+        }
+        Some((word, span)) => {
+            let every = duration_of(word, span)?;
+            if every.value.is_zero() {
+                return Err(SyntaxError::new(
+                    ErrorKind::BadDuration,
+                    "a keepalive interval must be longer than zero",
+                    span,
+                )
+                .with_hint("e.g. `keepalive 5m`, or `keepalive off` to stop"));
+            }
+            r.skip_spaces();
+            let text = match r.rest_free_text() {
+                Some((rest, at)) => Some(Template::parse(rest, line, r.column_at(at))?),
+                None => None,
+            };
+            Ok(KeepAliveCommand::Every { every, text })
+        }
+    }
 }
 
 fn header_option(value: &str, line: usize, column: usize) -> Result<ConnectOption, SyntaxError> {
@@ -1214,9 +1290,56 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_and_reconnect_lines() {
+        match one("keepalive 30s") {
+            Command::KeepAlive(KeepAliveCommand::Every { every, text: None }) => {
+                assert_eq!(every.value, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        match one(r#"keepalive 5m {"action":"ping"}"#) {
+            Command::KeepAlive(KeepAliveCommand::Every {
+                text: Some(text), ..
+            }) => {
+                assert_eq!(text.source, r#"{"action":"ping"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            one("keepalive off"),
+            Command::KeepAlive(KeepAliveCommand::Off)
+        ));
+        assert!(matches!(
+            one("keepalive"),
+            Command::KeepAlive(KeepAliveCommand::Show)
+        ));
+        assert_eq!(
+            error_kind("connect ws://h\nkeepalive 0s\n"),
+            ErrorKind::BadDuration
+        );
+        assert_eq!(
+            error_kind("connect ws://h\nkeepalive soon\n"),
+            ErrorKind::BadDuration
+        );
+        assert_eq!(
+            error_kind("connect ws://h\n  reconnect max 0\n"),
+            ErrorKind::UnexpectedArgument
+        );
+        assert_eq!(
+            error_kind("connect ws://h\n  reconnect sometimes\n"),
+            ErrorKind::UnexpectedArgument
+        );
+        let rendered = parse_script("connect ws://h\n  reconnect max lots\n", "s.wsp")
+            .expect_err("max needs a number")
+            .render(false);
+        assert!(rendered.contains("s.wsp:2:17"), "{rendered}");
+        assert!(rendered.contains("^^^^"), "{rendered}");
+    }
+
+    #[test]
     fn connect_options_and_refusal_attach_to_their_connect() {
         let s = script(
-            "connect ${URL}\n  auth Bearer ${TOKEN}\n  # a comment\n\n  api-key k1 \n    header X-Trace: a b\n  subprotocol chat\n  origin https://o\nexpect connect-refused 403\nconnect\n",
+            "connect ${URL}\n  auth Bearer ${TOKEN}\n  # a comment\n\n  api-key k1 \n    header X-Trace: a b\n  subprotocol chat\n  origin https://o\n  reconnect always max 3\nexpect connect-refused 403\nconnect\n",
         );
         let statements: Vec<&Statement> = s.statements().collect();
         assert_eq!(statements.len(), 2);
@@ -1232,6 +1355,9 @@ mod tests {
                 ConnectOption::Header { name, value } => format!("{name}={}", value.source),
                 ConnectOption::Subprotocol(t) => format!("subprotocol={}", t.source),
                 ConnectOption::Origin(t) => format!("origin={}", t.source),
+                ConnectOption::Reconnect { always, max } => {
+                    format!("reconnect={always},{:?}", max.as_ref().map(|m| m.value))
+                }
             })
             .collect();
         assert_eq!(
@@ -1241,12 +1367,13 @@ mod tests {
                 "api-key=k1",
                 "X-Trace=a b",
                 "subprotocol=chat",
-                "origin=https://o"
+                "origin=https://o",
+                "reconnect=true,Some(3)"
             ]
         );
         let refused = connect.expect_refused.as_ref().expect("refusal attached");
         assert_eq!(refused.status.as_ref().map(|s| s.value), Some(403));
-        assert_eq!(refused.span, Span::new(9, 1, 26));
+        assert_eq!(refused.span, Span::new(10, 1, 26));
         // The secret's text is not in the Debug output.
         assert!(!format!("{connect:?}").contains("TOKEN"));
     }

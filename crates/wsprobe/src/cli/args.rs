@@ -328,6 +328,9 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub inbox: InboxArgs,
 
+    #[command(flatten)]
+    pub session: SessionArgs,
+
     /// Run this command (or send this text), repeatable; then exit
     #[arg(short = 'x', long = "execute", value_name = "COMMAND")]
     pub(crate) execute: Vec<String>,
@@ -385,6 +388,74 @@ pub struct ConnectArgs {
         hide_short_help = true
     )]
     pub(crate) record: Option<PathBuf>,
+}
+
+/// Sessions that last: keepalive, reconnect, and the lines re-run after every open
+/// (`connect` and `run`; one struct, so `load` can flatten it too). Shown in `--help` only.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SessionArgs {
+    /// Send a ping after every DURATION without sending anything
+    ///
+    /// "Without sending": nothing sent by us, keepalives included. API Gateway's idle timer
+    /// (10 minutes) counts messages and reportedly ignores pings: use --keepalive-message
+    /// there. Answers to keepalives are counted, not shown (`/keepalive` shows the counts).
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration, help_heading = "Session", hide_short_help = true)]
+    pub(crate) keepalive: Option<Duration>,
+
+    /// With --keepalive: send this text frame instead of a ping
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "keepalive",
+        help_heading = "Session",
+        hide_short_help = true
+    )]
+    pub(crate) keepalive_message: Option<String>,
+
+    /// Reopen the connection when the server ends it with 1001 or 1006 (`always`: any close)
+    ///
+    /// Re-runs the whole handshake (same headers, a fresh SigV4 signature) with exponential
+    /// backoff and jitter: the first retry within 250ms, then up to 30s between attempts.
+    /// A refused handshake (401, 403) stops it (exit 3).
+    #[arg(long, value_name = "always", num_args = 0..=1, default_missing_value = "going-away", value_parser = parse_reconnect, help_heading = "Session", hide_short_help = true)]
+    pub(crate) reconnect: Option<ReconnectFlag>,
+
+    /// With --reconnect: consecutive failed attempts before giving up [default: 10]
+    #[arg(long, value_name = "N", requires = "reconnect", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Session", hide_short_help = true)]
+    pub(crate) reconnect_max: Option<u32>,
+
+    /// Run this line after every open, reconnects included (repeatable)
+    ///
+    /// A line as typed at the prompt: `/send subscribe {"topic":"a"}`, or text to send.
+    #[arg(
+        long,
+        value_name = "LINE",
+        help_heading = "Session",
+        hide_short_help = true
+    )]
+    pub(crate) on_connect: Vec<String>,
+}
+
+/// Which endings `--reconnect` reopens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReconnectFlag {
+    /// 1001 (going away) and 1006 (dropped): bare `--reconnect`.
+    GoingAway,
+    /// Any close by the server.
+    Always,
+}
+
+/// `--reconnect`'s optional value. Its one value is `always`: anything else is most likely
+/// the URL written after a bare `--reconnect`, and the message says so.
+fn parse_reconnect(text: &str) -> Result<ReconnectFlag, String> {
+    match text {
+        "always" => Ok(ReconnectFlag::Always),
+        "going-away" => Ok(ReconnectFlag::GoingAway),
+        other => Err(format!(
+            "`{other}` is not `always`; a bare --reconnect takes the next word as its value, \
+             so put the URL before it or another option after it"
+        )),
+    }
 }
 
 /// How much of what arrives a session keeps for later `expect`s (`connect` and `run`).
@@ -496,6 +567,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub inbox: InboxArgs,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
 
     #[command(flatten)]
     pub connection: ConnectionArgs,

@@ -325,6 +325,47 @@ pub(crate) fn ending_line(ending: &Ending, we_closed: bool, painter: &Painter) -
 
 pub(crate) use wsprobe_core::values::short_duration;
 
+/// A step of a reconnect, for stderr (the prompt and `run` alike):
+/// `reconnecting after 1001 Going away (attempt 2, 0.43 s)…`, `reconnect attempt 2 failed:
+/// …`, `reconnected in 260 ms (handshake 2.1 ms)`.
+pub(crate) fn reconnect_line(event: &wsprobe_core::reconnect::ReconnectEvent) -> (Tone, String) {
+    use wsprobe_core::reconnect::ReconnectEvent;
+    match event {
+        ReconnectEvent::Waiting {
+            attempt,
+            cause,
+            delay,
+        } => {
+            let cause = match cause {
+                Ending::Closed { code, reason } if reason.is_empty() => format!("{code}"),
+                Ending::Closed { code, reason } => format!("{code} {}", one_line(reason)),
+                Ending::Dropped { reason } => format!("1006 ({})", one_line(reason)),
+            };
+            (
+                Tone::Info,
+                format!(
+                    "reconnecting after {cause} (attempt {attempt}, {:.2} s)…",
+                    delay.as_secs_f64()
+                ),
+            )
+        }
+        ReconnectEvent::Failed { attempt, error } => (
+            Tone::Bad,
+            format!("reconnect attempt {attempt} failed: {}", one_line(error)),
+        ),
+        ReconnectEvent::Reconnected {
+            took, connect_time, ..
+        } => (
+            Tone::Good,
+            format!(
+                "reconnected in {} (handshake {})",
+                short_duration(*took),
+                short_duration(*connect_time)
+            ),
+        ),
+    }
+}
+
 /// A duration as the user would write it: `5s`, `500ms`, `1m 30s`.
 pub(crate) fn human_duration(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()

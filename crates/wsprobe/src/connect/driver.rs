@@ -13,6 +13,13 @@
 //! - Echo ticks ([`super::echo`]) observe the same frames with the same echo verdict.
 //! - The connection is opened concurrently: lines given before the handshake completes
 //!   are queued and run once it has.
+//! - Sessions that last: the engine keeps the connection alive (`--keepalive`) and runs
+//!   the `--on-connect` lines after the handshake, as the first command. With
+//!   `--reconnect`, a connection the server ends with 1001 or 1006 (`always`: any close,
+//!   never our own `/close`) is reopened at once — by the engine, when a `/wait` or an
+//!   `/expect` is in flight, else as a command of its own: each attempt is shown, lines
+//!   typed meanwhile queue behind it, Ctrl-C cancels it and ends the session. A reconnect
+//!   that is refused (401, 403) or gives up ends the session with exit 3.
 //! - Every wait has a deadline, and the loop only sleeps until a deadline still to come;
 //!   it ends when the user quits, when the input has ended and everything has settled,
 //!   when the connection ends, or on Ctrl-C or SIGTERM.
@@ -33,11 +40,16 @@ use super::echo::{EchoOutcome, EchoTicks};
 use super::prompt::Printer;
 use super::record::Recorder;
 use wsprobe_core::client::{ClientConfig, ConnectError, Connection};
-use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Fault};
+use wsprobe_core::command::engine::{
+    Done, Engine, EngineOptions, FailedKind, Fault, Lifeline, OnConnect, SessionEvent,
+};
 use wsprobe_core::command::vars::Vars;
 use wsprobe_core::command::{EchoPolicy, Statement};
 use wsprobe_core::message::RouteFields;
-use wsprobe_core::session::{Ending, Frame, InboxLimits, Incoming, Outgoing, Session, Watch};
+use wsprobe_core::reconnect::ReconnectPolicy;
+use wsprobe_core::session::{
+    Ending, Frame, InboxLimits, Incoming, KeepAlive, Outgoing, Session, Watch,
+};
 
 /// The key of the prompt's one connection in the engine.
 pub(super) const SESSION: usize = 0;
@@ -90,6 +102,12 @@ pub(crate) struct Settings {
     pub(crate) client: ClientConfig,
     /// `--inbox-frames`, `--inbox-bytes`: the bound of the session's inbox.
     pub(crate) inbox: InboxLimits,
+    /// `--keepalive`, `--keepalive-message`.
+    pub(crate) keepalive: Option<KeepAlive>,
+    /// `--reconnect`, `--reconnect-max`.
+    pub(crate) reconnect: Option<ReconnectPolicy>,
+    /// `--on-connect`: run after every open.
+    pub(crate) on_connect: Vec<OnConnect>,
 }
 
 /// Where the session's output goes.
@@ -256,6 +274,12 @@ pub(crate) struct Driver {
     pub(super) noted_bare_word: bool,
     /// `--record`: hears about each line run and each frame.
     pub(super) recorder: Option<Recorder>,
+    /// Reconnects, reopened sessions and `--on-connect` lines, from the engine.
+    events: mpsc::UnboundedReceiver<SessionEvent>,
+    /// How the connection ended, while it is to be (or being) reconnected.
+    reconnecting: Option<Ending>,
+    /// Why reconnecting failed: the session is over, with exit 3.
+    reconnect_failed: Option<ConnectError>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
@@ -274,6 +298,8 @@ impl Driver {
         // `${NAME}`: captures, then the environment.
         let mut engine = Engine::new(options, Vars::new(HashMap::new()));
         engine.set_url(SESSION, settings.url.clone());
+        let (events_to, events) = mpsc::unbounded_channel();
+        engine.set_events(events_to);
         Self {
             settings,
             painter: Painter::from_environment(),
@@ -295,6 +321,9 @@ impl Driver {
             last_empty_interrupt: None,
             noted_bare_word: false,
             recorder: None,
+            events,
+            reconnecting: None,
+            reconnect_failed: None,
         }
     }
 
@@ -330,7 +359,12 @@ impl Driver {
             {
                 self.on_input(Some(line));
             }
+            // What the engine did meanwhile is shown before the loop can end.
+            while let Ok(event) = self.events.try_recv() {
+                self.on_event(event);
+            }
             if self.connected {
+                self.start_reconnect();
                 self.start_queued();
             }
             if self.quit {
@@ -361,7 +395,7 @@ impl Driver {
                         // The reader always delivers the ending first; if it stopped
                         // without one, the connection is as good as dropped.
                         self.watch = None;
-                        if self.ended.is_none() {
+                        if self.ended.is_none() && self.reconnecting.is_none() {
                             self.on_ending(Ending::Dropped {
                                 reason: "the reader stopped".into(),
                             });
@@ -375,10 +409,20 @@ impl Driver {
                     let (session, watch) =
                         Session::start_watched(connection, self.settings.inbox);
                     // Nothing runs before the handshake: the engine is free.
-                    self.engine.lock().await.open(SESSION, session);
+                    let lifeline = self.lifeline();
+                    {
+                        let mut engine = self.engine.lock().await;
+                        engine.open(SESSION, session);
+                        engine.keep_going(SESSION, self.settings.keepalive.clone(), lifeline);
+                    }
                     self.watch = Some(watch);
                     self.connected = true;
+                    // The --on-connect lines run first, before any line given meanwhile.
+                    if !self.settings.on_connect.is_empty() {
+                        self.start_on_connect();
+                    }
                 }
+                Some(event) = self.events.recv() => self.on_event(event),
                 line = input.recv(), if self.accepting => self.on_input(line),
                 () = sleep_until(slow_handshake), if connecting.is_some() && slow_handshake.is_some() => {
                     slow_handshake = None;
@@ -396,6 +440,9 @@ impl Driver {
         }
         if matches!(finish, Finish::Quit | Finish::Drained | Finish::Interrupted) {
             self.close_politely(&finish).await;
+        }
+        if let Some(error) = self.reconnect_failed.take() {
+            return Err(error);
         }
         Ok(Report {
             finish,
@@ -536,6 +583,10 @@ impl Driver {
         if let Some(running) = self.running.take() {
             self.last_empty_interrupt = None;
             self.note(Tone::Info, &format!("{} cancelled", running.what));
+            if running.what == "reconnect" {
+                // The connection stays ended: the session is over.
+                self.ended = self.reconnecting.take();
+            }
             return;
         }
         if !empty {
@@ -602,7 +653,110 @@ impl Driver {
         for outcome in self.ticks.close(&ending) {
             self.report_echo(outcome);
         }
-        self.ended = Some(ending);
+        let reconnect = self
+            .settings
+            .reconnect
+            .is_some_and(|policy| policy.applies_to(&ending));
+        if reconnect && !self.we_closed && !self.quit {
+            self.reconnecting = Some(ending);
+        } else {
+            self.ended = Some(ending);
+        }
+    }
+
+    /// What the engine needs to keep the session going.
+    fn lifeline(&self) -> Lifeline {
+        Lifeline {
+            url: self.settings.url.clone(),
+            client: self.settings.client.clone(),
+            inbox: self.settings.inbox,
+            reconnect: self.settings.reconnect,
+            on_connect: self.settings.on_connect.clone(),
+            watched: true,
+        }
+    }
+
+    /// Runs the `--on-connect` lines of the first connection on the engine.
+    fn start_on_connect(&mut self) {
+        let engine = self.engine.clone();
+        let future = Box::pin(async move {
+            let mut engine = engine.lock_owned().await;
+            engine.run_on_connect(SESSION).await
+        });
+        self.running = Some(Running {
+            future,
+            what: "on-connect".into(),
+            line: String::new(),
+            show_sent: true,
+            is_call: false,
+            waits: true,
+        });
+    }
+
+    /// Starts reopening the connection once nothing else runs.
+    fn start_reconnect(&mut self) {
+        if self.reconnecting.is_none() || self.running.is_some() || self.quit {
+            return;
+        }
+        let engine = self.engine.clone();
+        let future = Box::pin(async move {
+            let mut engine = engine.lock_owned().await;
+            if engine.is_ended(SESSION) {
+                engine.reconnect(SESSION).await
+            } else {
+                // An `/expect` in flight already reconnected it.
+                Ok(Done::Reconnected)
+            }
+        });
+        self.running = Some(Running {
+            future,
+            what: "reconnect".into(),
+            line: String::new(),
+            show_sent: true,
+            is_call: false,
+            waits: true,
+        });
+    }
+
+    /// A reconnect ended: the session goes on (the engine said how), or it is over.
+    pub(super) fn on_reconnect_done(&mut self, result: &Result<Done, Fault>) -> bool {
+        let Some(cause) = self.reconnecting.take() else {
+            return false;
+        };
+        match result {
+            Err(Fault::Failed(failed)) if failed.kind == FailedKind::Connect => {
+                let error = failed.connect_error.clone().map(|error| {
+                    std::sync::Arc::try_unwrap(error).unwrap_or_else(|shared| ConnectError::Other {
+                        url: String::new(),
+                        reason: shared.to_string(),
+                    })
+                });
+                self.reconnect_failed = error;
+                self.ended = Some(cause);
+                true
+            }
+            // `Done::NotMine`: nothing to reconnect after all.
+            Ok(Done::NotMine) => {
+                self.ended = Some(cause);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Shows what the engine did besides the command in flight.
+    fn on_event(&mut self, event: SessionEvent) {
+        match event {
+            SessionEvent::Reconnect { event, .. } => {
+                let (tone, text) = display::reconnect_line(&event);
+                self.note(tone, &text);
+            }
+            SessionEvent::Reopened { watch, .. } => {
+                self.watch = watch;
+                self.skipped_shown = 0;
+            }
+            SessionEvent::OnConnect { done, .. } => self.show_done(done, true),
+        }
     }
 
     /// Fails the echo ticks whose time is up.

@@ -187,11 +187,23 @@ impl Driver {
 
     /// Shows what a command did (or why it failed).
     pub(super) fn on_done(&mut self, result: Result<Done, Fault>, running: &Running) {
-        if let Some(recorder) = &self.recorder {
+        // The recorder hears about typed lines only, not the driver's own reconnects.
+        if let Some(recorder) = &self.recorder
+            && running.what != "reconnect"
+        {
             recorder.done(&result);
         }
+        // A reconnect (its own, or one an `/expect` or `/wait` in flight made) that gave
+        // up: each attempt was shown, and the error ends the session (exit 3).
+        let gave_up = matches!(
+            &result,
+            Err(Fault::Failed(failed)) if failed.kind == wsprobe_core::command::engine::FailedKind::Connect
+        );
+        if (running.what == "reconnect" || gave_up) && self.on_reconnect_done(&result) {
+            return;
+        }
         match result {
-            Ok(done) => self.show_done(done, running),
+            Ok(done) => self.show_done(done, running.show_sent),
             Err(Fault::Resolve(error)) => {
                 self.failed_checks += 1;
                 let rendered = error.render(&running.line, "<prompt>", self.painter_enabled());
@@ -214,10 +226,10 @@ impl Driver {
         }
     }
 
-    fn show_done(&mut self, done: Done, running: &Running) {
+    pub(super) fn show_done(&mut self, done: Done, show_sent: bool) {
         match done {
             Done::Sent { frame, at, echo } => {
-                if running.show_sent {
+                if show_sent {
                     self.show_sent(&frame, at);
                 }
                 if let Some(expected) = echo
@@ -289,7 +301,31 @@ impl Driver {
                 };
                 self.note(Tone::Info, &format!("echo {name}"));
             }
-            Done::Slept | Done::NotMine => {}
+            Done::KeepAlive { keepalive, stats } => {
+                let setting = match keepalive {
+                    Some(keepalive) => {
+                        let what = match &keepalive.message {
+                            Some(text) => {
+                                format!("the text {}", wsprobe_core::text::one_line(text))
+                            }
+                            None => "a ping".to_owned(),
+                        };
+                        format!(
+                            "keepalive: {what} after every {} without sending",
+                            display::human_duration(keepalive.every)
+                        )
+                    }
+                    None => "keepalive off".to_owned(),
+                };
+                self.note(
+                    Tone::Info,
+                    &format!(
+                        "{setting}; {} sent, {} answered",
+                        stats.sent, stats.answered
+                    ),
+                );
+            }
+            Done::Slept | Done::NotMine | Done::Reconnected | Done::Opened => {}
         }
     }
 

@@ -14,7 +14,8 @@
 //!
 //! Exit codes: 0; 1 when an echo check, `/expect`, `/capture` or another command failed in
 //! `-x` or pipe mode, or the server closed abnormally (anything but 1000, 1001 or 1005, or
-//! a dropped connection); 2 for a malformed `-x` command or URL; 3 when the connection could not be opened;
+//! a dropped connection); 2 for a malformed `-x` command or URL; 3 when the connection could not be opened
+//! (or reopened: `--reconnect` refused with 401/403, or out of attempts);
 //! 130 on Ctrl-C outside the prompt, and on SIGTERM in every mode (the connection is
 //! closed with 1001 and the terminal given back first). At the prompt, quitting (`/quit`,
 //! Ctrl-D) exits 0: the results were shown as they came.
@@ -31,13 +32,14 @@ mod record;
 use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
 
-pub(crate) use display::{DisplayOptions, is_normal_close};
+pub(crate) use display::{DisplayOptions, is_normal_close, reconnect_line};
 pub(crate) use driver::{Finish, Report};
 pub(crate) use prompt::default_history_file;
 
 use crate::cli::ConnectArgs;
 use crate::{Context, Error, Outcome};
 use wsprobe_core::client::{self};
+use wsprobe_core::command::engine::OnConnect;
 use wsprobe_core::command::{ReplInput, parse_repl_line};
 use wsprobe_core::options::ConnectOptions;
 use wsprobe_core::transcript::{ConnectionLabel, SharedObserver, Transcript};
@@ -112,6 +114,15 @@ pub(crate) async fn run(
         url: url.clone(),
         client: config.clone(),
         inbox: options.inbox,
+        keepalive: options.session.keepalive.clone(),
+        reconnect: options.session.reconnect,
+        // Checked when the command line was lowered.
+        on_connect: options
+            .session
+            .on_connect
+            .iter()
+            .filter_map(|line| OnConnect::parse(line).ok())
+            .collect(),
     };
     // Claimed before connecting: a path that cannot be written is an error now.
     let recorder = match &args.record {

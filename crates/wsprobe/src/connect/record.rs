@@ -32,7 +32,8 @@ use url::Url;
 use wsprobe_core::command::engine::{Done, Fault};
 use wsprobe_core::command::{Command, EchoPolicy, ReplInput, parse_repl_line};
 use wsprobe_core::message::{RouteFields, echo_matches};
-use wsprobe_core::options::ConnectOptions;
+use wsprobe_core::options::{ConnectOptions, DEFAULT_RECONNECT_MAX};
+use wsprobe_core::reconnect::ReconnectWhen;
 use wsprobe_core::report_file::ReportFile;
 use wsprobe_core::secret::{REDACTED, header_looks_secret};
 use wsprobe_core::session::{Frame, Outgoing};
@@ -69,6 +70,8 @@ pub(crate) struct Recording {
     pub(crate) notes: Vec<String>,
     /// The echo policy at the start, when not the default.
     pub(crate) echo: Option<EchoPolicy>,
+    /// `--keepalive` as the script's `keepalive` line, run right after the `connect`.
+    pub(crate) keepalive: Option<String>,
     /// Known secret values and the `${VAR}` each stands for (longest first).
     pub(crate) secrets: Vec<(String, String)>,
     /// The variables the replay needs, in the order of the options.
@@ -336,6 +339,41 @@ impl Recording {
         if options.signing.is_some() {
             notes.push("The handshake was signed with SigV4: replay with the same --sigv4 or --sigv4-query flag and AWS credentials.".to_owned());
         }
+        if let Some(policy) = &options.session.reconnect {
+            let mut line = "reconnect".to_owned();
+            if policy.when == ReconnectWhen::Always {
+                line.push_str(" always");
+            }
+            if policy.max_attempts != DEFAULT_RECONNECT_MAX {
+                line.push_str(&format!(" max {}", policy.max_attempts));
+            }
+            lines.push(line);
+        }
+        let keepalive = options.session.keepalive.as_ref().map(|keepalive| {
+            let every = keepalive.every.as_millis();
+            let mut line = if every % 1000 == 0 {
+                format!("keepalive {}s", every / 1000)
+            } else {
+                format!("keepalive {every}ms")
+            };
+            if let Some(text) = &keepalive.message {
+                line.push(' ');
+                line.push_str(text);
+            }
+            line
+        });
+        if !options.session.on_connect.is_empty() {
+            let flags: Vec<String> = options
+                .session
+                .on_connect
+                .iter()
+                .map(|line| format!("--on-connect '{line}'"))
+                .collect();
+            notes.push(format!(
+                "Recorded with {}: replay with the same flags (what they sent and received is not in the script).",
+                flags.join(" ")
+            ));
+        }
         if options.fields != RouteFields::default() {
             notes.push(format!(
                 "Recorded with --route-field {} --body-field {}: replay with the same flags.",
@@ -357,6 +395,7 @@ impl Recording {
             options: lines,
             notes,
             echo: (options.echo != EchoPolicy::default()).then_some(options.echo),
+            keepalive,
             secrets,
             vars,
             steps: Vec::new(),
@@ -388,11 +427,14 @@ impl Recording {
         out.push_str(&replay);
         out.push('\n');
         for note in &self.notes {
-            out.push_str(&format!("# {note}\n"));
+            out.push_str(&format!("# {}\n", self.hide(note)));
         }
         out.push_str("\nconnect ${WS_URL}\n");
         for option in &self.options {
             out.push_str(&format!("  {option}\n"));
+        }
+        if let Some(keepalive) = &self.keepalive {
+            out.push_str(&format!("{}\n", self.hide(keepalive)));
         }
         if let Some(echo) = self.echo {
             out.push_str(&format!("echo {}\n", echo_word(echo)));
@@ -797,5 +839,44 @@ mod tests {
         }
         // What the run parser reads back.
         wsprobe_core::command::parse_script(&script, "recorded.wsp").unwrap();
+    }
+
+    #[test]
+    fn session_flags_become_script_lines_or_a_note() {
+        let mut options = options();
+        options.session = wsprobe_core::options::SessionOptions {
+            keepalive: Some(wsprobe_core::session::KeepAlive {
+                every: std::time::Duration::from_millis(1500),
+                message: Some(r#"{"action":"ping"}"#.into()),
+            }),
+            reconnect: Some(wsprobe_core::reconnect::ReconnectPolicy {
+                when: ReconnectWhen::Always,
+                max_attempts: 3,
+            }),
+            on_connect: vec!["/send auth key-123456".into()],
+        };
+        let url = Url::parse("ws://127.0.0.1:9/dev").unwrap();
+        let script = Recording::new(&url, &options).render();
+        assert!(script.contains("\n  reconnect always max 3\n"), "{script}");
+        assert!(
+            script.contains("\nkeepalive 1500ms {\"action\":\"ping\"}\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains("# Recorded with --on-connect '/send auth ${WSPROBE_API_KEY}'"),
+            "{script}"
+        );
+        assert!(!script.contains("key-123456"), "{script}");
+        wsprobe_core::command::parse_script(&script, "recorded.wsp").unwrap();
+
+        // The defaults are not spelled out: a bare `reconnect`, whole seconds.
+        options.session.reconnect = Some(Default::default());
+        options.session.keepalive = Some(wsprobe_core::session::KeepAlive {
+            every: std::time::Duration::from_secs(300),
+            message: None,
+        });
+        let script = Recording::new(&url, &options).render();
+        assert!(script.contains("\n  reconnect\n"), "{script}");
+        assert!(script.contains("\nkeepalive 300s\n"), "{script}");
     }
 }

@@ -69,6 +69,15 @@ pub(crate) async fn run(
         fail_fast: args.fail_fast,
         inbox: connect_options.inbox,
         transcript: None,
+        keepalive: connect_options.session.keepalive.clone(),
+        reconnect: connect_options.session.reconnect,
+        // Checked when the command line was lowered.
+        on_connect: connect_options
+            .session
+            .on_connect
+            .iter()
+            .filter_map(|line| wsprobe_core::command::engine::OnConnect::parse(line).ok())
+            .collect(),
     };
     if args.timeout.is_zero() {
         return Err(Error::usage("--timeout must be longer than 0s"));

@@ -19,12 +19,15 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use wsprobe_core::client::{self, ClientConfig, ConnectError};
-use wsprobe_core::command::engine::{Done, Engine, EngineOptions, Failed, FailedKind, Fault};
+use wsprobe_core::command::engine::{
+    Done, Engine, EngineOptions, Failed, FailedKind, Fault, Lifeline, OnConnect, SessionEvent,
+};
 use wsprobe_core::command::{
     Command, Connect, ConnectOption, Diagnostic, EchoPolicy, ResolveError, Script, Span, Statement,
 };
 use wsprobe_core::message::RouteFields;
-use wsprobe_core::session::{CLOSE_WAIT, InboxLimits, Session};
+use wsprobe_core::reconnect::{ReconnectPolicy, ReconnectWhen};
+use wsprobe_core::session::{CLOSE_WAIT, InboxLimits, KeepAlive, Session};
 use wsprobe_core::transcript::{ConnectionLabel, SharedObserver, Transcript};
 use wsprobe_core::values::Header;
 
@@ -54,6 +57,13 @@ pub(crate) struct RunOptions {
     pub(crate) inbox: InboxLimits,
     /// `--log`: the transcript every connection reports to.
     pub(crate) transcript: Option<Transcript>,
+    /// `--keepalive`, `--keepalive-message`: every connection's keepalive at the start.
+    pub(crate) keepalive: Option<KeepAlive>,
+    /// `--reconnect`, `--reconnect-max`: every connection's policy unless its `connect`
+    /// has a `reconnect` line.
+    pub(crate) reconnect: Option<ReconnectPolicy>,
+    /// `--on-connect`: lines run on every connection after every open.
+    pub(crate) on_connect: Vec<OnConnect>,
 }
 
 /// Hears about each test as it finishes, so the summary can be printed as the run goes.
@@ -209,6 +219,8 @@ struct FileRun<'a> {
     connect_error: Option<(ConnectError, Credentials)>,
     /// The connects (plan indexes) that failed: commands on them fail as connect failures.
     failed_connects: Vec<usize>,
+    /// The secrets as they grow, for what is shown while statements run (reconnects).
+    known_secrets: tokio::sync::watch::Sender<Secrets>,
 }
 
 /// Runs every test of `script`, telling `progress` as each one finishes. Stops after the
@@ -235,14 +247,21 @@ pub(crate) async fn run_file(
             .and_then(|url| client::parse_url(url).ok()),
         client: options.client.clone(),
     };
+    let mut engine = Engine::new(engine_options, vars);
+    let (events, shown) = tokio::sync::mpsc::unbounded_channel();
+    engine.set_events(events);
+    let labels: Vec<String> = plan.connects.iter().map(PlannedConnect::label).collect();
+    let (known_secrets, secrets_now) = tokio::sync::watch::channel(secrets.clone());
+    let reporter = tokio::spawn(show_reconnects(shown, labels, secrets_now));
     let mut run = FileRun {
         script,
         plan,
         options,
         secrets,
-        engine: Engine::new(engine_options, vars),
+        engine,
         connect_error: None,
         failed_connects: Vec::new(),
+        known_secrets,
     };
     let mut tests = Vec::new();
     for (index, test) in script.tests.iter().enumerate() {
@@ -275,6 +294,8 @@ pub(crate) async fn run_file(
         }
     }
     run.close_all().await;
+    drop(run.engine);
+    let _ = reporter.await;
     let result = FileResult {
         file: script.file_name.clone(),
         tests,
@@ -290,7 +311,10 @@ impl FileRun<'_> {
         target: Option<usize>,
     ) -> Result<(), Failure> {
         if let Command::Connect(connect) = &statement.command {
-            return self.connect(statement, connect).await;
+            let result = self.connect(statement, connect).await;
+            // Its `auth`, `api-key` and headers are secrets from now on.
+            self.known_secrets.send_replace(self.secrets.clone());
+            return result;
         }
         if statement.command.uses_connection() {
             self.check_open(statement, target)?;
@@ -304,12 +328,32 @@ impl FileRun<'_> {
                     if let Some(transcript) = &self.options.transcript {
                         transcript.add_secret(&value);
                     }
+                    self.known_secrets.send_replace(self.secrets.clone());
                 }
                 Ok(())
             }
             Ok(_done) => Ok(()),
             Err(Fault::Resolve(error)) => Err(self.resolve_failure(&error)),
-            Err(Fault::Failed(failed)) => Err(self.failed(failed, target)),
+            Err(Fault::Failed(failed)) => {
+                self.note_connect_failure(&failed, None);
+                Err(self.failed(failed, target))
+            }
+        }
+    }
+
+    /// Records the error of a reconnect that failed (for exit code 3, as a `connect`'s).
+    fn note_connect_failure(&mut self, failed: &Failed, config: Option<&ClientConfig>) {
+        if self.connect_error.is_some() {
+            return;
+        }
+        if let Some(error) = failed.connect_error.clone() {
+            let given = Credentials::of_client(config.unwrap_or(&self.options.client));
+            let error =
+                std::sync::Arc::try_unwrap(error).unwrap_or_else(|shared| ConnectError::Other {
+                    url: String::new(),
+                    reason: shared.to_string(),
+                });
+            self.connect_error = Some((error, given));
         }
     }
 
@@ -328,6 +372,7 @@ impl FileRun<'_> {
         let kind = match failed.kind {
             FailedKind::Expectation => FailureKind::Expectation,
             FailedKind::Error => FailureKind::Error,
+            FailedKind::Connect => FailureKind::Connect,
         };
         let mut failure = self.failure(kind, failed.message, failed.span);
         failure.label = failed.label;
@@ -412,6 +457,7 @@ impl FileRun<'_> {
         let url = client::parse_url(&url_text)
             .map_err(|error| self.failure(FailureKind::Error, error.to_string(), url_span))?;
         let mut config = self.options.client.clone();
+        let mut reconnect = self.options.reconnect;
         for option in &connect.options {
             match &option.value {
                 ConnectOption::Auth(secret) => {
@@ -437,6 +483,17 @@ impl FileRun<'_> {
                     config.subprotocols.push(value);
                 }
                 ConnectOption::Origin(value) => config.origin = Some(self.resolve(value)?),
+                ConnectOption::Reconnect { always, max } => {
+                    let default = self.options.reconnect.unwrap_or_default();
+                    reconnect = Some(ReconnectPolicy {
+                        when: if *always {
+                            ReconnectWhen::Always
+                        } else {
+                            ReconnectWhen::GoingAway
+                        },
+                        max_attempts: max.as_ref().map_or(default.max_attempts, |m| m.value),
+                    });
+                }
             }
         }
         self.engine.set_url(index, url.clone());
@@ -451,8 +508,28 @@ impl FileRun<'_> {
         match (&connect.expect_refused, outcome) {
             (None, Ok(connection)) => {
                 let session = Session::start_bounded(connection, self.options.inbox);
-                self.engine.open(index, session);
-                Ok(())
+                let lifeline = Lifeline {
+                    url,
+                    client: config.clone(),
+                    inbox: self.options.inbox,
+                    reconnect,
+                    on_connect: self.options.on_connect.clone(),
+                    watched: false,
+                };
+                let keepalive = self.options.keepalive.clone();
+                match self
+                    .engine
+                    .open_with(index, session, keepalive, lifeline)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(Fault::Failed(mut failed)) => {
+                        // An --on-connect line failed: this `connect` is what it stopped.
+                        failed.span = statement.keyword;
+                        Err(self.failed(failed, Some(index)))
+                    }
+                    Err(Fault::Resolve(error)) => Err(self.resolve_failure(&error)),
+                }
             }
             (None, Err(error)) => {
                 let kind = match error {
@@ -529,6 +606,24 @@ impl FileRun<'_> {
 
     async fn close_all(&mut self) {
         self.engine.close_all(1000).await;
+    }
+}
+
+/// Shows each reconnect on stderr as it happens, naming the connection, with the secrets
+/// known so far redacted.
+async fn show_reconnects(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<SessionEvent>,
+    labels: Vec<String>,
+    secrets: tokio::sync::watch::Receiver<Secrets>,
+) {
+    use std::io::Write as _;
+    while let Some(event) = events.recv().await {
+        if let SessionEvent::Reconnect { key, event } = event {
+            let (_, line) = crate::connect::reconnect_line(&event);
+            let label = labels.get(key).map_or("a connection", String::as_str);
+            let line = secrets.borrow().redact(&format!("{label}: {line}"));
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
     }
 }
 

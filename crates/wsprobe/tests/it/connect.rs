@@ -143,7 +143,7 @@ pub(crate) fn run(command: &mut assert_cmd::Command) -> Run {
 impl Run {
     /// Fails the test, showing stderr, unless stderr contains `needle`.
     #[track_caller]
-    fn assert_stderr_has(&self, needle: &str) {
+    pub(crate) fn assert_stderr_has(&self, needle: &str) {
         assert!(
             self.stderr.contains(needle),
             "no {needle:?} in stderr:\n{}",

@@ -13,6 +13,7 @@ mod run;
 mod serve;
 mod serve_lambda;
 mod serve_sample_app;
+mod sessions;
 mod stage;
 mod support;
 mod transcript;

@@ -1403,3 +1403,125 @@ pub fn raw_body_answer(text: &str) -> Option<String> {
         other => other.to_string(),
     })
 }
+
+/// What the going-away server does with a handshake (see [`spawn_going_away_server`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Accept, read what comes, and close with 1001 "Going away" after the hold.
+    Accept,
+    /// Refuse with this HTTP status.
+    Refuse(u16),
+}
+
+/// What the going-away server saw, in order.
+#[derive(Clone, Debug)]
+pub enum Seen {
+    /// Handshake number `n` (from 0) arrived at `at`, with these headers (names in lower
+    /// case), and was answered as `answer`.
+    Handshake {
+        n: usize,
+        at: std::time::Instant,
+        headers: Vec<(String, String)>,
+        answer: Handshake,
+    },
+    /// Connection `n` sent this text.
+    Text { n: usize, text: String },
+    /// The server sent its 1001 close on connection `n`.
+    Closed { n: usize, at: std::time::Instant },
+}
+
+/// A WebSocket server on 127.0.0.1:0 that behaves like an API Gateway stage at its
+/// limits: handshake `n` is answered as `plan[n]` (and, after the plan, the listener is
+/// closed, so further attempts are refused at TCP); an accepted connection is closed with
+/// 1001 "Going away" after `hold`. Everything is reported on the returned channel.
+pub async fn spawn_going_away_server(
+    plan: Vec<Handshake>,
+    hold: Duration,
+) -> (String, mpsc::UnboundedReceiver<Seen>) {
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    use tokio_tungstenite::tungstenite::http::StatusCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding port 0");
+    let url = format!("ws://{}/dev", listener.local_addr().expect("the address"));
+    let (seen, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for (n, answer) in plan.into_iter().enumerate() {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            let task = async move {
+                let seen_in_callback = seen.clone();
+                // tungstenite's callback type returns its (large) error response as is.
+                #[allow(clippy::result_large_err)]
+                let callback = move |request: &Request, response: Response| {
+                    let headers = request
+                        .headers()
+                        .iter()
+                        .map(|(name, value)| {
+                            (
+                                name.as_str().to_owned(),
+                                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect();
+                    let _ = seen_in_callback.send(Seen::Handshake {
+                        n,
+                        at: std::time::Instant::now(),
+                        headers,
+                        answer,
+                    });
+                    match answer {
+                        Handshake::Accept => Ok(response),
+                        Handshake::Refuse(status) => {
+                            let mut refusal = ErrorResponse::new(Some("refused".to_owned()));
+                            *refusal.status_mut() =
+                                StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                            Err(refusal)
+                        }
+                    }
+                };
+                let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                let reader_seen = seen.clone();
+                let reader = tokio::spawn(async move {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if let Message::Text(text) = message {
+                            let _ = reader_seen.send(Seen::Text {
+                                n,
+                                text: text.as_str().to_owned(),
+                            });
+                        }
+                    }
+                });
+                tokio::time::sleep(hold).await;
+                let close = Message::Close(Some(CloseFrame {
+                    code: 1001.into(),
+                    reason: "Going away".into(),
+                }));
+                let _ = seen.send(Seen::Closed {
+                    n,
+                    at: std::time::Instant::now(),
+                });
+                let _ = sink.send(close).await;
+                let _ = tokio::time::timeout(TIMEOUT, reader).await;
+            };
+            tokio::spawn(task);
+        }
+        // The plan is over: the listener goes, and connecting is refused.
+    });
+    (url, events)
+}
+
+/// Everything the going-away server reported so far.
+pub fn seen_so_far(events: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
+    let mut all = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        all.push(event);
+    }
+    all
+}

@@ -14,13 +14,15 @@ use wsprobe_core::client::ClientConfig;
 use wsprobe_core::message::RouteFields;
 use wsprobe_core::options::{
     ConnectOptions, DEFAULT_BODY_FIELD, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ECHO, DEFAULT_ROUTE_FIELD,
-    EchoPolicy, InboxLimits, ProxyChoice, SigningChoice, TlsFiles,
+    EchoPolicy, InboxLimits, ProxyChoice, SessionOptions, SigningChoice, TlsFiles,
 };
+use wsprobe_core::reconnect::{ReconnectPolicy, ReconnectWhen};
 use wsprobe_core::secret::Secret;
+use wsprobe_core::session::KeepAlive;
 use wsprobe_core::values::Header;
 
 use super::profile::{self, StageProfile};
-use super::{ConnectionArgs, EchoFlag, InboxArgs};
+use super::{ConnectionArgs, EchoFlag, InboxArgs, ReconnectFlag, SessionArgs};
 use crate::Error;
 
 /// Connection flags lowered: the URL (from the command line or the stage), the options,
@@ -77,6 +79,54 @@ pub fn inbox(args: &InboxArgs) -> Result<InboxLimits, Error> {
         None => defaults.bytes,
     };
     Ok(InboxLimits { frames, bytes })
+}
+
+/// `--keepalive`, `--keepalive-message`, `--reconnect`, `--reconnect-max` and
+/// `--on-connect` over the core's defaults. Every `--on-connect` line is parsed here, so
+/// a typo is a usage error before anything connects.
+pub fn session(args: &SessionArgs) -> Result<SessionOptions, Error> {
+    let keepalive = match (args.keepalive, &args.keepalive_message) {
+        (Some(every), _) if every.is_zero() => {
+            return Err(Error::usage("--keepalive must be longer than 0s"));
+        }
+        (Some(every), message) => Some(KeepAlive {
+            every,
+            message: message.clone(),
+        }),
+        (None, Some(_)) => {
+            return Err(Error::usage(
+                "--keepalive-message needs --keepalive DURATION: how long the connection may stay silent",
+            ));
+        }
+        (None, None) => None,
+    };
+    let reconnect = match (args.reconnect, args.reconnect_max) {
+        (Some(flag), max) => Some(ReconnectPolicy {
+            when: match flag {
+                ReconnectFlag::GoingAway => ReconnectWhen::GoingAway,
+                ReconnectFlag::Always => ReconnectWhen::Always,
+            },
+            max_attempts: max.unwrap_or(ReconnectPolicy::default().max_attempts),
+        }),
+        (None, Some(_)) => {
+            return Err(Error::usage("--reconnect-max needs --reconnect"));
+        }
+        (None, None) => None,
+    };
+    let mut errors = Vec::new();
+    for line in &args.on_connect {
+        if let Err(error) = wsprobe_core::command::engine::OnConnect::parse(line) {
+            errors.push(format!("--on-connect: {error}"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::usage(errors.join("\n")));
+    }
+    Ok(SessionOptions {
+        keepalive,
+        reconnect,
+        on_connect: args.on_connect.clone(),
+    })
 }
 
 /// [`connection`] for `manage`, refusing the options that do nothing for one HTTP call.
@@ -173,8 +223,10 @@ fn merge(
             body_field: first(&args.body_field, &profile.body_field, DEFAULT_BODY_FIELD),
         },
         echo,
-        // `connect` and `run` set it from their own flags (`lower::inbox`).
+        // `connect` and `run` set these from their own flags (`lower::inbox`,
+        // `lower::session`).
         inbox: InboxLimits::default(),
+        session: SessionOptions::default(),
     };
     Ok(Lowered {
         url: url.or_else(|| profile.url.clone()),
@@ -410,5 +462,84 @@ mod tests {
             .unwrap()
             .options;
         assert!(matches!(through.proxy, ProxyChoice::Through(_)));
+    }
+
+    fn session_of(flags: &[&str]) -> Result<SessionOptions, Error> {
+        let mut argv = vec!["wsprobe", "connect", "ws://h/dev"];
+        argv.extend_from_slice(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Connect(connect) => session(&connect.session),
+            _ => panic!("not connect"),
+        }
+    }
+
+    #[test]
+    fn session_flags_lower_to_the_core_types() {
+        let none = session_of(&[]).unwrap();
+        assert_eq!(none, SessionOptions::default());
+        let all = session_of(&[
+            "--keepalive",
+            "5m",
+            "--keepalive-message",
+            "ka",
+            "--reconnect",
+            "--reconnect-max",
+            "3",
+            "--on-connect",
+            "/send subscribe {\"topic\":\"a\"}",
+            "--on-connect",
+            "hello",
+        ])
+        .unwrap();
+        assert_eq!(
+            all.keepalive,
+            Some(KeepAlive {
+                every: Duration::from_secs(300),
+                message: Some("ka".into())
+            })
+        );
+        assert_eq!(
+            all.reconnect,
+            Some(ReconnectPolicy {
+                when: ReconnectWhen::GoingAway,
+                max_attempts: 3
+            })
+        );
+        assert_eq!(all.on_connect.len(), 2);
+        let always = session_of(&["--reconnect", "always"]).unwrap();
+        assert_eq!(
+            always
+                .reconnect
+                .map(|policy| (policy.when, policy.max_attempts)),
+            Some((
+                ReconnectWhen::Always,
+                wsprobe_core::options::DEFAULT_RECONNECT_MAX
+            ))
+        );
+    }
+
+    #[test]
+    fn session_flags_that_cannot_work_are_usage_errors() {
+        assert!(session_of(&["--keepalive", "0s"]).is_err());
+        let error = session_of(&["--on-connect", "/sned x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--on-connect") && error.contains("sned"),
+            "{error}"
+        );
+        assert!(session_of(&["--on-connect", "/quit"]).is_err());
+        assert!(session_of(&["--on-connect", ""]).is_err());
+        // clap: the value of --reconnect, and the flags that need another.
+        for flags in [
+            &["--reconnect", "sometimes"][..],
+            &["--reconnect-max", "3"][..],
+            &["--keepalive-message", "ka"][..],
+            &["--reconnect", "--reconnect-max", "0"][..],
+        ] {
+            let mut argv = vec!["wsprobe", "connect", "ws://h/dev"];
+            argv.extend_from_slice(flags);
+            assert!(Cli::try_parse_from(argv).is_err(), "{flags:?}");
+        }
     }
 }
