@@ -456,8 +456,12 @@ impl Driver {
                 if self.settings.interactive
                     && let Some(running) = self.running.as_ref().filter(|r| r.waits)
                 {
-                    let what = running.what.clone();
-                    self.note(Tone::Info, &format!("queued: runs after /{what}"));
+                    let note = match running.what.as_str() {
+                        // The driver's own, not a command the user typed.
+                        "reconnect" => "queued: runs once reconnected".to_owned(),
+                        what => format!("queued: runs after /{what}"),
+                    };
+                    self.note(Tone::Info, &note);
                 }
                 self.queue.push_back(line);
                 // Started at once, so that a Ctrl-C read after it cancels it.

@@ -572,6 +572,41 @@ fn the_prompt_shows_each_reconnect_and_keeps_going() {
 }
 
 #[test]
+fn a_line_typed_while_reconnecting_is_queued_and_runs_once_reconnected() {
+    let backend = serve(&[]);
+    // Two refusals first: the reconnect takes at least 0.875 s of backoff.
+    let plan = vec![
+        Handshake::Accept,
+        Handshake::Refuse(503),
+        Handshake::Refuse(503),
+        Handshake::Accept,
+    ];
+    let (url, mut events) = backend.block_on(support::spawn_going_away_server(
+        plan,
+        Duration::from_millis(300),
+    ));
+    let home = temp_home();
+    let mut pty = Pty::spawn(home.path(), &[&url, "--reconnect"], false);
+    pty.wait_connected();
+    pty.expect("reconnecting after 1001 Going away (attempt 1,");
+    pty.type_line("typed meanwhile");
+    pty.expect("queued: runs once reconnected");
+    pty.expect("reconnected in");
+    // The fourth handshake's connection (n = 3) gets the line.
+    let text = backend.block_on(support::within("the queued line", async {
+        loop {
+            match events.recv().await {
+                Some(Seen::Text { n, text }) => break (n, text),
+                Some(_) => continue,
+                None => panic!("the server stopped reporting"),
+            }
+        }
+    }));
+    assert_eq!(text, (3, "typed meanwhile".to_owned()));
+    assert_eq!(pty.quit_at_prompt(), 0);
+}
+
+#[test]
 fn each_reconnect_is_signed_anew_with_sigv4() {
     let backend = serve(&[]);
     // Held for more than a second, so the second signature has a later X-Amz-Date.
