@@ -63,7 +63,10 @@ impl ConnectCause {
             E::Dns { .. } => Self::Dns,
             E::Tls { .. } => Self::Tls,
             E::Timeout { .. } => Self::Timeout,
-            E::Proxy { .. } => Self::Proxy,
+            // Running out of descriptors or ports on the way to the proxy is ours to fix.
+            E::Proxy { reason, .. } => os_error(reason)
+                .and_then(Self::of_os_error)
+                .unwrap_or(Self::Proxy),
             E::Other { reason, .. } => os_error(reason)
                 .and_then(Self::of_os_error)
                 .unwrap_or(Self::Other),
@@ -551,6 +554,16 @@ mod tests {
         assert_eq!(cause(Errno::EMFILE), "too_many_open_files");
         assert_eq!(cause(Errno::ENFILE), "system_out_of_files");
         assert_eq!(cause(Errno::ECONNRESET), "other");
+        let to_proxy = |errno: Errno| {
+            let error = std::io::Error::from_raw_os_error(errno as i32);
+            ConnectCause::of(&ConnectError::Proxy {
+                proxy: "127.0.0.1:3128".into(),
+                reason: format!("cannot reach it (cannot bind to 192.0.2.1: {error})"),
+            })
+            .key()
+        };
+        assert_eq!(to_proxy(Errno::EADDRNOTAVAIL), "address_not_available");
+        assert_eq!(to_proxy(Errno::ECONNREFUSED), "proxy");
         assert_eq!(os_error("reset (os error 104"), None);
         assert_eq!(os_error("no number"), None);
     }

@@ -124,3 +124,60 @@ async fn a_local_address_of_the_other_family_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_proxy_the_local_address_binds_the_connection_to_the_proxy() {
+    let server = support::spawn_default_server().await;
+    let mut events = server.events();
+    let (proxy, mut requests, _proxy_task) = support::start_proxy(None).await;
+    let proxy_url = format!("http://{proxy}");
+    let (output, report) = load_report(args(&[
+        &server.ws_url(),
+        "-c",
+        "2",
+        "-n",
+        "4",
+        "--connect-rate",
+        "1000/s",
+        "--proxy",
+        &proxy_url,
+        "--local-address",
+        "127.0.0.3",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_clean(&report, 4);
+    for _ in 0..2 {
+        let request = support::within("a CONNECT", requests.recv())
+            .await
+            .expect("the proxy saw a CONNECT");
+        assert_eq!(request.peer.ip().to_string(), "127.0.0.3", "{request:?}");
+        // The proxy opened its own connection to the server, from where it chose.
+        let source = support::wait_event(&mut events, |event| match event {
+            ServeEvent::Connected { source_ip, .. } => Some(*source_ip),
+            _ => None,
+        })
+        .await;
+        assert_eq!(source.to_string(), "127.0.0.1");
+    }
+
+    // A source address that cannot be bound fails the connection to the proxy, counted
+    // by its cause, not as the proxy's failure.
+    let (output, report) = load_report(args(&[
+        &server.ws_url(),
+        "-c",
+        "1",
+        "-n",
+        "1",
+        "--proxy",
+        &proxy_url,
+        "--local-address",
+        "192.0.2.1",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    assert_eq!(
+        report["connections"]["failures"]["address_not_available"], 1,
+        "{report}"
+    );
+}
