@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -89,23 +88,25 @@ async fn echo(url: String, connections: usize, length: Duration, message: String
 }
 
 async fn idle(url: String, connections: usize, hold: Duration) {
-    // Not all at once: the listen backlog is finite.
-    let gate = Arc::new(Semaphore::new(256));
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let gate = gate.clone();
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.ok()?;
-            tokio_tungstenite::connect_async_with_config(&url, Some(client_config()), false)
-                .await
-                .ok()
-                .map(|(ws, _)| ws)
-        }));
-    }
+    // Not all at once: the listen backlog is finite. At most this many connects are under
+    // way (spawned), so the peak memory is that of the open connections, not of ten
+    // thousand connect futures waiting for their turn (scripts/bench-load.sh compares it).
+    const AT_ONCE: usize = 256;
+    let mut connecting = tokio::task::JoinSet::new();
     let mut open = Vec::with_capacity(connections);
-    for task in tasks {
-        if let Ok(Some(ws)) = task.await {
+    let mut started = 0;
+    while started < connections || !connecting.is_empty() {
+        while started < connections && connecting.len() < AT_ONCE {
+            let url = url.clone();
+            connecting.spawn(async move {
+                tokio_tungstenite::connect_async_with_config(&url, Some(client_config()), false)
+                    .await
+                    .ok()
+                    .map(|(ws, _)| ws)
+            });
+            started += 1;
+        }
+        if let Some(Ok(Some(ws))) = connecting.join_next().await {
             open.push(ws);
         }
     }

@@ -9,6 +9,7 @@
 
 mod error;
 pub mod http;
+mod local_address;
 pub mod management;
 mod proxy;
 mod stream;
@@ -29,6 +30,8 @@ use tokio_tungstenite::tungstenite::http::header::{self, HeaderMap, HeaderName, 
 use url::{Host, Url};
 
 pub use error::{ConnectError, TlsProblem};
+pub use local_address::LocalAddresses;
+use local_address::Source;
 pub use proxy::{ProxyServer, ProxySettings};
 pub use stream::Stream;
 use stream::Transport;
@@ -73,6 +76,9 @@ pub struct ClientConfig {
     /// Signs the upgrade request with AWS SigV4 (`--sigv4`, `--sigv4-query`); `None`
     /// sends it unsigned.
     pub signer: Option<crate::aws::Signer>,
+    /// Source addresses to bind the TCP connections to, in turn (`load --local-address`);
+    /// empty lets the system choose. Through a proxy, they bind the connection to the proxy.
+    pub local_addresses: LocalAddresses,
 }
 
 /// Host names resolved once and shared by every connection of a configuration, so that
@@ -176,6 +182,7 @@ impl Default for ClientConfig {
             dns_cache: None,
             proxy: None,
             signer: None,
+            local_addresses: LocalAddresses::default(),
         }
     }
 }
@@ -226,6 +233,7 @@ impl ClientConfig {
             dns_cache: None,
             proxy,
             signer,
+            local_addresses: LocalAddresses::default(),
         };
         config.handshake_headers().map_err(ConfigError)?;
         if options.tls.insecure {
@@ -631,7 +639,7 @@ pub(crate) async fn open_transport(
         None => {
             let addresses = resolve(&host, port, config.dns_cache.as_ref()).await?;
             let left = config.connect_timeout.saturating_sub(started.elapsed());
-            connect_tcp(&addresses, &host, port, left).await?
+            connect_tcp(&addresses, &host, port, left, &config.local_addresses).await?
         }
         Some(via) => {
             // The proxy resolves the server's name; we only resolve the proxy's.
@@ -649,9 +657,15 @@ pub(crate) async fn open_transport(
                 .await
                 .map_err(unreachable)?;
             let left = config.connect_timeout.saturating_sub(started.elapsed());
-            let (mut tcp, peer) = connect_tcp(&addresses, &proxy_host, via.port, left)
-                .await
-                .map_err(unreachable)?;
+            let (mut tcp, peer) = connect_tcp(
+                &addresses,
+                &proxy_host,
+                via.port,
+                left,
+                &config.local_addresses,
+            )
+            .await
+            .map_err(unreachable)?;
             let target = match &host {
                 Host::Domain(name) => (*name).to_owned(),
                 Host::Ipv4(ip) => ip.to_string(),
@@ -705,16 +719,28 @@ async fn resolve(
 /// Tries each address in turn; the first that accepts wins. When a name has several
 /// addresses, every one but the last gets only its share of `budget`, so that one
 /// unreachable address (say, IPv6 without a route) does not use up the whole timeout.
+/// With source addresses (`local`), each attempt binds to the next one of the address's
+/// family, and addresses of a family no source address has are skipped.
 async fn connect_tcp(
     addresses: &[SocketAddr],
     host: &Host<&str>,
     port: u16,
     budget: Duration,
+    local: &LocalAddresses,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let share = budget / u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
     let mut first_other_error = None;
+    let mut skipped = 0;
     for (index, &address) in addresses.iter().enumerate() {
-        let attempt = TcpStream::connect(address);
+        let source = match local.next_for(address) {
+            Source::Any => None,
+            Source::Bind(source) => Some(source),
+            Source::NoneOfFamily => {
+                skipped += 1;
+                continue;
+            }
+        };
+        let attempt = local_address::connect_from(source, address);
         let result = if index + 1 < addresses.len() {
             match tokio::time::timeout(share, attempt).await {
                 Ok(result) => result,
@@ -739,6 +765,19 @@ async fn connect_tcp(
         Host::Ipv6(ip) => format!("[{ip}]:{port}"),
         other => format!("{other}:{port}"),
     };
+    if skipped == addresses.len() {
+        let family = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
+        let theirs = addresses.first().is_some_and(SocketAddr::is_ipv4);
+        return Err(ConnectError::Other {
+            url: shown_host,
+            reason: format!(
+                "it has only {} addresses, and every local address to bind to is {} \
+                 (a socket connects only within its family)",
+                family(theirs),
+                family(!theirs)
+            ),
+        });
+    }
     Err(match first_other_error {
         // Every address refused: nothing listens there.
         None => ConnectError::Refused { addr: shown_host },
@@ -1220,17 +1259,41 @@ mod tests {
         };
         let host = Host::Domain("several.example");
         let budget = Duration::from_millis(600);
-        let (_, peer) = connect_tcp(&[hole, closed, good_addr], &host, 1, budget)
+        let any = LocalAddresses::default();
+        let (_, peer) = connect_tcp(&[hole, closed, good_addr], &host, 1, budget, &any)
             .await
             .unwrap();
         assert_eq!(peer, good_addr);
-        let refused = connect_tcp(&[closed, closed], &host, 1, budget).await;
+        let refused = connect_tcp(&[closed, closed], &host, 1, budget, &any).await;
         assert!(matches!(refused, Err(ConnectError::Refused { .. })));
-        match connect_tcp(&[hole, closed], &host, 1, budget).await {
+        match connect_tcp(&[hole, closed], &host, 1, budget, &any).await {
             Err(ConnectError::Other { reason, .. }) => {
                 assert!(reason.contains("no answer within"), "{reason}")
             }
             other => panic!("expected the black hole's timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_bind_to_a_local_address_of_the_family_they_dial() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let v4 = server.local_addr().unwrap();
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        let host = Host::Domain("both.example");
+        let budget = Duration::from_secs(5);
+        let local = LocalAddresses::new(vec!["127.0.0.2".parse().unwrap()]);
+        // The IPv6 address is skipped, not tried (nothing listens there).
+        let (tcp, peer) = connect_tcp(&[v6, v4], &host, 1, budget, &local)
+            .await
+            .unwrap();
+        assert_eq!(peer, v4);
+        assert_eq!(tcp.local_addr().unwrap().ip().to_string(), "127.0.0.2");
+        match connect_tcp(&[v6], &host, 1, budget, &local).await {
+            Err(ConnectError::Other { reason, .. }) => assert!(
+                reason.starts_with("it has only IPv6 addresses, and every local address"),
+                "{reason}"
+            ),
+            other => panic!("expected a family mismatch, got {other:?}"),
         }
     }
 

@@ -634,6 +634,20 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = values::parse_rate, hide_short_help = true)]
     pub(crate) connect_rate: f64,
 
+    /// Bind connections to this source address, repeatable (taken in turn)
+    ///
+    /// Each source address has its own range of ephemeral ports (about 28,000 connections
+    /// to one server address): e.g. 127.0.0.2 and 127.0.0.3 on loopback, or this machine's
+    /// other addresses. A connection dials only server addresses of its family. Through a
+    /// proxy, it binds the connection to the proxy.
+    #[arg(
+        long = "local-address",
+        value_name = "ADDR",
+        help_heading = "Connection",
+        hide_short_help = true
+    )]
+    pub(crate) local_addresses: Vec<std::net::IpAddr>,
+
     /// Size of each ping message in bytes (at most 16MiB)
     ///
     /// Padding is added up to it.

@@ -299,7 +299,8 @@ pub(crate) async fn run(
     };
     let plan = Plan::from_args(&args, &options)?;
     let url = client::parse_url(&args.url)?;
-    let client = client_config(&options, args.size)?;
+    let client = client_config(&options, &args)?;
+    check_local_addresses(&client, &url)?;
     let report_json = JsonOut::create(args.report_json.as_deref())?;
     let report_html = args
         .report_html
@@ -474,7 +475,7 @@ pub(crate) async fn run(
 
     let to_stdout = matches!(report_json, Some(JsonOut::Stdout));
     print_report(&report, to_stdout);
-    if let Some(hint) = too_many_files_hint(&report) {
+    for hint in resource_hints(&report, !args.local_addresses.is_empty()) {
         let _ = writeln!(std::io::stderr(), "{hint}");
     }
     if let Some(out) = report_json {
@@ -736,19 +737,53 @@ async fn monitor(
 }
 
 /// How load connects: the user's options, small tungstenite buffers (tens of thousands of
-/// connections fit), incoming messages capped near what an echo needs, and the host's name
-/// resolved once for every connection.
-fn client_config(options: &ConnectOptions, size: u64) -> Result<ClientConfig, Error> {
+/// connections fit), incoming messages capped near what an echo needs, the host's name
+/// resolved once for every connection, and the source addresses (`--local-address`).
+fn client_config(options: &ConnectOptions, args: &LoadArgs) -> Result<ClientConfig, Error> {
     let mut client = crate::cli::lower::client_config(options)?
         .cache_dns()
         .small_buffers();
-    let incoming_limit = ping::incoming_limit(size);
+    client.local_addresses = client::LocalAddresses::new(args.local_addresses.clone());
+    let incoming_limit = ping::incoming_limit(args.size);
     client.websocket = client
         .websocket
         // A server cannot make a connection hold more than an echo needs.
         .max_message_size(Some(incoming_limit))
         .max_frame_size(Some(incoming_limit));
     Ok(client)
+}
+
+/// Refuses (exit 2) `--local-address`es none of which can reach the address dialled (the
+/// server's, or the proxy's), when it is an IP address: every connection would fail. A host
+/// name may resolve to addresses of both families; its connections dial those of the
+/// source addresses' family, and fail (counted as `other`) if it has none.
+fn check_local_addresses(client: &ClientConfig, url: &url::Url) -> Result<(), Error> {
+    let local = &client.local_addresses;
+    let dialled = match client.proxy.as_ref().and_then(|proxy| proxy.for_url(url)) {
+        Some(proxy) => proxy.host.parse::<std::net::IpAddr>().ok(),
+        None => match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+            _ => None,
+        },
+    };
+    match dialled {
+        Some(target) if !local.can_reach(target) => {
+            let shown: Vec<String> = local.addresses().iter().map(ToString::to_string).collect();
+            let (theirs, ours) = if target.is_ipv4() {
+                ("IPv4", "IPv6")
+            } else {
+                ("IPv6", "IPv4")
+            };
+            Err(Error::usage(format!(
+                "--local-address {} is {ours}, and {target} is {theirs}: a connection binds \
+                 to a source address of the family it dials; give a --local-address of \
+                 {target}'s family",
+                shown.join(", ")
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The report of what ran.
@@ -925,18 +960,46 @@ pub(crate) fn print_report(report: &LoadReport, on_stderr: bool) {
     let _ = written;
 }
 
-fn too_many_files_hint(report: &LoadReport) -> Option<String> {
-    report
-        .connections
-        .failures
-        .contains_key("too_many_open_files")
-        .then(|| {
-            format!(
-                "hint: some connections failed with EMFILE (too many open files); raise the \
-                 limit with `ulimit -n {}` (and the hard limit if needed) or use fewer connections",
-                report.connections.requested + 64
-            )
-        })
+/// What to do about connections that failed for lack of descriptors or of source ports
+/// (`local_addresses`: whether `--local-address` was given), one hint per cause counted.
+fn resource_hints(report: &LoadReport, local_addresses: bool) -> Vec<String> {
+    let failures = &report.connections.failures;
+    let mut hints = Vec::new();
+    if failures.contains_key("too_many_open_files") {
+        hints.push(format!(
+            "hint: some connections failed with EMFILE (too many open files); raise the \
+             limit with `ulimit -n {}` (and the hard limit if needed), use fewer connections, \
+             or spread them over several processes or machines with --shard",
+            report.connections.requested + 64
+        ));
+    }
+    if failures.contains_key("system_out_of_files") {
+        hints.push(
+            "hint: some connections failed with ENFILE (the system's table of open files is \
+             full); raise it (sysctl fs.file-max) or spread the connections over several \
+             machines with --shard"
+                .into(),
+        );
+    }
+    let not_available = failures.contains_key("address_not_available");
+    if not_available && local_addresses {
+        hints.push(
+            "hint: some connections failed with EADDRNOTAVAIL: a --local-address that is not \
+             an address of this machine (see `ip addr`), or no source port left on it"
+                .into(),
+        );
+    }
+    if (not_available && !local_addresses) || failures.contains_key("address_in_use") {
+        hints.push(
+            "hint: some connections found no free source port (EADDRNOTAVAIL, EADDRINUSE): one \
+             source address holds about 28,000 connections to one server address; add source \
+             addresses with --local-address (e.g. 127.0.0.2 and 127.0.0.3 on loopback, or this \
+             machine's other addresses), widen the port range (sysctl \
+             net.ipv4.ip_local_port_range), or spread the connections with --shard"
+                .into(),
+        );
+    }
+    hints
 }
 
 /// Says so on stderr when opening the connections alone will take a while, since no
@@ -1048,13 +1111,41 @@ mod tests {
 
     #[test]
     fn connections_share_one_dns_lookup_and_keep_small_buffers() {
-        let client = client_config(&ConnectOptions::default(), 64).unwrap();
+        let client = client_config(&ConnectOptions::default(), &args(&[])).unwrap();
         assert!(client.dns_cache.is_some());
+        assert!(client.local_addresses.addresses().is_empty());
         assert_eq!(client.websocket.read_buffer_size, 4096);
         assert_eq!(
             client.websocket.max_message_size,
             Some(ping::incoming_limit(64))
         );
+    }
+
+    #[test]
+    fn local_addresses_of_the_other_family_than_the_server_are_usage_errors() {
+        let check = |url: &str, line: &[&str]| {
+            let client = client_config(&ConnectOptions::default(), &args(line)).unwrap();
+            check_local_addresses(&client, &url::Url::parse(url).unwrap())
+        };
+        let v4 = [
+            "--local-address",
+            "127.0.0.2",
+            "--local-address",
+            "127.0.0.3",
+        ];
+        assert!(check("ws://127.0.0.1:9/dev", &v4).is_ok());
+        // A name may have addresses of both families: checked per connection.
+        assert!(check("ws://localhost:9/dev", &v4).is_ok());
+        let Err(Error::Usage(message)) = check("ws://[::1]:9/dev", &v4) else {
+            panic!("an IPv6 server with IPv4 source addresses is a usage error");
+        };
+        assert!(
+            message.starts_with("--local-address 127.0.0.2, 127.0.0.3 is IPv4, and ::1 is IPv6"),
+            "{message}"
+        );
+        let mixed = ["--local-address", "127.0.0.2", "--local-address", "::1"];
+        assert!(check("ws://[::1]:9/dev", &mixed).is_ok());
+        assert!(check("ws://127.0.0.1:9/dev", &[]).is_ok());
     }
 
     #[test]

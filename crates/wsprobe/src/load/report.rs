@@ -89,7 +89,8 @@ pub(crate) struct ConnectionsReport {
     /// Connections that could not be opened.
     pub(crate) failed: u64,
     /// Failures by cause: an HTTP status (`"403"`), `refused`, `dns`, `tls`, `timeout`,
-    /// `proxy`, `too_many_open_files`, `other`.
+    /// `proxy`, `too_many_open_files` (EMFILE), `system_out_of_files` (ENFILE),
+    /// `address_not_available` (EADDRNOTAVAIL), `address_in_use` (EADDRINUSE), `other`.
     pub(crate) failures: BTreeMap<String, u64>,
     /// Connections the server closed (or that broke or stalled) before the run was done
     /// with them.

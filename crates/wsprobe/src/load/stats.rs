@@ -42,6 +42,13 @@ pub(crate) enum ConnectCause {
     Timeout,
     /// The process ran out of file descriptors (EMFILE).
     TooManyOpenFiles,
+    /// The system ran out of file descriptors (ENFILE).
+    SystemOutOfFiles,
+    /// No source port was free for this server, or a `--local-address` is not one of this
+    /// machine's (EADDRNOTAVAIL).
+    AddressNotAvailable,
+    /// The source ports of an address are all taken (EADDRINUSE).
+    AddressInUse,
     /// Anything else (I/O, protocol).
     Other,
 }
@@ -56,11 +63,33 @@ impl ConnectCause {
             E::Dns { .. } => Self::Dns,
             E::Tls { .. } => Self::Tls,
             E::Timeout { .. } => Self::Timeout,
-            E::Proxy { .. } => Self::Proxy,
-            // The client keeps I/O errors as text; EMFILE is errno 24 on every Unix.
-            E::Other { reason, .. } if reason.contains("(os error 24)") => Self::TooManyOpenFiles,
-            E::InvalidUrl { .. } | E::Other { .. } => Self::Other,
+            // Running out of descriptors or ports on the way to the proxy is ours to fix.
+            E::Proxy { reason, .. } => os_error(reason)
+                .and_then(Self::of_os_error)
+                .unwrap_or(Self::Proxy),
+            E::Other { reason, .. } => os_error(reason)
+                .and_then(Self::of_os_error)
+                .unwrap_or(Self::Other),
+            E::InvalidUrl { .. } => Self::Other,
         }
+    }
+
+    /// The causes told apart by their OS error: running out of descriptors or of ports.
+    #[cfg(unix)]
+    fn of_os_error(code: i32) -> Option<Self> {
+        use nix::errno::Errno;
+        match Errno::from_raw(code) {
+            Errno::EMFILE => Some(Self::TooManyOpenFiles),
+            Errno::ENFILE => Some(Self::SystemOutOfFiles),
+            Errno::EADDRNOTAVAIL => Some(Self::AddressNotAvailable),
+            Errno::EADDRINUSE => Some(Self::AddressInUse),
+            _ => None,
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of_os_error(_code: i32) -> Option<Self> {
+        None
     }
 
     /// The key in reports: the status number, or a word.
@@ -73,9 +102,20 @@ impl ConnectCause {
             Self::Timeout => "timeout".into(),
             Self::Proxy => "proxy".into(),
             Self::TooManyOpenFiles => "too_many_open_files".into(),
+            Self::SystemOutOfFiles => "system_out_of_files".into(),
+            Self::AddressNotAvailable => "address_not_available".into(),
+            Self::AddressInUse => "address_in_use".into(),
             Self::Other => "other".into(),
         }
     }
+}
+
+/// The OS error number at the end of an I/O error's text (`… (os error 99)`): the client
+/// keeps I/O errors as text.
+fn os_error(reason: &str) -> Option<i32> {
+    const MARK: &str = "(os error ";
+    let rest = &reason[reason.rfind(MARK)? + MARK.len()..];
+    rest[..rest.find(')')?].parse().ok()
 }
 
 /// Event counters of one shard, updated by the workers with relaxed atomics. Each shard
@@ -493,6 +533,39 @@ mod tests {
             Some(ConnectError::Rejected { status: 403, .. })
         ));
         assert_eq!(stats.total(|c| &c.connect_failed), 4);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn running_out_of_ports_or_descriptors_is_told_apart_by_its_os_error() {
+        use nix::errno::Errno;
+        let cause = |errno: Errno| {
+            let error = std::io::Error::from_raw_os_error(errno as i32);
+            ConnectCause::of(&ConnectError::Other {
+                url: "127.0.0.1:9".into(),
+                reason: format!(
+                    "TCP connect to 127.0.0.1:9 failed: cannot bind to 127.0.0.2: {error}"
+                ),
+            })
+            .key()
+        };
+        assert_eq!(cause(Errno::EADDRNOTAVAIL), "address_not_available");
+        assert_eq!(cause(Errno::EADDRINUSE), "address_in_use");
+        assert_eq!(cause(Errno::EMFILE), "too_many_open_files");
+        assert_eq!(cause(Errno::ENFILE), "system_out_of_files");
+        assert_eq!(cause(Errno::ECONNRESET), "other");
+        let to_proxy = |errno: Errno| {
+            let error = std::io::Error::from_raw_os_error(errno as i32);
+            ConnectCause::of(&ConnectError::Proxy {
+                proxy: "127.0.0.1:3128".into(),
+                reason: format!("cannot reach it (cannot bind to 192.0.2.1: {error})"),
+            })
+            .key()
+        };
+        assert_eq!(to_proxy(Errno::EADDRNOTAVAIL), "address_not_available");
+        assert_eq!(to_proxy(Errno::ECONNREFUSED), "proxy");
+        assert_eq!(os_error("reset (os error 104"), None);
+        assert_eq!(os_error("no number"), None);
     }
 
     #[test]

@@ -187,23 +187,27 @@ pub(crate) async fn run(
     mut stop: Stop,
     mut abort: Stop,
 ) -> WorkerEnd {
-    let ws = open(&shared, index, &mut stop).await;
-    shared.opening_done();
-    let Some(ws) = ws else {
-        return WorkerEnd::default();
-    };
     let plan = &shared.plan;
-    let timeout_us = u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX);
-    let mut worker = Worker {
-        index,
-        token: shared.first_connection.saturating_add(index as u64),
-        shared: &shared,
-        ws,
-        inflight: InFlight::new(timeout_us),
-        timeout_us,
-        buffer: BytesMut::new(),
-        end: WorkerEnd::default(),
-        owed_close: None,
+    // In a block of its own: a local moved out of keeps its place in the task's future
+    // until its scope ends, so `ws` would hold 328 bytes beside the worker it moved into.
+    let mut worker = {
+        let ws = open(&shared, index, &mut stop).await;
+        shared.opening_done();
+        let Some(ws) = ws else {
+            return WorkerEnd::default();
+        };
+        let timeout_us = u64::try_from(plan.timeout.as_micros()).unwrap_or(u64::MAX);
+        Worker {
+            index,
+            token: shared.first_connection.saturating_add(index as u64),
+            shared: &shared,
+            ws,
+            inflight: InFlight::new(timeout_us),
+            timeout_us,
+            buffer: BytesMut::new(),
+            end: WorkerEnd::default(),
+            owed_close: None,
+        }
     };
     let mut flow = match worker.wait_for_go(&mut stop).await {
         Go::Start(go_us) => match plan.mode {
@@ -248,8 +252,10 @@ async fn open(shared: &Shared, index: usize, stop: &mut Stop) -> Option<WebSocke
         _ = sleep_until(opening) => {}
         () = stop.wait() => return None,
     }
+    // Boxed: the connect's state (DNS, TLS, the handshake: ~5 KiB) lives on the heap
+    // only while it runs, instead of sizing the task of every open connection.
     let result = tokio::select! {
-        result = client::connect(&shared.url, &shared.client) => result,
+        result = Box::pin(client::connect(&shared.url, &shared.client)) => result,
         () = stop.wait() => return None,
     };
     match result {
@@ -772,5 +778,28 @@ fn close_code_of(error: &tungstenite::Error) -> u16 {
             wsprobe_core::session::NO_STATUS
         }
         _ => wsprobe_core::session::ABNORMAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the futures `make` returns (without making one).
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(Arc<Shared>, usize, Stop, Stop) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every open connection's task holds its future for the whole run, sized for the
+    /// largest state it can be in. The connect (~5 KiB) is boxed, and the WebSocket is not
+    /// kept twice (once moved into the worker): 1.3 KiB, in a debug or a release build,
+    /// against 6.4 KiB before (1.6 KiB with the connect boxed alone).
+    #[test]
+    fn a_connection_task_is_not_sized_for_its_connect() {
+        let task = future_size(run);
+        assert!(task <= 1400, "{task} bytes");
     }
 }

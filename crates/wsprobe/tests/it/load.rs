@@ -16,6 +16,8 @@ use crate::support::{self, TIMEOUT};
 
 #[path = "load_html.rs"]
 mod html;
+#[path = "load_local_address.rs"]
+mod local_address;
 #[path = "load_shard.rs"]
 mod shard;
 

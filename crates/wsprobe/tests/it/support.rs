@@ -507,6 +507,8 @@ impl Drop for ServeProcess {
 /// What the test proxy saw of one CONNECT request.
 #[derive(Debug)]
 pub struct ProxiedRequest {
+    /// The client's address, as the proxy saw it.
+    pub peer: SocketAddr,
     pub request_line: String,
     pub proxy_authorization: Option<String>,
 }
@@ -524,7 +526,7 @@ pub async fn start_proxy(
     let addr = listener.local_addr().unwrap();
     let (record, requests) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((mut client, peer)) = listener.accept().await {
             let record = record.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
@@ -544,6 +546,7 @@ pub async fn start_proxy(
                     .map(str::to_owned);
                 let target = request_line.split(' ').nth(1).unwrap().to_owned();
                 let _ = record.send(ProxiedRequest {
+                    peer,
                     request_line,
                     proxy_authorization,
                 });
