@@ -154,6 +154,18 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// A line typed without a leading `/`: a text frame sent as typed, with no `${…}`
+    /// read in it.
+    pub fn text_as_typed(text: String) -> Statement {
+        let span = Span::new(1, 1, text.chars().count());
+        Statement {
+            target: None,
+            command: Command::Text(Template::literal(text, span)),
+            keyword: span,
+            span,
+        }
+    }
+
     /// Every `${NAME}` the statement uses, in source order, with its span.
     pub fn variables(&self) -> Vec<(&str, Span)> {
         let mut templates: Vec<&Template> = Vec::new();

@@ -131,23 +131,10 @@ impl OnConnect {
     /// `/quit`, `/pretty`, `/connect`, `@name`) and empty lines are refused.
     pub fn parse(line: &str) -> Result<OnConnect, String> {
         use super::ast::ReplInput;
-        use super::template::{Template, TemplatePart};
         let statement = match super::parse_repl_line(line) {
             Err(error) => return Err(error.render_line(line, false).trim_end().to_owned()),
             Ok(ReplInput::Empty) => return Err("an --on-connect line is empty".into()),
-            Ok(ReplInput::Text(text)) => {
-                let span = Span::new(1, 1, text.chars().count());
-                Statement {
-                    target: None,
-                    command: Command::Text(Template {
-                        parts: vec![TemplatePart::Literal(text.clone())],
-                        source: text,
-                        span,
-                    }),
-                    keyword: span,
-                    span,
-                }
-            }
+            Ok(ReplInput::Text(text)) => Statement::text_as_typed(text),
             Ok(ReplInput::Command(statement)) => statement,
         };
         if statement.target.is_some() {

@@ -153,6 +153,15 @@ pub fn is_variable_name(name: &str) -> bool {
 }
 
 impl Template {
+    /// `text` as it is, written at `span`: no `${…}` is read in it.
+    pub fn literal(text: String, span: Span) -> Template {
+        Template {
+            parts: vec![TemplatePart::Literal(text.clone())],
+            source: text,
+            span,
+        }
+    }
+
     /// Parses `text`, which starts at `line`:`column` of the source.
     pub fn parse(text: &str, line: usize, column: usize) -> Result<Template, SyntaxError> {
         let mut parts = Vec::new();

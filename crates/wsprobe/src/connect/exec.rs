@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use wsprobe_core::command::engine::{Done, Failed, Fault};
 use wsprobe_core::command::{
-    Command, EchoPolicy, Payload, ReplInput, Span, Statement, Template, TemplatePart,
-    parse_repl_line,
+    Command, EchoPolicy, Payload, ReplInput, Statement, Template, parse_repl_line,
 };
 use wsprobe_core::session::Outgoing;
 
@@ -33,17 +32,7 @@ impl Driver {
             Ok(ReplInput::Text(text)) => {
                 self.note_bare_word(&text);
                 // Sent as typed: no `${…}`, and not shown again (it is on screen already).
-                let span = Span::new(1, 1, text.chars().count());
-                let statement = Statement {
-                    target: None,
-                    command: Command::Text(Template {
-                        parts: vec![TemplatePart::Literal(text.clone())],
-                        source: text,
-                        span,
-                    }),
-                    keyword: span,
-                    span,
-                };
+                let statement = Statement::text_as_typed(text);
                 self.start(statement, "send".into(), line);
                 if let Some(running) = &mut self.running {
                     running.show_sent = false;
