@@ -5,7 +5,6 @@
 //! checked", and this file enforces them.
 
 use std::collections::{HashMap, HashSet};
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use expectrl::{ControlCode, Expect as _};
 use regex::Regex;
 use wsprobe_core::command::parse_script;
 
-use crate::support::{ServeProcess, TIMEOUT};
+use crate::support::{self, ServeProcess, TIMEOUT};
 
 /// The repository's root.
 fn root() -> PathBuf {
@@ -731,16 +730,7 @@ fn start_serve(step: &Step, dir: &Path) -> Result<ExampleServer, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting {}: {e}", step.command))?;
-    let stdout = child.stdout.take().unwrap();
-    let (sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = support::line_channel(child.stdout.take().expect("piped stdout"));
     let mut server = ExampleServer {
         child,
         lines,

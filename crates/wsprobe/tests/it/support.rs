@@ -443,16 +443,7 @@ impl ServeProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("running wsprobe serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().expect("piped stdout"));
         let mut process = Self {
             child,
             ws_url: String::new(),
@@ -1527,4 +1518,21 @@ pub fn seen_so_far(events: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
         all.push(event);
     }
     all
+}
+
+/// The lines `output` prints, as they come, read on a thread of their own (so a test can
+/// wait for one with a deadline).
+pub fn line_channel(
+    output: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
