@@ -141,6 +141,18 @@ pub(crate) fn run(command: &mut assert_cmd::Command) -> Run {
 }
 
 impl Run {
+    /// Fails the test, showing both outputs, unless it exited with `code`.
+    #[track_caller]
+    pub(crate) fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
     /// Fails the test, showing stderr, unless stderr contains `needle`.
     #[track_caller]
     pub(crate) fn assert_stderr_has(&self, needle: &str) {

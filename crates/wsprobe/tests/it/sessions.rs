@@ -5,11 +5,12 @@
 //! (with its headers and time) and every text, and closes with 1001 after a moment.
 //! Timing is only checked with generous bounds; every wait has a deadline.
 
+use std::path::Path;
 use std::time::Duration;
 
 use wsprobe_serve::ServeEvent;
 
-use crate::connect::{Backend, Pty, run, temp_home, wsprobe};
+use crate::connect::{Backend, Pty, Run, run, temp_home, wsprobe};
 use crate::support::{self, Handshake, Seen};
 
 /// `serve` with these flags, on a runtime of its own.
@@ -49,6 +50,14 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, value)| value.as_str())
+}
+
+/// Writes `script` to `name` in `home` and runs it with `--url url` and `more`.
+fn run_script(home: &Path, name: &str, script: &str, url: &str, more: &[&str]) -> Run {
+    let path = home.join(name);
+    std::fs::write(&path, script).expect("writing the script");
+    let path = path.to_str().expect("a UTF-8 path");
+    run(wsprobe(home).args(["run", path, "--url", url]).args(more))
 }
 
 /// How many connections `serve` accepted, from its events so far.
@@ -152,29 +161,18 @@ fn without_a_keepalive_or_with_pings_only_the_idle_timeout_closes_the_session() 
 fn a_script_keepalive_holds_the_connection_and_expect_never_sees_its_answers() {
     let backend = serve(&["--idle-timeout", "400ms"]);
     let home = temp_home();
-    let script = home.path().join("keepalive.wsp");
-    std::fs::write(
-        &script,
+    let result = run_script(
+        home.path(),
+        "keepalive.wsp",
         "connect ${WS_URL}\n\
          keepalive 100ms {\"action\":\"keepalive\"}\n\
          expect nothing within 1200ms\n\
          send send still-here\n\
          expect echo\n",
-    )
-    .expect("writing the script");
-    let result = run(wsprobe(home.path()).args([
-        "run",
-        script.to_str().expect("a UTF-8 path"),
-        "--url",
         &backend.url(),
-    ]));
-    assert_eq!(
-        result.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        result.stdout,
-        result.stderr
+        &[],
     );
+    result.assert_code(0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -377,13 +375,7 @@ fn a_script_connection_with_reconnect_survives_the_maximum_connection_duration()
         "--on-connect",
         "/send send hello-again",
     ]));
-    assert_eq!(
-        result.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        result.stdout,
-        result.stderr
-    );
+    result.assert_code(0);
     result.assert_stderr_has("reconnecting after 1001 Going away");
     assert!(connections_opened(&mut events) >= 2);
 
@@ -406,58 +398,34 @@ fn an_expect_waiting_when_the_connection_ends_goes_on_on_the_new_connection() {
     let home = temp_home();
     // Each open sends an unrouted message: the stage answers with an error frame that
     // names the connection. The second id can only come from the reconnected connection.
-    let script = home.path().join("across.wsp");
-    std::fs::write(
-        &script,
+    let result = run_script(
+        home.path(),
+        "across.wsp",
         "connect ${WS_URL}\n\
          \x20 reconnect\n\
          capture first = json $.connectionId\n\
          expect json $.connectionId != \"${first}\" within 4s\n",
-    )
-    .expect("writing");
-    let result = run(wsprobe(home.path()).args([
-        "run",
-        script.to_str().expect("a UTF-8 path"),
-        "--url",
         &backend.url(),
-        "--on-connect",
-        r#"{"action":"nope"}"#,
-    ]));
-    assert_eq!(
-        result.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        result.stdout,
-        result.stderr
+        &["--on-connect", r#"{"action":"nope"}"#],
     );
+    result.assert_code(0);
 }
 
 #[test]
 fn expect_closed_still_sees_the_close_that_caused_the_reconnect() {
     let backend = serve(&["--max-connection-duration", "300ms"]);
     let home = temp_home();
-    let script = home.path().join("closed.wsp");
-    std::fs::write(
-        &script,
+    let result = run_script(
+        home.path(),
+        "closed.wsp",
         "connect ${WS_URL}\n  reconnect\n\
          expect closed 1001 within 3s\n\
          send send back\n\
          expect echo\n",
-    )
-    .expect("writing");
-    let result = run(wsprobe(home.path()).args([
-        "run",
-        script.to_str().expect("a UTF-8 path"),
-        "--url",
         &backend.url(),
-    ]));
-    assert_eq!(
-        result.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        result.stdout,
-        result.stderr
+        &[],
     );
+    result.assert_code(0);
     result.assert_stderr_has("reconnected in");
 }
 
@@ -466,24 +434,15 @@ fn a_sleep_reconnects_at_once_and_reruns_the_on_connect_lines() {
     let backend = serve(&["--max-connection-duration", "300ms"]);
     let mut events = backend.events();
     let home = temp_home();
-    let script = home.path().join("sleep.wsp");
     // Nothing after the sleep: only the sleep itself can have reconnected.
-    std::fs::write(&script, "connect ${WS_URL}\n  reconnect\nsleep 1500ms\n").expect("writing");
-    let result = run(wsprobe(home.path()).args([
-        "run",
-        script.to_str().expect("a UTF-8 path"),
-        "--url",
+    let result = run_script(
+        home.path(),
+        "sleep.wsp",
+        "connect ${WS_URL}\n  reconnect\nsleep 1500ms\n",
         &backend.url(),
-        "--on-connect",
-        "/send send again",
-    ]));
-    assert_eq!(
-        result.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        result.stdout,
-        result.stderr
+        &["--on-connect", "/send send again"],
     );
+    result.assert_code(0);
     let mut opened = 0;
     let mut sent = 0;
     while let Ok(event) = events.try_recv() {
@@ -510,25 +469,14 @@ fn a_script_reconnect_refused_with_403_fails_with_exit_3() {
         Duration::from_millis(100),
     ));
     let home = temp_home();
-    let script = home.path().join("refused.wsp");
-    std::fs::write(
-        &script,
+    let result = run_script(
+        home.path(),
+        "refused.wsp",
         "connect ${WS_URL}\n  reconnect\nsleep 500ms\ntext hello\n",
-    )
-    .expect("writing");
-    let result = run(wsprobe(home.path()).args([
-        "run",
-        script.to_str().expect("a UTF-8 path"),
-        "--url",
         &url,
-    ]));
-    assert_eq!(
-        result.code,
-        Some(3),
-        "stdout:\n{}\nstderr:\n{}",
-        result.stdout,
-        result.stderr
+        &[],
     );
+    result.assert_code(3);
     assert!(
         result.stdout.contains("could not reconnect"),
         "{}",
@@ -678,21 +626,14 @@ fn a_reconnect_refused_during_a_wait_ends_the_session_at_once_with_exit_3() {
 fn the_transcript_goes_on_across_a_reconnect() {
     let backend = serve(&["--max-connection-duration", "400ms"]);
     let home = temp_home();
-    let script = home.path().join("log.wsp");
-    std::fs::write(
-        &script,
-        "connect ${WS_URL}\n  reconnect max 3\nsleep 700ms\nsend send after\nexpect echo\n",
-    )
-    .expect("writing");
     let log = home.path().join("log.jsonl");
-    let result = run(wsprobe(home.path()).args([
-        "run",
-        script.to_str().expect("a UTF-8 path"),
-        "--url",
+    let result = run_script(
+        home.path(),
+        "log.wsp",
+        "connect ${WS_URL}\n  reconnect max 3\nsleep 700ms\nsend send after\nexpect echo\n",
         &backend.url(),
-        "--log",
-        log.to_str().expect("a UTF-8 path"),
-    ]));
+        &["--log", log.to_str().expect("a UTF-8 path")],
+    );
     assert_eq!(result.code, Some(0), "{}{}", result.stdout, result.stderr);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
         .expect("the transcript")
