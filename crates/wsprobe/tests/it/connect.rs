@@ -1067,7 +1067,6 @@ fn sigterm_outside_the_prompt_exits_130() {
 
 /// `kill SIGNAL` during a `-x` wait closes with 1001 and exits 130.
 fn stopped_by_a_signal_exits_130(signal: &str) {
-    use std::io::BufRead as _;
     let backend = Backend::sample();
     let mut events = backend.events();
     let home = temp_home();
@@ -1083,24 +1082,9 @@ fn stopped_by_a_signal_exits_130(signal: &str) {
     // stderr is read on a thread: its lines say when the client has seen the handshake
     // complete (the server's event comes earlier, while the client may still be reading
     // the 101 answer, and a signal then ends the attempt without a close frame).
-    let (lines, stderr_lines) = std::sync::mpsc::channel::<String>();
-    let pipe = child.stderr.take().expect("stderr is piped");
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut stderr = String::new();
+    let stderr_lines = support::line_channel(child.stderr.take().expect("stderr is piped"));
+    let mut stderr = support::read_until(&stderr_lines, "connected to");
     let deadline = Instant::now() + TIMEOUT;
-    while !stderr.contains("connected to") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match stderr_lines.recv_timeout(left) {
-            Ok(line) => stderr.push_str(&format!("{line}\n")),
-            Err(e) => panic!("no `connected to` line ({e}): {stderr}"),
-        }
-    }
     let (id, _) = backend.next_connection(&mut events);
     let status = StdCommand::new("kill")
         .args([signal, &child.id().to_string()])
@@ -1506,16 +1490,7 @@ fn wscat_wait_takes_bare_seconds_and_minus_one_stays_until_the_server_closes() {
         .spawn()
         .expect("spawning wsprobe");
     let (id, _) = backend.next_connection(&mut events);
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines() {
-            if lines_tx.send(line.unwrap_or_default()).is_err() {
-                break;
-            }
-        }
-    });
+    let lines_rx = support::line_channel(child.stdout.take().expect("piped stdout"));
     let next_line = || lines_rx.recv_timeout(TIMEOUT).expect("a line on stdout");
     assert_eq!(next_line(), "\"first\"");
     backend.push(&id, "later");

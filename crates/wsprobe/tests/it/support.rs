@@ -1536,3 +1536,18 @@ pub fn line_channel(
     });
     lines
 }
+
+/// Reads `lines` until one contains `needle`, within [`TIMEOUT`]; everything read so far.
+#[track_caller]
+pub fn read_until(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push_str(&format!("{line}\n")),
+            Err(e) => panic!("no {needle:?} ({e}) in:\n{seen}"),
+        }
+    }
+    seen
+}

@@ -357,7 +357,6 @@ fn a_server_that_dies_mid_session_leaves_a_complete_transcript() {
 
 #[test]
 fn sigterm_leaves_a_complete_transcript_ending_with_our_close() {
-    use std::io::BufRead as _;
     let backend = guarded_backend();
     let dir = temp_home();
     let log = dir.path().join("term.jsonl");
@@ -386,24 +385,9 @@ fn sigterm_leaves_a_complete_transcript_ending_with_our_close() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("running wsprobe");
-    let (lines, stderr_lines) = std::sync::mpsc::channel::<String>();
-    let pipe = child.stderr.take().expect("stderr is piped");
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let stderr_lines = support::line_channel(child.stderr.take().expect("stderr is piped"));
+    let stderr = support::read_until(&stderr_lines, "connected to");
     let deadline = Instant::now() + TIMEOUT;
-    let mut stderr = String::new();
-    while !stderr.contains("connected to") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match stderr_lines.recv_timeout(left) {
-            Ok(line) => stderr.push_str(&format!("{line}\n")),
-            Err(e) => panic!("no `connected to` line ({e}): {stderr}"),
-        }
-    }
     // The text frame has been sent once the transcript says so.
     while !std::fs::read_to_string(&log).is_ok_and(|raw| raw.contains("\"data\":\"hello\"")) {
         assert!(Instant::now() < deadline, "the send was not logged");
@@ -445,6 +429,31 @@ fn replay(dir: &Path, script: &str) -> Output {
     )
 }
 
+/// `wsprobe connect --record NAME` at a pseudo-terminal, with a token and an API key,
+/// against a fresh guarded backend; the recording's path.
+fn recording_at_the_prompt(
+    home: &std::path::Path,
+    name: &str,
+) -> (Backend, std::path::PathBuf, crate::connect::Pty) {
+    let record = home.join(name);
+    let backend = guarded_backend();
+    let auth = format!("Bearer {TOKEN}");
+    let pty = crate::connect::Pty::spawn(
+        home,
+        &[
+            &backend.url(),
+            "--auth",
+            &auth,
+            "--api-key",
+            API_KEY,
+            "--record",
+            &record.to_string_lossy(),
+        ],
+        false,
+    );
+    (backend, record, pty)
+}
+
 #[track_caller]
 fn assert_has(haystack: &str, needle: &str) {
     assert!(haystack.contains(needle), "no {needle:?} in:\n{haystack}");
@@ -452,26 +461,9 @@ fn assert_has(haystack: &str, needle: &str) {
 
 #[test]
 fn a_session_recorded_at_the_prompt_replays_green_against_a_fresh_server() {
-    use crate::connect::Pty;
     let home = temp_home();
-    let record = home.path().join("session.wsp");
-    let record_arg = record.to_string_lossy().into_owned();
-    let backend = guarded_backend();
+    let (backend, record, mut pty) = recording_at_the_prompt(home.path(), "session.wsp");
     let url = backend.url();
-    let auth = format!("Bearer {TOKEN}");
-    let mut pty = Pty::spawn(
-        home.path(),
-        &[
-            &url,
-            "--auth",
-            &auth,
-            "--api-key",
-            API_KEY,
-            "--record",
-            &record_arg,
-        ],
-        false,
-    );
     pty.wait_connected();
     pty.type_line(r#"/send send "Hello World!""#);
     pty.expect("✓ echo");
@@ -536,27 +528,9 @@ fn a_session_recorded_at_the_prompt_replays_green_against_a_fresh_server() {
 
 #[test]
 fn ctrl_c_twice_at_the_prompt_writes_the_recording() {
-    use crate::connect::Pty;
     use expectrl::ControlCode;
     let home = temp_home();
-    let record = home.path().join("ctrl-c.wsp");
-    let record_arg = record.to_string_lossy().into_owned();
-    let backend = guarded_backend();
-    let url = backend.url();
-    let auth = format!("Bearer {TOKEN}");
-    let mut pty = Pty::spawn(
-        home.path(),
-        &[
-            &url,
-            "--auth",
-            &auth,
-            "--api-key",
-            API_KEY,
-            "--record",
-            &record_arg,
-        ],
-        false,
-    );
+    let (_backend, record, mut pty) = recording_at_the_prompt(home.path(), "ctrl-c.wsp");
     pty.wait_connected();
     pty.type_line(r#"/send send "bye""#);
     pty.expect("✓ echo");
@@ -612,7 +586,6 @@ fn a_recording_ends_with_the_servers_close_and_replays() {
 
 #[test]
 fn sigterm_writes_the_recording_with_the_unfinished_line_as_a_comment() {
-    use std::io::BufRead as _;
     let backend = guarded_backend();
     let dir = temp_home();
     let record = dir.path().join("term.wsp");
@@ -641,27 +614,9 @@ fn sigterm_writes_the_recording_with_the_unfinished_line_as_a_comment() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("running wsprobe");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (lines, stderr_lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let stderr_lines = support::line_channel(child.stderr.take().expect("stderr is piped"));
+    let seen = support::read_until(&stderr_lines, "✓ echo");
     let deadline = Instant::now() + TIMEOUT;
-    let mut seen = String::new();
-    while !seen.contains("✓ echo") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match stderr_lines.recv_timeout(left) {
-            Ok(line) => seen.push_str(&format!("{line}\n")),
-            Err(e) => panic!("no echo ({e}): {seen}"),
-        }
-    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
