@@ -454,11 +454,18 @@ impl Worker<'_> {
                 )
             }
         };
+        // A soak (`--reconnect` or `--keepalive` with `-d`) holds each connection open,
+        // reading, keeping alive and reconnecting, from its last slot to the end of `-d`:
+        // at a low rate a connection's last ping may come long before the end.
+        let hold = matches!(limit, Limit::Duration(_))
+            && (self.shared.reconnect.is_some() || self.shared.keepalive.is_some());
         let mut lag = Lag::default();
         let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
-        let sleep = sleep_until(wake_at(
-            go_us.saturating_add(timetable.due_us(self.index, slot)),
-        ));
+        let sleep = sleep_until(wake_at(if quota == 0 && hold {
+            end_us
+        } else {
+            go_us.saturating_add(timetable.due_us(self.index, slot))
+        }));
         tokio::pin!(sleep);
         // When this connection was last free to send: the go, then the end of each send.
         let mut free_since_us = go_us;
@@ -474,10 +481,15 @@ impl Worker<'_> {
         // Boxed: only with `--keepalive` does a connection's task hold its timer.
         let mut keepalive = self.keepalive_at().map(|at| Box::pin(sleep_until(at)));
         let flow = loop {
-            if slot >= quota {
+            let holding = slot >= quota;
+            if holding && !hold {
                 break Flow::Continue;
             }
-            let due_us = go_us.saturating_add(timetable.due_us(self.index, slot));
+            let due_us = if holding {
+                end_us
+            } else {
+                go_us.saturating_add(timetable.due_us(self.index, slot))
+            };
             // Incoming first: echoes are bounded by the sends, so reading cannot starve
             // sending, while a connection behind its timetable (its slot always due)
             // would otherwise never read and inflate every latency it measures.
@@ -520,6 +532,12 @@ impl Worker<'_> {
             if slot_due {
                 streak = 0;
                 let now_us = self.shared.stats.now_us();
+                if holding {
+                    if now_us.saturating_add(TIMER_LEAD_US) >= end_us {
+                        break Flow::Continue;
+                    }
+                    continue;
+                }
                 if now_us >= end_us {
                     // Behind the timetable at the end of -d: what is left is not sent.
                     self.shared
@@ -550,9 +568,12 @@ impl Worker<'_> {
                 free_since_us = self.shared.stats.now_us();
                 self.inflight.expire(free_since_us);
                 slot += 1;
-                sleep.as_mut().reset(wake_at(
-                    go_us.saturating_add(timetable.due_us(self.index, slot)),
-                ));
+                let next_us = if slot >= quota && hold {
+                    end_us
+                } else {
+                    go_us.saturating_add(timetable.due_us(self.index, slot))
+                };
+                sleep.as_mut().reset(wake_at(next_us));
             }
         };
         self.shared

@@ -122,7 +122,7 @@ async fn without_reconnect_the_connections_are_dropped() {
 }
 
 /// `--keepalive-message` keeps connections past an idle timeout that pings this rare
-/// would not beat; without it they are dropped.
+/// would not beat, to the end of `-d`; without it they are dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_messages_keep_connections_past_the_idle_timeout() {
     let server = limited_server(Duration::from_secs(60), Duration::from_millis(600)).await;
@@ -137,6 +137,8 @@ async fn keepalive_messages_keep_connections_past_the_idle_timeout() {
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(count(&report, "connections", "dropped"), 0, "{report}");
     assert!(count(&report, "messages", "keepalives") >= 4, "{report}");
+    // Held open to the end of -d after their last ping, as a soak's connections are.
+    assert!(number(&report, &["elapsed_s"]) >= 3.0, "{report}");
     assert_eq!(count(&report, "messages", "errors"), 0, "{report}");
     assert_eq!(count(&report, "messages", "corrupted"), 0, "{report}");
 
