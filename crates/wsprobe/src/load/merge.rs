@@ -106,6 +106,8 @@ pub(crate) fn run(args: MergeArgs, context: Context) -> Result<Outcome, Error> {
         connect_errors: report.connections.failed,
         connect_attempts: report.connections.opened + report.connections.failed,
         rate: report.achieved_rate,
+        reconnects: report.connections.reconnects,
+        lost_to_reconnect: report.messages.lost_to_reconnect,
     };
     report.thresholds = thresholds.iter().map(|t| t.evaluate(&observed)).collect();
     super::print_report(report, matches!(report_json, Some(JsonOut::Stdout)));

@@ -484,6 +484,8 @@ pub(crate) async fn run(
             connect_errors: report.connections.failed,
             connect_attempts: report.connections.opened + report.connections.failed,
             rate: report.achieved_rate,
+            reconnects: report.connections.reconnects,
+            lost_to_reconnect: report.messages.lost_to_reconnect,
         };
         report.thresholds = thresholds.iter().map(|t| t.evaluate(&observed)).collect();
     }
