@@ -389,14 +389,14 @@ impl Worker<'_> {
                 }
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming)
-                        && !self.resume(stop).await
+                        && !self.resume(stop, u64::MAX).await
                     {
                         return Go::Ended;
                     }
                 }
                 () = sleep_until(keepalive.unwrap_or_else(far_future)), if keepalive.is_some() => {
                     if let Flow::Ended = self.keep_alive().await
-                        && !self.resume(stop).await
+                        && !self.resume(stop, u64::MAX).await
                     {
                         return Go::Ended;
                     }
@@ -417,14 +417,14 @@ impl Worker<'_> {
                 () = stop.wait() => return Go::Stop,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming)
-                        && !self.resume(stop).await
+                        && !self.resume(stop, u64::MAX).await
                     {
                         return Go::Ended;
                     }
                 }
                 () = sleep_until(keepalive.unwrap_or_else(far_future)), if keepalive.is_some() => {
                     if let Flow::Ended = self.keep_alive().await
-                        && !self.resume(stop).await
+                        && !self.resume(stop, u64::MAX).await
                     {
                         return Go::Ended;
                     }
@@ -498,7 +498,7 @@ impl Worker<'_> {
                 () = stop.wait() => break Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
-                        if !self.resume(stop).await {
+                        if !self.resume(stop, end_us).await {
                             break Flow::Ended;
                         }
                         reopened_us = self.shared.stats.now_us();
@@ -517,7 +517,7 @@ impl Worker<'_> {
                     }
                 }, if keepalive.is_some() => {
                     if let Flow::Ended = self.keep_alive().await {
-                        if !self.resume(stop).await {
+                        if !self.resume(stop, end_us).await {
                             break Flow::Ended;
                         }
                         reopened_us = self.shared.stats.now_us();
@@ -556,7 +556,7 @@ impl Worker<'_> {
                     Sent::Done => {}
                     Sent::Stopped => break Flow::Continue,
                     Sent::Ended => {
-                        if !self.resume(stop).await {
+                        if !self.resume(stop, end_us).await {
                             break Flow::Ended;
                         }
                         // The slot was not sent: it goes on the new connection.
@@ -586,6 +586,13 @@ impl Worker<'_> {
     /// ping timed out).
     async fn closed_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
         let limit = self.shared.plan.limit;
+        // A reconnect does not go on past the end of `-d`.
+        let end_us = match limit {
+            Limit::Duration(duration) => {
+                go_us.saturating_add(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX))
+            }
+            Limit::Count(_) => u64::MAX,
+        };
         // One timer for the whole loop, armed for the expiry of the ping waiting when it
         // is armed. It may then fire for a ping already echoed (its expiry is earlier
         // than the current one's), which costs one spurious wake-up per timeout period
@@ -595,6 +602,9 @@ impl Worker<'_> {
         let mut armed = false;
         // Messages read in a row since the timer was last looked at.
         let mut streak = 0;
+        // `--keepalive`, as in the open model (here a connection is silent only while an
+        // echo is awaited, up to `--timeout`).
+        let mut keepalive = self.keepalive_at().map(|at| Box::pin(sleep_until(at)));
         loop {
             if self.inflight.waiting() == 0 {
                 if stop.requested() {
@@ -614,7 +624,7 @@ impl Worker<'_> {
                     Sent::Done => continue,
                     Sent::Stopped => return Flow::Continue,
                     Sent::Ended => {
-                        if !self.resume(stop).await {
+                        if !self.resume(stop, end_us).await {
                             return Flow::Ended;
                         }
                         armed = false;
@@ -634,7 +644,7 @@ impl Worker<'_> {
                 () = stop.wait() => return Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
-                        if !self.resume(stop).await {
+                        if !self.resume(stop, end_us).await {
                             return Flow::Ended;
                         }
                         armed = false;
@@ -649,6 +659,22 @@ impl Worker<'_> {
                     armed = false;
                     streak = 0;
                     self.inflight.expire(self.shared.stats.now_us());
+                }
+                () = async {
+                    match keepalive.as_mut() {
+                        Some(due) => due.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if keepalive.is_some() => {
+                    if let Flow::Ended = self.keep_alive().await {
+                        if !self.resume(stop, end_us).await {
+                            return Flow::Ended;
+                        }
+                        armed = false;
+                    }
+                    if let (Some(due), Some(at)) = (keepalive.as_mut(), self.keepalive_at()) {
+                        due.as_mut().reset(at);
+                    }
                 }
             }
         }
@@ -790,18 +816,26 @@ impl Worker<'_> {
     /// close, and says whether it did. The pings in flight are lost to the reconnect
     /// (those already overdue, to the server). A stop ends the reconnecting at once (not a
     /// drop); a refusal (401, 403) or giving up leaves the close to be counted as dropped,
-    /// and the reconnect failure by cause.
-    async fn resume(&mut self, stop: &mut Stop) -> bool {
+    /// and the reconnect failure by cause. Reconnecting stops at `until_us` (the end of
+    /// `-d`; µs since the start) as at a stop: a server that stays down cannot hold the
+    /// run past its end with the backoff.
+    async fn resume(&mut self, stop: &mut Stop, until_us: u64) -> bool {
         let Some((code, policy)) = self.reconnectable(stop) else {
             return false;
         };
         // Boxed: the reconnect's state (the backoff's generator, the handshake) lives on
         // the heap while it runs, not in every connection's task.
-        Box::pin(self.reopen(code, policy, stop)).await
+        Box::pin(self.reopen(code, policy, stop, until_us)).await
     }
 
     /// [`resume`](Self::resume), once the close is known to be reconnected.
-    async fn reopen(&mut self, code: u16, policy: ReconnectPolicy, stop: &mut Stop) -> bool {
+    async fn reopen(
+        &mut self,
+        code: u16,
+        policy: ReconnectPolicy,
+        stop: &mut Stop,
+        until_us: u64,
+    ) -> bool {
         self.ended = None;
         if let Some(owed) = self.owed_close.take() {
             self.close(owed, stop).await;
@@ -829,6 +863,7 @@ impl Worker<'_> {
                 &mut report,
             ) => Some(result),
             () = stop.wait() => None,
+            () = sleep_until(self.shared.at(until_us)) => None,
         };
         stats.uncount(self.index, |c| &c.reconnecting);
         let now_us = stats.now_us();

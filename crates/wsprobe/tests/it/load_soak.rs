@@ -185,6 +185,59 @@ async fn a_refused_reconnect_stops_the_connection() {
     );
 }
 
+/// A server that stays down cannot hold the run past `-d` with the backoff: reconnecting
+/// stops at the end of the run, and the connection is not counted as dropped (its time
+/// disconnected is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_stops_at_the_end_of_the_run() {
+    let (url, _seen) =
+        support::spawn_going_away_server(vec![Handshake::Accept], Duration::from_millis(300)).await;
+    let (output, report) = load_report(args(&[
+        &url,
+        "-c",
+        "1",
+        "--rate",
+        "10/s",
+        "-d",
+        "2s",
+        "--timeout",
+        "200ms",
+        "--reconnect",
+    ]))
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(number(&report, &["elapsed_s"]) < 5.0, "{report}");
+    assert!(
+        number(&report, &["connections", "disconnected_s"]) >= 1.0,
+        "{report}"
+    );
+    assert_eq!(count(&report, "connections", "reconnects"), 0);
+    assert_eq!(count(&report, "connections", "dropped"), 0, "{report}");
+}
+
+/// The closed model keeps alive too: an echo that never comes leaves the connection
+/// silent for `--timeout`, longer than the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closed_model_keeps_alive_while_an_echo_is_awaited() {
+    let (url, _seen) =
+        support::spawn_going_away_server(vec![Handshake::Accept], Duration::from_secs(30)).await;
+    let (output, report) = load_report(args(&[
+        &url,
+        "-c",
+        "1",
+        "-d",
+        "1s",
+        "--timeout",
+        "1s",
+        "--keepalive",
+        "100ms",
+    ]))
+    .await;
+    assert!(output.status.success(), "{}", describe(&output));
+    // The going-away server never echoes: one ping, lost; keepalive pings meanwhile.
+    assert!(count(&report, "messages", "keepalives") >= 5, "{report}");
+}
+
 /// `load` refuses `--on-connect` (a usage error naming the line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_connect_is_refused() {
