@@ -240,10 +240,11 @@ fn settings(args: &LoadArgs, options: &ConnectOptions) -> Settings {
             .start_at
             .map(|at| humantime::format_rfc3339_nanos(at).to_string()),
         thresholds: args.thresholds.clone(),
+        // The message's text is left out: it may carry a token, and the report is shared.
         keepalive: options.session.keepalive.as_ref().map(|keepalive| {
             let every = humantime::format_duration(keepalive.every);
             match &keepalive.message {
-                Some(text) => format!("{every} message {text}"),
+                Some(_) => format!("{every} message"),
                 None => format!("{every} ping"),
             }
         }),

@@ -300,7 +300,8 @@ pub(crate) struct Settings {
     pub(crate) start_at: Option<String>,
     /// The `--threshold`s as typed (a shard leaves them to the merge).
     pub(crate) thresholds: Vec<String>,
-    /// `--keepalive` (`5m ping`, `30s message TEXT`); absent without it.
+    /// `--keepalive` (`5m ping`, `30s message`: the text is left out, it may carry a
+    /// token); absent without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) keepalive: Option<String>,
     /// `--reconnect` (`going-away, at most 10 attempts`); absent without it.
