@@ -441,7 +441,7 @@ impl Shared {
 
 /// Whether `text` answers the keepalive text `sent`: the same text, a top-level value of
 /// `sent` as JSON (an echo of its body), or an API Gateway error frame.
-fn answers_keepalive(sent: &str, text: &str) -> bool {
+pub fn answers_keepalive(sent: &str, text: &str) -> bool {
     if text == sent {
         return true;
     }

@@ -71,7 +71,8 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
                      --stage NAME …` with the URL from wsprobe.toml",
                 ));
             }
-            let lowered = lower::connection(&args.connection, url)?;
+            let mut lowered = lower::connection(&args.connection, url)?;
+            lowered.options.session = lower::load_session(&args.session)?;
             args.url = lowered.url.unwrap_or_default();
             let given = Credentials::of(&lowered.options);
             load::run(*args, lowered.options, context)

@@ -708,6 +708,12 @@ pub struct LoadArgs {
     /// The run id the shards' reports share [default: a digest of the settings]
     #[arg(long, value_name = "ID", hide_short_help = true)]
     pub(crate) run_id: Option<String>,
+
+    // `--keepalive`, `--reconnect` and the rest, as `connect` has them (`--help` only): a
+    // soak run keeps its connections through the server's idle and maximum-duration
+    // closes. `load` refuses `--on-connect` (see `lower::load_session`).
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// The subcommands of `wsprobe load`.

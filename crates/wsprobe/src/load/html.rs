@@ -273,6 +273,9 @@ fn header(out: &mut String, report: &LoadReport, timeline: &Timeline, command: &
     for (name, value) in rows {
         let _ = writeln!(out, "<dt>{name}</dt><dd>{value}</dd>");
     }
+    if let Some(value) = reconnects_line(report) {
+        let _ = writeln!(out, "<dt>Reconnects</dt><dd>{value}</dd>");
+    }
     out.push_str("</dl>\n");
     if !report.thresholds.is_empty() {
         out.push_str("<table id=\"thresholds\"><tr><th>Threshold</th><th>Result</th><th>Measured</th></tr>\n");
@@ -292,6 +295,35 @@ fn header(out: &mut String, report: &LoadReport, timeline: &Timeline, command: &
         out.push_str("</table>\n");
     }
     out.push_str("</header>\n");
+}
+
+/// `--reconnect`: how many reconnects, after which closes, how long they took, the time
+/// spent disconnected and the pings lost to them; `None` when there were none.
+fn reconnects_line(report: &LoadReport) -> Option<String> {
+    let c = &report.connections;
+    if c.reconnects == 0 && c.reconnect_failures.is_empty() {
+        return None;
+    }
+    let ms = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
+    let mut line = format!(
+        "{} (after close codes {}), p50 {}, p99 {}, max {} from the close to the new \
+         connection open; {:.2} s disconnected in all; {} pings lost to reconnects",
+        c.reconnects,
+        escape(&counts(&c.reconnects_by_code)),
+        ms(report.reconnect_ms.p50),
+        ms(report.reconnect_ms.p99),
+        ms(report.reconnect_ms.max),
+        c.disconnected_s,
+        report.messages.lost_to_reconnect
+    );
+    if !c.reconnect_failures.is_empty() {
+        let _ = write!(
+            line,
+            "; not reopened: {}",
+            escape(&counts(&c.reconnect_failures))
+        );
+    }
+    Some(line)
 }
 
 fn shard_table(shards: &[Shard]) -> String {
@@ -1148,6 +1180,8 @@ mod tests {
                 opened: 10,
                 dropped: 1,
                 close_codes: [("1006".to_owned(), 1)].into(),
+                reconnects: 3,
+                reconnects_by_code: [("1001".to_owned(), 3)].into(),
                 ..ConnectionsReport::default()
             },
             messages: MessagesReport {
@@ -1158,6 +1192,7 @@ mod tests {
             },
             round_trip_ms: LatencySummary::default(),
             connect_ms: LatencySummary::default(),
+            reconnect_ms: LatencySummary::default(),
             thresholds: vec![Verdict {
                 threshold: "p99<50ms".into(),
                 passed: true,

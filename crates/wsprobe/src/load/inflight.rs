@@ -186,6 +186,19 @@ impl InFlight {
         (self.overdue.len() + self.waiting) as u64
     }
 
+    /// The connection closed and is being reopened: forgets every ping, and returns
+    /// `(overdue, waiting)`: those that had already timed out (lost to the server) and
+    /// those still within the timeout (lost to the reconnect). Sequences go on from where
+    /// they were, so an echo can never be matched with a ping of the old connection.
+    pub(crate) fn abandon(&mut self) -> (u64, u64) {
+        let counts = (self.overdue.len() as u64, self.waiting as u64);
+        self.base = self.next_sequence();
+        self.window.clear();
+        self.overdue.clear();
+        self.waiting = 0;
+        counts
+    }
+
     fn retire_answered(&mut self) {
         while self.window.front().is_some_and(|slot| slot.answered) {
             self.window.pop_front();
@@ -197,6 +210,21 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn abandoning_splits_overdue_from_waiting_and_keeps_sequences_going() {
+        let mut inflight = InFlight::new(100);
+        for since in [0, 10, 500] {
+            inflight.sent(since);
+        }
+        inflight.expire(300);
+        assert_eq!(inflight.abandon(), (2, 1));
+        assert_eq!((inflight.waiting(), inflight.lost()), (0, 0));
+        assert_eq!(inflight.next_sequence(), 3);
+        assert_eq!(inflight.echo(1, 600), EchoVerdict::Duplicate);
+        inflight.sent(700);
+        assert!(matches!(inflight.echo(3, 710), EchoVerdict::OnTime(10)));
+    }
 
     #[test]
     fn in_order_echoes_are_on_time() {

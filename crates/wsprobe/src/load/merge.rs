@@ -37,6 +37,8 @@ pub(crate) struct Input {
     pub(crate) round_trip: Histogram<u64>,
     /// Its connect times (µs).
     pub(crate) connect: Histogram<u64>,
+    /// Its reconnect times (µs); empty for a report from before `--reconnect`.
+    pub(crate) reconnect: Histogram<u64>,
 }
 
 /// A merged run: the report (its `histograms` hold both merged histograms, serialised),
@@ -104,6 +106,8 @@ pub(crate) fn run(args: MergeArgs, context: Context) -> Result<Outcome, Error> {
         connect_errors: report.connections.failed,
         connect_attempts: report.connections.opened + report.connections.failed,
         rate: report.achieved_rate,
+        reconnects: report.connections.reconnects,
+        lost_to_reconnect: report.messages.lost_to_reconnect,
     };
     report.thresholds = thresholds.iter().map(|t| t.evaluate(&observed)).collect();
     super::print_report(report, matches!(report_json, Some(JsonOut::Stdout)));
@@ -230,10 +234,20 @@ fn parse(source: &str, bytes: &[u8]) -> Result<Input, String> {
             "{source}: the report carries no settings (written by an older wsprobe)"
         ));
     }
-    let (round_trip, connect) = histograms
+    let report::Decoded {
+        round_trip,
+        connect,
+        reconnect,
+    } = histograms
         .decode()
         .map_err(|e| format!("{source}: a damaged histogram: {e}"))?;
-    if round_trip.len() != report.round_trip_ms.count || connect.len() != report.connect_ms.count {
+    // A report without the reconnect fields (from before `--reconnect`) reads as one with
+    // none: its counts are zero, and so is its (missing) histogram.
+    if round_trip.len() != report.round_trip_ms.count
+        || connect.len() != report.connect_ms.count
+        || reconnect.len() != report.reconnect_ms.count
+        || reconnect.len() != report.connections.reconnects
+    {
         return Err(format!(
             "{source}: the histograms do not match the counts of the report (edited?)"
         ));
@@ -243,6 +257,7 @@ fn parse(source: &str, bytes: &[u8]) -> Result<Input, String> {
         report,
         round_trip,
         connect,
+        reconnect,
     })
 }
 
@@ -355,10 +370,12 @@ fn shown_run(run_id: &str) -> String {
 fn add_up(inputs: &[Input], run_id: String) -> Result<MergedRun, String> {
     let mut round_trip = stats::new_histogram();
     let mut connect = stats::new_histogram();
+    let mut reconnect = stats::new_histogram();
     for input in inputs {
         round_trip
             .add(&input.round_trip)
             .and_then(|()| connect.add(&input.connect))
+            .and_then(|()| reconnect.add(&input.reconnect))
             .map_err(|e| format!("{}: a histogram out of range: {e:?}", input.source))?;
     }
     let reports: Vec<&LoadReport> = inputs.iter().map(|input| &input.report).collect();
@@ -396,6 +413,10 @@ fn add_up(inputs: &[Input], run_id: String) -> Result<MergedRun, String> {
     c.dropped = sum(|r| r.connections.dropped);
     c.stalled = sum(|r| r.connections.stalled);
     c.close_codes = sum_maps(|r| &r.connections.close_codes);
+    c.reconnects = sum(|r| r.connections.reconnects);
+    c.reconnects_by_code = sum_maps(|r| &r.connections.reconnects_by_code);
+    c.reconnect_failures = sum_maps(|r| &r.connections.reconnect_failures);
+    c.disconnected_s = reports.iter().map(|r| r.connections.disconnected_s).sum();
     let m = &mut report.messages;
     m.sent = sum(|r| r.messages.sent);
     m.echoed = sum(|r| r.messages.echoed);
@@ -408,6 +429,9 @@ fn add_up(inputs: &[Input], run_id: String) -> Result<MergedRun, String> {
     m.error_frames = sum(|r| r.messages.error_frames);
     m.error_kinds = sum_maps(|r| &r.messages.error_kinds);
     m.errors = sum(|r| r.messages.errors);
+    m.lost_to_reconnect = sum(|r| r.messages.lost_to_reconnect);
+    m.keepalives = sum(|r| r.messages.keepalives);
+    m.keepalive_answers = sum(|r| r.messages.keepalive_answers);
     let lags: Vec<&ClientLag> = reports
         .iter()
         .filter_map(|r| r.client_lag.as_ref())
@@ -423,13 +447,14 @@ fn add_up(inputs: &[Input], run_id: String) -> Result<MergedRun, String> {
     });
     report.round_trip_ms = LatencySummary::of(&round_trip);
     report.connect_ms = LatencySummary::of(&connect);
+    report.reconnect_ms = LatencySummary::of(&reconnect);
     report.thresholds = Vec::new();
     report.shard = None;
     report.merged = Some(Merged {
         run_id,
         shards: inputs.len() as u64,
     });
-    report.histograms = Some(Histograms::encode(&round_trip, &connect));
+    report.histograms = Some(Histograms::encode(&round_trip, &connect, &reconnect));
     report.intervals = merge_intervals(inputs)?;
     Ok(MergedRun { report, round_trip })
 }

@@ -240,6 +240,21 @@ fn settings(args: &LoadArgs, options: &ConnectOptions) -> Settings {
             .start_at
             .map(|at| humantime::format_rfc3339_nanos(at).to_string()),
         thresholds: args.thresholds.clone(),
+        // The message's text is left out: it may carry a token, and the report is shared.
+        keepalive: options.session.keepalive.as_ref().map(|keepalive| {
+            let every = humantime::format_duration(keepalive.every);
+            match &keepalive.message {
+                Some(_) => format!("{every} message"),
+                None => format!("{every} ping"),
+            }
+        }),
+        reconnect: options.session.reconnect.map(|policy| {
+            let when = match policy.when {
+                wsprobe_core::reconnect::ReconnectWhen::GoingAway => "going-away",
+                wsprobe_core::reconnect::ReconnectWhen::Always => "always",
+            };
+            format!("{when}, at most {} attempts", policy.max_attempts)
+        }),
     }
 }
 
@@ -378,6 +393,8 @@ pub(crate) async fn run(
         start_at_us,
         opened_us: AtomicU64::new(0),
         first_connection: shard_identity.as_ref().map_or(0, |s| s.first_connection),
+        keepalive: options.session.keepalive.clone(),
+        reconnect: options.session.reconnect,
     });
 
     let (stop_monitor, monitor_stopped) = oneshot::channel();
@@ -468,6 +485,8 @@ pub(crate) async fn run(
             connect_errors: report.connections.failed,
             connect_attempts: report.connections.opened + report.connections.failed,
             rate: report.achieved_rate,
+            reconnects: report.connections.reconnects,
+            lost_to_reconnect: report.messages.lost_to_reconnect,
         };
         report.thresholds = thresholds.iter().map(|t| t.evaluate(&observed)).collect();
     }
@@ -865,6 +884,14 @@ fn build_report(
                 .into_iter()
                 .map(|(code, count)| (code.to_string(), count))
                 .collect(),
+            reconnects: stats.total(|c| &c.reconnects),
+            reconnects_by_code: rare
+                .reconnects_by_code
+                .into_iter()
+                .map(|(code, count)| (code.to_string(), count))
+                .collect(),
+            reconnect_failures: rare.reconnect_failures,
+            disconnected_s: stats.total(|c| &c.disconnected_us) as f64 / 1e6,
         },
         messages: MessagesReport {
             sent,
@@ -878,9 +905,13 @@ fn build_report(
             error_frames: stats.total(|c| &c.error_frames),
             error_kinds: rare.error_kinds,
             errors: stats.errors(),
+            lost_to_reconnect: stats.total(|c| &c.lost_to_reconnect),
+            keepalives: stats.total(|c| &c.keepalives),
+            keepalive_answers: stats.total(|c| &c.keepalive_answers),
         },
         round_trip_ms: LatencySummary::of(&collector.round_trip),
         connect_ms: LatencySummary::of(&collector.connect),
+        reconnect_ms: LatencySummary::of(&collector.reconnect),
         thresholds: Vec::new(),
         started_at: String::new(),
         settings: None,
@@ -889,6 +920,7 @@ fn build_report(
         histograms: Some(Histograms::encode(
             &collector.round_trip,
             &collector.connect,
+            &collector.reconnect,
         )),
         intervals: Vec::new(),
     }

@@ -100,6 +100,21 @@ pub(crate) struct ConnectionsReport {
     pub(crate) stalled: u64,
     /// Close codes of those connections (`1006`: ended without a close frame).
     pub(crate) close_codes: BTreeMap<String, u64>,
+    /// `--reconnect`: connections reopened after a close the policy accepts (0 in reports
+    /// from before it existed).
+    #[serde(default)]
+    pub(crate) reconnects: u64,
+    /// The close codes that caused them.
+    #[serde(default)]
+    pub(crate) reconnects_by_code: BTreeMap<String, u64>,
+    /// Connections whose reconnect was refused (`401`, `403`) or gave up after
+    /// `--reconnect-max` attempts, by the cause of the last attempt (the keys of
+    /// `failures`); each is counted as dropped too.
+    #[serde(default)]
+    pub(crate) reconnect_failures: BTreeMap<String, u64>,
+    /// Time spent closed and reconnecting, summed over the connections, in seconds.
+    #[serde(default)]
+    pub(crate) disconnected_s: f64,
 }
 
 /// Pings and what became of them.
@@ -131,6 +146,16 @@ pub(crate) struct MessagesReport {
     /// late + lost + duplicated + corrupted + error frames + dropped connections: what
     /// `--threshold errors…` compares.
     pub(crate) errors: u64,
+    /// `--reconnect`: pings awaiting their echo (within `--timeout`) on a connection the
+    /// server closed and that was reopened: lost to the reconnect, not an error.
+    #[serde(default)]
+    pub(crate) lost_to_reconnect: u64,
+    /// `--keepalive`: keepalive frames sent (not pings: not in `sent`).
+    #[serde(default)]
+    pub(crate) keepalives: u64,
+    /// Answers to them recognised (not counted as echoes nor as errors).
+    #[serde(default)]
+    pub(crate) keepalive_answers: u64,
 }
 
 /// Open model: how late the client itself was with its sends (see `worker.rs`).
@@ -192,6 +217,9 @@ pub struct LoadReport {
     pub(crate) round_trip_ms: LatencySummary,
     /// Connect times (ms): DNS, TCP, TLS and the WebSocket handshake.
     pub(crate) connect_ms: LatencySummary,
+    /// `--reconnect`: from a close to the new connection open (backoff included), ms.
+    #[serde(default)]
+    pub(crate) reconnect_ms: LatencySummary,
     /// Every `--threshold`, in order, with its verdict (empty for a shard: the merge
     /// evaluates them).
     pub(crate) thresholds: Vec<Verdict>,
@@ -272,6 +300,13 @@ pub(crate) struct Settings {
     pub(crate) start_at: Option<String>,
     /// The `--threshold`s as typed (a shard leaves them to the merge).
     pub(crate) thresholds: Vec<String>,
+    /// `--keepalive` (`5m ping`, `30s message`: the text is left out, it may carry a
+    /// token); absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) keepalive: Option<String>,
+    /// `--reconnect` (`going-away, at most 10 attempts`); absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reconnect: Option<String>,
 }
 
 /// Which shard a report is of.
@@ -305,23 +340,48 @@ pub(crate) struct Histograms {
     pub(crate) round_trip_us: String,
     /// Connect times (µs).
     pub(crate) connect_us: String,
+    /// Reconnect times (µs): from a close to the new connection open. Absent in reports
+    /// from before `--reconnect`, which had none: read as empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reconnect_us: Option<String>,
+}
+
+/// A run's histograms, decoded.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// Round trips (µs).
+    pub(crate) round_trip: Histogram<u64>,
+    /// Connect times (µs).
+    pub(crate) connect: Histogram<u64>,
+    /// Reconnect times (µs).
+    pub(crate) reconnect: Histogram<u64>,
 }
 
 impl Histograms {
-    /// Serialises both histograms.
-    pub(crate) fn encode(round_trip: &Histogram<u64>, connect: &Histogram<u64>) -> Self {
+    /// Serialises the histograms.
+    pub(crate) fn encode(
+        round_trip: &Histogram<u64>,
+        connect: &Histogram<u64>,
+        reconnect: &Histogram<u64>,
+    ) -> Self {
         Self {
             round_trip_us: encode_histogram(round_trip),
             connect_us: encode_histogram(connect),
+            reconnect_us: Some(encode_histogram(reconnect)),
         }
     }
 
-    /// Reads both back: `(round_trip, connect)`.
-    pub(crate) fn decode(&self) -> Result<(Histogram<u64>, Histogram<u64>), String> {
-        Ok((
-            decode_histogram(&self.round_trip_us).map_err(|e| format!("round_trip_us: {e}"))?,
-            decode_histogram(&self.connect_us).map_err(|e| format!("connect_us: {e}"))?,
-        ))
+    /// Reads them back (a missing reconnect histogram as an empty one).
+    pub(crate) fn decode(&self) -> Result<Decoded, String> {
+        Ok(Decoded {
+            round_trip: decode_histogram(&self.round_trip_us)
+                .map_err(|e| format!("round_trip_us: {e}"))?,
+            connect: decode_histogram(&self.connect_us).map_err(|e| format!("connect_us: {e}"))?,
+            reconnect: match &self.reconnect_us {
+                Some(text) => decode_histogram(text).map_err(|e| format!("reconnect_us: {e}"))?,
+                None => super::stats::new_histogram(),
+            },
+        })
     }
 }
 
@@ -484,6 +544,27 @@ pub(crate) fn to_table(report: &LoadReport) -> String {
     );
     let close_codes = counts(&c.close_codes);
     row(&mut out, "Close codes", close_codes);
+    if c.reconnects > 0 || !c.reconnect_failures.is_empty() {
+        let failures = if c.reconnect_failures.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} not reopened ({})",
+                c.reconnect_failures.values().sum::<u64>(),
+                counts(&c.reconnect_failures)
+            )
+        };
+        row(
+            &mut out,
+            "Reconnects",
+            format!(
+                "{} (after {}){failures}, {:.2}s disconnected in all",
+                c.reconnects,
+                counts(&c.reconnects_by_code),
+                c.disconnected_s
+            ),
+        );
+    }
     let m = &report.messages;
     let in_flight = if m.in_flight == 0 {
         String::new()
@@ -504,6 +585,27 @@ pub(crate) fn to_table(report: &LoadReport) -> String {
         format!("{} ({})", m.error_frames, counts(&m.error_kinds))
     };
     row(&mut out, "Error frames", error_frames);
+    if m.lost_to_reconnect > 0 || c.reconnects > 0 {
+        row(
+            &mut out,
+            "Reconnecting",
+            format!(
+                "{} pings in flight when their connection closed: lost to the reconnect, \
+                 not errors",
+                m.lost_to_reconnect
+            ),
+        );
+    }
+    if m.keepalives > 0 {
+        row(
+            &mut out,
+            "Keepalives",
+            format!(
+                "{} sent, {} answered (not pings)",
+                m.keepalives, m.keepalive_answers
+            ),
+        );
+    }
     let errors = if m.errors == 0 {
         "0".green().to_string()
     } else {
@@ -548,6 +650,9 @@ pub(crate) fn to_table(report: &LoadReport) -> String {
     );
     latency_row(&mut out, "Round trip", &report.round_trip_ms);
     latency_row(&mut out, "Connect", &report.connect_ms);
+    if report.reconnect_ms.count > 0 {
+        latency_row(&mut out, "Reconnect", &report.reconnect_ms);
+    }
     out
 }
 
@@ -629,6 +734,10 @@ mod tests {
         for us in [150, 200, 250, 4_000] {
             histogram.record(us).unwrap();
         }
+        let mut reconnect = crate::load::stats::new_histogram();
+        for us in [180_000, 240_000] {
+            reconnect.record(us).unwrap();
+        }
         LoadReport {
             schema: SCHEMA.into(),
             url: "ws://127.0.0.1:1/dev".into(),
@@ -657,6 +766,10 @@ mod tests {
                 dropped: 0,
                 stalled: 0,
                 close_codes: BTreeMap::new(),
+                reconnects: 2,
+                reconnects_by_code: [("1001".to_owned(), 2)].into(),
+                reconnect_failures: [("401".to_owned(), 1)].into(),
+                disconnected_s: 0.25,
             },
             messages: MessagesReport {
                 sent: 4,
@@ -665,6 +778,7 @@ mod tests {
             },
             round_trip_ms: LatencySummary::of(&histogram),
             connect_ms: LatencySummary::default(),
+            reconnect_ms: LatencySummary::of(&reconnect),
             thresholds: Vec::new(),
             started_at: "2026-11-28T05:00:00.000Z".into(),
             settings: None,
@@ -673,6 +787,7 @@ mod tests {
             histograms: Some(Histograms::encode(
                 &histogram,
                 &crate::load::stats::new_histogram(),
+                &reconnect,
             )),
             intervals: vec![Interval {
                 unix_s: 1_795_842_000,
@@ -693,7 +808,12 @@ mod tests {
         let report = report();
         let back: LoadReport = serde_json::from_str(&to_json(&report)).unwrap();
         assert_eq!(back, report);
-        let (round_trip, connect) = back.histograms.unwrap().decode().unwrap();
+        let Decoded {
+            round_trip,
+            connect,
+            reconnect,
+        } = back.histograms.unwrap().decode().unwrap();
+        assert_eq!(reconnect.len(), 2);
         assert_eq!(round_trip.len(), 4);
         assert_eq!(round_trip.max(), round_trip.highest_equivalent(4_000));
         assert!(connect.is_empty());
@@ -709,6 +829,8 @@ mod tests {
             "99.5/s achieved of 100.0/s target (99.5%)",
             "2 of 3 opened, 1 failed (403: 1), 0 dropped",
             "4 sent, 4 echoed, 0 late, 0 lost, 0 duplicated, 0 corrupted",
+            "2 (after 1001: 2), 1 not reopened (401: 1), 0.25s disconnected in all",
+            "Reconnect ",
             "Round trip",
             "4.00ms",
         ] {

@@ -160,6 +160,20 @@ pub(crate) struct Counters {
     pub(crate) connect_failed: AtomicU64,
     /// Connections that opened and have ended since.
     pub(crate) closed: AtomicU64,
+    /// `--reconnect`: connections reopened after a close the policy accepts.
+    pub(crate) reconnects: AtomicU64,
+    /// `--reconnect`: connections closed and not reopened yet (a gauge: up at the close,
+    /// down at the reopen or when the connection gives up).
+    pub(crate) reconnecting: AtomicU64,
+    /// `--reconnect`: time spent between a close and the reopen (or giving up), µs.
+    pub(crate) disconnected_us: AtomicU64,
+    /// Pings awaiting their echo (within the timeout) on a connection the server closed
+    /// and that was reopened: lost to the reconnect, not to the server.
+    pub(crate) lost_to_reconnect: AtomicU64,
+    /// `--keepalive`: keepalive frames sent.
+    pub(crate) keepalives: AtomicU64,
+    /// `--keepalive`: answers to them recognised (not counted as pings or errors).
+    pub(crate) keepalive_answers: AtomicU64,
 }
 
 /// Things that happen rarely, counted by kind.
@@ -173,6 +187,11 @@ pub(crate) struct Rare {
     pub(crate) close_codes: BTreeMap<u16, u64>,
     /// Gateway error frames by their `message`.
     pub(crate) error_kinds: BTreeMap<String, u64>,
+    /// `--reconnect`: the close codes that caused the reconnects.
+    pub(crate) reconnects_by_code: BTreeMap<u16, u64>,
+    /// `--reconnect`: connections that could not be reopened, by [`ConnectCause::key`]
+    /// of the last attempt's error (`401`, `refused`, …).
+    pub(crate) reconnect_failures: BTreeMap<String, u64>,
 }
 
 /// One shard of latency histograms.
@@ -180,6 +199,7 @@ pub(crate) struct Rare {
 struct Shard {
     round_trip: Histogram<u64>,
     connect: Histogram<u64>,
+    reconnect: Histogram<u64>,
 }
 
 /// Everything the workers record into, shared by all of them.
@@ -206,6 +226,7 @@ impl Stats {
                 Mutex::new(Shard {
                     round_trip: new_histogram(),
                     connect: new_histogram(),
+                    reconnect: new_histogram(),
                 })
             })
             .collect();
@@ -240,6 +261,32 @@ impl Stats {
             .connect
             .saturating_record(connect_us.max(1));
         self.count(connection, |c| &c.opened);
+    }
+
+    /// `connection` was reopened after a close with `code`, `took_us` after the close
+    /// (the backoff and the handshake).
+    pub(crate) fn record_reconnect(&self, connection: usize, code: u16, took_us: u64) {
+        self.shard(connection)
+            .reconnect
+            .saturating_record(took_us.max(1));
+        self.count(connection, |c| &c.reconnects);
+        self.add(connection, |c| &c.disconnected_us, took_us);
+        *lock(&self.rare).reconnects_by_code.entry(code).or_default() += 1;
+    }
+
+    /// `connection` could not be reopened (`error`: the last attempt's), `took_us` after
+    /// the close; it is then dropped with its close code.
+    pub(crate) fn record_reconnect_failure(
+        &self,
+        connection: usize,
+        error: &wsprobe_core::client::ConnectError,
+        took_us: u64,
+    ) {
+        self.add(connection, |c| &c.disconnected_us, took_us);
+        *lock(&self.rare)
+            .reconnect_failures
+            .entry(ConnectCause::of(error).key())
+            .or_default() += 1;
     }
 
     /// `connection` could not be opened.
@@ -303,6 +350,12 @@ impl Stats {
         self.add(connection, counter, 1);
     }
 
+    /// Takes one from a counter of `connection`'s shard (a gauge that `connection` raised
+    /// before: the shard's count never goes below zero).
+    pub(crate) fn uncount(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64) {
+        counter(&self.counters[connection % self.counters.len()]).fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Adds `n` to a counter of `connection`'s shard.
     pub(crate) fn add(&self, connection: usize, counter: impl Fn(&Counters) -> &AtomicU64, n: u64) {
         counter(&self.counters[connection % self.counters.len()]).fetch_add(n, Ordering::Relaxed);
@@ -320,6 +373,7 @@ impl Stats {
     pub(crate) fn open_now(&self) -> u64 {
         self.total(|c| &c.opened)
             .saturating_sub(self.total(|c| &c.closed))
+            .saturating_sub(self.total(|c| &c.reconnecting))
     }
 
     /// Looks at the rare counts so far (the timeline copies them once an interval).
@@ -350,6 +404,8 @@ pub(crate) struct Collector {
     pub(crate) round_trip: Histogram<u64>,
     /// Every connect time of the run.
     pub(crate) connect: Histogram<u64>,
+    /// Every reconnect of the run: from the close to the new connection open, µs.
+    pub(crate) reconnect: Histogram<u64>,
     /// Round trips of the current interval (since the last [`Collector::take_interval`]).
     interval: Histogram<u64>,
     /// Round trips of the current tick (since the last [`Collector::take_tick`]).
@@ -361,6 +417,7 @@ impl Default for Collector {
         Self {
             round_trip: new_histogram(),
             connect: new_histogram(),
+            reconnect: new_histogram(),
             interval: new_histogram(),
             tick: new_histogram(),
         }
@@ -383,6 +440,10 @@ impl Collector {
             if !shard.connect.is_empty() {
                 let _ = self.connect.add(&shard.connect);
                 shard.connect.reset();
+            }
+            if !shard.reconnect.is_empty() {
+                let _ = self.reconnect.add(&shard.reconnect);
+                shard.reconnect.reset();
             }
         }
     }

@@ -14,6 +14,9 @@
 //!            | connect_errors  connections that could not be opened: a count, or a share
 //!                            of the connections tried
 //!            | rate          achieved pings per second (`rate>=950/s`)
+//!            | reconnects    `--reconnect`: connections reopened, a count
+//!            | lost_to_reconnect  pings in flight when their connection closed and was
+//!                            reopened: a count, or a share of the pings sent
 //! value     := duration for latencies (`50ms`, `1.5s`, `250us`), count or `N%`, rate
 //! ```
 
@@ -74,6 +77,10 @@ pub(crate) enum Metric {
     ConnectErrors { percent: bool },
     /// Achieved pings per second.
     Rate,
+    /// Reconnects, a count.
+    Reconnects,
+    /// Pings lost to reconnects, as a count or a percentage of pings sent.
+    LostToReconnect { percent: bool },
 }
 
 /// One parsed `--threshold`.
@@ -108,6 +115,10 @@ pub(crate) struct Observed<'a> {
     pub(crate) connect_attempts: u64,
     /// Achieved pings per second.
     pub(crate) rate: f64,
+    /// Reconnects.
+    pub(crate) reconnects: u64,
+    /// Pings lost to reconnects.
+    pub(crate) lost_to_reconnect: u64,
 }
 
 /// A threshold's verdict.
@@ -172,6 +183,17 @@ pub(crate) fn parse(text: &str) -> Result<Threshold, String> {
             };
             (metric, limit)
         }
+        "reconnects" => {
+            let (limit, percent) = parse_count_or_share(value).map_err(|e| bad(&e))?;
+            if percent {
+                return Err(bad("reconnects is a count (e.g. `reconnects<100`)"));
+            }
+            (Metric::Reconnects, limit)
+        }
+        "lost_to_reconnect" => {
+            let (limit, percent) = parse_count_or_share(value).map_err(|e| bad(&e))?;
+            (Metric::LostToReconnect { percent }, limit)
+        }
         "rate" => (
             Metric::Rate,
             wsprobe_core::values::parse_rate(value).map_err(|e| bad(&e))?,
@@ -194,7 +216,8 @@ pub(crate) fn parse(text: &str) -> Result<Threshold, String> {
         "" => return Err(bad("it names no metric")),
         other => {
             return Err(bad(&format!(
-                "`{other}` is not a metric (pN, mean, max, errors, connect_errors, rate)"
+                "`{other}` is not a metric (pN, mean, max, errors, connect_errors, rate, \
+                 reconnects, lost_to_reconnect)"
             )));
         }
     };
@@ -299,6 +322,18 @@ impl Threshold {
                 (Some(value), format!("{value:.3}%"))
             }
             Metric::Rate => (Some(observed.rate), format!("{:.1}/s", observed.rate)),
+            Metric::Reconnects => (
+                Some(observed.reconnects as f64),
+                observed.reconnects.to_string(),
+            ),
+            Metric::LostToReconnect { percent: false } => (
+                Some(observed.lost_to_reconnect as f64),
+                observed.lost_to_reconnect.to_string(),
+            ),
+            Metric::LostToReconnect { percent: true } => {
+                let value = share(observed.lost_to_reconnect, observed.sent);
+                (Some(value), format!("{value:.3}%"))
+            }
         };
         let value = actual.unwrap_or(f64::NAN);
         let passed = self.op.holds(value, self.limit);
@@ -353,7 +388,21 @@ mod tests {
             connect_errors: 0,
             connect_attempts: 10,
             rate: 960.0,
+            reconnects: 12,
+            lost_to_reconnect: 5,
         }
+    }
+
+    #[test]
+    fn reconnect_thresholds() {
+        let h = histogram(&[1_000]);
+        let check = |text: &str| parse(text).unwrap().evaluate(&observed(&h));
+        assert!(check("reconnects<=12").passed);
+        assert!(!check("reconnects<10").passed);
+        assert_eq!(check("reconnects<10").line, "reconnects 12 ≥ 10");
+        assert!(check("lost_to_reconnect<1%").passed);
+        assert!(!check("lost_to_reconnect==0").passed);
+        assert!(parse("reconnects<5%").is_err());
     }
 
     #[test]

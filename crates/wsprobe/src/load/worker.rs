@@ -5,7 +5,17 @@
 //! A connection that cannot be opened is counted by cause and not retried: retrying in
 //! a loop would hammer a stage that is already refusing, and would blur what the run
 //! measured. The run goes on with the connections that opened. A connection the server
-//! closes (or that breaks) is counted as dropped, with its close code, and not reopened.
+//! closes (or that breaks) is counted as dropped, with its close code, and not reopened —
+//! unless `--reconnect` accepts its close (1001 and 1006; any with `always`): then the
+//! pings in flight on it are counted as lost to the reconnect, the core's `redial`
+//! reopens it with its backoff (the whole handshake again, a fresh SigV4 signature), and
+//! sending goes on where the timetable is. A reconnect that the server refuses (401, 403)
+//! or that gives up after `--reconnect-max` attempts drops the connection, counted by
+//! cause. See "Soak tests" in `docs/load.md`.
+//!
+//! `--keepalive` sends a ping frame (or the `--keepalive-message` text) whenever the
+//! connection sent nothing for that long, as a session does; answers are recognised as a
+//! session recognises them (`answers_keepalive`) and counted, not taken for echoes.
 //!
 //! The task reads and writes the WebSocket itself (no session task, no channels): one
 //! `select!` over the next incoming message, the next due send and the stop signal.
@@ -23,8 +33,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_util::{Sink, Stream as _, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt as _, Stream as _, StreamExt};
 use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -41,6 +51,10 @@ use super::stats::Stats;
 use super::{Limit, Plan, WorkMode};
 use wsprobe_core::client::{self, ClientConfig, Stream};
 use wsprobe_core::message::parse_gateway_error;
+use wsprobe_core::reconnect::{Backoff, ReconnectEvent, ReconnectPolicy, redial};
+use wsprobe_core::session::{
+    Ending, KEEPALIVE_ANSWER_WINDOW, KEEPALIVE_PING, KeepAlive, MIN_KEEPALIVE, answers_keepalive,
+};
 
 /// How early the open model wakes up for a slot, in µs. tokio's timer fires on the
 /// first millisecond tick at or after the deadline, so waking for the slot itself would
@@ -84,6 +98,11 @@ pub(crate) struct Shared {
     /// The global number of connection 0 (a shard's first connection), which ping tokens
     /// carry, so the shards of one run send distinct tokens.
     pub(crate) first_connection: u64,
+    /// `--keepalive`: what to send after how long without sending.
+    pub(crate) keepalive: Option<KeepAlive>,
+    /// `--reconnect`: which closes are reopened, and how many failed attempts in a row
+    /// give up.
+    pub(crate) reconnect: Option<ReconnectPolicy>,
 }
 
 impl Shared {
@@ -207,6 +226,9 @@ pub(crate) async fn run(
             buffer: BytesMut::new(),
             end: WorkerEnd::default(),
             owed_close: None,
+            ended: None,
+            last_sent_us: shared.stats.now_us(),
+            keepalive_sent_us: None,
         }
     };
     let mut flow = match worker.wait_for_go(&mut stop).await {
@@ -229,6 +251,9 @@ pub(crate) async fn run(
         worker.close(code, &mut abort).await;
     }
     let stats = &shared.stats;
+    if let Some(code) = worker.ended.take() {
+        stats.record_dropped(index, code);
+    }
     if let Flow::Aborted = flow {
         // Overdue pings are lost; those still within the timeout might have come back.
         stats.add(index, |c| &c.lost, worker.inflight.overdue());
@@ -334,6 +359,14 @@ struct Worker<'a> {
     /// message: 1009; a protocol error: 1002; invalid UTF-8: 1007), sent before the
     /// connection is dropped.
     owed_close: Option<CloseCode>,
+    /// The close code of the connection's end, once it ended (not after a stall): counted
+    /// as dropped at the worker's end, unless a reconnect takes it.
+    ended: Option<u16>,
+    /// When this connection last sent something (µs since the start): keepalives go after
+    /// `--keepalive` of silence.
+    last_sent_us: u64,
+    /// When the last `--keepalive-message` went out, until its answer arrives.
+    keepalive_sent_us: Option<u64>,
 }
 
 impl Worker<'_> {
@@ -346,6 +379,7 @@ impl Worker<'_> {
             if let Some(go_us) = known {
                 return self.wait_until(go_us, stop).await;
             }
+            let keepalive = self.keepalive_at();
             tokio::select! {
                 () = stop.wait() => return Go::Stop,
                 changed = go.changed() => {
@@ -354,7 +388,16 @@ impl Worker<'_> {
                     }
                 }
                 incoming = self.ws.next() => {
-                    if let Flow::Ended = self.on_incoming(incoming) {
+                    if let Flow::Ended = self.on_incoming(incoming)
+                        && !self.resume(stop, u64::MAX).await
+                    {
+                        return Go::Ended;
+                    }
+                }
+                () = sleep_until(keepalive.unwrap_or_else(far_future)), if keepalive.is_some() => {
+                    if let Flow::Ended = self.keep_alive().await
+                        && !self.resume(stop, u64::MAX).await
+                    {
                         return Go::Ended;
                     }
                 }
@@ -368,11 +411,21 @@ impl Worker<'_> {
         let sleep = sleep_until(self.shared.at(go_us));
         tokio::pin!(sleep);
         loop {
+            let keepalive = self.keepalive_at();
             tokio::select! {
                 () = &mut sleep => return Go::Start(go_us),
                 () = stop.wait() => return Go::Stop,
                 incoming = self.ws.next() => {
-                    if let Flow::Ended = self.on_incoming(incoming) {
+                    if let Flow::Ended = self.on_incoming(incoming)
+                        && !self.resume(stop, u64::MAX).await
+                    {
+                        return Go::Ended;
+                    }
+                }
+                () = sleep_until(keepalive.unwrap_or_else(far_future)), if keepalive.is_some() => {
+                    if let Flow::Ended = self.keep_alive().await
+                        && !self.resume(stop, u64::MAX).await
+                    {
                         return Go::Ended;
                     }
                 }
@@ -401,21 +454,42 @@ impl Worker<'_> {
                 )
             }
         };
+        // A soak (`--reconnect` or `--keepalive` with `-d`) holds each connection open,
+        // reading, keeping alive and reconnecting, from its last slot to the end of `-d`:
+        // at a low rate a connection's last ping may come long before the end.
+        let hold = matches!(limit, Limit::Duration(_))
+            && (self.shared.reconnect.is_some() || self.shared.keepalive.is_some());
         let mut lag = Lag::default();
         let wake_at = |due_us: u64| self.shared.at(due_us.saturating_sub(TIMER_LEAD_US));
-        let sleep = sleep_until(wake_at(
-            go_us.saturating_add(timetable.due_us(self.index, slot)),
-        ));
+        let sleep = sleep_until(wake_at(if quota == 0 && hold {
+            end_us
+        } else {
+            go_us.saturating_add(timetable.due_us(self.index, slot))
+        }));
         tokio::pin!(sleep);
         // When this connection was last free to send: the go, then the end of each send.
         let mut free_since_us = go_us;
+        // When the connection was last reopened: the slots due while it was closed are
+        // sent at once, their latencies counted from the reopen (the outage is measured
+        // as the reconnect's, not as round trips).
+        let mut reopened_us = 0;
         // Messages read in a row since the timer was last looked at.
         let mut streak = 0;
+        // `--keepalive`: armed for the end of the silence as it was when last armed; a
+        // send since only makes it fire early once (it is then re-armed), so the hot loop
+        // touches no timer for it.
+        // Boxed: only with `--keepalive` does a connection's task hold its timer.
+        let mut keepalive = self.keepalive_at().map(|at| Box::pin(sleep_until(at)));
         let flow = loop {
-            if slot >= quota {
+            let holding = slot >= quota;
+            if holding && !hold {
                 break Flow::Continue;
             }
-            let due_us = go_us.saturating_add(timetable.due_us(self.index, slot));
+            let due_us = if holding {
+                end_us
+            } else {
+                go_us.saturating_add(timetable.due_us(self.index, slot))
+            };
             // Incoming first: echoes are bounded by the sends, so reading cannot starve
             // sending, while a connection behind its timetable (its slot always due)
             // would otherwise never read and inflate every latency it measures.
@@ -424,17 +498,46 @@ impl Worker<'_> {
                 () = stop.wait() => break Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
-                        break Flow::Ended;
+                        if !self.resume(stop, end_us).await {
+                            break Flow::Ended;
+                        }
+                        reopened_us = self.shared.stats.now_us();
+                        free_since_us = reopened_us;
+                        continue;
                     }
                     streak += 1;
                     streak % FLOOD_CHECK == 0
                         && self.shared.stats.now_us() >= due_us.saturating_sub(TIMER_LEAD_US)
                 }
                 () = &mut sleep => true,
+                () = async {
+                    match keepalive.as_mut() {
+                        Some(timer) => timer.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if keepalive.is_some() => {
+                    if let Flow::Ended = self.keep_alive().await {
+                        if !self.resume(stop, end_us).await {
+                            break Flow::Ended;
+                        }
+                        reopened_us = self.shared.stats.now_us();
+                        free_since_us = reopened_us;
+                    }
+                    if let (Some(timer), Some(at)) = (keepalive.as_mut(), self.keepalive_at()) {
+                        timer.as_mut().reset(at);
+                    }
+                    false
+                }
             };
             if slot_due {
                 streak = 0;
                 let now_us = self.shared.stats.now_us();
+                if holding {
+                    if now_us.saturating_add(TIMER_LEAD_US) >= end_us {
+                        break Flow::Continue;
+                    }
+                    continue;
+                }
                 if now_us >= end_us {
                     // Behind the timetable at the end of -d: what is left is not sent.
                     self.shared
@@ -443,19 +546,34 @@ impl Worker<'_> {
                     break Flow::Continue;
                 }
                 lag.record(now_us.saturating_sub(due_us.max(free_since_us)));
-                // Late, the latency counts from the slot (the wait counts); early
-                // (by the timer lead), from the actual send.
-                match self.send(due_us.min(now_us), now_us, stop).await {
+                // Late, the latency counts from the slot (the wait counts), or from the
+                // reopen if the slot fell while the connection was closed; early (by the
+                // timer lead), from the actual send.
+                match self
+                    .send(due_us.max(reopened_us).min(now_us), now_us, stop)
+                    .await
+                {
                     Sent::Done => {}
                     Sent::Stopped => break Flow::Continue,
-                    Sent::Ended => break Flow::Ended,
+                    Sent::Ended => {
+                        if !self.resume(stop, end_us).await {
+                            break Flow::Ended;
+                        }
+                        // The slot was not sent: it goes on the new connection.
+                        reopened_us = self.shared.stats.now_us();
+                        free_since_us = reopened_us;
+                        continue;
+                    }
                 }
                 free_since_us = self.shared.stats.now_us();
                 self.inflight.expire(free_since_us);
                 slot += 1;
-                sleep.as_mut().reset(wake_at(
-                    go_us.saturating_add(timetable.due_us(self.index, slot)),
-                ));
+                let next_us = if slot >= quota && hold {
+                    end_us
+                } else {
+                    go_us.saturating_add(timetable.due_us(self.index, slot))
+                };
+                sleep.as_mut().reset(wake_at(next_us));
             }
         };
         self.shared
@@ -468,6 +586,13 @@ impl Worker<'_> {
     /// ping timed out).
     async fn closed_loop(&mut self, go_us: u64, stop: &mut Stop) -> Flow {
         let limit = self.shared.plan.limit;
+        // A reconnect does not go on past the end of `-d`.
+        let end_us = match limit {
+            Limit::Duration(duration) => {
+                go_us.saturating_add(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX))
+            }
+            Limit::Count(_) => u64::MAX,
+        };
         // One timer for the whole loop, armed for the expiry of the ping waiting when it
         // is armed. It may then fire for a ping already echoed (its expiry is earlier
         // than the current one's), which costs one spurious wake-up per timeout period
@@ -477,6 +602,9 @@ impl Worker<'_> {
         let mut armed = false;
         // Messages read in a row since the timer was last looked at.
         let mut streak = 0;
+        // `--keepalive`, as in the open model (here a connection is silent only while an
+        // echo is awaited, up to `--timeout`).
+        let mut keepalive = self.keepalive_at().map(|at| Box::pin(sleep_until(at)));
         loop {
             if self.inflight.waiting() == 0 {
                 if stop.requested() {
@@ -495,7 +623,13 @@ impl Worker<'_> {
                 match self.send(now_us, now_us, stop).await {
                     Sent::Done => continue,
                     Sent::Stopped => return Flow::Continue,
-                    Sent::Ended => return Flow::Ended,
+                    Sent::Ended => {
+                        if !self.resume(stop, end_us).await {
+                            return Flow::Ended;
+                        }
+                        armed = false;
+                        continue;
+                    }
                 }
             }
             if !armed {
@@ -510,7 +644,11 @@ impl Worker<'_> {
                 () = stop.wait() => return Flow::Continue,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
-                        return Flow::Ended;
+                        if !self.resume(stop, end_us).await {
+                            return Flow::Ended;
+                        }
+                        armed = false;
+                        continue;
                     }
                     streak += 1;
                     if streak % FLOOD_CHECK == 0 {
@@ -521,6 +659,22 @@ impl Worker<'_> {
                     armed = false;
                     streak = 0;
                     self.inflight.expire(self.shared.stats.now_us());
+                }
+                () = async {
+                    match keepalive.as_mut() {
+                        Some(due) => due.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if keepalive.is_some() => {
+                    if let Flow::Ended = self.keep_alive().await {
+                        if !self.resume(stop, end_us).await {
+                            return Flow::Ended;
+                        }
+                        armed = false;
+                    }
+                    if let (Some(due), Some(at)) = (keepalive.as_mut(), self.keepalive_at()) {
+                        due.as_mut().reset(at);
+                    }
                 }
             }
         }
@@ -534,6 +688,7 @@ impl Worker<'_> {
                 () = abort.wait() => return Flow::Aborted,
                 incoming = self.ws.next() => {
                     if let Flow::Ended = self.on_incoming(incoming) {
+                        self.ended_after_sending();
                         return Flow::Ended;
                     }
                 }
@@ -642,6 +797,167 @@ impl Worker<'_> {
     fn count_sent(&mut self, now_us: u64) {
         self.shared.stats.count(self.index, |c| &c.sent);
         self.end.last_send_us = Some(now_us);
+        self.last_sent_us = now_us;
+    }
+
+    /// The close code the connection ended with, if `--reconnect` takes it (and no stop
+    /// came): then it is not a drop.
+    fn reconnectable(&self, stop: &mut Stop) -> Option<(u16, ReconnectPolicy)> {
+        let code = self.ended?;
+        let policy = self.shared.reconnect?;
+        let cause = Ending::Closed {
+            code,
+            reason: String::new(),
+        };
+        (policy.applies_to(&cause) && !stop.requested()).then_some((code, policy))
+    }
+
+    /// The connection ended (counted in `ended`): reopens it if `--reconnect` takes its
+    /// close, and says whether it did. The pings in flight are lost to the reconnect
+    /// (those already overdue, to the server). A stop ends the reconnecting at once (not a
+    /// drop); a refusal (401, 403) or giving up leaves the close to be counted as dropped,
+    /// and the reconnect failure by cause. Reconnecting stops at `until_us` (the end of
+    /// `-d`; µs since the start) as at a stop: a server that stays down cannot hold the
+    /// run past its end with the backoff.
+    async fn resume(&mut self, stop: &mut Stop, until_us: u64) -> bool {
+        let Some((code, policy)) = self.reconnectable(stop) else {
+            return false;
+        };
+        // Boxed: the reconnect's state (the backoff's generator, the handshake) lives on
+        // the heap while it runs, not in every connection's task.
+        Box::pin(self.reopen(code, policy, stop, until_us)).await
+    }
+
+    /// [`resume`](Self::resume), once the close is known to be reconnected.
+    async fn reopen(
+        &mut self,
+        code: u16,
+        policy: ReconnectPolicy,
+        stop: &mut Stop,
+        until_us: u64,
+    ) -> bool {
+        self.ended = None;
+        if let Some(owed) = self.owed_close.take() {
+            self.close(owed, stop).await;
+        }
+        let stats = &self.shared.stats;
+        let (overdue, waiting) = self.inflight.abandon();
+        stats.add(self.index, |c| &c.lost, overdue);
+        stats.add(self.index, |c| &c.lost_to_reconnect, waiting);
+        stats.count(self.index, |c| &c.reconnecting);
+        let closed_us = stats.now_us();
+        let cause = Ending::Closed {
+            code,
+            reason: String::new(),
+        };
+        let mut backoff = Backoff::new();
+        let mut report = |_: ReconnectEvent| {};
+        let redialled = tokio::select! {
+            result = redial(
+                &self.shared.url,
+                &self.shared.client,
+                &policy,
+                &mut backoff,
+                &cause,
+                None,
+                &mut report,
+            ) => Some(result),
+            () = stop.wait() => None,
+            () = sleep_until(self.shared.at(until_us)) => None,
+        };
+        stats.uncount(self.index, |c| &c.reconnecting);
+        let now_us = stats.now_us();
+        let took_us = now_us.saturating_sub(closed_us);
+        match redialled {
+            Some(Ok(connection)) => {
+                stats.record_reconnect(self.index, code, took_us);
+                self.ws = connection.stream;
+                self.last_sent_us = now_us;
+                self.keepalive_sent_us = None;
+                true
+            }
+            Some(Err(error)) => {
+                stats.record_reconnect_failure(self.index, error.connect_error(), took_us);
+                self.ended = Some(code);
+                false
+            }
+            None => {
+                stats.add(self.index, |c| &c.disconnected_us, took_us);
+                false
+            }
+        }
+    }
+
+    /// The connection ended while its last echoes were awaited: a close `--reconnect`
+    /// takes is not a drop then (the run was done with the connection; nothing is
+    /// reopened), and its pings in flight are lost to it.
+    fn ended_after_sending(&mut self) {
+        let Some(code) = self.ended else {
+            return;
+        };
+        let accepted = self.shared.reconnect.is_some_and(|policy| {
+            policy.applies_to(&Ending::Closed {
+                code,
+                reason: String::new(),
+            })
+        });
+        if accepted {
+            self.ended = None;
+            let (overdue, waiting) = self.inflight.abandon();
+            let stats = &self.shared.stats;
+            stats.add(self.index, |c| &c.lost, overdue);
+            stats.add(self.index, |c| &c.lost_to_reconnect, waiting);
+        }
+    }
+
+    /// When the next keepalive is due (after `--keepalive` of silence); `None` without
+    /// `--keepalive`.
+    fn keepalive_at(&self) -> Option<Instant> {
+        let every = self.shared.keepalive.as_ref()?.every.max(MIN_KEEPALIVE);
+        let every_us = u64::try_from(every.as_micros()).unwrap_or(u64::MAX);
+        Some(self.shared.at(self.last_sent_us.saturating_add(every_us)))
+    }
+
+    /// Sends a keepalive if the connection has been silent for `--keepalive` (a send
+    /// since the timer was armed puts it off). A send that cannot complete within
+    /// `--timeout` stalls the connection, as a ping's would.
+    async fn keep_alive(&mut self) -> Flow {
+        // Boxed (once per keepalive, not per ping): the send's state stays out of every
+        // connection's task.
+        Box::pin(self.send_keepalive()).await
+    }
+
+    async fn send_keepalive(&mut self) -> Flow {
+        let Some(keepalive) = &self.shared.keepalive else {
+            return Flow::Continue;
+        };
+        let now_us = self.shared.stats.now_us();
+        if self.keepalive_at().is_some_and(|at| Instant::now() < at) {
+            return Flow::Continue;
+        }
+        let message = match &keepalive.message {
+            Some(text) => Message::text(text.clone()),
+            None => Message::Ping(Bytes::from_static(KEEPALIVE_PING)),
+        };
+        let timeout = Duration::from_micros(self.timeout_us);
+        match tokio::time::timeout(timeout, self.ws.send(message)).await {
+            Ok(Ok(())) => {
+                self.shared.stats.count(self.index, |c| &c.keepalives);
+                self.last_sent_us = now_us;
+                if keepalive.message.is_some() {
+                    self.keepalive_sent_us = Some(now_us);
+                }
+                Flow::Continue
+            }
+            Ok(Err(error)) => {
+                self.dropped(close_code_of(&error));
+                Flow::Ended
+            }
+            Err(_) => {
+                self.shared.stats.record_stalled(self.index);
+                Flow::Ended
+            }
+        }
     }
 
     fn on_incoming(&mut self, incoming: Option<Result<Message, tungstenite::Error>>) -> Flow {
@@ -659,7 +975,15 @@ impl Worker<'_> {
                 self.dropped(code);
                 Flow::Ended
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Continue,
+            Some(Ok(Message::Pong(payload))) => {
+                if payload.as_ref() == KEEPALIVE_PING {
+                    self.shared
+                        .stats
+                        .count(self.index, |c| &c.keepalive_answers);
+                }
+                Flow::Continue
+            }
+            Some(Ok(Message::Ping(_) | Message::Frame(_))) => Flow::Continue,
             Some(Err(error)) => {
                 match close_owed_for(&error) {
                     Some(code) => {
@@ -707,6 +1031,20 @@ impl Worker<'_> {
                 }
             }
             Decoded::Echo { .. } | Decoded::Corrupted => stats.count(self.index, |c| &c.corrupted),
+            // Off the hot path: the answer to a keepalive text, as a session recognises it.
+            Decoded::NotAnEcho
+                if self.keepalive_sent_us.is_some_and(|at| {
+                    now_us.saturating_sub(at) <= KEEPALIVE_ANSWER_WINDOW.as_micros() as u64
+                }) && self
+                    .shared
+                    .keepalive
+                    .as_ref()
+                    .and_then(|keepalive| keepalive.message.as_deref())
+                    .is_some_and(|sent| answers_keepalive(sent, text)) =>
+            {
+                self.keepalive_sent_us = None;
+                stats.count(self.index, |c| &c.keepalive_answers);
+            }
             // Off the hot path: a full parse to recognise a gateway error frame.
             Decoded::NotAnEcho => match parse_gateway_error(text) {
                 Some(error) => {
@@ -718,9 +1056,16 @@ impl Worker<'_> {
         }
     }
 
+    /// The connection ended with `code`: counted as dropped at the end, unless a
+    /// reconnect takes it.
     fn dropped(&mut self, code: u16) {
-        self.shared.stats.record_dropped(self.index, code);
+        self.ended = Some(code);
     }
+}
+
+/// An instant no run reaches: the deadline of a timer that is never polled.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// One turn of writing `message` out: hands it to the connection when it is ready to

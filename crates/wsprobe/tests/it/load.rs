@@ -20,6 +20,8 @@ mod html;
 mod local_address;
 #[path = "load_shard.rs"]
 mod shard;
+#[path = "load_soak.rs"]
+mod soak;
 
 /// Runs `wsprobe load ARGS…` (with `--no-progress`) off the async runtime, so in-process
 /// servers keep serving, and returns its output.
@@ -98,10 +100,23 @@ fn read_report(path: &Path) -> Value {
     }
     assert!(report["target_rate"].is_number() || report["target_rate"].is_null());
     assert!(report["interrupted"].is_boolean());
-    for key in ["requested", "opened", "failed", "dropped", "stalled"] {
+    for key in [
+        "requested",
+        "opened",
+        "failed",
+        "dropped",
+        "stalled",
+        "reconnects",
+    ] {
         assert!(report["connections"][key].is_u64(), "connections.{key}");
     }
-    for key in ["failures", "close_codes"] {
+    assert!(report["connections"]["disconnected_s"].is_number());
+    for key in [
+        "failures",
+        "close_codes",
+        "reconnects_by_code",
+        "reconnect_failures",
+    ] {
         assert!(report["connections"][key].is_object(), "connections.{key}");
     }
     for key in [
@@ -115,11 +130,14 @@ fn read_report(path: &Path) -> Value {
         "corrupted",
         "error_frames",
         "errors",
+        "lost_to_reconnect",
+        "keepalives",
+        "keepalive_answers",
     ] {
         assert!(report["messages"][key].is_u64(), "messages.{key}");
     }
     assert!(report["messages"]["error_kinds"].is_object());
-    for histogram in ["round_trip_ms", "connect_ms"] {
+    for histogram in ["round_trip_ms", "connect_ms", "reconnect_ms"] {
         let summary = &report[histogram];
         assert!(summary["count"].is_u64(), "{histogram}.count");
         for key in ["min", "mean", "p50", "p90", "p99", "p99.9", "max"] {

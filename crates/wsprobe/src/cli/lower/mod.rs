@@ -129,6 +129,21 @@ pub fn session(args: &SessionArgs) -> Result<SessionOptions, Error> {
     })
 }
 
+/// [`session`] for `load`, which refuses `--on-connect`: a load connection sends only
+/// pings it can match with their echoes, and the answers of other lines (a subscription's
+/// acknowledgement, pushed messages) could not be told from damaged echoes, so they would
+/// be counted as errors and skew the run.
+pub fn load_session(args: &SessionArgs) -> Result<SessionOptions, Error> {
+    if let Some(line) = args.on_connect.first() {
+        return Err(Error::usage(format!(
+            "--on-connect `{line}`: `load` sends only pings it matches with their echoes, so \
+             it cannot run --on-connect lines (their answers would be counted as corrupted \
+             echoes); keep them for `connect` and `run`"
+        )));
+    }
+    session(args)
+}
+
 /// [`connection`] for `manage`, refusing the options that do nothing for one HTTP call.
 pub fn manage_connection(args: &ConnectionArgs, url: Option<String>) -> Result<Lowered, Error> {
     let useless = [
