@@ -24,7 +24,6 @@ use super::timeline::Timeline;
 use super::{JsonOut, html, stats};
 use crate::cli::MergeArgs;
 use crate::{Context, Error, Outcome};
-use wsprobe_core::report_file::ReportFile;
 
 /// One report as read, with where it came from and its histograms decoded.
 #[derive(Debug)]
@@ -60,18 +59,7 @@ pub(crate) fn run(args: MergeArgs, context: Context) -> Result<Outcome, Error> {
         .collect::<Result<Vec<Threshold>, String>>()
         .map_err(Error::Usage)?;
     let report_json = JsonOut::create(args.report_json.as_deref())?;
-    let report_html = args
-        .report_html
-        .as_deref()
-        .map(|path| {
-            ReportFile::create(path).map_err(|e| {
-                Error::usage(format!(
-                    "cannot write --report-html {}: {e}",
-                    path.display()
-                ))
-            })
-        })
-        .transpose()?;
+    let report_html = super::create_report_html(args.report_html.as_deref())?;
     let mut inputs = Vec::new();
     for path in &args.files {
         inputs.extend(read(path)?);

@@ -317,18 +317,7 @@ pub(crate) async fn run(
     let client = client_config(&options, &args)?;
     check_local_addresses(&client, &url)?;
     let report_json = JsonOut::create(args.report_json.as_deref())?;
-    let report_html = args
-        .report_html
-        .as_deref()
-        .map(|path| {
-            ReportFile::create(path).map_err(|e| {
-                Error::usage(format!(
-                    "cannot write --report-html {}: {e}",
-                    path.display()
-                ))
-            })
-        })
-        .transpose()?;
+    let report_html = create_report_html(args.report_html.as_deref())?;
     let started_wall = SystemTime::now();
     let start = Instant::now();
     let start_at_us = match args.start_at {
@@ -1064,6 +1053,22 @@ fn check_open_file_limit(connections: usize) {
              `ulimit -n {needed}`)"
         );
     }
+}
+
+/// Claims the `--report-html` file before anything runs, so a path that cannot be
+/// written is a usage error, not a report lost at the end (`load` and `load merge`).
+pub(crate) fn create_report_html(
+    path: Option<&std::path::Path>,
+) -> Result<Option<ReportFile>, Error> {
+    path.map(|path| {
+        ReportFile::create(path).map_err(|e| {
+            Error::usage(format!(
+                "cannot write --report-html {}: {e}",
+                path.display()
+            ))
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]
