@@ -510,12 +510,7 @@ impl Worker<'_> {
                         && self.shared.stats.now_us() >= due_us.saturating_sub(TIMER_LEAD_US)
                 }
                 () = &mut sleep => true,
-                () = async {
-                    match keepalive.as_mut() {
-                        Some(timer) => timer.as_mut().await,
-                        None => std::future::pending().await,
-                    }
-                }, if keepalive.is_some() => {
+                () = keepalive_due(&mut keepalive), if keepalive.is_some() => {
                     if let Flow::Ended = self.keep_alive().await {
                         if !self.resume(stop, end_us).await {
                             break Flow::Ended;
@@ -523,9 +518,7 @@ impl Worker<'_> {
                         reopened_us = self.shared.stats.now_us();
                         free_since_us = reopened_us;
                     }
-                    if let (Some(timer), Some(at)) = (keepalive.as_mut(), self.keepalive_at()) {
-                        timer.as_mut().reset(at);
-                    }
+                    self.rearm_keepalive(&mut keepalive);
                     false
                 }
             };
@@ -660,21 +653,14 @@ impl Worker<'_> {
                     streak = 0;
                     self.inflight.expire(self.shared.stats.now_us());
                 }
-                () = async {
-                    match keepalive.as_mut() {
-                        Some(due) => due.as_mut().await,
-                        None => std::future::pending().await,
-                    }
-                }, if keepalive.is_some() => {
+                () = keepalive_due(&mut keepalive), if keepalive.is_some() => {
                     if let Flow::Ended = self.keep_alive().await {
                         if !self.resume(stop, end_us).await {
                             return Flow::Ended;
                         }
                         armed = false;
                     }
-                    if let (Some(due), Some(at)) = (keepalive.as_mut(), self.keepalive_at()) {
-                        due.as_mut().reset(at);
-                    }
+                    self.rearm_keepalive(&mut keepalive);
                 }
             }
         }
@@ -912,6 +898,13 @@ impl Worker<'_> {
 
     /// When the next keepalive is due (after `--keepalive` of silence); `None` without
     /// `--keepalive`.
+    /// Re-arms `timer` for the next keepalive, counted from the last send.
+    fn rearm_keepalive(&self, timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+        if let (Some(timer), Some(at)) = (timer.as_mut(), self.keepalive_at()) {
+            timer.as_mut().reset(at);
+        }
+    }
+
     fn keepalive_at(&self) -> Option<Instant> {
         let every = self.shared.keepalive.as_ref()?.every.max(MIN_KEEPALIVE);
         let every_us = u64::try_from(every.as_micros()).unwrap_or(u64::MAX);
@@ -1064,6 +1057,15 @@ impl Worker<'_> {
 }
 
 /// An instant no run reaches: the deadline of a timer that is never polled.
+/// Waits for the keepalive timer of a sending loop; never ends when there is none (its
+/// `select!` arm is disabled then).
+async fn keepalive_due(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
