@@ -1044,13 +1044,9 @@ const SECRET_FLAGS: [&str; 2] = ["--auth", "--api-key"];
 /// and `--api-key`, secret-looking headers (`-H 'Authorization: …'`) and URL
 /// credentials (passwords, `?token=…`) redacted unless `show_secrets`.
 pub(crate) fn command_line(args: &[String], show_secrets: bool) -> String {
-    use wsprobe_core::secret::{REDACTED, name_looks_secret};
+    use wsprobe_core::secret::{REDACTED, header_looks_secret};
     let redact_header = |header: &str| match header.split_once(':') {
-        Some((name, _))
-            if name_looks_secret(name) || name.trim().eq_ignore_ascii_case("cookie") =>
-        {
-            format!("{name}: {REDACTED}")
-        }
+        Some((name, _)) if header_looks_secret(name) => format!("{name}: {REDACTED}"),
         _ => header.to_owned(),
     };
     let redact_url = |arg: &str| match url::Url::parse(arg) {
