@@ -405,6 +405,11 @@ impl Shared {
         }
     }
 
+    /// Notes that a frame went out now: keepalive silence counts from here.
+    fn sent_now(&self) {
+        *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
     fn last_sent(&self) -> Instant {
         *self.last_sent.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -493,11 +498,7 @@ impl SessionSender {
             observer.observe(Event::Sent(frame));
         }
         sink.send(message).await.map_err(send_error)?;
-        *self
-            .shared
-            .last_sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.shared.sent_now();
         Ok(())
     }
 
